@@ -1,0 +1,43 @@
+# Two commands matter: `make demo` and `make test`. Both work on a fresh Debian machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_REPO := feature_repo
+
+.PHONY: install redis test lint demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The online store's tests and `online_store: managed` need a local redis-server.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (Debian package)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+lint: install
+	$(VENV)/bin/ruff check featurestore tests benchmarks feature_repo
+
+test: install redis lint
+	$(VENV)/bin/pytest -q
+
+demo: install
+	$(PY) $(DEMO_REPO)/datagen/generate.py --out $(DEMO_REPO)/data
+	$(VENV)/bin/featurestore apply --repo $(DEMO_REPO)
+	$(PY) $(DEMO_REPO)/datagen/labels.py --repo $(DEMO_REPO) --out $(DEMO_REPO)/data/labels.parquet
+	$(VENV)/bin/featurestore training-set $(DEMO_REPO)/data/labels.parquet \
+		-o $(DEMO_REPO)/data/training_set.parquet --service fraud_v1 --repo $(DEMO_REPO)
+	$(VENV)/bin/featurestore sql --repo $(DEMO_REPO) \
+		"SELECT * FROM read_parquet('$(DEMO_REPO)/data/training_set.parquet') LIMIT 5"
+
+bench: install
+	$(PY) benchmarks/training_set.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_REPO)/data $(DEMO_REPO)/.featurestore

@@ -1,0 +1,28 @@
+"""featurestore: features defined once in Python, compiled once with Numba, identical in
+training and serving. This module only re-exports the public names."""
+
+from featurestore.definitions import (
+    Aggregate,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    Request,
+    Source,
+    transform,
+)
+from featurestore.errors import FeatureStoreError
+from featurestore.feature_store import FeatureStore
+
+__all__ = [
+    "Aggregate",
+    "Entity",
+    "FeatureService",
+    "FeatureStore",
+    "FeatureStoreError",
+    "FeatureView",
+    "Field",
+    "Request",
+    "Source",
+    "transform",
+]

@@ -1,0 +1,193 @@
+"""The `featurestore` command. Exit status: 0 success, 1 a problem the message explains
+(bad definitions, data or arguments to featurestore), 2 a usage error."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from featurestore.errors import FeatureStoreError
+from featurestore.feature_store import FeatureStore
+from featurestore.offline.registry import PlanDiff
+from featurestore.scaffold import scaffold
+
+app = typer.Typer(help="Features defined once in Python, identical in training and serving.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+Repo = Annotated[Path, typer.Option("--repo", help="feature repo directory")]
+T = TypeVar("T")
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except FeatureStoreError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+
+
+def _store(repo: Path) -> FeatureStore:
+    return _guard(lambda: FeatureStore(repo, progress=sys.stderr.isatty()))
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="where to create the repo")] = Path(
+        "feature_repo")) -> None:
+    """Create a small working feature repo (definitions, config and sample data)."""
+    _guard(lambda: scaffold(directory))
+    out.print(f"created feature repo in {directory}; next: featurestore apply --repo {directory}")
+
+
+def _print_diff(diff: PlanDiff) -> None:
+    table = Table("change", "kind", "name", "version", title="plan")
+    for e in diff.added:
+        table.add_row("[green]added[/]", e.kind, e.name, e.version)
+    for e, old in diff.changed:
+        table.add_row("[yellow]changed[/]", e.kind, e.name, f"{old} -> {e.version}")
+    for e in diff.removed:
+        table.add_row("[red]removed[/]", e.kind, e.name, e.version)
+    if diff.empty:
+        out.print(f"no definition changed ({len(diff.unchanged)} unchanged)")
+    else:
+        out.print(table)
+
+
+@app.command()
+def apply(repo: Repo = Path("feature_repo")) -> None:
+    """Validate and compile the definitions, register them, and build their feature tables."""
+    store = _store(repo)
+    result = _guard(store.apply)
+    _print_diff(result.diff)
+    for name, done in result.ingested.items():
+        skipped = f", {done.skipped_null_keys} rows with null keys skipped" \
+            if done.skipped_null_keys else ""
+        out.print(f"ingested source {name}: {done.rows} rows{skipped}")
+    for name, rows in result.built.items():
+        out.print(f"built feature table {name}: {rows} rows")
+    out.print("[green]applied[/]")
+
+
+@app.command("list")
+def list_(repo: Repo = Path("feature_repo")) -> None:
+    """List the repo's definitions with their versions and whether they are applied."""
+    store = _store(repo)
+    plan = _guard(lambda: store.plan)
+    diff = _guard(store.diff)
+    state = {(e.kind, e.name): "applied" for e in diff.unchanged}
+    state |= {(e.kind, e.name): "not applied" for e in diff.added}
+    state |= {(e.kind, e.name): "changed, not applied" for e, _ in diff.changed}
+    table = Table("kind", "name", "version", "state", "details")
+    for (kind, name), digest in sorted(plan.definitions().items()):
+        table.add_row(kind, name, digest[:12], state.get((kind, name), ""), _details(plan, kind,
+                                                                                       name))
+    out.print(table)
+
+
+def _details(plan: Any, kind: str, name: str) -> str:
+    if kind == "feature_view":
+        v = plan.views[name]
+        return ", ".join(f"{f}: {t}" for f, t in v.features)
+    if kind == "transform":
+        t = plan.transforms[name]
+        return f"({', '.join(i.ref for i in t.inputs)}) -> {t.output}"
+    if kind == "feature_service":
+        return ", ".join(plan.services[name].features)
+    if kind == "entity":
+        return ", ".join(f"{k}: {t}" for k, t in plan.entities[name].join_keys)
+    src = plan.sources[name]
+    return src.path or src.table or ""
+
+
+@app.command()
+def backfill(repo: Repo = Path("feature_repo"),
+             view: Annotated[list[str] | None, typer.Option(help="only these views")] = None
+             ) -> None:
+    """Re-read source data and rebuild feature tables."""
+    store = _store(repo)
+    result = _guard(lambda: store.backfill(view or None))
+    for name, rows in result.built.items():
+        out.print(f"built feature table {name}: {rows} rows")
+
+
+@app.command("training-set")
+def training_set(
+    labels: Annotated[Path, typer.Argument(help="labels file (.parquet or .csv)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help=".parquet or .csv")],
+    service: Annotated[str | None, typer.Option(help="feature service")] = None,
+    features: Annotated[str | None, typer.Option(help="comma-separated: view:feature, view "
+                                                      "or transform")] = None,
+    timestamp: Annotated[str, typer.Option(help="as-of column of the labels")] = "event_timestamp",
+    timezone: Annotated[str | None, typer.Option(help="zone of naive label timestamps")] = None,
+    statuses: Annotated[bool, typer.Option(help="add <feature>__status columns")] = False,
+    repo: Repo = Path("feature_repo"),
+) -> None:
+    """Build a point-in-time-correct training set for the labels."""
+    store = _store(repo)
+
+    def run() -> pl.DataFrame:
+        table: Any = labels
+        if labels.suffix == ".csv":
+            table = pl.read_csv(labels, try_parse_dates=True)
+        frame = store.training_set(table, service=service,
+                                   features=features.split(",") if features else None,
+                                   timestamp=timestamp, timezone=timezone, statuses=statuses)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.suffix == ".csv":
+            frame.write_csv(output)
+        elif output.suffix in (".parquet", ".pq"):
+            frame.write_parquet(output)
+        else:
+            raise FeatureStoreError(f"output {output} must end in .parquet or .csv")
+        return frame
+
+    frame = _guard(run)
+    out.print(f"wrote {frame.height} rows x {frame.width} columns to {output}")
+
+
+@app.command()
+def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an interactive shell")]
+        = None, repo: Repo = Path("feature_repo"),
+        fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table") -> None:
+    """Read-only SQL over the offline store (sources.*, features.*, transforms as functions)."""
+    store = _store(repo)
+    if query is not None:
+        _print_frame(_guard(lambda: store.sql(query)), fmt)
+        return
+    out.print("featurestore sql (read-only). End statements with ';', quit with Ctrl-D.")
+    buffer = ""
+    while True:
+        try:
+            line = input("sql> " if not buffer else "...> ")
+        except EOFError:
+            out.print()
+            return
+        buffer += line + "\n"
+        if buffer.strip().endswith(";"):
+            statement, buffer = buffer, ""
+            try:
+                _print_frame(store.sql(statement), fmt)
+            except FeatureStoreError as exc:
+                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+
+
+def _print_frame(frame: pl.DataFrame, fmt: str) -> None:
+    if fmt == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif fmt == "json":
+        sys.stdout.write(frame.write_ndjson())
+    else:
+        with pl.Config(tbl_rows=50, tbl_cols=30, tbl_width_chars=200):
+            print(frame)
+
+
+if __name__ == "__main__":
+    app()

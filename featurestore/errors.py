@@ -1,0 +1,37 @@
+"""The errors users see. Each names the object at fault and how to fix it."""
+
+
+class FeatureStoreError(Exception):
+    """Base class: anything the user can fix. The CLI prints it and exits with status 1."""
+
+
+class DefinitionError(FeatureStoreError):
+    """A definition in the feature repo is malformed or inconsistent."""
+
+
+class CompileError(DefinitionError):
+    """A transform could not be compiled into a Numba kernel."""
+
+
+class SourceDataError(FeatureStoreError):
+    """A source's data file or table does not match its definition."""
+
+
+class LabelsError(FeatureStoreError):
+    """The labels handed to training_set are unusable."""
+
+
+class NotAppliedError(FeatureStoreError):
+    """The registry does not hold what was asked for: `featurestore apply` first."""
+
+
+class UnknownNameError(FeatureStoreError):
+    """A feature, view or service name that the plan does not define."""
+
+
+class ReadOnlyError(FeatureStoreError):
+    """SQL that tried to modify the offline store through the read-only SQL surface."""
+
+
+class NotSupportedError(DefinitionError):
+    """A definition uses something this version cannot compute yet."""

@@ -1,0 +1,77 @@
+"""FeatureStore: the scientist's entry point. A thin face over the repo loader, the Plan and
+the stores; the work happens in those modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from featurestore.offline import ApplyResult, OfflineStore
+from featurestore.offline.registry import PlanDiff
+from featurestore.offline.sql import run
+from featurestore.plan import Plan, build_plan
+from featurestore.progress import Reporter
+from featurestore.repo import RepoConfig, load_config, load_repo
+
+
+class FeatureStore:
+    def __init__(self, repo: str | Path = "feature_repo", progress: bool = False):
+        self.config: RepoConfig = load_config(repo)
+        self.offline = OfflineStore(self.config.offline_store, self.config.root)
+        self.reporter = Reporter(progress)
+        self._plan: Plan | None = None
+
+    @property
+    def plan(self) -> Plan:
+        """The compiled definitions as they are in the repo's files now."""
+        if self._plan is None:
+            _, defs = load_repo(self.config.root)
+            self._plan = build_plan(self.config, defs)
+        return self._plan
+
+    def reload(self) -> Plan:
+        self._plan = None
+        return self.plan
+
+    def diff(self) -> PlanDiff:
+        return self.offline.diff(self.plan)
+
+    def apply(self) -> ApplyResult:
+        return self.offline.apply(self.reload(), self.reporter)
+
+    def backfill(self, views: list[str] | None = None) -> ApplyResult:
+        return self.offline.backfill(self.plan, views, self.reporter)
+
+    def training_set(
+        self,
+        labels: Any,
+        service: str | None = None,
+        features: list[str] | None = None,
+        timestamp: str = "event_timestamp",
+        timezone: str | None = None,
+        statuses: bool = False,
+        output: str = "polars",
+    ) -> Any:
+        """One row per label row (order and duplicates kept): the label columns, then one
+        column per feature as it was visible at the label's `timestamp`. With statuses=True,
+        a `<feature>__status` column per feature says PRESENT, NULL, NOT_FOUND or
+        OUTSIDE_TTL. output: 'polars' (default), 'arrow' or 'pandas'."""
+        if output not in ("polars", "arrow", "pandas"):
+            raise ValueError("output must be 'polars', 'arrow' or 'pandas'")
+        selection = self.plan.select(service=service, features=features)
+        frame = self.offline.training_set(self.plan, selection, labels, timestamp, timezone,
+                                          statuses)
+        if output == "arrow":
+            return frame.to_arrow()
+        return frame.to_pandas() if output == "pandas" else frame
+
+    def sql(self, query: str) -> pl.DataFrame:
+        """Read-only SQL over the offline store, with transforms callable as functions."""
+        con = self.offline.sql_session(self.plan)
+        try:
+            relation = run(con, query)
+            return relation.pl() if relation is not None else pl.DataFrame()
+        finally:
+            con.close()

@@ -1,0 +1,29 @@
+"""Opening the offline store. One place decides the session settings every query relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from featurestore.errors import NotAppliedError
+
+INTERNAL = "_fs"  # bookkeeping: registry, ingested sources, feature tables
+SCHEMAS = (INTERNAL, "sources", "features")
+
+
+def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    if read_only and not path.exists():
+        raise NotAppliedError(f"offline store {path} does not exist yet: run `featurestore apply`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,146 @@
+"""The offline store's operations, each one transaction on the DuckDB file: apply (register a
+plan and make its feature tables), backfill (rebuild them from current data), training sets and
+read-only SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from featurestore.errors import FeatureStoreError, NotAppliedError
+from featurestore.offline import catalog, feature_tables, ingest, registry, training
+from featurestore.offline.connection import INTERNAL, connect
+from featurestore.offline.sql import open_session
+from featurestore.plan import Plan, Selection
+from featurestore.plan.hashing import version_of
+from featurestore.progress import QUIET, Reporter
+
+
+@dataclass
+class ApplyResult:
+    diff: registry.PlanDiff
+    ingested: dict[str, ingest.Ingested] = field(default_factory=dict)
+    built: dict[str, int] = field(default_factory=dict)  # view -> feature table rows
+
+
+class OfflineStore:
+    def __init__(self, path: Path, root: Path):
+        self.path, self.root = path, root
+
+    def diff(self, plan: Plan) -> registry.PlanDiff:
+        if not self.path.exists():
+            return registry.diff(plan, {})
+        con = connect(self.path, read_only=True)
+        try:
+            return registry.diff(plan, registry.active_versions(con))
+        finally:
+            con.close()
+
+    def apply(self, plan: Plan, reporter: Reporter = QUIET) -> ApplyResult:
+        """Register the plan and build what its new versions need, atomically: on any error
+        the previous registry, tables and views stay as they were."""
+        with self._transaction() as con:
+            result = ApplyResult(registry.diff(plan, registry.active_versions(con)))
+            self._refresh(con, plan, set(), result, reporter)
+            registry.record(con, plan)
+            catalog.refresh(con, plan)
+            feature_tables.drop_stale(con, plan)
+        return result
+
+    def backfill(self, plan: Plan, views: list[str] | None = None,
+                 reporter: Reporter = QUIET) -> ApplyResult:
+        """Re-ingest changed source data and rebuild feature tables (all, or `views`)."""
+        with self._transaction() as con:
+            result = ApplyResult(registry.diff(plan, registry.active_versions(con)))
+            if not result.diff.empty:
+                raise NotAppliedError(
+                    "the definitions differ from the registry (" + _summary(result.diff)
+                    + "); run `featurestore apply` first")
+            for name in views or []:
+                if name not in plan.views:
+                    raise FeatureStoreError(f"unknown feature view {name!r}")
+            self._refresh(con, plan, set(views or plan.views), result, reporter)
+        return result
+
+    def training_set(self, plan: Plan, selection: Selection, labels: Any, timestamp: str,
+                     timezone: str | None, statuses: bool) -> pl.DataFrame:
+        con = connect(self.path, read_only=True)
+        try:
+            self._check_active(con, plan, selection)
+            return training.training_set(con, plan, selection, labels, timestamp, timezone,
+                                         statuses)
+        finally:
+            con.close()
+
+    def sql_session(self, plan: Plan) -> duckdb.DuckDBPyConnection:
+        return open_session(self.path, plan)
+
+    def _check_active(self, con: duckdb.DuckDBPyConnection, plan: Plan,
+                      selection: Selection) -> None:
+        active = registry.active_versions(con)
+        wanted = [("feature_view", v, plan.views[v].hash) for v in selection.views]
+        wanted += [("transform", t.name, t.hash) for t in selection.transforms]
+        for kind, name, digest in wanted:
+            if active.get((kind, name)) != version_of(digest):
+                raise NotAppliedError(
+                    f"{kind.replace('_', ' ')} {name!r} is not applied in this version "
+                    f"({version_of(digest)}); run `featurestore apply`")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = connect(self.path)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            registry.ensure_schema(con)
+            ingest.ensure_tables(con)
+            feature_tables.ensure_tables(con)
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        else:
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    def _refresh(self, con: duckdb.DuckDBPyConnection, plan: Plan, force: set[str],
+                 result: ApplyResult, reporter: Reporter) -> None:
+        stored = dict(con.execute(f"SELECT source, fingerprint FROM {INTERNAL}.ingests").fetchall())
+        used = {v.source for v in plan.views.values()}
+        fingerprints: dict[str, str] = {}
+        with reporter.task("ingesting sources", len(used)) as step:
+            for name in sorted(used):
+                src = plan.sources[name]
+                current = ingest.fingerprint(plan, src, self.root)
+                forced = any(plan.views[v].source == name for v in force)
+                if current is None or current != stored.get(name) or forced:
+                    step.advance(f"ingesting {name}")
+                    done = ingest.ingest(con, plan, src, self.root)
+                    con.execute(f"INSERT OR REPLACE INTO {INTERNAL}.ingests VALUES (?, ?, ?, now())",
+                                [name, done.fingerprint, done.rows])
+                    result.ingested[name] = done
+                    current = done.fingerprint
+                else:
+                    step.advance(f"{name} unchanged")
+                fingerprints[name] = current or ""
+        have = feature_tables.built(con)
+        with reporter.task("building feature tables", len(plan.views)) as step:
+            for view in plan.views.values():
+                fp = fingerprints[view.source]
+                if view.name in force or have.get((view.name, view.version)) != fp or \
+                        view.source in result.ingested:
+                    step.advance(f"building {view.name}")
+                    result.built[view.name] = feature_tables.build(con, plan, view, fp)
+                else:
+                    step.advance(f"{view.name} up to date")
+
+
+def _summary(d: registry.PlanDiff) -> str:
+    parts = [f"{len(d.added)} added", f"{len(d.changed)} changed", f"{len(d.removed)} removed"]
+    return ", ".join(parts)

@@ -1,0 +1,102 @@
+"""Point-in-time-correct training sets: one ASOF join per feature view against its feature
+table, then the transform kernels, returning one row per label row in label order."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from featurestore.errors import LabelsError, NotAppliedError
+from featurestore.offline.feature_tables import asof_join, built, expired, visible_value
+from featurestore.offline.labels import ROW, TS, prepare, to_arrow_table
+from featurestore.offline.connection import quote
+from featurestore.plan import Column, Plan, Selection, from_arrow, to_arrow
+from featurestore.plan.status import STATUS_NAMES, Status
+
+STATUS_DTYPE = pl.Enum(STATUS_NAMES)
+
+
+def check_built(con: duckdb.DuckDBPyConnection, plan: Plan, views: list[str]) -> None:
+    have = built(con)
+    for name in views:
+        view = plan.views[name]
+        if (view.name, view.version) not in have:
+            raise NotAppliedError(
+                f"feature view {name!r} version {view.version} has no feature table: the "
+                "definitions changed since the last apply; run `featurestore apply`"
+            )
+
+
+def join_sql(plan: Plan, selection: Selection) -> str:
+    items, joins = [f"l.{ROW}"], []
+    for i, (name, features) in enumerate(selection.views.items()):
+        view, alias = plan.views[name], f"f{i}"
+        state = (f"CASE WHEN {alias}.__vis IS NULL THEN {int(Status.NOT_FOUND)} "
+                 f"WHEN {expired(view, alias, f'l.{TS}')} THEN {int(Status.OUTSIDE_TTL)} "
+                 f"ELSE {int(Status.PRESENT)} END")
+        items.append(f"{state}::UTINYINT AS {quote(f'__st_{i}')}")
+        items += [f"{visible_value(view, f'{alias}.{quote(f)}', alias, f'l.{TS}')} "
+                  f"AS {quote(f'{name}:{f}')}" for f in features]
+        joins.append(asof_join(view, "l", alias, f"l.{TS}"))
+    return f"SELECT {', '.join(items)} FROM __labels l {' '.join(joins)} ORDER BY l.{ROW}"
+
+
+def compute(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection,
+            labels: pa.Table) -> tuple[dict[str, Column], dict[str, np.ndarray]]:
+    """Every selected feature (and transform input) as a Column, plus its statuses."""
+    con.register("__labels", labels)
+    try:
+        joined = con.sql(join_sql(plan, selection)).to_arrow_table()
+    finally:
+        con.unregister("__labels")
+    columns: dict[str, Column] = {}
+    statuses: dict[str, np.ndarray] = {}
+    for i, (name, features) in enumerate(selection.views.items()):
+        state = joined.column(f"__st_{i}").to_numpy()
+        for feature in features:
+            ref = f"{name}:{feature}"
+            column = from_arrow(joined.column(ref), plan.views[name].dtype(feature))
+            columns[ref] = column
+            statuses[ref] = np.where((state == Status.PRESENT) & ~column.valid,
+                                     np.uint8(Status.NULL), state)
+    for t in selection.transforms:
+        inputs = [from_arrow(labels.column(i.ref), i.dtype) if i.kind == "request"
+                  else columns[i.ref] for i in t.inputs]
+        assert t.kernel is not None
+        result, errors = t.kernel.run(inputs)
+        if errors:
+            warnings.warn(f"transform {t.name!r} raised for {errors} of {len(result)} rows; "
+                          "those values are NULL", RuntimeWarning, stacklevel=3)
+        columns[t.name] = result
+        statuses[t.name] = np.where(result.valid, np.uint8(Status.PRESENT), np.uint8(Status.NULL))
+    return columns, statuses
+
+
+def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection, labels: Any,
+                 timestamp: str, timezone: str | None, with_statuses: bool) -> pl.DataFrame:
+    table = to_arrow_table(labels)
+    for out in selection.outputs:
+        if out.name in table.column_names:
+            raise LabelsError(
+                f"labels column {out.name!r} has the name of a selected feature; rename or "
+                "drop it so the training set's columns stay unambiguous")
+    check_built(con, plan, list(selection.views))
+    columns, statuses = compute(con, plan, selection, prepare(table, selection, timestamp,
+                                                              timezone))
+    out: dict[str, pa.Array] = {}
+    for feature in selection.outputs:
+        out[feature.name] = to_arrow(columns[feature.ref], feature.dtype)
+    frame = pl.from_arrow(table) if not isinstance(labels, pl.DataFrame) else labels
+    assert isinstance(frame, pl.DataFrame)
+    features = pl.from_arrow(pa.table(out))
+    assert isinstance(features, pl.DataFrame)
+    if with_statuses:
+        features = features.with_columns(
+            pl.Series(f"{f.name}__status", np.asarray(STATUS_NAMES)[statuses[f.ref]],
+                      dtype=STATUS_DTYPE) for f in selection.outputs)
+    return pl.concat([frame, features], how="horizontal")

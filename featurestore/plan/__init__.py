@@ -1,0 +1,27 @@
+"""Compiles definitions into a Plan: hashes, schemas and Numba kernels.
+
+Imports definitions/ and repo; imported by offline/, online/ and serving/, never the reverse."""
+
+from featurestore.plan.columns import Column, from_arrow, to_arrow
+from featurestore.plan.plan import (
+    OutputFeature,
+    Plan,
+    Selection,
+    SourcePlan,
+    TransformPlan,
+    ViewPlan,
+    build_plan,
+)
+
+__all__ = [
+    "Column",
+    "OutputFeature",
+    "Plan",
+    "Selection",
+    "SourcePlan",
+    "TransformPlan",
+    "ViewPlan",
+    "build_plan",
+    "from_arrow",
+    "to_arrow",
+]

@@ -1,0 +1,68 @@
+"""String columns as UTF-8 bytes plus offsets (Arrow's layout), decoded inside kernels.
+
+One compiled kernel then serves strings of any length: NumPy's fixed-width 'U' arrays would
+make Numba specialize, and recompile, per width."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass(frozen=True, slots=True)
+class Utf8Array:
+    offsets: np.ndarray  # int64, length n + 1
+    data: np.ndarray  # uint8
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def to_list(self) -> list[str]:
+        raw = self.data.tobytes()
+        o = self.offsets
+        return [raw[o[i]:o[i + 1]].decode() for i in range(len(self))]
+
+    @classmethod
+    def from_arrow(cls, array: pa.Array) -> Utf8Array:
+        """`array` is a pa.string() array without nulls (nulls filled by the caller)."""
+        array = array.cast(pa.large_string())
+        buffers = array.buffers()
+        offsets = np.frombuffer(buffers[1], np.int64)[array.offset: array.offset + len(array) + 1]
+        data = np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.empty(0, np.uint8)
+        return cls(offsets.copy(), data)
+
+    @classmethod
+    def from_list(cls, values: list[str]) -> Utf8Array:
+        return cls.from_arrow(pa.array(values, pa.string()))
+
+    def to_arrow(self, mask: np.ndarray) -> pa.Array:
+        offsets = pa.py_buffer(self.offsets.tobytes())
+        array = pa.LargeStringArray.from_buffers(len(self), offsets, pa.py_buffer(self.data))
+        if mask.any():
+            array = pc.if_else(pa.array(~mask), array, pa.scalar(None, pa.large_string()))
+        return array.cast(pa.string())
+
+
+@numba.njit(cache=True, nogil=True)
+def utf8_decode(data: np.ndarray, start: int, end: int) -> str:
+    out = ""
+    i = start
+    while i < end:
+        b = data[i]
+        if b < 0x80:
+            cp, width = np.int64(b), 1
+        elif b < 0xE0:
+            cp, width = np.int64(b & 0x1F), 2
+        elif b < 0xF0:
+            cp, width = np.int64(b & 0x0F), 3
+        else:
+            cp, width = np.int64(b & 0x07), 4
+        for j in range(1, width):
+            cp = (cp << 6) | (data[i + j] & 0x3F)
+        out += chr(cp)
+        i += width
+    return out

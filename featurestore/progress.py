@@ -1,0 +1,43 @@
+"""Progress bars for long work (ingest, backfill, training sets). Silent unless enabled, so
+library calls stay quiet and the CLI shows bars."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class Reporter:
+    def __init__(self, enabled: bool = False, console: Console | None = None):
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Step]:
+        if not self.enabled:
+            yield Step(None, None)
+            return
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), console=self.console, transient=False,
+        ) as bar:
+            yield Step(bar, bar.add_task(description, total=total))
+
+    def note(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(message)
+
+
+class Step:
+    def __init__(self, bar: Progress | None, task_id: object):
+        self._bar, self._task = bar, task_id
+
+    def advance(self, description: str | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=description)  # type: ignore[arg-type]
+
+
+QUIET = Reporter(False)
