@@ -36,7 +36,8 @@ class FeatureStore:
         return self.plan
 
     def diff(self) -> PlanDiff:
-        return self.offline.diff(self.plan)
+        """What `apply` would change, read from the files as they are now."""
+        return self.offline.diff(self.reload())
 
     def apply(self) -> ApplyResult:
         return self.offline.apply(self.reload(), self.reporter)

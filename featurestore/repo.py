@@ -179,7 +179,8 @@ def resolve_feature(defs: Definitions, ref: str, owner: str) -> FeatureView | Fe
         view_name, feature = ref.split(":", 1)
         view = defs.views.get(view_name)
         if view is None:
-            raise DefinitionError(f"{owner}: unknown feature view {view_name!r}{_hint(view_name, defs.views)}")
+            hint = _hint(view_name, defs.views)
+            raise DefinitionError(f"{owner}: unknown feature view {view_name!r}{hint}")
         if feature not in view.feature_names:
             raise DefinitionError(
                 f"{owner}: feature view {view_name!r} has no feature {feature!r}"

@@ -26,7 +26,7 @@ _ACCEPTS: dict[DType, set[str]] = {
     Float64: {"DOUBLE", "FLOAT", "REAL"} | _INTEGERS,
     Bool: {"BOOLEAN"},
     String: {"VARCHAR"},
-    Timestamp: {"TIMESTAMP WITH TIME ZONE"} | _NAIVE,
+    Timestamp: {"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMPTZ_NS"} | _NAIVE,
 }
 SEQ_FILE_SHIFT = 40  # __seq = file index << 40 | row number within the file
 

@@ -12,9 +12,9 @@ import polars as pl
 import pyarrow as pa
 
 from featurestore.errors import LabelsError, NotAppliedError
+from featurestore.offline.connection import quote
 from featurestore.offline.feature_tables import asof_join, built, expired, visible_value
 from featurestore.offline.labels import ROW, TS, prepare, to_arrow_table
-from featurestore.offline.connection import quote
 from featurestore.plan import Column, Plan, Selection, from_arrow, to_arrow
 from featurestore.plan.status import STATUS_NAMES, Status
 

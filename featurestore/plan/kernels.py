@@ -129,6 +129,7 @@ def compile_kernel(
     try:
         kernel.run([empty(t) for t in input_types])  # compiles now, or loads from the cache
     except numba.core.errors.NumbaError as exc:
+        _check_return_type(module.fn, output, where, fn.__name__, path)  # the likelier cause
         raise CompileError(
             f"{where}: Numba cannot compile {fn.__name__}() in nopython mode: "
             f"{_first_lines(str(exc))}. Transforms may use numbers, bools, strings, "
@@ -144,11 +145,12 @@ def _check_return_type(
 ) -> None:
     """Runs only when the kernel was compiled in this process (a cached kernel passed it)."""
     for sig in dispatcher.nopython_signatures:
-        if not isinstance(sig.return_type, _RETURNS[output]):
+        returned = nbtypes.unliteral(sig.return_type)
+        if not isinstance(returned, _RETURNS[output]):
             for stale in [path, *path.parent.glob(f"__pycache__/{path.stem}.*")]:
                 stale.unlink(missing_ok=True)  # so the next apply checks again
             raise CompileError(
-                f"{where}: {fn_name}() returns {sig.return_type} but the transform declares "
+                f"{where}: {fn_name}() returns {returned} but the transform declares "
                 f"output={output}; return a {output} value on every path"
             )
 

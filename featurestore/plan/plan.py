@@ -5,7 +5,6 @@ request needs; neither re-derives that from the definitions."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from featurestore.definitions import FeatureRef, FeatureView, Request, Transform
