@@ -107,3 +107,28 @@ def test_unknown_names(tmp_path: Path) -> None:
         store.training_set(LABELS, features=["user_profile:height"])
     with pytest.raises(UnknownNameError, match=r"unknown feature 'nope'"):
         store.training_set(LABELS, features=["nope"])
+
+
+def test_duckdb_table_source(tmp_path: Path) -> None:
+    import duckdb
+
+    root = write_repo(tmp_path, PROFILE_DEFS.replace('path="data/profiles.parquet"',
+                                                     'table="raw_profiles"'), data={})
+    con = duckdb.connect(str(root / "offline.duckdb"))
+    frame = profiles_frame()
+    con.execute("CREATE TABLE raw_profiles AS SELECT * FROM frame")
+    con.close()
+    store = FeatureStore(root)
+    assert store.apply().built["user_profile"] == 3
+    expected_root = write_repo(tmp_path / "pq")
+    expected = FeatureStore(expected_root)
+    expected.apply()
+    assert store.training_set(LABELS, service="fraud_v1").equals(
+        expected.training_set(LABELS, service="fraud_v1"))
+
+
+def test_missing_table_source(tmp_path: Path) -> None:
+    root = write_repo(tmp_path, PROFILE_DEFS.replace('path="data/profiles.parquet"',
+                                                     'table="raw_profiles"'), data={})
+    with pytest.raises(SourceDataError, match=r"Source 'profiles': cannot read table raw_profiles"):
+        FeatureStore(root).apply()
