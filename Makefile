@@ -34,7 +34,9 @@ demo: install
 	$(VENV)/bin/featurestore training-set $(DEMO_REPO)/data/labels.parquet \
 		-o $(DEMO_REPO)/data/training_set.parquet --service fraud_v1 --repo $(DEMO_REPO)
 	$(VENV)/bin/featurestore sql --repo $(DEMO_REPO) \
-		"SELECT * FROM read_parquet('$(DEMO_REPO)/data/training_set.parquet') LIMIT 5"
+		"SELECT is_foreign, count(*) AS labels, round(avg(is_fraud::INT), 4) AS fraud_rate, \
+		round(avg(amount_to_limit(amount, credit_limit)), 4) AS avg_amount_to_limit \
+		FROM read_parquet('$(DEMO_REPO)/data/training_set.parquet') GROUP BY ALL ORDER BY ALL"
 
 bench: install
 	$(PY) benchmarks/training_set.py

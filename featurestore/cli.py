@@ -20,8 +20,9 @@ from featurestore.scaffold import scaffold
 
 app = typer.Typer(help="Features defined once in Python, identical in training and serving.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console()
-err = Console(stderr=True)
+# Piped output keeps whole names instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 Repo = Annotated[Path, typer.Option("--repo", help="feature repo directory")]
 T = TypeVar("T")

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from featurestore.definitions.types import DType, Float64, Int64, String
+from featurestore.definitions.types import DType, Float64, Int64, String, Timestamp
 from featurestore.errors import LabelsError
 from featurestore.plan import Selection
 
@@ -58,9 +58,17 @@ def prepare(labels: pa.Table, selection: Selection, timestamp: str,
                 f"{_first_null(column)}); drop those rows or fill them"
             )
         columns[key] = _cast(column, key, dtype, "entity key")
-    columns[TS] = _timestamps(_column(labels, timestamp, "as-of timestamp"), timestamp, timezone)
+    as_of = _column(labels, timestamp, "as-of timestamp")
+    if as_of.null_count:
+        raise LabelsError(
+            f"labels column {timestamp!r} has {as_of.null_count} null timestamps (first at row "
+            f"{_first_null(as_of)}); every label needs an as-of time"
+        )
+    columns[TS] = _timestamps(as_of, timestamp, timezone)
     for name, dtype in selection.requests.items():
-        columns[name] = _cast(_column(labels, name, "request input"), name, dtype, "request input")
+        column = _column(labels, name, "request input")
+        columns[name] = (_timestamps(column, name, timezone) if dtype is Timestamp
+                         else _cast(column, name, dtype, "request input"))
     return pa.table(columns)
 
 
@@ -92,16 +100,12 @@ def _cast(column: pa.ChunkedArray, name: str, dtype: DType, role: str) -> pa.Chu
 
 
 def _timestamps(column: pa.ChunkedArray, name: str, timezone: str | None) -> pa.ChunkedArray:
+    """UTC microseconds from any zone-aware timestamp (or a naive one with `timezone`)."""
     t = column.type
     if not pa.types.is_timestamp(t):
         raise LabelsError(
             f"labels column {name!r} has type {t}; as-of times must be timestamps (parse "
             "strings first, e.g. polars str.to_datetime(time_zone='UTC'))"
-        )
-    if column.null_count:
-        raise LabelsError(
-            f"labels column {name!r} has {column.null_count} null timestamps (first at row "
-            f"{_first_null(column)}); every label needs an as-of time"
         )
     if t.tz is None:
         if timezone is None:
@@ -111,6 +115,8 @@ def _timestamps(column: pa.ChunkedArray, name: str, timezone: str | None) -> pa.
             )
         column = pc.assume_timezone(column, timezone)
     if t.unit == "ns":  # sub-microsecond parts are floored, as online requests are
-        ns = column.cast(pa.int64()).to_numpy()
-        return pa.chunked_array([pa.array(ns // 1000, pa.int64()).cast(pa.timestamp("us", "UTC"))])
+        ns = column.cast(pa.int64())
+        micros = pa.array(ns.to_numpy(zero_copy_only=False) // 1000, pa.int64(),
+                          mask=ns.is_null().to_numpy(zero_copy_only=False))
+        return pa.chunked_array([micros.cast(pa.timestamp("us", "UTC"))])
     return column.cast(pa.timestamp("us", "UTC"))

@@ -43,14 +43,20 @@ def open_session(path: Path, plan: Plan) -> duckdb.DuckDBPyConnection:
     return con
 
 
+_WRITES = {"INSERT", "UPDATE", "DELETE", "ALTER", "MERGE_INTO"}
+_REFUSAL = ("the offline store is opened read-only for SQL: statements that write "
+            "(INSERT, UPDATE, DELETE, CREATE, ...) are refused")
+
+
 def run(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation | None:
     try:
+        for statement in con.extract_statements(query):
+            if statement.type.name in _WRITES:
+                raise ReadOnlyError(f"{_REFUSAL} ({statement.type.name} found)")
         return con.sql(query)
     except duckdb.InvalidInputException as exc:
         if "read-only" in str(exc):
-            raise ReadOnlyError(
-                "the offline store is opened read-only for SQL: statements that write "
-                f"(INSERT, UPDATE, DELETE, CREATE, ...) are refused. ({exc})") from exc
+            raise ReadOnlyError(f"{_REFUSAL} ({exc})") from exc
         raise FeatureStoreError(f"SQL error: {exc}") from exc
     except duckdb.Error as exc:
         raise FeatureStoreError(f"SQL error: {exc}") from exc

@@ -112,10 +112,9 @@ class OfflineStore:
     def _refresh(self, con: duckdb.DuckDBPyConnection, plan: Plan, force: set[str],
                  result: ApplyResult, reporter: Reporter) -> None:
         stored = dict(con.execute(f"SELECT source, fingerprint FROM {INTERNAL}.ingests").fetchall())
-        used = {v.source for v in plan.views.values()}
         fingerprints: dict[str, str] = {}
-        with reporter.task("ingesting sources", len(used)) as step:
-            for name in sorted(used):
+        with reporter.task("ingesting sources", len(plan.sources)) as step:
+            for name in sorted(plan.sources):
                 src = plan.sources[name]
                 current = ingest.fingerprint(plan, src, self.root)
                 forced = any(plan.views[v].source == name for v in force)

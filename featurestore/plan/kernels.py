@@ -98,9 +98,10 @@ class Kernel:
             if default is not None:
                 column = filled(column, default)
             if isinstance(column.values, Utf8Array):
-                args += [column.values.offsets, column.values.data, column.valid]
+                args += [_frozen(column.values.offsets), _frozen(column.values.data),
+                         _frozen(column.valid)]
             else:
-                args += [column.values, column.valid]
+                args += [_frozen(column.values), _frozen(column.valid)]
         valid = np.empty(n, np.bool_)
         if self.output is String:
             out = List.empty_list(nbtypes.unicode_type)
@@ -110,6 +111,15 @@ class Kernel:
             values = np.empty(n, self.output.numpy)
             errors = self.fn(*args, values, valid)
         return Column(values, valid), int(errors)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """Numba compiles separately for writable and read-only arrays; Arrow hands out read-only
+    ones, so every input is passed read-only and one compiled version serves all callers."""
+    if array.flags.writeable:
+        array = array.view()
+        array.flags.writeable = False
+    return array
 
 
 def compile_kernel(
