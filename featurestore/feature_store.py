@@ -3,14 +3,21 @@ the stores; the work happens in those modules."""
 
 from __future__ import annotations
 
+import os
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import redis
 
+from featurestore.errors import FeatureStoreError
+from featurestore.materialization import Materialized, materialize, to_micros
 from featurestore.offline import ApplyResult, OfflineStore
 from featurestore.offline.registry import PlanDiff
 from featurestore.offline.sql import run
+from featurestore.online.managed import ManagedRedis
 from featurestore.plan import Plan, build_plan
 from featurestore.progress import Reporter
 from featurestore.repo import RepoConfig, load_config, load_repo
@@ -67,6 +74,33 @@ class FeatureStore:
         if output == "arrow":
             return frame.to_arrow()
         return frame.to_pandas() if output == "pandas" else frame
+
+    def online_url(self) -> str:
+        """FEATURESTORE_REDIS_URL if set, else the repo's online_store; a managed store's
+        redis-server is started if it is not running."""
+        url = os.environ.get("FEATURESTORE_REDIS_URL") or self.config.online_store
+        if url == "managed":
+            managed = ManagedRedis(self.config.root)
+            managed.start()
+            return managed.url
+        return url
+
+    def materialize(self, end: datetime | None = None, start: datetime | None = None,
+                    views: list[str] | None = None, incremental: bool = False
+                    ) -> list[Materialized]:
+        """Write each online view's latest values as of `end` (default now) to Redis. With
+        `start`, only entities whose value became visible after it; `incremental=True` starts
+        where the last materialization of the same version ended."""
+        end_us = to_micros(end) if end is not None else time.time_ns() // 1000
+        client = redis.Redis.from_url(self.online_url())
+        try:
+            return materialize(self.plan, self.offline, client, end_us,
+                               to_micros(start) if start is not None else None, views,
+                               incremental, self.reporter)
+        except redis.RedisError as exc:
+            raise FeatureStoreError(f"online store {self.online_url()} failed: {exc}") from exc
+        finally:
+            client.close()
 
     def sql(self, query: str) -> pl.DataFrame:
         """Read-only SQL over the offline store, with transforms callable as functions."""

@@ -16,7 +16,7 @@ class Reporter:
         self.console = console or Console(stderr=True)
 
     @contextmanager
-    def task(self, description: str, total: int) -> Iterator[Step]:
+    def task(self, description: str, total: int | None) -> Iterator[Step]:
         if not self.enabled:
             yield Step(None, None)
             return

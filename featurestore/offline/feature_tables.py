@@ -16,6 +16,14 @@ from featurestore.offline.connection import INTERNAL, quote
 from featurestore.offline.ingest import source_table
 from featurestore.plan import Plan, ViewPlan
 
+# Bumped whenever the feature tables' columns change, so existing stores rebuild them.
+LAYOUT = 2
+
+
+def stamp(source_fingerprint: str) -> str:
+    """What a feature table records it was built from: its layout and its source's data."""
+    return f"{LAYOUT}:{source_fingerprint}"
+
 
 def feature_table(view: ViewPlan) -> str:
     return f"{INTERNAL}.{quote(f'fv_{view.name}_{view.version}')}"
@@ -69,14 +77,26 @@ def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, fingerprin
                        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS __winner
             FROM r
             QUALIFY row_number() OVER (PARTITION BY {key_list}, __vis ORDER BY __seq) = 1)
-        SELECT {", ".join(f"w.{k}" for k in keys)}, w.__vis, r.__event_ts,
+        SELECT {", ".join(f"w.{k}" for k in keys)}, w.__vis, r.__event_ts, r.__created, r.__seq,
                {", ".join(f"r.{f}" for f in features)}
         FROM w JOIN r ON r.__seq = w.__winner""")
     rows = con.execute(f"SELECT count(*) FROM {feature_table(view)}").fetchone()
     count = rows[0] if rows else 0
     con.execute(f"INSERT OR REPLACE INTO {INTERNAL}.feature_tables VALUES (?, ?, ?, ?, now())",
-                [view.name, view.version, fingerprint, count])
+                [view.name, view.version, stamp(fingerprint), count])
     return count
+
+
+def latest_sql(view: ViewPlan, end_us: int, start_us: int | None) -> str:
+    """Each entity's winner as of `end` (what materialization writes online); with `start`,
+    only entities whose winner became visible after it."""
+    keys = ", ".join(quote(k) for k, _ in view.join_keys)
+    features = ", ".join(quote(f) for f, _ in view.features)
+    since = f"WHERE __vis > make_timestamptz({start_us})" if start_us is not None else ""
+    return f"""
+        SELECT {keys}, __event_ts, __created, __seq, {features} FROM (
+            SELECT * FROM {feature_table(view)} WHERE __vis <= make_timestamptz({end_us})
+            QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __vis DESC) = 1) {since}"""
 
 
 def built(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], str]:

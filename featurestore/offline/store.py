@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from featurestore.errors import FeatureStoreError, NotAppliedError
 from featurestore.offline import catalog, feature_tables, ingest, registry, training
@@ -78,6 +79,49 @@ class OfflineStore:
         finally:
             con.close()
 
+    @contextmanager
+    def latest_rows(self, plan: Plan, view: str, end_us: int, start_us: int | None,
+                    batch_rows: int = 100_000) -> Iterator[pa.RecordBatchReader]:
+        """Each entity's winner as of `end`, streamed in batches (for materialization)."""
+        con = connect(self.path, read_only=True)
+        try:
+            self._check_applied(con, plan)
+            reader = con.sql(feature_tables.latest_sql(plan.views[view], end_us, start_us))
+            yield reader.fetch_record_batch(batch_rows)
+        finally:
+            con.close()
+
+    def record_materialization(self, plan: Plan, view: str, start_us: int | None, end_us: int,
+                               rows: int) -> None:
+        with self._transaction() as con:
+            con.execute(f"""CREATE TABLE IF NOT EXISTS {INTERNAL}.materializations (
+                view VARCHAR, version VARCHAR, start_us BIGINT, end_us BIGINT, rows BIGINT,
+                finished_at TIMESTAMPTZ)""")
+            con.execute(f"INSERT INTO {INTERNAL}.materializations VALUES (?, ?, ?, ?, ?, now())",
+                        [view, plan.views[view].version, start_us, end_us, rows])
+
+    def last_materialized_end(self, plan: Plan, view: str) -> int | None:
+        """End of the latest materialization of the view's current version, if any."""
+        con = connect(self.path, read_only=True)
+        try:
+            exists = con.execute(
+                "SELECT 1 FROM duckdb_tables() WHERE schema_name = ? AND table_name = "
+                "'materializations'", [INTERNAL]).fetchall()
+            if not exists:
+                return None
+            row = con.execute(
+                f"SELECT max(end_us) FROM {INTERNAL}.materializations WHERE view = ? AND version = ?",
+                [view, plan.views[view].version]).fetchone()
+            return row[0] if row else None
+        finally:
+            con.close()
+
+    def _check_applied(self, con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+        d = registry.diff(plan, registry.active_versions(con))
+        if not d.empty:
+            raise NotAppliedError(
+                f"the definitions differ from the registry ({_summary(d)}); run `featurestore apply`")
+
     def sql_session(self, plan: Plan) -> duckdb.DuckDBPyConnection:
         return open_session(self.path, plan)
 
@@ -132,7 +176,7 @@ class OfflineStore:
         with reporter.task("building feature tables", len(plan.views)) as step:
             for view in plan.views.values():
                 fp = fingerprints[view.source]
-                if view.name in force or have.get((view.name, view.version)) != fp or \
+                if view.name in force or have.get((view.name, view.version)) != feature_tables.stamp(fp) or \
                         view.source in result.ingested:
                     step.advance(f"building {view.name}")
                     result.built[view.name] = feature_tables.build(con, plan, view, fp)

@@ -16,6 +16,7 @@ from featurestore.offline.connection import quote
 from featurestore.offline.feature_tables import asof_join, built, expired, visible_value
 from featurestore.offline.labels import ROW, TS, prepare, to_arrow_table
 from featurestore.plan import Column, Plan, Selection, from_arrow, to_arrow
+from featurestore.plan.execute import feature_status, run_transforms
 from featurestore.plan.status import STATUS_NAMES, Status
 
 STATUS_DTYPE = pl.Enum(STATUS_NAMES)
@@ -62,18 +63,12 @@ def compute(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection,
             ref = f"{name}:{feature}"
             column = from_arrow(joined.column(ref), plan.views[name].dtype(feature))
             columns[ref] = column
-            statuses[ref] = np.where((state == Status.PRESENT) & ~column.valid,
-                                     np.uint8(Status.NULL), state)
-    for t in selection.transforms:
-        inputs = [from_arrow(labels.column(i.ref), i.dtype) if i.kind == "request"
-                  else columns[i.ref] for i in t.inputs]
-        assert t.kernel is not None
-        result, errors = t.kernel.run(inputs)
-        if errors:
-            warnings.warn(f"transform {t.name!r} raised for {errors} of {len(result)} rows; "
-                          "those values are NULL", RuntimeWarning, stacklevel=3)
-        columns[t.name] = result
-        statuses[t.name] = np.where(result.valid, np.uint8(Status.PRESENT), np.uint8(Status.NULL))
+            statuses[ref] = feature_status(state, column.valid)
+    requests = {name: from_arrow(labels.column(name), dtype)
+                for name, dtype in selection.requests.items()}
+    for name, raised in run_transforms(selection, columns, statuses, requests).items():
+        warnings.warn(f"transform {name!r} raised for {raised} of {labels.num_rows} rows; "
+                      "those values are NULL", RuntimeWarning, stacklevel=3)
     return columns, statuses
 
 

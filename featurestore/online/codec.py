@@ -1,0 +1,182 @@
+"""The online row codec: one Redis value per (view version, entity), decoded for a whole batch
+by one Numba call, never value by value in Python.
+
+Layout (little-endian):
+    header   3 x int64   event_ts, created_ts, seq: the point-in-time order of the row, which
+                         the write-if-newer script compares
+    validity ceil(n/8)   bit i set when feature i is non-null
+    fixed    8 bytes per non-string feature, in schema order (Float64 as its IEEE bits,
+                         Bool as 0/1, Timestamp as epoch microseconds)
+    strings  per string feature, in schema order: uint32 byte length + UTF-8 bytes
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numba
+import numpy as np
+
+from featurestore.definitions.types import Bool, DType, Float64, String
+from featurestore.plan.columns import Column
+from featurestore.plan.strings import Utf8Array
+
+HEADER_BYTES = 24
+
+
+@dataclass(frozen=True)
+class RowSchema:
+    """Which features a row holds, in order; derived from a view version's features."""
+
+    features: tuple[tuple[str, DType], ...]
+
+    @cached_property
+    def fixed(self) -> list[int]:
+        return [i for i, (_, t) in enumerate(self.features) if t is not String]
+
+    @cached_property
+    def strings(self) -> list[int]:
+        return [i for i, (_, t) in enumerate(self.features) if t is String]
+
+    @property
+    def bitmap_bytes(self) -> int:
+        return (len(self.features) + 7) // 8
+
+
+@dataclass
+class DecodedRows:
+    """A batch of rows, feature-major: found[r] says whether row r existed; fixed[j] holds the
+    8-byte values of the j-th non-string feature, valid[i] the validity of feature i."""
+
+    schema: RowSchema
+    found: np.ndarray
+    event_ts: np.ndarray
+    fixed: np.ndarray
+    valid: np.ndarray
+    str_offsets: np.ndarray
+    str_data: np.ndarray
+
+    def column(self, i: int) -> Column:
+        """Feature i as a Column (views, no copies)."""
+        dtype = self.schema.features[i][1]
+        if dtype is String:
+            return Column(Utf8Array(self.str_offsets[self.schema.strings.index(i)], self.str_data),
+                          self.valid[i])
+        raw = self.fixed[self.schema.fixed.index(i)]
+        if dtype is Float64:
+            return Column(raw.view(np.float64), self.valid[i])
+        return Column(raw != 0 if dtype is Bool else raw, self.valid[i])
+
+
+def encode(schema: RowSchema, header: np.ndarray, columns: list[Column]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows for a batch: (bytes buffer, offsets) with row i at buffer[offsets[i]:offsets[i+1]].
+    `header` is an (n, 3) int64 array of event_ts, created_ts, seq."""
+    n = len(header)
+    fixed_idx, string_idx = schema.fixed, schema.strings
+    fixed = np.zeros((n, len(fixed_idx)), np.int64)
+    for j, i in enumerate(fixed_idx):
+        values = columns[i].values
+        assert isinstance(values, np.ndarray)
+        fixed[:, j] = values.view(np.int64) if values.dtype == np.float64 else values.astype(np.int64)
+    valid = np.zeros((n, max(len(columns), 1)), np.bool_)
+    for i, column in enumerate(columns):
+        valid[:, i] = column.valid
+    bitmap = np.packbits(valid, axis=1, bitorder="little")[:, : schema.bitmap_bytes]
+    str_offsets = np.zeros((len(string_idx), n + 1), np.int64)
+    str_data = []
+    for j, i in enumerate(string_idx):
+        values = columns[i].values
+        assert isinstance(values, Utf8Array)
+        str_offsets[j] = values.offsets - values.offsets[0]
+        str_data.append(values.data[values.offsets[0]: values.offsets[-1]])
+    data = np.concatenate(str_data) if str_data else np.empty(0, np.uint8)
+    data_starts = np.zeros(len(string_idx) + 1, np.int64)
+    data_starts[1:] = np.cumsum([len(d) for d in str_data])
+    return _encode(np.ascontiguousarray(header, np.int64), np.ascontiguousarray(bitmap), fixed,
+                   str_offsets, data, data_starts)
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode(header, bitmap, fixed, str_offsets, data, data_starts):  # type: ignore[no-untyped-def]
+    n = header.shape[0]
+    n_str = str_offsets.shape[0]
+    row_fixed = HEADER_BYTES + bitmap.shape[1] + 8 * fixed.shape[1]
+    offsets = np.empty(n + 1, np.int64)
+    offsets[0] = 0
+    for r in range(n):
+        size = row_fixed + 4 * n_str
+        for s in range(n_str):
+            size += str_offsets[s, r + 1] - str_offsets[s, r]
+        offsets[r + 1] = offsets[r] + size
+    out = np.empty(offsets[n], np.uint8)
+    for r in range(n):
+        p = offsets[r]
+        out[p: p + HEADER_BYTES] = header[r].view(np.uint8)
+        p += HEADER_BYTES
+        out[p: p + bitmap.shape[1]] = bitmap[r]
+        p += bitmap.shape[1]
+        out[p: p + 8 * fixed.shape[1]] = fixed[r].view(np.uint8)
+        p += 8 * fixed.shape[1]
+        for s in range(n_str):
+            a = data_starts[s] + str_offsets[s, r]
+            length = str_offsets[s, r + 1] - str_offsets[s, r]
+            out[p: p + 4] = np.array([length], np.uint32).view(np.uint8)
+            p += 4
+            out[p: p + length] = data[a: a + length]
+            p += length
+    return out, offsets
+
+
+def decode(schema: RowSchema, values: list[bytes | None]) -> DecodedRows:
+    """Decode MGET results (None where a key was missing) into columns. Outputs are
+    feature-major, so every column is a contiguous view without a copy."""
+    n = len(values)
+    lengths = np.fromiter((len(v) if v is not None else -1 for v in values), np.int64, n)
+    buffer = np.frombuffer(b"".join(v for v in values if v is not None), np.uint8)
+    found, event_ts, fixed, valid, str_offsets, str_data = _decode(
+        buffer, lengths, len(schema.features), schema.bitmap_bytes, len(schema.fixed),
+        len(schema.strings))
+    return DecodedRows(schema, found, event_ts, fixed, valid, str_offsets, str_data)
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode(buffer, lengths, n_features, bitmap_bytes, n_fixed, n_str):  # type: ignore[no-untyped-def]
+    n = lengths.shape[0]
+    found = lengths >= 0
+    starts = np.zeros(n, np.int64)
+    for r in range(1, n):
+        starts[r] = starts[r - 1] + max(lengths[r - 1], 0)
+    event_ts = np.zeros(n, np.int64)
+    fixed = np.zeros((n_fixed, n), np.int64)
+    valid = np.zeros((max(n_features, 1), n), np.bool_)
+    str_offsets = np.zeros((n_str, n + 1), np.int64)
+    total = 0
+    for s in range(n_str):  # first pass: string lengths, to size the shared string buffer
+        str_offsets[s, 0] = total
+        for r in range(n):
+            if found[r]:
+                p = starts[r] + HEADER_BYTES + bitmap_bytes + 8 * n_fixed
+                for _ in range(s):
+                    p += 4 + buffer[p: p + 4].view(np.uint32)[0]
+                total += buffer[p: p + 4].view(np.uint32)[0]
+            str_offsets[s, r + 1] = total
+    str_data = np.empty(total, np.uint8)
+    for r in range(n):
+        if not found[r]:
+            continue
+        p = starts[r]
+        event_ts[r] = buffer[p: p + 8].view(np.int64)[0]
+        p += HEADER_BYTES
+        for i in range(n_features):
+            valid[i, r] = (buffer[p + i // 8] >> (i % 8)) & 1
+        p += bitmap_bytes
+        for j in range(n_fixed):
+            fixed[j, r] = buffer[p: p + 8].view(np.int64)[0]
+            p += 8
+        for s in range(n_str):
+            length = buffer[p: p + 4].view(np.uint32)[0]
+            p += 4
+            str_data[str_offsets[s, r]: str_offsets[s, r] + length] = buffer[p: p + length]
+            p += length
+    return found, event_ts, fixed, valid, str_offsets, str_data

@@ -1,0 +1,99 @@
+"""The online executor for one feature selection: which keys to read, and how the rows read
+become feature values and statuses. It does no I/O, so the gRPC server (async) and any
+synchronous caller share it; between `keys()` and `assemble()` the caller does one MGET."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from featurestore.definitions.types import DType
+from featurestore.errors import NotAppliedError
+from featurestore.online.codec import RowSchema, decode
+from featurestore.online.keys import entity_tags, view_prefix
+from featurestore.plan import Column, Plan, Selection
+from featurestore.plan.execute import feature_status, run_transforms
+from featurestore.plan.status import Status
+
+
+@dataclass(frozen=True)
+class ServedView:
+    """The materialized version of a view that lookups read."""
+
+    name: str
+    version: str
+    entity: str
+    join_keys: tuple[tuple[str, DType], ...]
+    features: tuple[tuple[str, DType], ...]
+    ttl_us: int | None
+
+
+@dataclass
+class FeatureValues:
+    name: str
+    dtype: DType
+    column: Column
+    status: np.ndarray  # uint8 Status per entity
+
+
+@dataclass
+class OnlineResult:
+    features: list[FeatureValues]
+    event_ts: dict[str, np.ndarray]  # view -> event timestamp (micros) of the row served, 0 if none
+    transform_errors: dict[str, int]
+
+
+class Lookup:
+    def __init__(self, project: str, plan: Plan, selection: Selection,
+                 served: dict[str, ServedView]):
+        self.plan, self.selection = plan, selection
+        self.views: list[tuple[ServedView, RowSchema, str, list[tuple[str, int]]]] = []
+        for name, wanted in selection.views.items():
+            view = served.get(name)
+            if view is None:
+                raise NotAppliedError(
+                    f"feature view {name!r} has no materialized version online; run "
+                    "`featurestore materialize`")
+            index = {f: i for i, (f, _) in enumerate(view.features)}
+            dtypes = dict(view.features)
+            for feature in wanted:
+                if feature not in index or dtypes[feature] != plan.views[name].dtype(feature):
+                    raise NotAppliedError(
+                        f"feature {name}:{feature} is not in the version of {name!r} being served "
+                        f"({view.version}); materialize version {plan.views[name].version} first")
+            self.views.append((view, RowSchema(view.features),
+                               view_prefix(project, name, view.version),
+                               [(f, index[f]) for f in wanted]))
+
+    def keys(self, entities: dict[str, Column]) -> list[str]:
+        """Every view's keys for the batch, view after view."""
+        out: list[str] = []
+        for view, _, prefix, _ in self.views:
+            tags = entity_tags(view.entity, [entities[k] for k, _ in view.join_keys])
+            out += [prefix + tag for tag in tags]
+        return out
+
+    def assemble(self, values: list[bytes | None], n: int, requests: dict[str, Column],
+                 as_of_us: int) -> OnlineResult:
+        columns: dict[str, Column] = {}
+        statuses: dict[str, np.ndarray] = {}
+        event_ts: dict[str, np.ndarray] = {}
+        for k, (view, schema, _, wanted) in enumerate(self.views):
+            rows = decode(schema, values[k * n:(k + 1) * n])
+            state = np.where(rows.found, np.uint8(Status.PRESENT), np.uint8(Status.NOT_FOUND))
+            if view.ttl_us is not None:
+                stale = rows.found & (rows.event_ts < as_of_us - view.ttl_us)
+                state[stale] = Status.OUTSIDE_TTL
+            visible = state == Status.PRESENT
+            for feature, i in wanted:
+                column = rows.column(i)
+                column = Column(column.values, column.valid & visible)
+                ref = f"{view.name}:{feature}"
+                columns[ref] = column
+                statuses[ref] = feature_status(state, column.valid)
+            event_ts[view.name] = rows.event_ts
+        errors = run_transforms(self.selection, columns, statuses, requests)
+        return OnlineResult(
+            [FeatureValues(o.name, o.dtype, columns[o.ref], statuses[o.ref])
+             for o in self.selection.outputs], event_ts, errors)
