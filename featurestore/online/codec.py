@@ -39,6 +39,12 @@ class RowSchema:
     def strings(self) -> list[int]:
         return [i for i, (_, t) in enumerate(self.features) if t is String]
 
+    @cached_property
+    def position(self) -> list[int]:
+        """Feature i's row in the fixed or the string outputs."""
+        return [(self.strings if t is String else self.fixed).index(i)
+                for i, (_, t) in enumerate(self.features)]
+
     @property
     def bitmap_bytes(self) -> int:
         return (len(self.features) + 7) // 8
@@ -57,16 +63,18 @@ class DecodedRows:
     str_offsets: np.ndarray
     str_data: np.ndarray
 
-    def column(self, i: int) -> Column:
-        """Feature i as a Column (views, no copies)."""
+    def values(self, i: int) -> np.ndarray | Utf8Array:
+        """Feature i's values (views, no copies; Bool is the one conversion)."""
         dtype = self.schema.features[i][1]
         if dtype is String:
-            return Column(Utf8Array(self.str_offsets[self.schema.strings.index(i)], self.str_data),
-                          self.valid[i])
-        raw = self.fixed[self.schema.fixed.index(i)]
+            return Utf8Array(self.str_offsets[self.schema.position[i]], self.str_data)
+        raw = self.fixed[self.schema.position[i]]
         if dtype is Float64:
-            return Column(raw.view(np.float64), self.valid[i])
-        return Column(raw != 0 if dtype is Bool else raw, self.valid[i])
+            return raw.view(np.float64)
+        return raw != 0 if dtype is Bool else raw
+
+    def column(self, i: int) -> Column:
+        return Column(self.values(i), self.valid[i])
 
 
 def encode(schema: RowSchema, header: np.ndarray, columns: list[Column]) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,8 @@ from featurestore.errors import NotAppliedError
 from featurestore.online.codec import RowSchema, decode
 from featurestore.online.keys import entity_tags, view_prefix
 from featurestore.plan import Column, Plan, Selection
-from featurestore.plan.execute import feature_status, run_transforms
-from featurestore.plan.status import Status
+from featurestore.plan.execute import run_transforms
+from featurestore.plan.status import NOT_FOUND, NULL, OUTSIDE_TTL, PRESENT
 
 
 @dataclass(frozen=True)
@@ -81,17 +81,16 @@ class Lookup:
         event_ts: dict[str, np.ndarray] = {}
         for k, (view, schema, _, wanted) in enumerate(self.views):
             rows = decode(schema, values[k * n:(k + 1) * n])
-            state = np.where(rows.found, np.uint8(Status.PRESENT), np.uint8(Status.NOT_FOUND))
+            state = np.where(rows.found, PRESENT, NOT_FOUND)
             if view.ttl_us is not None:
-                stale = rows.found & (rows.event_ts < as_of_us - view.ttl_us)
-                state[stale] = Status.OUTSIDE_TTL
-            visible = state == Status.PRESENT
-            for feature, i in wanted:
-                column = rows.column(i)
-                column = Column(column.values, column.valid & visible)
+                state[rows.found & (rows.event_ts < as_of_us - view.ttl_us)] = OUTSIDE_TTL
+            index = [i for _, i in wanted]
+            valid = rows.valid[index] & (state == PRESENT)  # one op per view, not per feature
+            status = np.where(valid, PRESENT, np.where(state == PRESENT, NULL, state))
+            for j, (feature, i) in enumerate(wanted):
                 ref = f"{view.name}:{feature}"
-                columns[ref] = column
-                statuses[ref] = feature_status(state, column.valid)
+                columns[ref] = Column(rows.values(i), valid[j])
+                statuses[ref] = status[j]
             event_ts[view.name] = rows.event_ts
         errors = run_transforms(self.selection, columns, statuses, requests)
         return OnlineResult(

@@ -17,7 +17,7 @@ from featurestore.plan.strings import Utf8Array
 _FILL = {Int64: 0, Float64: 0.0, Bool: False, String: "", Timestamp: 0}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request online, and frozen init costs twice
 class Column:
     """values[i] is meaningful only where valid[i]; elsewhere it holds a neutral filler.
     String values are a Utf8Array, every other type a NumPy array."""

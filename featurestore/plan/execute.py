@@ -8,13 +8,13 @@ import numpy as np
 
 from featurestore.plan.columns import Column
 from featurestore.plan.plan import Selection
-from featurestore.plan.status import Status
+from featurestore.plan.status import NULL, PRESENT
 
 
 def feature_status(state: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """A stored feature's status from its row's state (PRESENT, NOT_FOUND or OUTSIDE_TTL):
     a row that is there but holds a null makes the feature NULL."""
-    return np.where((state == Status.PRESENT) & ~valid, np.uint8(Status.NULL), state).astype(np.uint8)
+    return np.where((state == PRESENT) & ~valid, NULL, state)
 
 
 def run_transforms(selection: Selection, columns: dict[str, Column], statuses: dict[str, np.ndarray],
@@ -29,5 +29,5 @@ def run_transforms(selection: Selection, columns: dict[str, Column], statuses: d
         if raised:
             errors[t.name] = raised
         columns[t.name] = result
-        statuses[t.name] = np.where(result.valid, np.uint8(Status.PRESENT), np.uint8(Status.NULL))
+        statuses[t.name] = np.where(result.valid, PRESENT, NULL)
     return errors

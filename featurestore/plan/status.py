@@ -2,6 +2,8 @@
 
 from enum import IntEnum
 
+import numpy as np
+
 
 class Status(IntEnum):
     PRESENT = 0
@@ -11,3 +13,6 @@ class Status(IntEnum):
 
 
 STATUS_NAMES = [s.name for s in Status]
+
+# As NumPy scalars, for hot paths (attribute access on an IntEnum is slow).
+PRESENT, NULL, NOT_FOUND, OUTSIDE_TTL = (np.uint8(s) for s in Status)
