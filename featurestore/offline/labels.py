@@ -113,7 +113,13 @@ def _timestamps(column: pa.ChunkedArray, name: str, timezone: str | None) -> pa.
                 f"labels column {name!r} holds timestamps without a time zone; featurestore "
                 "never guesses one: make them zone-aware, or pass timezone='UTC' (or their zone)"
             )
-        column = pc.assume_timezone(column, timezone)
+        try:
+            column = pc.assume_timezone(column, timezone)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise LabelsError(
+                f"labels column {name!r}: its naive timestamps cannot be placed in time zone "
+                f"{timezone!r} ({exc}); use zone-aware timestamps for times in a DST gap or "
+                "overlap, and an IANA zone name such as 'UTC' or 'Europe/Paris'") from exc
     if t.unit == "ns":  # sub-microsecond parts are floored, as online requests are
         ns = column.cast(pa.int64())
         micros = pa.array(ns.to_numpy(zero_copy_only=False) // 1000, pa.int64(),

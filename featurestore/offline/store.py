@@ -87,7 +87,7 @@ class OfflineStore:
         try:
             self._check_applied(con, plan)
             reader = con.sql(feature_tables.latest_sql(plan.views[view], end_us, start_us))
-            yield reader.fetch_record_batch(batch_rows)
+            yield reader.to_arrow_reader(batch_rows)
         finally:
             con.close()
 
