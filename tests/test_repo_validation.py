@@ -28,7 +28,7 @@ def test_failing_import_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_missing_config(tmp_path: Path) -> None:
-    with pytest.raises(FeatureStoreError, match="featurestore.yaml is missing"):
+    with pytest.raises(FeatureStoreError, match=r"featurestore\.yaml is missing"):
         FeatureStore(tmp_path)
 
 
@@ -90,7 +90,8 @@ def doubled(amount):
 
 
 def test_parameters_must_match_inputs(tmp_path: Path) -> None:
-    defs = PROFILE_DEFS.replace('"limit": user_profile["credit_limit"]', '"lim": user_profile["credit_limit"]')
+    defs = PROFILE_DEFS.replace('"limit": user_profile["credit_limit"]',
+                                '"lim": user_profile["credit_limit"]')
     write_repo(tmp_path, defs)
     with pytest.raises(DefinitionError, match=r"transform 'amount_to_limit' .*must map each parameter"):
         load(tmp_path)

@@ -115,7 +115,7 @@ def test_duckdb_table_source(tmp_path: Path) -> None:
     root = write_repo(tmp_path, PROFILE_DEFS.replace('path="data/profiles.parquet"',
                                                      'table="raw_profiles"'), data={})
     con = duckdb.connect(str(root / "offline.duckdb"))
-    frame = profiles_frame()
+    con.register("frame", profiles_frame())
     con.execute("CREATE TABLE raw_profiles AS SELECT * FROM frame")
     con.close()
     store = FeatureStore(root)

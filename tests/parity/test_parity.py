@@ -99,7 +99,7 @@ def entity_frame(sc: dict[str, Any]) -> pl.DataFrame:
     """Every key seen in the data, plus one never seen."""
     seen = {tuple(r[k] for k in sc["keys"]) for r in sc["rows"]}
     unseen = tuple(99 if t == "Int64" else "never" for t in sc["keys"].values())
-    keys = sorted(seen, key=repr) + [unseen]
+    keys = [*sorted(seen, key=repr), unseen]
     return pl.DataFrame({k: [key[i] for key in keys] for i, k in enumerate(sc["keys"])},
                         schema={k: POLARS[t] for k, t in sc["keys"].items()})
 
