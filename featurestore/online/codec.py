@@ -145,6 +145,8 @@ def decode(schema: RowSchema, values: list[bytes | None]) -> DecodedRows:
     found, event_ts, fixed, valid, str_offsets, str_data = _decode(
         buffer, lengths, len(schema.features), schema.bitmap_bytes, len(schema.fixed),
         len(schema.strings))
+    for array in (fixed, valid, str_offsets, str_data):
+        array.flags.writeable = False  # so the columns viewing them reach kernels as they are
     return DecodedRows(schema, found, event_ts, fixed, valid, str_offsets, str_data)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from featurestore.definitions.types import DType
@@ -48,7 +49,9 @@ class Lookup:
     def __init__(self, project: str, plan: Plan, selection: Selection,
                  served: dict[str, ServedView]):
         self.plan, self.selection = plan, selection
-        self.views: list[tuple[ServedView, RowSchema, str, list[tuple[str, int]]]] = []
+        # Per view: what it serves, its row schema, its key prefix, the features read as
+        # (ref, index in the row), and those indices as an array.
+        self.views: list[tuple[ServedView, RowSchema, str, list[tuple[str, int]], np.ndarray]] = []
         for name, wanted in selection.views.items():
             view = served.get(name)
             if view is None:
@@ -64,12 +67,13 @@ class Lookup:
                         f"({view.version}); materialize version {plan.views[name].version} first")
             self.views.append((view, RowSchema(view.features),
                                view_prefix(project, name, view.version),
-                               [(f, index[f]) for f in wanted]))
+                               [(f"{name}:{f}", index[f]) for f in wanted],
+                               np.array([index[f] for f in wanted], np.int64)))
 
     def keys(self, entities: dict[str, Column]) -> list[str]:
         """Every view's keys for the batch, view after view."""
         out: list[str] = []
-        for view, _, prefix, _ in self.views:
+        for view, _, prefix, _, _ in self.views:
             tags = entity_tags(view.entity, [entities[k] for k, _ in view.join_keys])
             out += [prefix + tag for tag in tags]
         return out
@@ -79,16 +83,12 @@ class Lookup:
         columns: dict[str, Column] = {}
         statuses: dict[str, np.ndarray] = {}
         event_ts: dict[str, np.ndarray] = {}
-        for k, (view, schema, _, wanted) in enumerate(self.views):
+        for k, (view, schema, _, wanted, index) in enumerate(self.views):
             rows = decode(schema, values[k * n:(k + 1) * n])
-            state = np.where(rows.found, PRESENT, NOT_FOUND)
-            if view.ttl_us is not None:
-                state[rows.found & (rows.event_ts < as_of_us - view.ttl_us)] = OUTSIDE_TTL
-            index = [i for _, i in wanted]
-            valid = rows.valid[index] & (state == PRESENT)  # one op per view, not per feature
-            status = np.where(valid, PRESENT, np.where(state == PRESENT, NULL, state))
-            for j, (feature, i) in enumerate(wanted):
-                ref = f"{view.name}:{feature}"
+            valid, status = _visibility(rows.found, rows.event_ts, rows.valid, index,
+                                        -1 if view.ttl_us is None else view.ttl_us, as_of_us)
+            valid.flags.writeable = False  # kernels take read-only inputs (see plan.kernels)
+            for j, (ref, i) in enumerate(wanted):
                 columns[ref] = Column(rows.values(i), valid[j])
                 statuses[ref] = status[j]
             event_ts[view.name] = rows.event_ts
@@ -96,3 +96,25 @@ class Lookup:
         return OnlineResult(
             [FeatureValues(o.name, o.dtype, columns[o.ref], statuses[o.ref])
              for o in self.selection.outputs], event_ts, errors)
+
+
+@numba.njit(cache=True, nogil=True)
+def _visibility(found, event_ts, valid, index, ttl_us, as_of_us):  # type: ignore[no-untyped-def]
+    """Validity and status of the features read from a view's rows: NOT_FOUND without a row,
+    OUTSIDE_TTL when the row's event is older than as_of - ttl (ttl_us < 0: none), else
+    PRESENT or NULL. The same rule the offline join states in SQL."""
+    k, n = index.shape[0], found.shape[0]
+    out_valid = np.zeros((k, n), np.bool_)
+    status = np.empty((k, n), np.uint8)
+    for r in range(n):
+        if not found[r]:
+            state = NOT_FOUND
+        elif ttl_us >= 0 and event_ts[r] < as_of_us - ttl_us:
+            state = OUTSIDE_TTL
+        else:
+            state = PRESENT
+        for j in range(k):
+            ok = state == PRESENT and valid[index[j], r]
+            out_valid[j, r] = ok
+            status[j, r] = PRESENT if ok else NULL if state == PRESENT else state
+    return out_valid, status

@@ -27,11 +27,12 @@ from featurestore.plan import ViewPlan, from_arrow
 # (event_ts, created_ts, seq) held in the row's first 24 bytes. ARGV holds row, expiry pairs;
 # an expiry of 0 means none. Returns how many rows were written.
 WRITE_IF_NEWER = """
+local olds = redis.call('MGET', unpack(KEYS))
 local written = 0
 for i = 1, #KEYS do
   local row = ARGV[2 * i - 1]
   local expire_at = tonumber(ARGV[2 * i])
-  local old = redis.call('GET', KEYS[i])
+  local old = olds[i]
   local newer = true
   if old then
     local oe, oc, os = struct.unpack('<i8<i8<i8', old)

@@ -92,16 +92,16 @@ class Kernel:
     fn: Any  # the generated module's `kernel` dispatcher
 
     def run(self, inputs: list[Column]) -> tuple[Column, int]:
-        n = len(inputs[0]) if inputs else 0
+        n = len(inputs[0].valid) if inputs else 0
         args: list[Any] = [n]
         for column, default in zip(inputs, self.defaults, strict=True):
             if default is not None:
                 column = filled(column, default)
-            if isinstance(column.values, Utf8Array):
-                args += [_frozen(column.values.offsets), _frozen(column.values.data),
-                         _frozen(column.valid)]
+            values = column.values
+            if values.__class__ is Utf8Array:
+                args += (_frozen(values.offsets), _frozen(values.data), _frozen(column.valid))
             else:
-                args += [_frozen(column.values), _frozen(column.valid)]
+                args += (_frozen(values), _frozen(column.valid))
         valid = np.empty(n, np.bool_)
         if self.output is String:
             out = List.empty_list(nbtypes.unicode_type)
@@ -110,6 +110,8 @@ class Kernel:
         else:
             values = np.empty(n, self.output.numpy)
             errors = self.fn(*args, values, valid)
+            values.flags.writeable = False  # a chained transform takes it without a copy
+        valid.flags.writeable = False
         return Column(values, valid), int(errors)
 
 
