@@ -217,7 +217,7 @@ def python_value(c: Compiled, name: str, row: dict[str, Any]) -> Any:
                 return None
             value = inp.default
         args.append(value)
-    if name == "i_truediv" and any(abs(a) > 2**53 for a in args):
+    if name == "i_truediv" and args[1] != 0 and any(abs(a) > 2**53 for a in args):
         raise OutOfRange
     try:
         out = c.fns[name](*args)
