@@ -13,9 +13,11 @@ from featurestore.definitions import (
 )
 from featurestore.errors import FeatureStoreError
 from featurestore.feature_store import FeatureStore
+from featurestore.serving.client import Client
 
 __all__ = [
     "Aggregate",
+    "Client",
     "Entity",
     "FeatureService",
     "FeatureStore",

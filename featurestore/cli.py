@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -13,10 +14,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import FeatureStoreError
 from featurestore.feature_store import FeatureStore
+from featurestore.materialization import EPOCH, Materialized
 from featurestore.offline.registry import PlanDiff
+from featurestore.plan.status import STATUS_NAMES, Status
 from featurestore.scaffold import scaffold
+from featurestore.serving.client import Client, OnlineFeatures
+from featurestore.serving.service import ServerOptions
+from featurestore.serving.workers import run as run_server
 
 app = typer.Typer(help="Features defined once in Python, identical in training and serving.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -178,6 +185,145 @@ def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an inter
                 _print_frame(store.sql(statement), fmt)
             except FeatureStoreError as exc:
                 err.print(f"[bold red]error:[/] {exc}", highlight=False)
+
+
+def _time(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time with a zone; featurestore never guesses one."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise FeatureStoreError(f"{option} {text!r} is not an ISO 8601 time such as "
+                                "2025-07-01T00:00:00Z") from exc
+    if when.tzinfo is None:
+        raise FeatureStoreError(f"{option} {text!r} has no time zone; add one, e.g. "
+                                f"{text}Z for UTC")
+    return when
+
+
+End = Annotated[str | None, typer.Option(help="ISO time with zone, e.g. 2025-07-01T00:00:00Z; "
+                                              "default now")]
+Views = Annotated[list[str] | None, typer.Option("--view", help="only this view (repeatable)")]
+
+
+@app.command()
+def materialize(repo: Repo = Path("feature_repo"), end: End = None,
+                start: Annotated[str | None, typer.Option(
+                    help="only entities whose value became visible after this ISO time")] = None,
+                view: Views = None) -> None:
+    """Write online views' latest values as of --end to the online store (Redis)."""
+    store = _store(repo)
+    _print_materialized(_guard(lambda: store.materialize(
+        end=_time(end, "--end"), start=_time(start, "--start"), views=view or None)))
+
+
+@app.command("materialize-incremental")
+def materialize_incremental(repo: Repo = Path("feature_repo"), end: End = None,
+                            view: Views = None) -> None:
+    """Materialize what became visible since each view's last materialization ended."""
+    store = _store(repo)
+    _print_materialized(_guard(lambda: store.materialize(
+        end=_time(end, "--end"), views=view or None, incremental=True)))
+
+
+def _print_materialized(done: list[Materialized]) -> None:
+    def iso(us: int | None) -> str:
+        return "" if us is None else (EPOCH + timedelta(microseconds=us)).isoformat()
+    table = Table("view", "version", "from", "to", "rows", "written", title="materialized")
+    for m in done:
+        table.add_row(m.view, m.version, iso(m.start_us), iso(m.end_us), str(m.rows),
+                      str(m.written))
+    out.print(table)
+
+
+@app.command()
+def serve(repo: Repo = Path("feature_repo"),
+          host: Annotated[str, typer.Option(help="interface to listen on; 0.0.0.0 for all")]
+          = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="gRPC port")] = 6566,
+          workers: Annotated[int, typer.Option(help="server processes sharing the port")] = 1,
+          max_batch: Annotated[int, typer.Option(help="most entities per request")] = 10_000
+          ) -> None:
+    """Serve online features over gRPC (with health checking and reflection) until stopped."""
+    _guard(lambda: run_server(repo, host, port, workers, ServerOptions(max_batch=max_batch)))
+
+
+Columns = Annotated[list[str] | None, typer.Option(help="NAME=V1,V2,... (repeatable)")]
+
+
+@app.command()
+def get(service: Annotated[str | None, typer.Option(help="feature service")] = None,
+        features: Annotated[str | None, typer.Option(
+            help="comma-separated: view:feature, view or transform")] = None,
+        entity: Columns = None, request: Columns = None,
+        as_of: Annotated[str | None, typer.Option("--as-of", help="ISO time with zone; "
+                                                                  "default now")] = None,
+        target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
+        statuses: Annotated[bool, typer.Option(help="add <feature>__status columns")] = False,
+        fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table"
+        ) -> None:
+    """Ask a running server for online features. The table shows a row per feature and a
+    column per entity (a missing value shows its status); csv and json a row per entity."""
+
+    def fetch() -> tuple[dict[str, list[Any]], OnlineFeatures]:
+        with Client(target) as client:
+            schema = client.feature_service(service) if service else None
+            keys = _columns(entity, schema.entity_keys if schema else None)
+            inputs = _columns(request, schema.request_inputs if schema else None)
+            return keys, client.get_online_features(
+                service=service, features=features.split(",") if features else None,
+                entities=keys, request=inputs, as_of=_time(as_of, "--as-of"))
+
+    keys, result = _guard(fetch)
+    if fmt != "table":
+        _print_frame(pl.concat([pl.DataFrame(keys), result.to_polars(statuses)],
+                               how="horizontal"), fmt)
+        return
+    entities = [", ".join(map(str, k)) for k in zip(*keys.values(), strict=True)] or \
+        [str(i) for i in range(len(result))]
+    table = Table("feature", *entities)
+    values = result.to_dict()
+    for name in result.names:
+        table.add_row(name, *(str(v) if s == Status.PRESENT else f"[dim]{STATUS_NAMES[s]}[/]"
+                              for v, s in zip(values[name], result.statuses[name], strict=True)))
+    out.print(table)
+
+
+def _columns(options: list[str] | None, types: dict[str, DType] | None) -> dict[str, list[Any]]:
+    """NAME=V1,V2 options as typed values: by the service's schema, else by their look."""
+    columns = {}
+    for option in options or []:
+        name, sep, text = option.partition("=")
+        if not sep:
+            raise FeatureStoreError(f"{option!r} should look like NAME=V1,V2,...")
+        columns[name] = [_value(v, (types or {}).get(name), name) for v in text.split(",")]
+    return columns
+
+
+def _value(text: str, dtype: DType | None, name: str) -> Any:
+    if dtype is None:  # no schema: the first reading that fits
+        for guess in (Int64, Float64, Bool, Timestamp):
+            try:
+                return _value(text, guess, name)
+            except FeatureStoreError:
+                pass
+        return text
+    try:
+        if dtype is Int64:
+            return int(text)
+        if dtype is Float64:
+            return float(text)
+    except ValueError as exc:
+        raise FeatureStoreError(f"{name}: {text!r} is not {dtype}") from exc
+    if dtype is Bool:
+        if text.lower() not in ("true", "false"):
+            raise FeatureStoreError(f"{name}: {text!r} is not true or false")
+        return text.lower() == "true"
+    if dtype is Timestamp:
+        return _time(text, name)
+    assert dtype is String
+    return text
 
 
 def _print_frame(frame: pl.DataFrame, fmt: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,11 @@ class FeatureStore:
 
     def backfill(self, views: list[str] | None = None) -> ApplyResult:
         return self.offline.backfill(self.plan, views, self.reporter)
+
+    def session(self) -> AbstractContextManager[None]:
+        """`with store.session(): ...` keeps the offline store open between calls, which makes
+        repeated training sets faster; other processes cannot apply meanwhile."""
+        return self.offline.session()
 
     def training_set(
         self,

@@ -33,15 +33,36 @@ class ApplyResult:
 class OfflineStore:
     def __init__(self, path: Path, root: Path):
         self.path, self.root = path, root
+        self._held: duckdb.DuckDBPyConnection | None = None  # see session()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Hold one read-only connection for the reads inside: DuckDB then keeps its buffer
+        pool warm between training sets instead of re-reading tables on every call. While a
+        session is open, other processes cannot open the store for writing (apply)."""
+        self._held = connect(self.path, read_only=True)
+        try:
+            yield
+        finally:
+            self._held.close()
+            self._held = None
+
+    @contextmanager
+    def _reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self._held is not None:
+            yield self._held
+            return
+        con = connect(self.path, read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
 
     def diff(self, plan: Plan) -> registry.PlanDiff:
         if not self.path.exists():
             return registry.diff(plan, {})
-        con = connect(self.path, read_only=True)
-        try:
+        with self._reading() as con:
             return registry.diff(plan, registry.active_versions(con))
-        finally:
-            con.close()
 
     def apply(self, plan: Plan, reporter: Reporter = QUIET) -> ApplyResult:
         """Register the plan and build what its new versions need, atomically: on any error
@@ -71,25 +92,19 @@ class OfflineStore:
 
     def training_set(self, plan: Plan, selection: Selection, labels: Any, timestamp: str,
                      timezone: str | None, statuses: bool) -> pl.DataFrame:
-        con = connect(self.path, read_only=True)
-        try:
+        with self._reading() as con:
             self._check_active(con, plan, selection)
             return training.training_set(con, plan, selection, labels, timestamp, timezone,
                                          statuses)
-        finally:
-            con.close()
 
     @contextmanager
     def latest_rows(self, plan: Plan, view: str, end_us: int, start_us: int | None,
                     batch_rows: int = 100_000) -> Iterator[pa.RecordBatchReader]:
         """Each entity's winner as of `end`, streamed in batches (for materialization)."""
-        con = connect(self.path, read_only=True)
-        try:
+        with self._reading() as con:
             self._check_applied(con, plan)
             reader = con.sql(feature_tables.latest_sql(plan.views[view], end_us, start_us))
             yield reader.to_arrow_reader(batch_rows)
-        finally:
-            con.close()
 
     def record_materialization(self, plan: Plan, view: str, start_us: int | None, end_us: int,
                                rows: int) -> None:
@@ -102,8 +117,7 @@ class OfflineStore:
 
     def last_materialized_end(self, plan: Plan, view: str) -> int | None:
         """End of the latest materialization of the view's current version, if any."""
-        con = connect(self.path, read_only=True)
-        try:
+        with self._reading() as con:
             exists = con.execute(
                 "SELECT 1 FROM duckdb_tables() WHERE schema_name = ? AND table_name = "
                 "'materializations'", [INTERNAL]).fetchall()
@@ -113,8 +127,6 @@ class OfflineStore:
                 f"SELECT max(end_us) FROM {INTERNAL}.materializations WHERE view = ? AND version = ?",
                 [view, plan.views[view].version]).fetchone()
             return row[0] if row else None
-        finally:
-            con.close()
 
     def _check_applied(self, con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         d = registry.diff(plan, registry.active_versions(con))
@@ -138,6 +150,10 @@ class OfflineStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        held = self._held is not None
+        if held:  # one process cannot hold the file read-only and read-write at once
+            self._held.close()  # type: ignore[union-attr]
+            self._held = None
         con = connect(self.path)
         try:
             con.execute("BEGIN TRANSACTION")
@@ -152,6 +168,8 @@ class OfflineStore:
             con.execute("COMMIT")
         finally:
             con.close()
+            if held:
+                self._held = connect(self.path, read_only=True)
 
     def _refresh(self, con: duckdb.DuckDBPyConnection, plan: Plan, force: set[str],
                  result: ApplyResult, reporter: Reporter) -> None:

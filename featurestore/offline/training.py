@@ -15,7 +15,7 @@ from featurestore.errors import LabelsError, NotAppliedError
 from featurestore.offline.connection import quote
 from featurestore.offline.feature_tables import asof_join, built, expired, visible_value
 from featurestore.offline.labels import ROW, TS, prepare, to_arrow_table
-from featurestore.plan import Column, Plan, Selection, from_arrow, to_arrow
+from featurestore.plan import Plan, Selection, from_arrow, to_arrow
 from featurestore.plan.execute import feature_status, run_transforms
 from featurestore.plan.status import STATUS_NAMES, Status
 
@@ -47,31 +47,6 @@ def join_sql(plan: Plan, selection: Selection) -> str:
     return f"SELECT {', '.join(items)} FROM __labels l {' '.join(joins)} ORDER BY l.{ROW}"
 
 
-def compute(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection,
-            labels: pa.Table) -> tuple[dict[str, Column], dict[str, np.ndarray]]:
-    """Every selected feature (and transform input) as a Column, plus its statuses."""
-    con.register("__labels", labels)
-    try:
-        joined = con.sql(join_sql(plan, selection)).to_arrow_table()
-    finally:
-        con.unregister("__labels")
-    columns: dict[str, Column] = {}
-    statuses: dict[str, np.ndarray] = {}
-    for i, (name, features) in enumerate(selection.views.items()):
-        state = joined.column(f"__st_{i}").to_numpy()
-        for feature in features:
-            ref = f"{name}:{feature}"
-            column = from_arrow(joined.column(ref), plan.views[name].dtype(feature))
-            columns[ref] = column
-            statuses[ref] = feature_status(state, column.valid)
-    requests = {name: from_arrow(labels.column(name), dtype)
-                for name, dtype in selection.requests.items()}
-    for name, raised in run_transforms(selection, columns, statuses, requests).items():
-        warnings.warn(f"transform {name!r} raised for {raised} of {labels.num_rows} rows; "
-                      "those values are NULL", RuntimeWarning, stacklevel=3)
-    return columns, statuses
-
-
 def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection, labels: Any,
                  timestamp: str, timezone: str | None, with_statuses: bool) -> pl.DataFrame:
     table = to_arrow_table(labels)
@@ -81,15 +56,35 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
                 f"labels column {out.name!r} has the name of a selected feature; rename or "
                 "drop it so the training set's columns stay unambiguous")
     check_built(con, plan, list(selection.views))
-    columns, statuses = compute(con, plan, selection, prepare(table, selection, timestamp,
-                                                              timezone))
-    out: dict[str, pa.Array] = {}
-    for feature in selection.outputs:
-        out[feature.name] = to_arrow(columns[feature.ref], feature.dtype)
-    frame = pl.from_arrow(table) if not isinstance(labels, pl.DataFrame) else labels
-    assert isinstance(frame, pl.DataFrame)
+    prepared = prepare(table, selection, timestamp, timezone)
+    con.register("__labels", prepared)
+    try:
+        joined = con.sql(join_sql(plan, selection)).to_arrow_table()
+    finally:
+        con.unregister("__labels")
+    # Stored features go from DuckDB's Arrow straight to the frame; only transform inputs
+    # become Columns, and statuses are computed only when asked for.
+    dtypes = {f"{v}:{f}": plan.views[v].dtype(f) for v, fs in selection.views.items() for f in fs}
+    inputs = {i.ref for t in selection.transforms for i in t.inputs if i.kind == "feature"}
+    columns = {ref: from_arrow(joined.column(ref), dtypes[ref]) for ref in inputs}
+    statuses: dict[str, np.ndarray] = {}
+    if with_statuses:
+        for i, (name, features) in enumerate(selection.views.items()):
+            state = joined.column(f"__st_{i}").to_numpy()
+            for feature in features:
+                ref = f"{name}:{feature}"
+                statuses[ref] = feature_status(state, joined.column(ref).is_valid().to_numpy(
+                    zero_copy_only=False))
+    requests = {name: from_arrow(prepared.column(name), dtype)
+                for name, dtype in selection.requests.items()}
+    for name, raised in run_transforms(selection, columns, statuses, requests).items():
+        warnings.warn(f"transform {name!r} raised for {raised} of {prepared.num_rows} rows; "
+                      "those values are NULL", RuntimeWarning, stacklevel=3)
+    out = {f.name: to_arrow(columns[f.ref], f.dtype) if f.ref in plan.transforms
+           else joined.column(f.ref).cast(f.dtype.arrow) for f in selection.outputs}
+    frame = labels if isinstance(labels, pl.DataFrame) else pl.from_arrow(table)
     features = pl.from_arrow(pa.table(out))
-    assert isinstance(features, pl.DataFrame)
+    assert isinstance(frame, pl.DataFrame) and isinstance(features, pl.DataFrame)
     if with_statuses:
         features = features.with_columns(
             pl.Series(f"{f.name}__status", np.asarray(STATUS_NAMES)[statuses[f.ref]],

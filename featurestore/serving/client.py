@@ -1,0 +1,233 @@
+"""featurestore.Client: a thin synchronous client of a featurestore server.
+
+    client = featurestore.Client("127.0.0.1:6566")
+    result = client.get_online_features(service="fraud_v1", entities={"user_id": [1, 2]},
+                                        request={"amount": [9.5, 120.0]})
+    result.to_polars(statuses=True)
+
+Column types come from the feature service's schema (fetched once per service), or, for a
+feature list, from the Python values (bool, int, float, str, datetime, or NumPy arrays)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import grpc
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
+from featurestore.errors import FeatureStoreError
+from featurestore.materialization import to_micros
+from featurestore.offline.training import STATUS_DTYPE
+from featurestore.plan import Column, to_arrow
+from featurestore.plan.status import STATUS_NAMES, Status
+from featurestore.plan.strings import Utf8Array
+from featurestore.serving.proto import BY_VALUE_TYPE, WIRE, method, pb
+
+
+class ServingError(FeatureStoreError):
+    """The server refused or failed a request; `code` is its gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code, self.details = code, details
+
+
+@dataclass(frozen=True)
+class FeatureServiceSchema:
+    name: str
+    features: dict[str, DType]  # in response order
+    entity_keys: dict[str, DType]
+    request_inputs: dict[str, DType]
+    feature_views: list[str]
+
+    @classmethod
+    def from_proto(cls, message: pb.FeatureService) -> FeatureServiceSchema:
+        def fields(items: Any) -> dict[str, DType]:
+            return {f.name: BY_VALUE_TYPE[f.type].dtype for f in items}
+        return cls(message.name, fields(message.features), fields(message.entity_keys),
+                   fields(message.request_inputs), list(message.feature_views))
+
+
+class OnlineFeatures:
+    """One response. Per feature: `values[name]` (a NumPy array, or a list of str; a neutral
+    0, False or "" where the value is missing) and `statuses[name]` (uint8 Status codes)."""
+
+    def __init__(self, response: pb.GetOnlineFeaturesResponse):
+        n = self.num_entities = response.num_entities
+        self.names: list[str] = list(response.feature_names)
+        self.dtypes: dict[str, DType] = {
+            name: BY_VALUE_TYPE[t].dtype for name, t in zip(self.names, response.feature_types,
+                                                              strict=True)}
+        statuses = np.array(response.statuses, np.uint8).reshape(len(self.names), n)
+        self.statuses: dict[str, np.ndarray] = dict(zip(self.names, statuses, strict=True))
+        self.values: dict[str, np.ndarray | list[str]] = {}
+        for wire in WIRE.values():
+            names = [name for name in self.names if self.dtypes[name] is wire.dtype]
+            if not names:
+                continue
+            raw = getattr(response.values, wire.field)
+            if wire.numpy is None:
+                strings = list(raw)
+                self.values.update((name, strings[k * n:(k + 1) * n])
+                                   for k, name in enumerate(names))
+            else:
+                self.values.update(zip(names, np.array(raw, wire.numpy).reshape(len(names), n),
+                                       strict=True))
+        self.event_timestamps: dict[str, np.ndarray] = {
+            view: np.array(v.timestamp_values, np.int64)
+            for view, v in response.event_timestamps.items()}
+        self.transform_errors: dict[str, int] = dict(response.transform_errors)
+        self.as_of_us: int = response.as_of_us
+
+    def __len__(self) -> int:
+        return self.num_entities
+
+    def to_arrow(self, statuses: bool = False) -> pa.Table:
+        """Missing values as nulls, typed as in training sets (Timestamp: timestamp[us, UTC])."""
+        columns = {}
+        for name in self.names:
+            values = self.values[name]
+            data = Utf8Array.from_list(values) if isinstance(values, list) else values
+            present = self.statuses[name] == Status.PRESENT
+            columns[name] = to_arrow(Column(data, present), self.dtypes[name])
+        table = pa.table(columns)
+        if statuses:
+            for name in self.names:
+                table = table.append_column(
+                    f"{name}__status", pa.array(np.asarray(STATUS_NAMES)[self.statuses[name]]))
+        return table
+
+    def to_polars(self, statuses: bool = False) -> pl.DataFrame:
+        """One column per feature, like a training set's; with statuses=True also a
+        `<feature>__status` column per feature (PRESENT, NULL, NOT_FOUND, OUTSIDE_TTL)."""
+        frame = pl.from_arrow(self.to_arrow(statuses))
+        assert isinstance(frame, pl.DataFrame)
+        if statuses:
+            frame = frame.with_columns(pl.col(f"{n}__status").cast(STATUS_DTYPE) for n in self.names)
+        return frame
+
+    def to_dict(self, statuses: bool = False) -> dict[str, list[Any]]:
+        """Feature -> one plain Python value per entity (None where missing)."""
+        return self.to_polars(statuses).to_dict(as_series=False)
+
+    def to_dicts(self, statuses: bool = False) -> list[dict[str, Any]]:
+        """One dict per entity: feature -> plain Python value (None where missing)."""
+        return self.to_polars(statuses).to_dicts()
+
+
+class Client:
+    def __init__(self, target: str = "127.0.0.1:6566", timeout: float | None = 5.0):
+        """`timeout`: the default deadline of each call, in seconds."""
+        self.target, self.timeout = target, timeout
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", -1)])  # large batches make large responses
+        self._schemas: dict[str, FeatureServiceSchema] = {}
+
+        def unary(name: str, request_type: Any, response_type: Any) -> Any:
+            return self._channel.unary_unary(
+                method(name), request_serializer=request_type.SerializeToString,
+                response_deserializer=response_type.FromString, _registered_method=True)
+        self._get_online_features = unary("GetOnlineFeatures", pb.GetOnlineFeaturesRequest,
+                                          pb.GetOnlineFeaturesResponse)
+        self._list_feature_services = unary("ListFeatureServices", pb.ListFeatureServicesRequest,
+                                            pb.ListFeatureServicesResponse)
+        self._get_feature_service = unary("GetFeatureService", pb.GetFeatureServiceRequest,
+                                          pb.FeatureService)
+
+    def get_online_features(
+        self,
+        service: str | None = None,
+        features: Sequence[str] | None = None,
+        entities: Mapping[str, Any] | None = None,
+        request: Mapping[str, Any] | None = None,
+        as_of: datetime | int | None = None,
+        timeout: float | None = None,
+    ) -> OnlineFeatures:
+        """Values for a batch of entities: `entities` maps each join key, and `request` each
+        request input, to one value per entity. `as_of` (a zone-aware datetime, or UTC epoch
+        microseconds) defaults to now."""
+        types = self.feature_service(service) if service else None
+        message = pb.GetOnlineFeaturesRequest(
+            feature_service=service or "", features=list(features or []),
+            as_of_us=0 if as_of is None else as_of if isinstance(as_of, int) else to_micros(as_of))
+        for target, given, declared in [
+                (message.entities, entities or {}, types.entity_keys if types else {}),
+                (message.request_inputs, request or {}, types.request_inputs if types else {})]:
+            for name, values in given.items():
+                _fill(target[name], name, values, declared.get(name))
+        return OnlineFeatures(self._call(self._get_online_features, message, timeout))
+
+    def feature_service(self, name: str) -> FeatureServiceSchema:
+        """A feature service's schema (fetched once per client)."""
+        if name not in self._schemas:
+            self._schemas[name] = FeatureServiceSchema.from_proto(
+                self._call(self._get_feature_service, pb.GetFeatureServiceRequest(name=name)))
+        return self._schemas[name]
+
+    def list_feature_services(self) -> list[FeatureServiceSchema]:
+        response = self._call(self._list_feature_services, pb.ListFeatureServicesRequest())
+        return [FeatureServiceSchema.from_proto(s) for s in response.feature_services]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, stub: Any, message: Any, timeout: float | None = None) -> Any:
+        try:
+            return stub(message, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as exc:
+            raise ServingError(exc.code(), f"{exc.details()} (server {self.target})") from exc
+
+
+def _fill(target: pb.Values, name: str, values: Any, dtype: DType | None) -> None:
+    """Writes one column into its typed list; `dtype` None: inferred from the values."""
+    array = np.asarray(values)
+    dtype = dtype or _infer(array)
+    if dtype is None:  # no values: an empty column of any type
+        return
+    try:
+        if dtype is Timestamp:
+            data = _micros(array)
+        elif dtype is String:
+            data = array.tolist()
+        else:
+            data = array.astype(WIRE[dtype].numpy, casting="same_kind").tolist()
+        getattr(target, WIRE[dtype].field).extend(data)
+    except (TypeError, ValueError) as exc:
+        raise FeatureStoreError(f"column {name!r} ({dtype}) cannot hold {values!r}: {exc}") from exc
+
+
+def _infer(array: np.ndarray) -> DType | None:
+    if array.size == 0:
+        return None
+    kind = array.dtype.kind
+    if kind == "O":
+        first = array.flat[0]
+        kinds = {bool: "b", int: "i", float: "f", str: "U"}
+        kind = next((k for t, k in kinds.items() if isinstance(first, t)), "M" if isinstance(
+            first, datetime) else "O")
+    inferred = {"b": Bool, "i": Int64, "u": Int64, "f": Float64, "U": String, "M": Timestamp}
+    if kind not in inferred:
+        raise FeatureStoreError(f"cannot tell the type of values like {array.flat[0]!r}; use "
+                                "bool, int, float, str or zone-aware datetime values")
+    return inferred[kind]
+
+
+def _micros(array: np.ndarray) -> list[int]:
+    """Timestamps as UTC epoch microseconds: zone-aware datetimes, datetime64 or integers."""
+    if array.dtype.kind == "M":
+        return array.astype("datetime64[us]").astype(np.int64).tolist()
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64).tolist()
+    return [v if isinstance(v, int) else to_micros(v) for v in array.tolist()]

@@ -1,0 +1,130 @@
+"""A lean asyncio Redis client for the serving hot path: one connection, commands pipelined on
+it and replies matched in order, parsed by hiredis.
+
+Why not redis.asyncio: measured on this machine, an MGET of 3 keys over loopback takes
+p50 144 us through redis.asyncio and 49 us through this client (300 keys: 581 vs 212 us);
+redis-py's per-call machinery (pool checkout, command packing, response callbacks) was most of
+a lookup's Redis time. This client does only what serving needs: connect (TCP, TLS or unix
+socket, with AUTH and SELECT from the URL), send a command, await its reply or a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+
+import hiredis
+from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+
+# Replies that say Redis is there but cannot answer now: a restart still loading its data, a
+# busy script, a replica without its master.
+_TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached or did not answer in time."""
+
+
+class RedisReplyError(Exception):
+    """Redis answered with an error (a bug or misconfiguration, not an outage)."""
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            waiter = self.waiting.popleft()
+            if not waiter.done():  # a caller that timed out is gone; its reply is dropped
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(RedisUnavailable(f"connection lost: {exc or 'closed'}"))
+
+    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        if self.transport is None:
+            raise RedisUnavailable("connection lost")
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        self.transport.write(hiredis.pack_command(args))
+        return waiter
+
+
+class AsyncRedis:
+    def __init__(self, url: str):
+        self.url = url
+        self._options = parse_url(url)
+        self._protocol: _Protocol | None = None
+        self._connecting = asyncio.Lock()
+
+    async def execute(self, *args: Any, timeout: float) -> Any:
+        """The reply to one command. Raises RedisUnavailable when Redis cannot be reached or
+        does not answer within `timeout` seconds, RedisReplyError when it answers an error."""
+        try:
+            async with asyncio.timeout(timeout):
+                protocol = await self._connected()
+                reply = await protocol.send(args)
+        except TimeoutError:
+            raise RedisUnavailable(f"Redis did not answer within {timeout * 1000:.0f} ms") from None
+        except OSError as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self.url}: {exc}") from exc
+        if isinstance(reply, hiredis.ReplyError):
+            if str(reply).startswith(_TRANSIENT):
+                raise RedisUnavailable(f"Redis cannot answer now: {reply}")
+            raise RedisReplyError(str(reply))
+        return reply
+
+    def reset(self) -> None:
+        """Drops the connection (the next command reconnects): after a timeout it is not
+        known whether the connection still works."""
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.abort()
+        self._protocol = None
+
+    async def _connected(self) -> _Protocol:
+        if self._protocol is not None and self._protocol.transport is not None:
+            return self._protocol
+        async with self._connecting:  # concurrent callers share one connection attempt
+            if self._protocol is None or self._protocol.transport is None:
+                self._protocol = await self._connect()
+            return self._protocol
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        options = self._options
+        if options.get("connection_class") is UnixDomainSocketConnection:
+            _, protocol = await loop.create_unix_connection(_Protocol, options["path"])
+        else:
+            tls = ssl.create_default_context() if options.get("connection_class") is SSLConnection \
+                else None
+            _, protocol = await loop.create_connection(
+                _Protocol, options.get("host", "localhost"), options.get("port", 6379), ssl=tls)
+        handshake = []
+        if options.get("password"):
+            handshake.append(("AUTH", *filter(None, [options.get("username")]),
+                              options["password"]))
+        if options.get("db"):
+            handshake.append(("SELECT", options["db"]))
+        try:
+            for command in handshake:
+                reply = await protocol.send(command)
+                if isinstance(reply, hiredis.ReplyError):
+                    raise RedisUnavailable(f"Redis at {self.url} refused {command[0]}: {reply}")
+        except BaseException:  # including a timeout's cancellation: no half-open connection
+            if protocol.transport is not None:
+                protocol.transport.abort()
+            raise
+        return protocol

@@ -1,0 +1,172 @@
+"""The FeatureServing methods, free of gRPC plumbing: a request goes to its cached Lookup,
+keys, one MGET, assemble (the same kernels as training sets), and response bytes.
+
+Which version of each view is served is read from the online registry in Redis by a
+background refresh (every second by default), which doubles as the health check: the
+selections prepared for the old versions are dropped when the registry changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2
+
+from featurestore.definitions.types import DType
+from featurestore.errors import FeatureStoreError, NotAppliedError
+from featurestore.online.keys import registry_key
+from featurestore.online.lookup import Lookup, ServedView
+from featurestore.online.redis_store import parse_registry
+from featurestore.plan import Plan, Selection
+from featurestore.serving.proto import SERVICE, WIRE, pb
+from featurestore.serving.redis_client import AsyncRedis, RedisReplyError, RedisUnavailable
+from featurestore.serving.request import RequestError, invalid, read_columns
+from featurestore.serving.wire import ResponseEncoder
+
+log = logging.getLogger("featurestore.serving")
+
+# Feature lists are chosen by clients, so the cache of prepared selections is bounded.
+MAX_PREPARED = 1024
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    max_batch: int = 10_000  # entities per request
+    refresh_interval: float = 1.0  # seconds between reads of the online registry
+    redis_timeout: float = 1.0  # longest wait for Redis (less when the deadline is nearer)
+    grace: float = 5.0  # seconds in-flight requests may finish in at shutdown
+
+
+@dataclass(frozen=True)
+class Prepared:
+    selection: Selection
+    lookup: Lookup
+    encoder: ResponseEncoder
+
+
+class FeatureServer:
+    def __init__(self, plan: Plan, redis: AsyncRedis, health_servicer: health.aio.HealthServicer,
+                 options: ServerOptions):
+        self.plan, self.redis, self.health, self.options = plan, redis, health_servicer, options
+        self._registry: dict[bytes, bytes] | None = None
+        self._served: dict[str, ServedView] | None = None
+        self._prepared: dict[tuple[str, ...], Prepared] = {}
+        self._healthy: bool | None = None
+
+    async def refresh(self) -> None:
+        """Reads the online registry; marks the server NOT_SERVING while Redis is unreachable."""
+        try:
+            reply = await self.redis.execute("HGETALL", registry_key(self.plan.project),
+                                             timeout=self.options.redis_timeout)
+        except (RedisUnavailable, RedisReplyError) as exc:
+            self.redis.reset()  # a connection that failed a command is not trusted again
+            await self._set_health(False, str(exc))
+            return
+        registry = dict(zip(reply[::2], reply[1::2], strict=True))
+        if registry != self._registry:
+            self._served, self._registry = parse_registry(registry), registry
+            self._prepared.clear()
+        await self._set_health(True, "online store reachable")
+
+    async def refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.refresh_interval)
+            await self.refresh()
+
+    async def warm_up(self) -> None:
+        """Runs every feature service once on an empty batch, so that the first real requests
+        do not pay for loading compiled functions from Numba's caches."""
+        for name in self.plan.services:
+            request = pb.GetOnlineFeaturesRequest(feature_service=name)
+            selection = self.plan.select(service=name)
+            for key in selection.join_keys:
+                request.entities[key].SetInParent()
+            for key in selection.requests:
+                request.request_inputs[key].SetInParent()
+            try:
+                await self.online_features(request, None)
+            except RequestError as exc:  # e.g. not materialized yet: warms up on first use
+                log.info("not warming up %s: %s", name, exc)
+
+    async def online_features(self, request: pb.GetOnlineFeaturesRequest,
+                              time_remaining: float | None) -> bytes:
+        prepared = self._prepare(request)
+        n, entities, inputs = read_columns(request, prepared.selection, self.options.max_batch)
+        keys = prepared.lookup.keys(entities)
+        values = await self._mget(keys, time_remaining) if keys else []
+        as_of_us = request.as_of_us or time.time_ns() // 1000
+        result = prepared.lookup.assemble(values, n, inputs, as_of_us)
+        return prepared.encoder.encode(result, n, as_of_us)
+
+    async def list_feature_services(self, request: pb.ListFeatureServicesRequest,
+                                    time_remaining: float | None
+                                    ) -> pb.ListFeatureServicesResponse:
+        return pb.ListFeatureServicesResponse(
+            feature_services=[self._describe(name) for name in sorted(self.plan.services)])
+
+    async def get_feature_service(self, request: pb.GetFeatureServiceRequest,
+                                  time_remaining: float | None) -> pb.FeatureService:
+        return self._describe(request.name)
+
+    def _describe(self, name: str) -> pb.FeatureService:
+        try:
+            selection = self.plan.select(service=name)
+        except FeatureStoreError as exc:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, str(exc)) from exc
+
+        def fields(items: list[tuple[str, DType]]) -> list[pb.Field]:
+            return [pb.Field(name=n, type=WIRE[t].value_type) for n, t in items]
+        return pb.FeatureService(
+            name=name, features=fields([(o.name, o.dtype) for o in selection.outputs]),
+            entity_keys=fields(list(selection.join_keys.items())),
+            request_inputs=fields(list(selection.requests.items())),
+            feature_views=list(selection.views))
+
+    def _prepare(self, request: pb.GetOnlineFeaturesRequest) -> Prepared:
+        service, features = request.feature_service, tuple(request.features)
+        if bool(service) == bool(features):
+            raise invalid("set exactly one of feature_service and features")
+        key = (service,) if service else ("", *features)
+        prepared = self._prepared.get(key)
+        if prepared is not None:
+            return prepared
+        if self._served is None:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE,
+                               "the online store has not been reached since the server started")
+        try:
+            selection = self.plan.select(service=service or None, features=list(features) or None)
+            lookup = Lookup(self.plan.project, self.plan, selection, self._served)
+        except NotAppliedError as exc:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+        except FeatureStoreError as exc:  # unknown service or feature, clashing names
+            raise invalid(str(exc)) from exc
+        if len(self._prepared) >= MAX_PREPARED:
+            self._prepared.clear()
+        prepared = self._prepared[key] = Prepared(selection, lookup, ResponseEncoder(selection))
+        return prepared
+
+    async def _mget(self, keys: list[str], time_remaining: float | None) -> list[bytes | None]:
+        timeout = self.options.redis_timeout
+        if time_remaining is not None:  # answer UNAVAILABLE before the caller's deadline
+            timeout = min(timeout, time_remaining * 0.9)
+        try:
+            return await self.redis.execute("MGET", *keys, timeout=timeout)  # type: ignore[no-any-return]
+        except RedisUnavailable as exc:  # health follows at the next refresh, not per request
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"online store unavailable: {exc}") \
+                from exc
+        except RedisReplyError as exc:
+            raise RequestError(grpc.StatusCode.INTERNAL, f"online store error: {exc}") from exc
+
+    async def _set_health(self, healthy: bool, why: str) -> None:
+        if healthy == self._healthy:
+            return
+        if self._healthy is not None or not healthy:
+            log.warning("%s: %s", "SERVING" if healthy else "NOT_SERVING", why)
+        self._healthy = healthy
+        status = (health_pb2.HealthCheckResponse.SERVING if healthy
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE):
+            await self.health.set(name, status)

@@ -1,0 +1,81 @@
+"""`featurestore serve`: one serving process, or N sharing one port (gRPC sets SO_REUSEPORT on
+Linux, so the kernel spreads connections over them), plus the repo's managed redis-server when
+the repo asks for one, stopped on exit when this command started it.
+
+Workers are spawned, not forked: gRPC and Numba's runtime do not survive a fork, and each
+worker loads the compiled kernels from the on-disk cache the parent has just filled."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from featurestore.errors import FeatureStoreError
+from featurestore.feature_store import FeatureStore
+from featurestore.online.managed import ManagedRedis
+from featurestore.serving.server import exit_on_sigterm, serve, serve_repo
+from featurestore.serving.service import ServerOptions
+
+
+def run(repo: Path, host: str, port: int, workers: int, options: ServerOptions) -> None:
+    exit_on_sigterm()
+    if workers < 1:
+        raise FeatureStoreError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and port == 0:
+        raise FeatureStoreError("--port 0 would give each worker its own port; name the port "
+                                "the workers share")
+    store = FeatureStore(repo)
+    plan = store.plan  # definition errors surface here, before anything starts
+    url, managed = _online_store(store)
+    address = f"{host}:{port}"
+    try:
+        if workers == 1:
+            serve(plan, url, address, options)
+        else:
+            spawn = multiprocessing.get_context("spawn")
+            _supervise([spawn.Process(target=serve_repo, args=(store.config.root, url, address,
+                                                              options),
+                                      name=f"worker-{i + 1}") for i in range(workers)])
+    finally:
+        if managed is not None:
+            managed.stop()
+
+
+def _online_store(store: FeatureStore) -> tuple[str, ManagedRedis | None]:
+    """The Redis URL, and the managed redis-server if this call started it (to stop at exit)."""
+    url = os.environ.get("FEATURESTORE_REDIS_URL") or store.config.online_store
+    if url != "managed":
+        return url, None
+    managed = ManagedRedis(store.config.root)
+    return managed.url, managed if managed.start() else None
+
+
+def _supervise(workers: list[BaseProcess]) -> None:
+    """Runs the workers to their end. SIGTERM or SIGINT is passed on to them, and one worker
+    failing stops the others."""
+
+    def stop(*_: Any) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for worker in workers:
+            worker.start()
+        while running := [w for w in workers if w.exitcode is None]:
+            multiprocessing.connection.wait([w.sentinel for w in running])
+            if any(w.exitcode for w in workers):
+                stop()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    failed = [w.name for w in workers if w.exitcode]
+    if failed:
+        raise FeatureStoreError(f"serving worker(s) {', '.join(failed)} failed; see the messages "
+                                "above")
