@@ -114,3 +114,19 @@ def test_training_set_refuses_unapplied_definitions(tmp_path: Path) -> None:
         event_timestamp=pl.lit("2024-01-05").str.to_datetime(time_zone="UTC"))
     with pytest.raises(NotAppliedError, match=r"transform 'amount_to_limit' is not applied"):
         store.training_set(labels, service="fraud_v1")
+
+
+def test_session_keeps_results_and_lets_apply_run_inside(tmp_path: Path) -> None:
+    import polars as pl
+
+    root = write_repo(tmp_path)
+    store = FeatureStore(root)
+    store.apply()
+    labels = pl.DataFrame({"user_id": [1, 2, 1], "amount": [1.0, 2.0, 3.0]}).with_columns(
+        event_timestamp=pl.lit("2024-01-05").str.to_datetime(time_zone="UTC"))
+    outside = store.training_set(labels, service="fraud_v1")
+    with store.session():
+        assert store.training_set(labels, service="fraud_v1").equals(outside)
+        (root / "features.py").write_text(PROFILE_DEFS.replace("else 0.0", "else -1.0"))
+        store.apply()  # closes the held connection for the write, then holds it again
+        assert store.training_set(labels, service="fraud_v1").equals(outside)
