@@ -3,16 +3,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_REPO := feature_repo
+PROTOS := $(wildcard proto/featurestore/v1/*.proto)
 
-.PHONY: install redis test lint demo bench clean
+.PHONY: install proto redis test lint demo bench clean
 
-$(VENV)/.installed: pyproject.toml
+# Installing also generates featurestore/serving/_proto/ from proto/ (generated code is built,
+# never committed), and a changed .proto makes the next `make test` or `make demo` regenerate.
+$(VENV)/.installed: pyproject.toml $(PROTOS)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) featurestore/serving/codegen.py
 	touch $@
 
 install: $(VENV)/.installed
+
+proto: install
+	$(PY) featurestore/serving/codegen.py
 
 # The online store's tests and `online_store: managed` need a local redis-server.
 redis:
@@ -42,4 +49,4 @@ bench: install
 	$(PY) benchmarks/training_set.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_REPO)/data $(DEMO_REPO)/.featurestore
+	rm -rf $(VENV) $(DEMO_REPO)/data $(DEMO_REPO)/.featurestore featurestore/serving/_proto

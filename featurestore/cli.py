@@ -260,11 +260,14 @@ def get(service: Annotated[str | None, typer.Option(help="feature service")] = N
         as_of: Annotated[str | None, typer.Option("--as-of", help="ISO time with zone; "
                                                                   "default now")] = None,
         target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
-        statuses: Annotated[bool, typer.Option(help="add <feature>__status columns")] = False,
+        statuses: Annotated[bool, typer.Option(help="csv, json: add <feature>__status columns")]
+        = False,
         fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table"
         ) -> None:
-    """Ask a running server for online features. The table shows a row per feature and a
-    column per entity (a missing value shows its status); csv and json a row per entity."""
+    """Ask a running server for online features and print them.
+
+    The table has a row per feature and a column per entity, where a missing value shows its
+    status; csv and json have a row per entity."""
 
     def fetch() -> tuple[dict[str, list[Any]], OnlineFeatures]:
         with Client(target) as client:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -22,12 +22,12 @@ import pyarrow as pa
 
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import FeatureStoreError
-from featurestore.materialization import to_micros
+from featurestore.materialization import EPOCH, to_micros
 from featurestore.offline.training import STATUS_DTYPE
 from featurestore.plan import Column, to_arrow
 from featurestore.plan.status import STATUS_NAMES, Status
 from featurestore.plan.strings import Utf8Array
-from featurestore.serving.proto import BY_VALUE_TYPE, WIRE, method, pb
+from featurestore.serving.proto import BY_VALUE_TYPE, WIRE, method, pb, to_numpy
 
 
 class ServingError(FeatureStoreError):
@@ -61,26 +61,26 @@ class OnlineFeatures:
     def __init__(self, response: pb.GetOnlineFeaturesResponse):
         n = self.num_entities = response.num_entities
         self.names: list[str] = list(response.feature_names)
-        self.dtypes: dict[str, DType] = {
-            name: BY_VALUE_TYPE[t].dtype for name, t in zip(self.names, response.feature_types,
-                                                              strict=True)}
-        statuses = np.array(response.statuses, np.uint8).reshape(len(self.names), n)
+        self.dtypes: dict[str, DType] = {}
+        by_type: dict[DType, list[str]] = {}
+        for name, value_type in zip(self.names, response.feature_types, strict=True):
+            dtype = self.dtypes[name] = BY_VALUE_TYPE[value_type].dtype
+            by_type.setdefault(dtype, []).append(name)
+        statuses = to_numpy(response.statuses, np.dtype(np.uint8)).reshape(len(self.names), n)
         self.statuses: dict[str, np.ndarray] = dict(zip(self.names, statuses, strict=True))
         self.values: dict[str, np.ndarray | list[str]] = {}
-        for wire in WIRE.values():
-            names = [name for name in self.names if self.dtypes[name] is wire.dtype]
-            if not names:
-                continue
+        for dtype, names in by_type.items():
+            wire = WIRE[dtype]
             raw = getattr(response.values, wire.field)
             if wire.numpy is None:
                 strings = list(raw)
                 self.values.update((name, strings[k * n:(k + 1) * n])
                                    for k, name in enumerate(names))
             else:
-                self.values.update(zip(names, np.array(raw, wire.numpy).reshape(len(names), n),
+                self.values.update(zip(names, to_numpy(raw, wire.numpy).reshape(len(names), n),
                                        strict=True))
         self.event_timestamps: dict[str, np.ndarray] = {
-            view: np.array(v.timestamp_values, np.int64)
+            view: to_numpy(v.timestamp_values, np.dtype(np.int64))
             for view, v in response.event_timestamps.items()}
         self.transform_errors: dict[str, int] = dict(response.transform_errors)
         self.as_of_us: int = response.as_of_us
@@ -113,15 +113,31 @@ class OnlineFeatures:
         return frame
 
     def to_dict(self, statuses: bool = False) -> dict[str, list[Any]]:
-        """Feature -> one plain Python value per entity (None where missing)."""
-        return self.to_polars(statuses).to_dict(as_series=False)
+        """Feature -> one plain Python value per entity (None where missing; Timestamps as
+        UTC datetimes); the columns of to_polars(), without building a DataFrame."""
+        out: dict[str, list[Any]] = {}
+        for name in self.names:
+            values = self.values[name]
+            listed = values if isinstance(values, list) else values.tolist()
+            if self.dtypes[name] is Timestamp:
+                listed = [EPOCH + timedelta(microseconds=us) for us in listed]
+            present = (self.statuses[name] == Status.PRESENT).tolist()
+            out[name] = [v if ok else None for v, ok in zip(listed, present, strict=True)]
+        if statuses:
+            out.update((f"{name}__status", [STATUS_NAMES[s] for s in self.statuses[name]])
+                       for name in self.names)
+        return out
 
     def to_dicts(self, statuses: bool = False) -> list[dict[str, Any]]:
         """One dict per entity: feature -> plain Python value (None where missing)."""
-        return self.to_polars(statuses).to_dicts()
+        columns = self.to_dict(statuses)
+        return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 class Client:
+    """A thin synchronous client over one gRPC channel; use one per thread or process and
+    close it (or use it as a context manager) when done."""
+
     def __init__(self, target: str = "127.0.0.1:6566", timeout: float | None = 5.0):
         """`timeout`: the default deadline of each call, in seconds."""
         self.target, self.timeout = target, timeout
@@ -208,20 +224,21 @@ def _fill(target: pb.Values, name: str, values: Any, dtype: DType | None) -> Non
         raise FeatureStoreError(f"column {name!r} ({dtype}) cannot hold {values!r}: {exc}") from exc
 
 
+_BY_KIND = {"b": Bool, "i": Int64, "u": Int64, "f": Float64, "U": String, "M": Timestamp}
+_BY_CLASS = [(bool, Bool), (int, Int64), (float, Float64), (str, String), (datetime, Timestamp)]
+
+
 def _infer(array: np.ndarray) -> DType | None:
+    """The type of a column given as Python values or an array; None for no values."""
     if array.size == 0:
         return None
-    kind = array.dtype.kind
-    if kind == "O":
-        first = array.flat[0]
-        kinds = {bool: "b", int: "i", float: "f", str: "U"}
-        kind = next((k for t, k in kinds.items() if isinstance(first, t)), "M" if isinstance(
-            first, datetime) else "O")
-    inferred = {"b": Bool, "i": Int64, "u": Int64, "f": Float64, "U": String, "M": Timestamp}
-    if kind not in inferred:
-        raise FeatureStoreError(f"cannot tell the type of values like {array.flat[0]!r}; use "
-                                "bool, int, float, str or zone-aware datetime values")
-    return inferred[kind]
+    first = array.flat[0]
+    dtype = _BY_KIND.get(array.dtype.kind) if array.dtype.kind != "O" else next(
+        (d for cls, d in _BY_CLASS if isinstance(first, cls)), None)
+    if dtype is None:
+        raise FeatureStoreError(f"cannot tell the type of values like {first!r}; use bool, "
+                                "int, float, str or zone-aware datetime values")
+    return dtype
 
 
 def _micros(array: np.ndarray) -> list[int]:

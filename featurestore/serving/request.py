@@ -13,11 +13,8 @@ import numpy as np
 from featurestore.definitions.types import DType, Float64, Int64, String
 from featurestore.plan import Column, Selection
 from featurestore.plan.strings import Utf8Array
-from featurestore.serving.proto import WIRE, pb
+from featurestore.serving.proto import WIRE, pb, to_numpy
 
-# Reading a repeated field into NumPy: element by element is faster up to about this many
-# values (0.5 us for one), the buffer path beyond (a flat ~3 us).
-_SMALL = 64
 # Request values are never null: every column shares one read-only all-true validity mask.
 _VALID = np.ones(10_000, np.bool_)
 _VALID.flags.writeable = False
@@ -37,8 +34,9 @@ def invalid(message: str) -> RequestError:
 
 def read_columns(request: pb.GetOnlineFeaturesRequest, selection: Selection, limit: int
                  ) -> tuple[int, dict[str, Column], dict[str, Column]]:
-    """(number of entities, entity key columns, request input columns). Every column is
-    checked, including its length, before any is read, so a refused batch costs nothing."""
+    """(number of entities, entity key columns, request input columns). Names, lengths and
+    the batch limit are checked before any column is read, so an oversized batch costs
+    nothing; a column's type is checked as it is read."""
     roles = [("entity key", request.entities, selection.join_keys),
              ("request input", request.request_inputs, selection.requests)]
     sent = [_sent(role, given, wanted) for role, given, wanted in roles]
@@ -53,7 +51,7 @@ def read_columns(request: pb.GetOnlineFeaturesRequest, selection: Selection, lim
                            "(featurestore serve --max-batch): split the batch")
     valid = _VALID[:n] if n <= len(_VALID) else np.ones(n, np.bool_)
     entities, inputs = (
-        {name: Column(_array(wanted[name], field, values, n, name, role), valid)
+        {name: Column(_array(wanted[name], field, values, name, role), valid)
          for name, (field, values) in columns.items()}
         for columns, (role, _, wanted) in zip(sent, roles, strict=True))
     return n, entities, inputs
@@ -80,15 +78,15 @@ def _sent(role: str, given: Mapping[str, pb.Values], wanted: Mapping[str, DType]
     return sent
 
 
-def _array(dtype: DType, field: str, values: Any, n: int, name: str, role: str
+def _array(dtype: DType, field: str, values: Any, name: str, role: str
            ) -> np.ndarray | Utf8Array:
     wire = WIRE[dtype]
     if field == wire.field:
         if dtype is String:
             return Utf8Array.from_list(list(values))
-        return np.fromiter(values, wire.numpy, n) if n <= _SMALL else np.array(values, wire.numpy)
+        return to_numpy(values, wire.numpy)
     if dtype is Float64 and field == WIRE[Int64].field:  # integers are numbers, as in labels
-        return np.array(values, np.float64)
+        return to_numpy(values, np.dtype(np.float64))
     raise invalid(f"{role} {name!r} is {dtype}, but the request sends {field}; send {wire.field}")
 
 

@@ -63,7 +63,9 @@ async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,
     redis = AsyncRedis(redis_url)
     health_servicer = health.aio.HealthServicer()
     service = FeatureServer(plan, redis, health_servicer, options)
-    server = grpc.aio.server()
+    # gRPC sets SO_REUSEPORT by default: a lone server turns it off, so that a second server
+    # started on its port fails instead of silently taking half of its connections.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", int(options.reuse_port))])
     methods = method_handlers(service)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
     server.add_registered_method_handlers(SERVICE, methods)

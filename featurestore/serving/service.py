@@ -38,6 +38,7 @@ class ServerOptions:
     refresh_interval: float = 1.0  # seconds between reads of the online registry
     redis_timeout: float = 1.0  # longest wait for Redis (less when the deadline is nearer)
     grace: float = 5.0  # seconds in-flight requests may finish in at shutdown
+    reuse_port: bool = False  # share the port (SO_REUSEPORT) with other worker processes
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ def run(repo: Path, host: str, port: int, workers: int, options: ServerOptions) 
     plan = store.plan  # definition errors surface here, before anything starts
     url, managed = _online_store(store)
     address = f"{host}:{port}"
+    options = replace(options, reuse_port=workers > 1)
     try:
         if workers == 1:
             serve(plan, url, address, options)

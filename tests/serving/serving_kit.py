@@ -1,0 +1,106 @@
+"""Helpers of the serving tests: running the CLI, starting and stopping a real `featurestore
+serve` process, and asking it for its health."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis_kit import RedisServer, free_port
+
+from featurestore import FeatureStore
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "feature_repo"
+END = datetime(2025, 7, 1, tzinfo=UTC)  # where the generator's transactions end
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SMALL_DATA = ["--users", "300", "--merchants", "50", "--transactions", "3000", "--seed", "3"]
+
+
+@dataclass(frozen=True)
+class OnlineStore:
+    url: str
+    server: RedisServer | None  # None: FEATURESTORE_REDIS_URL's server, not ours to restart
+
+
+@dataclass(frozen=True)
+class Example:
+    repo: Path
+    store: FeatureStore
+
+
+@dataclass(frozen=True)
+class Server:
+    target: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def cli(*args: str | Path, expect: int = 0, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "featurestore.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "250", "NO_COLOR": "1", **(env or {})})
+    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def health(target: str, service: str = "") -> int:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Polls `check()` until it is true; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except grpc.RpcError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_server(repo: Path, log: Path, *args: str, workers: int = 1,
+                 env: dict[str, str] | None = None) -> Server:
+    """Returns once every worker logged that it serves and health says SERVING. `env`: the
+    server's whole environment (default: the tests')."""
+    port = free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "featurestore.cli", "serve", "--repo", str(repo), "--port",
+             str(port), "--workers", str(workers), *args], env=env, stdout=out, stderr=out)
+    target = f"127.0.0.1:{port}"
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"featurestore serve exited {process.returncode}:\n{log.read_text()}")
+        return log.read_text().count("serving feature repo") == workers and \
+            health(target) == SERVING
+
+    wait_for(f"server {target} to be SERVING", serving)
+    return Server(target, process, log)
+
+
+def stop_server(server: Server) -> str:
+    """SIGTERM, as an orchestrator stops it: it must exit 0 within its grace period. Returns
+    what it logged."""
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=20)
+    output = server.log.read_text()
+    assert server.process.returncode == 0, output
+    return output
