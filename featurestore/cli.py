@@ -17,8 +17,10 @@ from rich.table import Table
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import FeatureStoreError
 from featurestore.feature_store import FeatureStore
-from featurestore.materialization import EPOCH, Materialized
+from featurestore.materialization import EPOCH, Materialized, to_micros
 from featurestore.offline.registry import PlanDiff
+from featurestore.parity import ParityReport
+from featurestore.parity import check as check_parity
 from featurestore.plan.status import STATUS_NAMES, Status
 from featurestore.scaffold import scaffold
 from featurestore.serving.client import Client, OnlineFeatures
@@ -247,6 +249,39 @@ def serve(repo: Repo = Path("feature_repo"),
           ) -> None:
     """Serve online features over gRPC (with health checking and reflection) until stopped."""
     _guard(lambda: run_server(repo, host, port, workers, ServerOptions(max_batch=max_batch)))
+
+
+@app.command()
+def parity(service: Annotated[str, typer.Option(help="feature service to check")],
+           repo: Repo = Path("feature_repo"),
+           sample: Annotated[int, typer.Option(help="entities to sample")] = 1000,
+           target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
+           as_of: Annotated[str | None, typer.Option(
+               "--as-of", help="ISO time with zone; default: end of the last materialization")]
+           = None,
+           seed: Annotated[int, typer.Option(help="sampling seed")] = 0) -> None:
+    """Compare a live server with the training set, value by value; exit 1 on any mismatch."""
+    store = _store(repo)
+
+    def run() -> ParityReport:
+        when = _time(as_of, "--as-of")
+        with Client(target, timeout=60) as client:
+            return check_parity(store, client, service, sample,
+                                to_micros(when) if when is not None else None, seed)
+
+    report = _guard(run)
+    at = (EPOCH + timedelta(microseconds=report.as_of_us)).isoformat()
+    out.print(f"parity of {service} at {at}: {report.entities} entities, {report.values} values, "
+              f"{len(report.mismatches)} mismatches"
+              + (f" ({report.expired} expired online, reported NOT_FOUND)" if report.expired else ""))
+    if report.mismatches:
+        table = Table("feature", "row", "keys", "offline", "online", title="mismatches")
+        for m in report.mismatches[:50]:
+            table.add_row(m.feature, str(m.row), str(m.keys), f"{m.offline!r} {m.offline_status}",
+                          f"{m.online!r} {m.online_status}")
+        out.print(table)
+        raise typer.Exit(1)
+    out.print("[green]parity holds[/]")
 
 
 Columns = Annotated[list[str] | None, typer.Option(help="NAME=V1,V2,... (repeatable)")]
