@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import textwrap
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serving_kit import Server, start_server, stop_server
 
-from featurestore import FeatureStore
+from featurestore import Client, FeatureStore
+from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup
 from featurestore.online.redis_store import OnlineWriter
 from featurestore.plan import from_arrow, to_arrow
@@ -42,12 +45,21 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+KEY_SETS = [{"k": "Int64"}, {"k": "String"}, {"k": "Int64", "k2": "String"}]
+# The schema the gRPC test serves: every type, a created column, a ttl, a composite key.
+FIXED = {"keys": {"k": "Int64", "k2": "String"}, "fields": TYPES, "created": True, "ttl_min": 90}
+
+
 @st.composite
-def scenarios(draw: st.DrawFn) -> dict[str, Any]:
-    keys = draw(st.sampled_from([{"k": "Int64"}, {"k": "String"}, {"k": "Int64", "k2": "String"}]))
-    fields = draw(st.lists(st.sampled_from(TYPES), min_size=1, max_size=5))
-    created = draw(st.booleans())
-    ttl_min = draw(st.none() | st.integers(60, 600))
+def scenarios(draw: st.DrawFn, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A schema (or the given one) and data for it."""
+    if schema is None:
+        schema = {"keys": draw(st.sampled_from(KEY_SETS)),
+                  "fields": draw(st.lists(st.sampled_from(TYPES), min_size=1, max_size=5)),
+                  "created": draw(st.booleans()),
+                  "ttl_min": draw(st.none() | st.integers(60, 600))}
+    keys, fields, created, ttl_min = (schema["keys"], schema["fields"], schema["created"],
+                                      schema["ttl_min"])
     key_values = {"Int64": st.integers(-3, 3) | st.sampled_from([-(2**63), 2**63 - 1]),
                   "String": st.sampled_from(["a", "b", "", "é", "x|y"])}
     minute = st.integers(0, 40)
@@ -66,9 +78,11 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def write_repo(root: Path, sc: dict[str, Any], redis_url: str) -> None:
-    (root / "data").mkdir(parents=True)
+    (root / "data").mkdir(parents=True, exist_ok=True)
     project = f"parity{next(_projects)}"
     (root / "featurestore.yaml").write_text(f"project: {project}\nonline_store: {redis_url}\n")
+    write_data(root, sc)
+
     keys = ", ".join(f'"{k}": {t}' for k, t in sc["keys"].items())
     fields = ", ".join(f'Field("f{i}", {t})' for i, t in enumerate(sc["fields"]))
     created = ', created="cr"' if sc["created"] else ""
@@ -82,6 +96,9 @@ def write_repo(root: Path, sc: dict[str, Any], redis_url: str) -> None:
         v = FeatureView("v", entity=e, source=src, ttl={ttl}, fields=[{fields}])
         svc = FeatureService("svc", features=[v])
         """))
+
+
+def write_data(root: Path, sc: dict[str, Any]) -> None:
     columns: dict[str, Any] = {k: [r[k] for r in sc["rows"]] for k in sc["keys"]}
     schema: dict[str, Any] = {k: POLARS[t] for k, t in sc["keys"].items()}
     columns["ts"] = [BASE + timedelta(minutes=r["ts"]) for r in sc["rows"]]
@@ -151,3 +168,46 @@ def test_online_equals_offline(sc: dict[str, Any], redis_url: str,
         offline = store.training_set(labels, service="svc", statuses=True)
         assert_same(offline, online(store, client, "svc", entities, labels, as_of),
                     f"T=+{minute}min")
+
+
+@pytest.fixture(scope="module")
+def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[FeatureStore, Server]]:
+    """One repo of the FIXED schema behind a real `featurestore serve`; examples swap its data."""
+    root = tmp_path_factory.mktemp("parity-grpc")
+    write_repo(root, {**FIXED, "rows": [], "times": []}, redis_url)
+    store = FeatureStore(root)
+    store.apply()
+    store.materialize(end=BASE)
+    server = start_server(root, root / "serve.log")
+    yield store, server
+    stop_server(server)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(sc=scenarios(FIXED))
+def test_served_over_grpc_equals_offline(sc: dict[str, Any], served: tuple[FeatureStore, Server],
+                                         redis_url: str) -> None:
+    store, server = served
+    write_data(store.config.root, sc)
+    store.backfill()
+    client = redis.Redis.from_url(redis_url)
+    registry = registry_key(store.plan.project)
+    for key in client.scan_iter(f"{store.plan.project}:*"):
+        if key.decode() != registry:  # rows of the previous example; the versions stay served
+            client.delete(key)
+    entities = entity_frame(sc)
+    with Client(server.target) as grpc_client:
+        for minute in sc["times"]:
+            as_of = BASE + timedelta(minutes=minute)
+            store.materialize(end=as_of)
+            labels = entities.with_columns(event_timestamp=pl.lit(as_of))
+            offline = store.training_set(labels, service="svc", statuses=True)
+            result = grpc_client.get_online_features(
+                service="svc", entities={k: entities[k].to_list() for k in sc["keys"]},
+                as_of=as_of)
+            frame = result.to_polars(statuses=True)
+            assert_same(offline, {name: (frame[name], frame[f"{name}__status"].cast(pl.String)
+                                         .to_numpy()) for name in result.names},
+                        f"over gRPC, T=+{minute}min")

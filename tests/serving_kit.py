@@ -20,7 +20,7 @@ from redis_kit import RedisServer, free_port
 
 from featurestore import FeatureStore
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "feature_repo"
+EXAMPLE = Path(__file__).resolve().parents[1] / "feature_repo"
 END = datetime(2025, 7, 1, tzinfo=UTC)  # where the generator's transactions end
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
