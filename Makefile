@@ -34,16 +34,38 @@ lint: install
 test: install redis lint
 	$(VENV)/bin/pytest -q
 
-demo: install
+DEMO_END := 2025-07-01T00:00:00Z
+DEMO_PORT := 6566
+DEMO_SOCKET := $(DEMO_REPO)/.featurestore/redis/redis.sock
+
+# Offline: data, apply, a training set and SQL. Online: materialize into the repo's managed
+# redis-server, serve, ask for a feature vector, check parity; then stop all it started.
+demo: install redis
 	$(PY) $(DEMO_REPO)/datagen/generate.py --out $(DEMO_REPO)/data
 	$(VENV)/bin/featurestore apply --repo $(DEMO_REPO)
 	$(PY) $(DEMO_REPO)/datagen/labels.py --repo $(DEMO_REPO) --out $(DEMO_REPO)/data/labels.parquet
 	$(VENV)/bin/featurestore training-set $(DEMO_REPO)/data/labels.parquet \
 		-o $(DEMO_REPO)/data/training_set.parquet --service fraud_v1 --repo $(DEMO_REPO)
 	$(VENV)/bin/featurestore sql --repo $(DEMO_REPO) \
-		"SELECT is_foreign, count(*) AS labels, round(avg(is_fraud::INT), 4) AS fraud_rate, \
-		round(avg(amount_to_limit(amount, credit_limit)), 4) AS avg_amount_to_limit \
-		FROM read_parquet('$(DEMO_REPO)/data/training_set.parquet') GROUP BY ALL ORDER BY ALL"
+		"SELECT is_foreign, count(*) AS n, round(avg(is_fraud::INT), 4) AS fraud_rate, \
+		        round(avg(amount_to_limit(amount, credit_limit)), 4) AS avg_amount_to_limit \
+		 FROM read_parquet('$(DEMO_REPO)/data/training_set.parquet') GROUP BY 1 ORDER BY 1"
+	$(VENV)/bin/featurestore materialize --repo $(DEMO_REPO) --end $(DEMO_END)
+	@set -e; \
+	$(VENV)/bin/featurestore serve --repo $(DEMO_REPO) --port $(DEMO_PORT) & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null; \
+	      redis-cli -s $(DEMO_SOCKET) shutdown >/dev/null 2>&1 || true' EXIT; \
+	tries=0; until $(VENV)/bin/featurestore get --service fraud_v1 --entity user_id=1 \
+		--entity merchant_id=M00001 --request amount=1 --request txn_country=US \
+		--request txn_ts=$(DEMO_END) --target 127.0.0.1:$(DEMO_PORT) >/dev/null 2>&1; do \
+		tries=$$((tries + 1)); [ $$tries -lt 120 ] || { echo "server did not start"; exit 1; }; \
+		sleep 0.5; done; \
+	$(VENV)/bin/featurestore get --service fraud_v1 --entity user_id=1,2 \
+		--entity merchant_id=M00001,M00002 --request amount=9.5,120 \
+		--request txn_country=US,FR --request txn_ts=$(DEMO_END),$(DEMO_END) \
+		--as-of $(DEMO_END) --target 127.0.0.1:$(DEMO_PORT); \
+	$(VENV)/bin/featurestore parity --service fraud_v1 --sample 500 --repo $(DEMO_REPO) \
+		--target 127.0.0.1:$(DEMO_PORT)
 
 bench: install
 	$(PY) benchmarks/training_set.py
