@@ -24,14 +24,15 @@ def view_prefix(project: str, view: str, version: str) -> str:
     return f"{project}:{view}:{version}:"
 
 
-def entity_tags(entity: str, keys: list[Column]) -> list[str]:
-    """The hash-tag part of the keys for a batch of entity keys (one Column per join key)."""
-    parts = []
-    for column in keys:
-        if isinstance(column.values, Utf8Array):
-            parts.append([s.translate(_ESCAPES) for s in column.values.to_list()])
-        else:
-            parts.append(np.asarray(column.values, np.int64).astype(str).tolist())
+def key_text(column: Column) -> list[str]:
+    """One join key column as the text it has inside keys."""
+    if isinstance(column.values, Utf8Array):
+        return [s.translate(_ESCAPES) for s in column.values.to_list()]
+    return np.asarray(column.values, np.int64).astype(str).tolist()
+
+
+def entity_tags(entity: str, parts: list[list[str]]) -> list[str]:
+    """The hash-tag part of the keys, from each join key's `key_text`."""
     joined = parts[0] if len(parts) == 1 else ["|".join(p) for p in zip(*parts, strict=True)]
     return [f"{{{entity}|{tag}}}" for tag in joined]
 

@@ -12,7 +12,7 @@ import numpy as np
 from featurestore.definitions.types import DType
 from featurestore.errors import NotAppliedError
 from featurestore.online.codec import RowSchema, decode
-from featurestore.online.keys import entity_tags, view_prefix
+from featurestore.online.keys import entity_tags, key_text, view_prefix
 from featurestore.plan import Column, Plan, Selection
 from featurestore.plan.execute import run_transforms
 from featurestore.plan.status import NOT_FOUND, NULL, OUTSIDE_TTL, PRESENT
@@ -73,8 +73,9 @@ class Lookup:
     def keys(self, entities: dict[str, Column]) -> list[str]:
         """Every view's keys for the batch, view after view."""
         out: list[str] = []
+        texts = {k: key_text(column) for k, column in entities.items()}  # shared by views
         for view, _, prefix, _, _ in self.views:
-            tags = entity_tags(view.entity, [entities[k] for k, _ in view.join_keys])
+            tags = entity_tags(view.entity, [texts[k] for k, _ in view.join_keys])
             out += [prefix + tag for tag in tags]
         return out
 

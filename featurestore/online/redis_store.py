@@ -19,7 +19,7 @@ import redis
 
 from featurestore.definitions.types import dtype_by_name
 from featurestore.online.codec import RowSchema, encode
-from featurestore.online.keys import entity_tags, registry_key, view_prefix
+from featurestore.online.keys import entity_tags, key_text, registry_key, view_prefix
 from featurestore.online.lookup import ServedView
 from featurestore.plan import ViewPlan, from_arrow
 
@@ -91,7 +91,7 @@ class OnlineWriter:
             return 0
         keys = [from_arrow(batch.column(k), t) for k, t in view.join_keys]
         prefix = view_prefix(self.project, view.name, view.version)
-        row_keys = [prefix + tag for tag in entity_tags(view.entity, keys)]
+        row_keys = [prefix + tag for tag in entity_tags(view.entity, [key_text(k) for k in keys])]
         header = np.column_stack([
             batch.column(c).cast(pa.int64()).to_numpy(zero_copy_only=False) for c in HEADER_COLUMNS])
         columns = [from_arrow(batch.column(f), t) for f, t in view.features]
