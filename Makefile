@@ -67,8 +67,9 @@ demo: install redis
 	$(VENV)/bin/featurestore parity --service fraud_v1 --sample 500 --repo $(DEMO_REPO) \
 		--target 127.0.0.1:$(DEMO_PORT)
 
-bench: install
-	$(PY) benchmarks/training_set.py
+bench: install redis
+	$(PY) benchmarks/training_set.py --out benchmarks/results/training_set.json
+	$(PY) benchmarks/online.py --out benchmarks/results/online.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_REPO)/data $(DEMO_REPO)/.featurestore featurestore/serving/_proto
