@@ -45,13 +45,16 @@ class FeatureServiceSchema:
     entity_keys: dict[str, DType]
     request_inputs: dict[str, DType]
     feature_views: list[str]
+    version: str
+    active: bool
 
     @classmethod
     def from_proto(cls, message: pb.FeatureService) -> FeatureServiceSchema:
         def fields(items: Any) -> dict[str, DType]:
             return {f.name: BY_VALUE_TYPE[f.type].dtype for f in items}
         return cls(message.name, fields(message.features), fields(message.entity_keys),
-                   fields(message.request_inputs), list(message.feature_views))
+                   fields(message.request_inputs), list(message.feature_views), message.version,
+                   message.active)
 
 
 class OnlineFeatures:
@@ -164,13 +167,15 @@ class Client:
         request: Mapping[str, Any] | None = None,
         as_of: datetime | int | None = None,
         timeout: float | None = None,
+        version: str | None = None,
     ) -> OnlineFeatures:
         """Values for a batch of entities: `entities` maps each join key, and `request` each
         request input, to one value per entity. `as_of` (a zone-aware datetime, or UTC epoch
-        microseconds) defaults to now."""
+        microseconds) defaults to now. `version`: fail unless the service is active at it."""
         types = self.feature_service(service) if service else None
         message = pb.GetOnlineFeaturesRequest(
             feature_service=service or "", features=list(features or []),
+            feature_service_version=version or "",
             as_of_us=0 if as_of is None else as_of if isinstance(as_of, int) else to_micros(as_of))
         for target, given, declared in [
                 (message.entities, entities or {}, types.entity_keys if types else {}),

@@ -21,6 +21,7 @@ from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup, ServedView
 from featurestore.online.redis_store import parse_registry
 from featurestore.plan import Plan, Selection
+from featurestore.plan.hashing import version_of
 from featurestore.serving.proto import SERVICE, WIRE, pb
 from featurestore.serving.redis_client import AsyncRedis, RedisReplyError, RedisUnavailable
 from featurestore.serving.request import RequestError, invalid, read_columns
@@ -95,6 +96,8 @@ class FeatureServer:
     async def online_features(self, request: pb.GetOnlineFeaturesRequest,
                               time_remaining: float | None) -> bytes:
         prepared = self._prepare(request)
+        if request.feature_service_version:
+            self._check_version(request.feature_service, request.feature_service_version)
         n, entities, inputs = read_columns(request, prepared.selection, self.options.max_batch)
         keys = prepared.lookup.keys(entities)
         values = await self._mget(keys, time_remaining) if keys else []
@@ -112,6 +115,24 @@ class FeatureServer:
                                   time_remaining: float | None) -> pb.FeatureService:
         return self._describe(request.name)
 
+    def _active(self, selection: Selection) -> bool:
+        """Every view the selection reads is served at the version the loaded plan has."""
+        served = self._served or {}
+        return all(v in served and served[v].version == self.plan.views[v].version
+                   for v in selection.views)
+
+    def _check_version(self, service: str, wanted: str) -> None:
+        if not service:
+            raise invalid("feature_service_version needs feature_service")
+        version = version_of(self.plan.services[service].hash)
+        if wanted != version or not self._active(self.plan.select(service=service)):
+            state = ("is active" if self._active(self.plan.select(service=service)) else
+                     "is applied but its views are not all materialized at its version yet")
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"feature service {service!r} version {wanted} is not active on this server: its "
+                f"version here is {version}, which {state}")
+
     def _describe(self, name: str) -> pb.FeatureService:
         try:
             selection = self.plan.select(service=name)
@@ -124,7 +145,8 @@ class FeatureServer:
             name=name, features=fields([(o.name, o.dtype) for o in selection.outputs]),
             entity_keys=fields(list(selection.join_keys.items())),
             request_inputs=fields(list(selection.requests.items())),
-            feature_views=list(selection.views))
+            feature_views=list(selection.views),
+            version=version_of(self.plan.services[name].hash), active=self._active(selection))
 
     def _prepare(self, request: pb.GetOnlineFeaturesRequest) -> Prepared:
         service, features = request.feature_service, tuple(request.features)

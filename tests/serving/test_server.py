@@ -21,7 +21,7 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from repo_kit import write_repo
+from repo_kit import PROFILE_DEFS, T0, write_repo
 from serving_kit import (
     END,
     NOT_SERVING,
@@ -36,7 +36,7 @@ from serving_kit import (
     wait_for,
 )
 
-from featurestore import Client, FeatureStoreError
+from featurestore import Client, FeatureStore, FeatureStoreError
 from featurestore.online.managed import ManagedRedis
 from featurestore.plan.status import Status
 from featurestore.serving.client import ServingError
@@ -216,6 +216,24 @@ def test_feature_service_schema(example: Example, server: Server) -> None:
     assert schema.entity_keys == selection.join_keys
     assert schema.request_inputs == selection.requests
     assert schema.feature_views == list(selection.views)
+    assert schema.version == example.store.plan.services["fraud_v1"].hash[:12]
+    assert schema.active
+
+
+def test_requests_for_a_version_that_is_not_active_fail(example: Example, server: Server) -> None:
+    version = example.store.plan.services["fraud_v1"].hash[:12]
+    keys = {"user_id": [1], "merchant_id": ["M00001"]}
+    inputs = {"amount": [1.0], "txn_country": ["US"], "txn_ts": [END]}
+    with Client(server.target) as client:
+        served = client.get_online_features(service="fraud_v1", entities=keys, request=inputs,
+                                            as_of=END, version=version)
+        assert served.num_entities == 1
+        with pytest.raises(ServingError) as raised:
+            client.get_online_features(service="fraud_v1", entities=keys, request=inputs,
+                                       as_of=END, version="0123456789ab")
+    assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"version 0123456789ab is not active on this server: its version here is {version}" \
+        in raised.value.details
 
 
 def test_health_and_reflection(server: Server) -> None:
@@ -306,3 +324,39 @@ def test_workers_share_a_port_and_stop_their_managed_redis(tmp_path: Path) -> No
         output = stop_server(running)
     assert output.count("serving feature repo") == 2, output
     assert not managed.running()
+
+
+def test_a_new_version_serves_only_once_materialized(tmp_path: Path,
+                                                     online_store: OnlineStore) -> None:
+    """After a definition change is applied but not materialized, the old version keeps
+    serving and the new service version is reported inactive; materializing activates it."""
+    root = write_repo(tmp_path, project=f"versions{os.getpid()}")
+    config = root / "featurestore.yaml"
+    config.write_text(config.read_text() + f"online_store: {online_store.url}\n")
+    store = FeatureStore(root)
+    store.apply()
+    store.materialize(end=T0 + timedelta(days=3))
+    (root / "features.py").write_text(PROFILE_DEFS.replace("days=10", "days=20"))
+    store.apply()
+    new_version = store.plan.services["fraud_v1"].hash[:12]
+    running = start_server(root, tmp_path / "serve.log")
+    try:
+        with Client(running.target) as client:
+            assert not client.feature_service("fraud_v1").active
+            old = client.get_online_features(service="fraud_v1", entities={"user_id": [1]},
+                                             request={"amount": [10.0]}, as_of=T0 + timedelta(days=3))
+            assert old.to_dict()["age"] == [31]  # the old version's row still serves
+            with pytest.raises(ServingError) as raised:
+                client.get_online_features(service="fraud_v1", entities={"user_id": [1]},
+                                           request={"amount": [10.0]}, version=new_version)
+            assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert "not all materialized" in raised.value.details
+            store.materialize(end=T0 + timedelta(days=3))
+            wait_for("the new version to be served",  # the registry is re-read every second
+                     lambda: client.list_feature_services()[0].active, timeout=10)
+            fresh = client.get_online_features(service="fraud_v1", entities={"user_id": [1]},
+                                               request={"amount": [10.0]}, version=new_version,
+                                               as_of=T0 + timedelta(days=3))
+            assert fresh.to_dict()["age"] == [31]
+    finally:
+        stop_server(running)
