@@ -1,9 +1,12 @@
 """Shared fixtures. Tests talk to a real Redis: FEATURESTORE_REDIS_URL if set, else a
-redis-server from PATH started on a free loopback port for the session."""
+redis-server from PATH started on a free loopback port for the session, else a testcontainers
+Redis when a Docker engine is reachable, else the session fails saying how to get one."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -15,9 +18,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("FEATURESTORE_REDIS_URL"):
         yield os.environ["FEATURESTORE_REDIS_URL"]
         return
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    if shutil.which("redis-server") is None and docker_reachable():
+        from testcontainers.community.redis import RedisContainer
+
+        with RedisContainer("redis:7") as container:
+            yield (f"redis://{container.get_container_host_ip()}:"
+                   f"{container.get_exposed_port(6379)}/0")
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))  # fails saying how to install one
     server.start()
     try:
         yield server.url
     finally:
         server.stop()
+
+
+def docker_reachable() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
