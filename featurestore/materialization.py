@@ -44,18 +44,26 @@ def materialize(plan: Plan, offline: OfflineStore, client: redis.Redis, end_us: 
     if unknown:
         raise FeatureStoreError(f"unknown feature view(s) {unknown}; see `featurestore list`")
     writer = OnlineWriter(client, plan.project)
-    done = []
-    for name in names:
-        view = plan.views[name]
-        start = offline.last_materialized_end(plan, name) if incremental else start_us
-        rows = written = 0
-        with offline.latest_rows(plan, name, end_us, start) as reader, \
-                reporter.task(f"materializing {name}", None) as step:
-            for batch in reader:
-                written += writer.write(view, batch)
-                rows += batch.num_rows
-                step.advance(f"materializing {name}: {rows} rows")
-        writer.activate(view, end_us, rows)
-        offline.record_materialization(plan, name, start, end_us, rows)
-        done.append(Materialized(name, view.version, start, end_us, rows, written))
-    return done
+    try:
+        return [_materialize_view(plan, offline, writer, name, end_us, start_us, incremental,
+                                  reporter) for name in names]
+    finally:
+        writer.close()
+
+
+def _materialize_view(plan: Plan, offline: OfflineStore, writer: OnlineWriter, name: str,
+                      end_us: int, start_us: int | None, incremental: bool,
+                      reporter: Reporter) -> Materialized:
+    view = plan.views[name]
+    start = offline.last_materialized_end(plan, name) if incremental else start_us
+    rows = 0
+    with offline.latest_rows(plan, name, end_us, start) as reader, \
+            reporter.task(f"materializing {name}", None) as step:
+        for batch in reader:
+            writer.write(view, batch)
+            rows += batch.num_rows
+            step.advance(f"materializing {name}: {rows} rows")
+        written = writer.flush()  # every row is in Redis before the version is served
+    writer.activate(view, end_us, rows)
+    offline.record_materialization(plan, name, start, end_us, rows)
+    return Materialized(name, view.version, start, end_us, rows, written)

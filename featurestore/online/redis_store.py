@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,6 @@ local olds = redis.call('MGET', unpack(KEYS))
 local written = 0
 for i = 1, #KEYS do
   local row = ARGV[2 * i - 1]
-  local expire_at = tonumber(ARGV[2 * i])
   local old = olds[i]
   local newer = true
   if old then
@@ -40,7 +41,8 @@ for i = 1, #KEYS do
     newer = ne > oe or (ne == oe and (nc > oc or (nc == oc and ns >= os)))
   end
   if newer then
-    if expire_at > 0 then
+    local expire_at = ARGV[2 * i]
+    if expire_at ~= '0' then
       redis.call('SET', KEYS[i], row, 'PXAT', expire_at)
     else
       redis.call('SET', KEYS[i], row)
@@ -77,18 +79,38 @@ def parse_registry(raw: dict[bytes, bytes]) -> dict[str, ServedView]:
 
 
 class OnlineWriter:
-    def __init__(self, client: redis.Redis, project: str, batch_rows: int = 2000):
+    """Writes batches while the next one is being prepared: Redis runs one batch's scripts on
+    a background thread (socket waits release the GIL) while this thread encodes the next.
+    `flush()` waits for all of them and says how many rows were newer and written."""
+
+    def __init__(self, client: redis.Redis, project: str, batch_rows: int = 2000,
+                 in_flight: int = 2):
         self.client, self.project, self.batch_rows = client, project, batch_rows
         self._script = client.register_script(WRITE_IF_NEWER)
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="featurestore-materialize")
+        self._pending: deque[Future[list[Any]]] = deque()
+        self._in_flight, self._written = in_flight, 0
+
+    def flush(self) -> int:
+        while self._pending:
+            self._collect()
+        written, self._written = self._written, 0
+        return written
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+
+    def _collect(self) -> None:
+        self._written += sum(int(count) for count in self._pending.popleft().result())
 
     def served(self) -> dict[str, ServedView]:
         return parse_registry(self.client.hgetall(registry_key(self.project)))
 
-    def write(self, view: ViewPlan, batch: pa.RecordBatch, now_us: int | None = None) -> int:
-        """Write one batch of (keys, header columns, features) rows under the view's version."""
+    def write(self, view: ViewPlan, batch: pa.RecordBatch, now_us: int | None = None) -> None:
+        """Queue one batch of (keys, header columns, features) rows under the view's version."""
         n = batch.num_rows
         if n == 0:
-            return 0
+            return
         keys = [from_arrow(batch.column(k), t) for k, t in view.join_keys]
         prefix = view_prefix(self.project, view.name, view.version)
         row_keys = [prefix + tag for tag in entity_tags(view.entity, [key_text(k) for k in keys])]
@@ -99,7 +121,6 @@ class OnlineWriter:
         raw = buffer.tobytes()
         rows = [raw[offsets[i]:offsets[i + 1]] for i in range(n)]
         expire = self._expiry(view, header[:, 0], now_us)
-        written = 0
         pipe = self.client.pipeline(transaction=False)
         for start in range(0, n, self.batch_rows):
             stop = min(start + self.batch_rows, n)
@@ -107,16 +128,16 @@ class OnlineWriter:
             args[0::2] = rows[start:stop]
             args[1::2] = expire[start:stop]
             self._script(keys=row_keys[start:stop], args=args, client=pipe)
-        for count in pipe.execute():
-            written += int(count)
-        return written
+        while len(self._pending) >= self._in_flight:
+            self._collect()
+        self._pending.append(self._io.submit(pipe.execute))
 
     @staticmethod
-    def _expiry(view: ViewPlan, event_ts: np.ndarray, now_us: int | None) -> list[int]:
+    def _expiry(view: ViewPlan, event_ts: np.ndarray, now_us: int | None) -> list[int | str]:
         """Keys expire ttl after the later of their event time and now, so a value goes on
         reporting OUTSIDE_TTL for a while before Redis reclaims it (then it is NOT_FOUND)."""
         if view.ttl_us is None:
-            return [0] * len(event_ts)
+            return ["0"] * len(event_ts)
         now = now_us if now_us is not None else time.time_ns() // 1000
         return ((np.maximum(event_ts, now) + view.ttl_us) // 1000 + 1).tolist()
 
