@@ -99,7 +99,7 @@ class OfflineStore:
 
     @contextmanager
     def latest_rows(self, plan: Plan, view: str, end_us: int, start_us: int | None,
-                    batch_rows: int = 100_000) -> Iterator[pa.RecordBatchReader]:
+                    batch_rows: int = 20_000) -> Iterator[pa.RecordBatchReader]:
         """Each entity's winner as of `end`, streamed in batches (for materialization)."""
         with self._reading() as con:
             self._check_applied(con, plan)
