@@ -26,10 +26,6 @@ class Reporter:
         ) as bar:
             yield Step(bar, bar.add_task(description, total=total))
 
-    def note(self, message: str) -> None:
-        if self.enabled:
-            self.console.print(message)
-
 
 class Step:
     def __init__(self, bar: Progress | None, task_id: object):

@@ -89,9 +89,3 @@ def record(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
                 ON CONFLICT (kind, name, version) DO UPDATE SET active = true""",
             [kind, name, version_of(digest), digest, json.dumps(spec, sort_keys=True)])
     con.execute(f"INSERT OR REPLACE INTO {INTERNAL}.meta VALUES ('project', ?)", [plan.project])
-
-
-def history(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-    return con.execute(
-        f"""SELECT kind, name, version, applied_at, active FROM {INTERNAL}.registry
-            ORDER BY kind, name, applied_at""").fetchall()

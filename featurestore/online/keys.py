@@ -35,7 +35,3 @@ def entity_tags(entity: str, parts: list[list[str]]) -> list[str]:
     """The hash-tag part of the keys, from each join key's `key_text`."""
     joined = parts[0] if len(parts) == 1 else ["|".join(p) for p in zip(*parts, strict=True)]
     return [f"{{{entity}|{tag}}}" for tag in joined]
-
-
-def row_keys(prefix: str, tags: list[str]) -> list[str]:
-    return [prefix + tag for tag in tags]
