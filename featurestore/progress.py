@@ -17,13 +17,13 @@ class Reporter:
 
     @contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Step]:
+        """A bar of `total` steps, or a spinner-like bar when the total is unknown (None)."""
         if not self.enabled:
             yield Step(None, None)
             return
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), console=self.console, transient=False,
-        ) as bar:
+        count = TextColumn("{task.completed}/{task.total}" if total is not None else "")
+        with Progress(TextColumn("{task.description}"), BarColumn(), count, TimeElapsedColumn(),
+                      console=self.console, transient=False) as bar:
             yield Step(bar, bar.add_task(description, total=total))
 
 
