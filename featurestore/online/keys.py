@@ -28,7 +28,7 @@ def key_text(column: Column) -> list[str]:
     """One join key column as the text it has inside keys."""
     if isinstance(column.values, Utf8Array):
         return [s.translate(_ESCAPES) for s in column.values.to_list()]
-    return np.asarray(column.values, np.int64).astype(str).tolist()
+    return list(map(str, np.asarray(column.values, np.int64).tolist()))
 
 
 def entity_tags(entity: str, parts: list[list[str]]) -> list[str]:

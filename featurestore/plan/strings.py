@@ -6,7 +6,7 @@ make Numba specialize, and recompile, per width."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 import numba
 import numpy as np
@@ -24,9 +24,8 @@ class Utf8Array:
         return len(self.offsets) - 1
 
     def to_list(self) -> list[str]:
-        raw = self.data.tobytes()
-        o = self.offsets
-        return [raw[o[i]:o[i + 1]].decode() for i in range(len(self))]
+        raw, o = self.data.tobytes(), self.offsets.tolist()  # Python ints: fast slicing
+        return [raw[a:b].decode() for a, b in pairwise(o)]
 
     @classmethod
     def from_arrow(cls, array: pa.Array) -> Utf8Array:
