@@ -54,8 +54,8 @@ def _same(a: Any, b: Any, dtype: DType) -> bool:
 def _request_values(dtype: DType, n: int, rng: np.random.Generator, as_of_us: int) -> list[Any]:
     """Deterministic request inputs, with the awkward values transforms must survive."""
     if dtype is Float64:
-        special = [0.0, -0.0, float("inf"), float("nan"), 5e-324]
-        return [special[i % 5] if i % 7 == 0 else float(v)
+        special = [0.0, -0.0, float("inf"), float("nan"), 5e-324, None]
+        return [special[i % 6] if i % 7 == 0 else float(v)
                 for i, v in enumerate(rng.normal(100.0, 300.0, n))]
     if dtype is Int64:
         return rng.integers(-1000, 1000, n).tolist()

@@ -211,8 +211,25 @@ class Client:
             raise ServingError(exc.code(), f"{exc.details()} (server {self.target})") from exc
 
 
+_NEUTRAL: dict[DType, Any] = {Int64: 0, Float64: 0.0, Bool: False, String: "", Timestamp: 0}
+
+
 def _fill(target: pb.Values, name: str, values: Any, dtype: DType | None) -> None:
-    """Writes one column into its typed list; `dtype` None: inferred from the values."""
+    """Writes one column into its typed list; `dtype` None: inferred from the values. None
+    values are sent as missing (`nulls`)."""
+    nulls: list[bool] = []
+    if not isinstance(values, np.ndarray):
+        values = list(values)
+        nulls = [v is None for v in values]
+        if any(nulls):
+            dtype = dtype or _infer(np.asarray([v for v in values if v is not None]))
+            if dtype is None:
+                raise FeatureStoreError(f"column {name!r} holds only None; send its type's "
+                                        "values, or leave the column out of feature lists")
+            values = [_NEUTRAL[dtype] if missing else v for v, missing in zip(values, nulls,
+                                                                               strict=True)]
+        else:
+            nulls = []
     array = np.asarray(values)
     dtype = dtype or _infer(array)
     if dtype is None:  # no values: an empty column of any type
@@ -225,6 +242,7 @@ def _fill(target: pb.Values, name: str, values: Any, dtype: DType | None) -> Non
         else:
             data = array.astype(WIRE[dtype].numpy, casting="same_kind").tolist()
         getattr(target, WIRE[dtype].field).extend(data)
+        target.nulls.extend(nulls)
     except (TypeError, ValueError) as exc:
         raise FeatureStoreError(f"column {name!r} ({dtype}) cannot hold {values!r}: {exc}") from exc
 

@@ -15,7 +15,7 @@ from featurestore.plan import Column, Selection
 from featurestore.plan.strings import Utf8Array
 from featurestore.serving.proto import WIRE, pb, to_numpy
 
-# Request values are never null: every column shares one read-only all-true validity mask.
+# Columns without nulls share one read-only all-true validity mask.
 _VALID = np.ones(10_000, np.bool_)
 _VALID.flags.writeable = False
 
@@ -51,10 +51,24 @@ def read_columns(request: pb.GetOnlineFeaturesRequest, selection: Selection, lim
                            "(featurestore serve --max-batch): split the batch")
     valid = _VALID[:n] if n <= len(_VALID) else np.ones(n, np.bool_)
     entities, inputs = (
-        {name: Column(_array(wanted[name], field, values, name, role), valid)
+        {name: Column(_array(wanted[name], field, values, name, role),
+                      _validity(given[name], valid, name, role))
          for name, (field, values) in columns.items()}
-        for columns, (role, _, wanted) in zip(sent, roles, strict=True))
+        for columns, (role, given, wanted) in zip(sent, roles, strict=True))
     return n, entities, inputs
+
+
+def _validity(values: pb.Values, all_valid: np.ndarray, name: str, role: str) -> np.ndarray:
+    if not values.nulls:
+        return all_valid
+    if role == "entity key":
+        raise invalid(f"entity key {name!r} has missing values; keys cannot be null")
+    if len(values.nulls) != len(all_valid):
+        raise invalid(f"{role} {name!r} has {len(values.nulls)} nulls flags for "
+                      f"{len(all_valid)} values; send one per value")
+    valid = ~to_numpy(values.nulls, np.dtype(np.bool_))
+    valid.flags.writeable = False  # kernels take read-only inputs
+    return valid
 
 
 def _sent(role: str, given: Mapping[str, pb.Values], wanted: Mapping[str, DType]
@@ -69,7 +83,7 @@ def _sent(role: str, given: Mapping[str, pb.Values], wanted: Mapping[str, DType]
         if name not in given:
             raise invalid(f"missing {role} {name!r} ({dtype}); this selection takes "
                           f"{_listing(wanted)}")
-        fields = given[name].ListFields()
+        fields = [f for f in given[name].ListFields() if f[0].name != "nulls"]
         if len(fields) > 1:
             raise invalid(f"{role} {name!r} fills {len(fields)} lists "
                           f"({', '.join(f.name for f, _ in fields)}); fill only "

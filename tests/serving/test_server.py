@@ -63,9 +63,11 @@ def labels(repo: Path) -> pl.DataFrame:
                         UNSEEN_MERCHANT]})
     keys = pl.concat([history, random_pairs])
     amounts = [9.5, 120.0, -0.0, 0.0, math.nan, math.inf, 5e-324, 3000.0]
+    # Some amounts are missing: online requests send them as nulls, labels hold nulls.
+    missing = pl.Series(np.arange(keys.height) % 9 == 4)
     return keys.with_columns(
         event_timestamp=pl.lit(END),
-        amount=pl.Series(rng.choice(amounts, keys.height)),
+        amount=pl.when(missing).then(None).otherwise(pl.Series(rng.choice(amounts, keys.height))),
         txn_country=pl.Series(rng.choice(["US", "BR", "DE", "日本", ""], keys.height)),
         txn_ts=pl.Series([END - timedelta(seconds=int(s))
                           for s in rng.integers(0, 400 * 86_400, keys.height)]),
@@ -77,7 +79,7 @@ def served(client: Client, frame: pl.DataFrame) -> pl.DataFrame:
         service="fraud_v1",
         entities={"user_id": frame["user_id"].to_list(),
                   "merchant_id": frame["merchant_id"].to_list()},
-        request={"amount": frame["amount"].to_numpy(),
+        request={"amount": frame["amount"].to_list(),
                  "txn_country": frame["txn_country"].to_list(),
                  "txn_ts": frame["txn_ts"].to_list()},
         as_of=END).to_polars(statuses=True)
@@ -360,3 +362,13 @@ def test_a_new_version_serves_only_once_materialized(tmp_path: Path,
             assert fresh.to_dict()["age"] == [31]
     finally:
         stop_server(running)
+
+
+def test_entity_keys_cannot_be_null(server: Server) -> None:
+    with Client(server.target) as client, pytest.raises(ServingError) as raised:
+        client.get_online_features(service="fraud_v1",
+                                   entities={"user_id": [1, None], "merchant_id": ["M00001"] * 2},
+                                   request={"amount": [1.0, 2.0], "txn_country": ["US", "US"],
+                                            "txn_ts": [END, END]}, as_of=END)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "entity key 'user_id' has missing values" in raised.value.details
