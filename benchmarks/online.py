@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -29,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -40,11 +38,13 @@ from typing import Any
 
 import duckdb
 import grpc
+import harness
 import numba
 import numpy as np
 import polars as pl
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from harness import busy_cpu, log
 
 from featurestore import Client, FeatureStore
 from featurestore.plan.status import STATUS_NAMES, Status
@@ -143,10 +143,6 @@ FULL = Counts(latency={1: 2000, 10: 1000, 100: 1000}, warmup={1: 300, 10: 100, 1
 QUICK = Counts(latency={1: 400, 10: 200, 100: 200}, warmup={1: 100, 10: 30, 100: 30},
                block=50, materialize_repeat=1, throughput_seconds=2.0,
                throughput_configs=[(2, 8, 64)])
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- data and repo ---------------------------------------------------------------------------
@@ -347,11 +343,6 @@ def run_echo_server(port: int, reuse_port: bool) -> None:
 # --- CPU accounting (the machine is small and may be shared) ---------------------------------
 
 
-def busy_cpu() -> float:
-    """CPU seconds the whole machine has been busy (Linux /proc/stat)."""
-    with open("/proc/stat") as stat:
-        ticks = [int(v) for v in stat.readline().split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu(pgid: int) -> dict[int, float]:
@@ -913,18 +904,7 @@ def main() -> None:
     # A plain SIGTERM would skip the finally blocks that stop the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.pop("FEATURESTORE_REDIS_URL", None)  # the repo names the benchmark's own Redis
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        result = benchmark(args, args.workdir.resolve())
-    else:
-        with tempfile.TemporaryDirectory(prefix="fs-online-") as tmp:
-            result = benchmark(args, Path(tmp))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-
+    harness.run(benchmark, args, "fs-online-")
 
 if __name__ == "__main__":
     main()

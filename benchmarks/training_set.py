@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import platform
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import harness
 import numba
 import numpy as np
 import polars as pl
+from harness import busy_cpu, log
 
 from featurestore import FeatureStore
 from featurestore.offline.ingest import source_table
@@ -92,10 +91,6 @@ class Sample:
     wall: float
     cpu: float  # CPU seconds of the process that did the work, all its threads
     others: float | None = None  # CPU seconds other processes used meanwhile (shared machine)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _timestamps(rng: np.random.Generator, n: int) -> pl.Series:
@@ -182,22 +177,12 @@ def bare_worker(pipe: Connection, db: str, labels_path: str, query: str, rows: i
     con.close()
 
 
-def busy_cpu() -> float | None:
-    """CPU seconds the whole machine has been busy (Linux), to price other processes' load."""
-    try:
-        with open("/proc/stat") as stat:
-            ticks = [int(v) for v in stat.readline().split()[1:]]
-    except OSError:
-        return None
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def with_others(run: Callable[[], Sample]) -> Sample:
     before = busy_cpu()
     sample = run()
     after = busy_cpu()
-    if before is None or after is None:
-        return sample
     return Sample(sample.wall, sample.cpu, max(0.0, after - before - sample.cpu))
 
 
@@ -344,18 +329,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path,
                         help="keep data, repo and DuckDB file here (default: a temp dir)")
     args = parser.parse_args()
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        result = benchmark(args, args.workdir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="fs-bench-") as tmp:
-            result = benchmark(args, Path(tmp))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-
+    harness.run(benchmark, args, "fs-bench-")
 
 if __name__ == "__main__":
     main()
