@@ -132,3 +132,33 @@ def test_missing_table_source(tmp_path: Path) -> None:
                                                      'table="raw_profiles"'), data={})
     with pytest.raises(SourceDataError, match=r"Source 'profiles': cannot read table raw_profiles"):
         FeatureStore(root).apply()
+
+
+def test_unreadable_csv_names_the_file(tmp_path: Path) -> None:
+    root = write_repo(tmp_path, PROFILE_DEFS.replace("profiles.parquet", "profiles.csv"), data={})
+    (root / "data" / "profiles.csv").write_bytes(b'user_id,updated_at\n1,2024-01-01,extra\n')
+    with pytest.raises(SourceDataError, match=r"Source 'profiles': cannot read CSV .*profiles\.csv"):
+        FeatureStore(root).apply()
+
+
+def test_backfill_and_materialize_name_unknown_views(tmp_path: Path) -> None:
+    from featurestore.errors import FeatureStoreError
+
+    store = FeatureStore(write_repo(tmp_path))
+    store.apply()
+    with pytest.raises(FeatureStoreError, match=r"unknown feature view 'nope'"):
+        store.backfill(["nope"])
+    with pytest.raises(FeatureStoreError, match=r"unknown feature view\(s\) \['nope'\]"):
+        store.materialize(views=["nope"])
+
+
+def test_backfill_refuses_unapplied_definitions(tmp_path: Path) -> None:
+    from featurestore.errors import NotAppliedError
+
+    root = write_repo(tmp_path)
+    store = FeatureStore(root)
+    store.apply()
+    (root / "features.py").write_text(PROFILE_DEFS.replace("days=10", "days=12"))
+    store.reload()
+    with pytest.raises(NotAppliedError, match=r"differ from the registry \(0 added, 3 changed"):
+        store.backfill()
