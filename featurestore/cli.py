@@ -22,6 +22,7 @@ from featurestore.offline.registry import PlanDiff
 from featurestore.parity import ParityReport
 from featurestore.parity import check as check_parity
 from featurestore.plan.status import STATUS_NAMES, Status
+from featurestore.push import content_id, read_events_table
 from featurestore.scaffold import scaffold
 from featurestore.serving.client import Client, OnlineFeatures
 from featurestore.serving.service import ServerOptions
@@ -237,6 +238,31 @@ def _print_materialized(done: list[Materialized]) -> None:
         table.add_row(m.view, m.version, iso(m.start_us), iso(m.end_us), str(m.rows),
                       str(m.written))
     out.print(table)
+
+
+@app.command()
+def push(source: Annotated[str, typer.Argument(help="the source the events belong to")],
+         file: Annotated[Path, typer.Argument(help="a Parquet or CSV file of events")],
+         repo: Repo = Path("feature_repo"),
+         batch_id: Annotated[str | None, typer.Option(
+             help="names the batch so a retry applies once (default: a hash of the file)")] = None,
+         server: Annotated[str | None, typer.Option(
+             help="push through a running server (host:port) instead of directly")] = None,
+         ) -> None:
+    """Push a batch of events: logged offline and folded into the online windowed features."""
+    def run() -> str:
+        if server is None:
+            r = _store(repo).push(source, file, batch_id)
+            return (f"{r.rows} events {'already applied' if r.duplicate else 'pushed'} to "
+                    f"{r.source} (batch {r.batch_id}): {r.tiles} tiles written, {r.too_late} "
+                    "older than every window")
+        table = read_events_table(file)
+        with Client(server) as client:
+            reply = client.push(source, table, batch_id or content_id(table))
+        return (f"{reply.rows} events {'already applied' if reply.duplicate else 'pushed'} to "
+                f"{source} through {server}: {reply.tiles} tiles written, {reply.too_late} "
+                "older than every window")
+    out.print(_guard(run), highlight=False)
 
 
 @app.command()

@@ -21,6 +21,13 @@ from featurestore.offline.sql import run
 from featurestore.online.managed import ManagedRedis
 from featurestore.plan import Plan, build_plan
 from featurestore.progress import Reporter
+from featurestore.push import (
+    DEFAULT_MAX_FUTURE_US,
+    PushResult,
+    content_id,
+    push,
+    read_events_table,
+)
 from featurestore.repo import RepoConfig, load_config, load_repo
 
 
@@ -105,6 +112,25 @@ class FeatureStore:
                                incremental, self.reporter)
         except redis.RedisError as exc:
             raise FeatureStoreError(f"online store {self.online_url()} failed: {exc}") from exc
+        finally:
+            client.close()
+
+    def push(self, source: str, events: Any, batch_id: str | None = None,
+             max_future: float = DEFAULT_MAX_FUTURE_US / 1e6) -> PushResult:
+        """Push a batch of events (Polars, pandas or Arrow table, or a Parquet/CSV path) to a
+        source: logged offline and folded into the online tiles of its windowed views. The
+        batch id defaults to a hash of the batch's content, so pushing the same batch twice
+        applies it once. `max_future`: seconds an event time may be ahead of now."""
+        table = read_events_table(events)
+        batch_id = batch_id or content_id(table)
+        client = redis.Redis.from_url(self.online_url())
+        try:
+            return push(self.plan, self.config.root, client, source, table, batch_id,
+                        int(max_future * 1e6))
+        except redis.RedisError as exc:
+            raise FeatureStoreError(
+                f"online store {self.online_url()} failed: {exc}; push again with batch id "
+                f"{batch_id!r} (it is logged offline and will be applied once)") from exc
         finally:
             client.close()
 

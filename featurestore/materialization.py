@@ -11,8 +11,10 @@ import redis
 
 from featurestore.errors import FeatureStoreError
 from featurestore.offline import OfflineStore
+from featurestore.online.keys import view_prefix
 from featurestore.online.redis_store import OnlineWriter
-from featurestore.plan import Plan
+from featurestore.online.tiles import entity_bases, groups, now_us, tile_writes
+from featurestore.plan import Plan, ViewPlan
 from featurestore.progress import QUIET, Reporter
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -55,6 +57,8 @@ def _materialize_view(plan: Plan, offline: OfflineStore, writer: OnlineWriter, n
                       end_us: int, start_us: int | None, incremental: bool,
                       reporter: Reporter) -> Materialized:
     view = plan.views[name]
+    if view.windowed:
+        return _materialize_tiles(plan, offline, writer, view, end_us, reporter)
     start = offline.last_materialized_end(plan, name) if incremental else start_us
     rows = 0
     with offline.latest_rows(plan, name, end_us, start) as reader, \
@@ -67,3 +71,25 @@ def _materialize_view(plan: Plan, offline: OfflineStore, writer: OnlineWriter, n
     writer.activate(view, end_us, rows)
     offline.record_materialization(plan, name, start, end_us, rows)
     return Materialized(name, view.version, start, end_us, rows, written)
+
+
+def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineWriter, view: ViewPlan,
+                       end_us: int, reporter: Reporter) -> Materialized:
+    """A windowed view's live tiles as of END, rebuilt from the offline event log: every tile
+    a read at END can touch, and the raw events of END's hop. Always a full rebuild (tiles are
+    cheap to recompute, and a rebuild leaves no partial state behind)."""
+    with reporter.task(f"materializing {view.name}", None) as step:
+        events = offline.window_events(plan, view.name, end_us)
+        bases = entity_bases(view_prefix(plan.project, view.name, view.version), view.entity,
+                             view.join_keys, events.keys)
+        tiles = 0
+        for g in groups(view.aggregates):
+            head = end_us // g.hop_us
+            writes = tile_writes(g, bases, events, head - g.span + 1, head, end_us, now_us())
+            writer.write_tiles(writes)
+            tiles += len(writes.keys)
+            step.advance(f"materializing {view.name}: {tiles} tiles")
+        writer.flush()
+    writer.activate(view, end_us, tiles)
+    offline.record_materialization(plan, view.name, None, end_us, tiles)
+    return Materialized(view.name, view.version, None, end_us, tiles, tiles)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import UTC, datetime, timedelta
 from importlib import util
 from pathlib import Path
 
-import pytest
+import polars as pl
 
 import featurestore
-from featurestore.errors import NotSupportedError
 
 CONTRACT = '''
 from datetime import timedelta
@@ -53,15 +53,31 @@ def test_public_names() -> None:
         assert getattr(featurestore, name) is not None
 
 
-def test_the_contract_example_loads_and_names_what_is_not_computed_yet(tmp_path: Path) -> None:
+def test_the_contract_example_applies_and_builds_training_sets(tmp_path: Path) -> None:
     (tmp_path / "featurestore.yaml").write_text("project: contract\n")
     (tmp_path / "features.py").write_text(textwrap.dedent(CONTRACT))
+    (tmp_path / "data").mkdir()
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    pl.DataFrame({"user_id": [1], "age": [40], "country": ["NL"], "credit_limit": [200.0],
+                  "is_premium": [True], "updated_at": [t0], "ingested_at": [t0]}
+                 ).write_parquet(tmp_path / "data" / "profiles.parquet")
+    pl.DataFrame({"user_id": [1, 1, 1, 2],
+                  "amount": [10.0, 30.0, 5.0, 7.0],
+                  "event_ts": [t0 - timedelta(days=3), t0 + timedelta(minutes=20),
+                               t0 + timedelta(minutes=50), t0]}
+                 ).write_parquet(tmp_path / "data" / "transactions.parquet")
     store = featurestore.FeatureStore(tmp_path)
-    # Definitions, including the aggregates and their default names, are accepted...
-    with pytest.raises(NotSupportedError, match=r"FeatureView 'user_spend' .*amount_sum_7d, "
-                                                r"amount_count_1d, amount_max_1h"):
-        store.apply()
-    # ...and the transform stays a plain function.
+    store.apply()
+    labels = pl.DataFrame({"user_id": [1, 1], "amount": [50.0, 1.0],
+                           "event_timestamp": [t0 + timedelta(minutes=55),
+                                               t0 + timedelta(hours=2, minutes=1)]})
+    frame = store.training_set(labels, service="fraud_v1")
+    assert frame["amount_sum_7d"].to_list() == [45.0, 45.0]
+    assert frame["amount_count_1d"].to_list() == [2, 2]
+    # 1h window, 5m hop: at 00:55 it covers [23:55, 00:55]; at 02:01, [01:00, 02:01]
+    assert frame["amount_max_1h"].to_list() == [30.0, None]
+    assert frame["amount_to_limit"].to_list() == [0.25, 0.005]
+    # The transform stays a plain function.
     spec = util.spec_from_file_location("contract_features", tmp_path / "features.py")
     assert spec is not None and spec.loader is not None
     module = util.module_from_spec(spec)

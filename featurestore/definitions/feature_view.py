@@ -15,12 +15,22 @@ from featurestore.definitions.base import (
 )
 from featurestore.definitions.entity import Entity
 from featurestore.definitions.source import Source
-from featurestore.definitions.types import DType
+from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import DefinitionError
 
-AGGREGATE_FUNCTIONS = frozenset(
-    {"count", "sum", "mean", "min", "max", "var", "stddev", "first", "last", "count_distinct"}
-)
+# function -> the column types it accepts
+AGGREGATE_FUNCTIONS: dict[str, tuple[DType, ...]] = {
+    "count": (Int64, Float64, Bool, String, Timestamp),
+    "count_distinct": (Int64, Float64, Bool, String, Timestamp),
+    "sum": (Int64, Float64),
+    "mean": (Int64, Float64),
+    "var": (Int64, Float64),
+    "stddev": (Int64, Float64),
+    "min": (Int64, Float64, Timestamp),
+    "max": (Int64, Float64, Timestamp),
+    "first": (Int64, Float64, Bool, Timestamp),
+    "last": (Int64, Float64, Bool, Timestamp),
+}
 
 
 class Field:
@@ -35,11 +45,13 @@ class Field:
 
 
 class Aggregate:
-    """A windowed aggregation of a source column (computed once windowed views land)."""
+    """A windowed aggregation of a source column: evaluated at T over the events with event
+    time in [floor(T, hop) - window, T] that were visible at T. `dtype` is the column's type
+    (Float64 unless given); the result's type follows from it and the function."""
 
     def __init__(
         self, column: str, function: str, *, window: str | timedelta, hop: str | timedelta,
-        name: str | None = None,
+        name: str | None = None, dtype: DType = Float64,
     ):
         where = caller_location()
         owner = f"Aggregate({column!r}, {function!r}) at {where}"
@@ -50,12 +62,27 @@ class Aggregate:
                 + ", ".join(sorted(AGGREGATE_FUNCTIONS))
             )
         self.function = function
+        self.dtype = check_dtype(owner, dtype, where)
+        if self.dtype not in AGGREGATE_FUNCTIONS[function]:
+            raise DefinitionError(
+                f"{owner}: {function} cannot aggregate a {self.dtype} column; it takes "
+                + ", ".join(t.name for t in AGGREGATE_FUNCTIONS[function])
+                + " (declare the column's type with dtype=)"
+            )
         self.window = parse_duration(owner, window)
         self.hop = parse_duration(owner, hop)
         if micros(self.window) % micros(self.hop):
             raise DefinitionError(f"{owner}: hop {hop!r} must divide window {window!r} exactly")
         label = window if isinstance(window, str) else f"{int(self.window.total_seconds())}s"
         self.name = check_name("Aggregate", name or f"{column}_{function}_{label}", where)
+
+    @property
+    def output(self) -> DType:
+        if self.function in ("count", "count_distinct"):
+            return Int64
+        if self.function in ("mean", "var", "stddev"):
+            return Float64
+        return self.dtype
 
     def __repr__(self) -> str:
         return f"Aggregate({self.name!r})"
@@ -70,7 +97,8 @@ class FeatureRef:
 
     @property
     def dtype(self) -> DType:
-        return self.view.field(self.feature).dtype
+        f = self.view.field(self.feature)
+        return f.output if isinstance(f, Aggregate) else f.dtype
 
     def __repr__(self) -> str:
         return f"{self.view.name}:{self.feature}"
@@ -111,6 +139,11 @@ class FeatureView:
                 )
         if not self.fields and not self.aggregates:
             raise DefinitionError(f"{where}: declare at least one Field or Aggregate")
+        if self.fields and self.aggregates:
+            raise DefinitionError(
+                f"{where}: a view holds either fields= (latest values) or aggregates= "
+                "(windowed aggregations), not both; split it into two views"
+            )
         seen: set[str] = set()
         for feature in self.feature_names:
             if feature in seen:
@@ -126,6 +159,11 @@ class FeatureView:
                 )
             seen.add(feature)
         self.ttl = parse_duration(f"{where} ttl", ttl) if ttl is not None else None
+        if self.ttl is not None and self.aggregates:
+            raise DefinitionError(
+                f"{where}: ttl= does not apply to windowed aggregations (each window bounds "
+                "its events); remove it"
+            )
         self.online = bool(online)
         self.description = description
 
@@ -133,8 +171,8 @@ class FeatureView:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.fields] + [a.name for a in self.aggregates]
 
-    def field(self, feature: str) -> Field:
-        for f in self.fields:
+    def field(self, feature: str) -> Field | Aggregate:
+        for f in [*self.fields, *self.aggregates]:
             if f.name == feature:
                 return f
         raise DefinitionError(

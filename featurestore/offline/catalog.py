@@ -1,6 +1,8 @@
 """What analysts see in the DuckDB file: a view per source (`sources.<name>`), a view per
-feature view (`features.<name>`), and a point-in-time table macro per feature view
-(`features.<name>_asof('labels_table')`). All plain SQL, so any DuckDB client can read them."""
+feature view (`features.<name>`), and a point-in-time table macro per feature view of latest
+values (`features.<name>_asof('labels_table')`). All plain SQL, so any DuckDB client can read
+them. A windowed view's `features.<name>` lists its values at the hop boundaries where they
+change (`window_end`); values between boundaries come from training sets."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ def refresh(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     for view in plan.views.values():
         keys = [quote(k) for k, _ in view.join_keys]
         features = [quote(f) for f, _ in view.features]
+        if view.windowed:
+            con.execute(
+                f"CREATE VIEW features.{quote(view.name)} AS SELECT {', '.join(keys)}, "
+                f"__vis AS window_end, {', '.join(features)} FROM {feature_table(view)}")
+            continue
         con.execute(
             f"CREATE VIEW features.{quote(view.name)} AS SELECT {', '.join(keys)}, "
             f"__event_ts AS event_timestamp, __vis AS visible_at, {', '.join(features)} "

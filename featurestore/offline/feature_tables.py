@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import duckdb
 
+from featurestore.offline import windowed
 from featurestore.offline.connection import INTERNAL, quote
 from featurestore.offline.ingest import source_table
+from featurestore.offline.windowed import created_at
 from featurestore.plan import Plan, ViewPlan
 
 # Bumped whenever the feature tables' columns change, so existing stores rebuild them.
-LAYOUT = 2
+LAYOUT = 3
 
 
 def stamp(source_fingerprint: str) -> str:
@@ -57,11 +59,21 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, fingerprint: str) -> int:
+    if view.windowed:
+        count = windowed.build(con, plan, view, feature_table(view))
+    else:
+        count = _build_latest(con, plan, view)
+    con.execute(f"INSERT OR REPLACE INTO {INTERNAL}.feature_tables VALUES (?, ?, ?, ?, now())",
+                [view.name, view.version, stamp(fingerprint), count])
+    return count
+
+
+def _build_latest(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan) -> int:
     src = plan.sources[view.source]
     keys = [quote(k) for k, _ in view.join_keys]
     key_list = ", ".join(keys)
     event = quote(src.timestamp)
-    created = quote(src.created) if src.created else event
+    created = created_at(src.created, event)
     features = [quote(f) for f, _ in view.features]
     not_null = " AND ".join(f"{k} IS NOT NULL" for k in keys)
     con.execute(f"""
@@ -81,10 +93,7 @@ def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, fingerprin
                {", ".join(f"r.{f}" for f in features)}
         FROM w JOIN r ON r.__seq = w.__winner""")
     rows = con.execute(f"SELECT count(*) FROM {feature_table(view)}").fetchone()
-    count = rows[0] if rows else 0
-    con.execute(f"INSERT OR REPLACE INTO {INTERNAL}.feature_tables VALUES (?, ?, ?, ?, now())",
-                [view.name, view.version, stamp(fingerprint), count])
-    return count
+    return rows[0] if rows else 0
 
 
 def latest_sql(view: ViewPlan, end_us: int, start_us: int | None) -> str:

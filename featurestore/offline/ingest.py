@@ -29,6 +29,8 @@ _ACCEPTS: dict[DType, set[str]] = {
     Timestamp: {"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMPTZ_NS"} | _NAIVE,
 }
 SEQ_FILE_SHIFT = 40  # __seq = file index << 40 | row number within the file
+INGESTED = "__ingested"  # when a pushed row arrived; NULL for rows read from the source's files
+PUSHED_DIR = "pushed"  # <repo>/pushed/<source>/<batch id>.parquet: the pushed event log
 
 
 def source_table(name: str) -> str:
@@ -55,7 +57,7 @@ def declared_columns(plan: Plan, src: SourcePlan) -> dict[str, tuple[DType, str]
     for view in plan.views.values():
         if view.source != src.name:
             continue
-        for column, dtype in (*view.join_keys, *view.features):
+        for column, dtype in (*view.join_keys, *view.reads):
             owner = f"FeatureView {view.name!r}"
             seen = out.setdefault(column, (dtype, owner))
             if seen[0] != dtype:
@@ -78,6 +80,11 @@ def files(src: SourcePlan, root: Path) -> list[Path]:
     return found
 
 
+def pushed_files(src: SourcePlan, root: Path) -> list[Path]:
+    """The batches pushed to the source, oldest first (their names start with the push time)."""
+    return sorted((root / PUSHED_DIR / src.name).glob("*.parquet"))
+
+
 def fingerprint(plan: Plan, src: SourcePlan, root: Path) -> str | None:
     """Changes when the data files or what views read from them change; None for tables,
     which are re-read every time."""
@@ -85,22 +92,26 @@ def fingerprint(plan: Plan, src: SourcePlan, root: Path) -> str | None:
         return None
     parts = [src.hash, json.dumps({c: t.name for c, (t, _) in declared_columns(plan, src).items()},
                                   sort_keys=True)]
-    for path in files(src, root):
+    for path in files(src, root) + pushed_files(src, root):
         st = path.stat()
         parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _relations(con: duckdb.DuckDBPyConnection, src: SourcePlan, root: Path) -> list[tuple[str, str]]:
-    """(label for messages, SQL relation with a __seq column) per file, in ingest order."""
+def _relations(con: duckdb.DuckDBPyConnection, src: SourcePlan, root: Path
+               ) -> list[tuple[str, str, bool]]:
+    """(label for messages, SQL relation with a __seq column, pushed?) per file, in ingest
+    order: the source's own files, then its pushed batches."""
+    pushed = [(str(p), True) for p in pushed_files(src, root)]
     if src.format == "table":
-        return [(f"table {src.table}", f"(SELECT *, rowid AS __seq FROM {src.table})")]
+        base = len(pushed) << SEQ_FILE_SHIFT
+        return [(f"table {src.table}", f"(SELECT *, {base} + rowid AS __seq FROM {src.table})",
+                 False)] + [(label, _parquet(label, i), True) for i, (label, _) in enumerate(pushed)]
     out = []
-    for index, path in enumerate(files(src, root)):
+    for index, (path, is_pushed) in enumerate([(str(p), False) for p in files(src, root)] + pushed):
         base = index << SEQ_FILE_SHIFT
-        if src.format == "parquet":
-            rel = (f"(SELECT * EXCLUDE (file_row_number), {base} + file_row_number AS __seq "
-                   f"FROM read_parquet({literal(str(path))}, file_row_number = true))")
+        if src.format == "parquet" or is_pushed:
+            rel = _parquet(path, index)
         else:
             try:
                 table = pacsv.read_csv(path)
@@ -110,8 +121,13 @@ def _relations(con: duckdb.DuckDBPyConnection, src: SourcePlan, root: Path) -> l
             con.register(name, table.append_column("__seq", pa.array(
                 range(base, base + table.num_rows), pa.int64())))
             rel = name
-        out.append((str(path), rel))
+        out.append((path, rel, is_pushed))
     return out
+
+
+def _parquet(path: str, index: int) -> str:
+    return (f"(SELECT * EXCLUDE (file_row_number), {index << SEQ_FILE_SHIFT} + file_row_number "
+            f"AS __seq FROM read_parquet({literal(path)}, file_row_number = true))")
 
 
 def _mapped(rel: str, src: SourcePlan) -> str:
@@ -150,11 +166,11 @@ def _check_columns(con: duckdb.DuckDBPyConnection, plan: Plan, src: SourcePlan, 
     return types
 
 
-def _select_list(plan: Plan, src: SourcePlan, types: dict[str, str]) -> str:
+def _select_list(plan: Plan, src: SourcePlan, types: dict[str, str], pushed: bool) -> str:
     declared = declared_columns(plan, src)
-    items = []
+    items = [INGESTED if pushed else f"NULL::TIMESTAMPTZ AS {INGESTED}"]
     for column, found in types.items():
-        if column == "__seq":
+        if column in ("__seq", INGESTED):
             continue
         q = quote(column)
         if column in declared:
@@ -176,10 +192,10 @@ def ingest(con: duckdb.DuckDBPyConnection, plan: Plan, src: SourcePlan, root: Pa
     keys = sorted({k for v in plan.views.values() if v.source == src.name for k, _ in v.join_keys})
     key_nulls = " OR ".join(f"{quote(k)} IS NULL" for k in keys) or "false"
     skipped = 0
-    for index, (label, rel) in enumerate(relations):
-        rel = _mapped(rel, src)
+    for index, (label, rel, pushed) in enumerate(relations):
+        rel = rel if pushed else _mapped(rel, src)
         types = _check_columns(con, plan, src, label, rel)
-        select = _select_list(plan, src, types)
+        select = _select_list(plan, src, types, pushed)
         try:
             if index == 0:
                 con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {select} FROM {rel} "
@@ -208,7 +224,7 @@ def ingest(con: duckdb.DuckDBPyConnection, plan: Plan, src: SourcePlan, root: Pa
     return Ingested(rows[0] if rows else 0, skipped, fingerprint(plan, src, root) or "")
 
 
-def _row_label(relations: list[tuple[str, str]], seq: int) -> str:
+def _row_label(relations: list[tuple[str, str, bool]], seq: int) -> str:
     if len(relations) == 1 and relations[0][0].startswith("table "):
         return f"row {seq + 1} of {relations[0][0]}"
     return f"row {(seq & ((1 << SEQ_FILE_SHIFT) - 1)) + 1} of {relations[seq >> SEQ_FILE_SHIFT][0]}"

@@ -15,11 +15,12 @@ import polars as pl
 import pyarrow as pa
 
 from featurestore.errors import FeatureStoreError, NotAppliedError
-from featurestore.offline import catalog, feature_tables, ingest, registry, training
+from featurestore.offline import catalog, feature_tables, ingest, registry, training, windowed
 from featurestore.offline.connection import INTERNAL, connect
 from featurestore.offline.sql import open_session
 from featurestore.plan import Plan, Selection
 from featurestore.plan.hashing import version_of
+from featurestore.plan.windows import Events
 from featurestore.progress import QUIET, Reporter
 
 
@@ -92,10 +93,26 @@ class OfflineStore:
 
     def training_set(self, plan: Plan, selection: Selection, labels: Any, timestamp: str,
                      timezone: str | None, statuses: bool) -> pl.DataFrame:
+        self._take_pushes(plan, list(selection.views))
         with self._reading() as con:
             self._check_active(con, plan, selection)
             return training.training_set(con, plan, selection, labels, timestamp, timezone,
                                          statuses)
+
+    def _take_pushes(self, plan: Plan, views: list[str]) -> None:
+        """Batches pushed since the last ingest of these views' sources are ingested first,
+        so a training set sees every event serving could have seen."""
+        sources = {plan.views[v].source for v in views}
+        pushed = [s for s in sources if ingest.pushed_files(plan.sources[s], self.root)]
+        if not pushed:
+            return
+        with self._reading() as con:
+            stored = dict(con.execute(
+                f"SELECT source, fingerprint FROM {INTERNAL}.ingests").fetchall())
+        stale = [s for s in pushed
+                 if ingest.fingerprint(plan, plan.sources[s], self.root) != stored.get(s)]
+        if stale:
+            self.backfill(plan, [v.name for v in plan.views.values() if v.source in stale])
 
     @contextmanager
     def latest_rows(self, plan: Plan, view: str, end_us: int, start_us: int | None,
@@ -105,6 +122,12 @@ class OfflineStore:
             self._check_applied(con, plan)
             reader = con.sql(feature_tables.latest_sql(plan.views[view], end_us, start_us))
             yield reader.to_arrow_reader(batch_rows)
+
+    def window_events(self, plan: Plan, view: str, until_us: int) -> Events:
+        """A windowed view's events visible at `until_us` (for materializing its tiles)."""
+        with self._reading() as con:
+            self._check_applied(con, plan)
+            return windowed.read_events(con, plan, plan.views[view], until_us=until_us)
 
     def record_materialization(self, plan: Plan, view: str, start_us: int | None, end_us: int,
                                rows: int) -> None:

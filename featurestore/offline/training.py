@@ -12,12 +12,13 @@ import polars as pl
 import pyarrow as pa
 
 from featurestore.errors import LabelsError, NotAppliedError
+from featurestore.offline import windowed
 from featurestore.offline.connection import quote
 from featurestore.offline.feature_tables import asof_join, built, expired, visible_value
 from featurestore.offline.labels import ROW, TS, prepare, to_arrow_table
-from featurestore.plan import Plan, Selection, from_arrow, to_arrow
+from featurestore.plan import Column, Plan, Selection, from_arrow, to_arrow
 from featurestore.plan.execute import feature_status, run_transforms
-from featurestore.plan.status import STATUS_NAMES, Status
+from featurestore.plan.status import NULL, PRESENT, STATUS_NAMES, Status
 
 STATUS_DTYPE = pl.Enum(STATUS_NAMES)
 
@@ -37,6 +38,8 @@ def join_sql(plan: Plan, selection: Selection) -> str:
     items, joins = [f"l.{ROW}"], []
     for i, (name, features) in enumerate(selection.views.items()):
         view, alias = plan.views[name], f"f{i}"
+        if view.windowed:
+            continue
         state = (f"CASE WHEN {alias}.__vis IS NULL THEN {int(Status.NOT_FOUND)} "
                  f"WHEN {expired(view, alias, f'l.{TS}')} THEN {int(Status.OUTSIDE_TTL)} "
                  f"ELSE {int(Status.PRESENT)} END")
@@ -45,6 +48,25 @@ def join_sql(plan: Plan, selection: Selection) -> str:
                   f"AS {quote(f'{name}:{f}')}" for f in features]
         joins.append(asof_join(view, "l", alias, f"l.{TS}"))
     return f"SELECT {', '.join(items)} FROM __labels l {' '.join(joins)} ORDER BY l.{ROW}"
+
+
+def _windowed(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection,
+              prepared: pa.Table) -> dict[str, Column]:
+    """Each windowed view's aggregates at every label's time, over the events of the labels'
+    entities."""
+    out: dict[str, Column] = {}
+    at = prepared.column(TS).cast(pa.int64()).to_numpy()
+    for name, features in selection.views.items():
+        view = plan.views[name]
+        if not view.windowed:
+            continue
+        events = windowed.read_events(con, plan, view, only_keys="__labels")
+        entity = windowed.entity_index(con, view, events, "__labels", ROW)
+        values = windowed.evaluate_at(view, events, entity, at)
+        for agg, column in zip(view.aggregates, values, strict=True):
+            if agg.name in features:
+                out[f"{name}:{agg.name}"] = column
+    return out
 
 
 def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection, labels: Any,
@@ -60,16 +82,23 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
     con.register("__labels", prepared)
     try:
         joined = con.sql(join_sql(plan, selection)).to_arrow_table()
+        windows = _windowed(con, plan, selection, prepared)
     finally:
         con.unregister("__labels")
     # Stored features go from DuckDB's Arrow straight to the frame; only transform inputs
     # become Columns, and statuses are computed only when asked for.
     dtypes = {f"{v}:{f}": plan.views[v].dtype(f) for v, fs in selection.views.items() for f in fs}
     inputs = {i.ref for t in selection.transforms for i in t.inputs if i.kind == "feature"}
-    columns = {ref: from_arrow(joined.column(ref), dtypes[ref]) for ref in inputs}
+    columns = {ref: from_arrow(joined.column(ref), dtypes[ref]) for ref in inputs
+               if ref not in windows}
+    columns.update(windows)
     statuses: dict[str, np.ndarray] = {}
     if with_statuses:
+        for ref, column in windows.items():
+            statuses[ref] = np.where(column.valid, PRESENT, NULL)
         for i, (name, features) in enumerate(selection.views.items()):
+            if plan.views[name].windowed:
+                continue
             state = joined.column(f"__st_{i}").to_numpy()
             for feature in features:
                 ref = f"{name}:{feature}"
@@ -80,7 +109,7 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
     for name, raised in run_transforms(selection, columns, statuses, requests).items():
         warnings.warn(f"transform {name!r} raised for {raised} of {prepared.num_rows} rows; "
                       "those values are NULL", RuntimeWarning, stacklevel=3)
-    out = {f.name: to_arrow(columns[f.ref], f.dtype) if f.ref in plan.transforms
+    out = {f.name: to_arrow(columns[f.ref], f.dtype) if f.ref in columns
            else joined.column(f.ref).cast(f.dtype.arrow) for f in selection.outputs}
     frame = labels if isinstance(labels, pl.DataFrame) else pl.from_arrow(table)
     features = pl.from_arrow(pa.table(out))

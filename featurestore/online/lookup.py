@@ -1,10 +1,15 @@
-"""The online executor for one feature selection: which keys to read, and how the rows read
-become feature values and statuses. It does no I/O, so the gRPC server (async) and any
-synchronous caller share it; between `keys()` and `assemble()` the caller does one MGET."""
+"""The online executor for one feature selection: which keys to read, and how the rows and
+tiles read become feature values and statuses. It does no I/O, so the gRPC server (async) and
+any synchronous caller share it. A caller does:
+
+    values = MGET(lookup.keys(entities, as_of))
+    extra = lookup.head_keys(values, n, as_of)     # raw head events; almost always empty
+    result = lookup.assemble(values, n, requests, as_of, MGET(extra) if extra else [])"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -13,9 +18,18 @@ from featurestore.definitions.types import DType
 from featurestore.errors import NotAppliedError
 from featurestore.online.codec import RowSchema, decode
 from featurestore.online.keys import entity_tags, key_text, view_prefix
+from featurestore.online.tiles import TileGroup, WindowUnavailable, decode_events, groups
 from featurestore.plan import Column, Plan, Selection
 from featurestore.plan.execute import run_transforms
+from featurestore.plan.plan import AggregatePlan
 from featurestore.plan.status import NOT_FOUND, NULL, OUTSIDE_TTL, PRESENT
+from featurestore.plan.windows import (
+    add_head_events,
+    empty_outputs,
+    finish_rows,
+    head_max_ts,
+    merge_windows,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,7 @@ class ServedView:
     join_keys: tuple[tuple[str, DType], ...]
     features: tuple[tuple[str, DType], ...]
     ttl_us: int | None
+    aggregates: tuple[AggregatePlan, ...] = ()
 
 
 @dataclass
@@ -52,6 +67,7 @@ class Lookup:
         # Per view: what it serves, its row schema, its key prefix, the features read as
         # (ref, index in the row), and those indices as an array.
         self.views: list[tuple[ServedView, RowSchema, str, list[tuple[str, int]], np.ndarray]] = []
+        self.windowed: list[tuple[ServedView, str, list[TileGroup], list[str]]] = []
         for name, wanted in selection.views.items():
             view = served.get(name)
             if view is None:
@@ -65,22 +81,53 @@ class Lookup:
                     raise NotAppliedError(
                         f"feature {name}:{feature} is not in the version of {name!r} being served "
                         f"({view.version}); materialize version {plan.views[name].version} first")
+            if view.aggregates:
+                self.windowed.append((view, view_prefix(project, name, view.version),
+                                      groups(view.aggregates), wanted))
+                continue
             self.views.append((view, RowSchema(view.features),
                                view_prefix(project, name, view.version),
                                [(f"{name}:{f}", index[f]) for f in wanted],
                                np.array([index[f] for f in wanted], np.int64)))
 
-    def keys(self, entities: dict[str, Column]) -> list[str]:
-        """Every view's keys for the batch, view after view."""
+    def keys(self, entities: dict[str, Column], as_of_us: int) -> list[str]:
+        """Every view's keys for the batch, view after view, then every windowed view's
+        tiles: per hop group, entity after entity, oldest tile first."""
         out: list[str] = []
         texts = {k: key_text(column) for k, column in entities.items()}  # shared by views
         for view, _, prefix, _, _ in self.views:
             tags = entity_tags(view.entity, [texts[k] for k, _ in view.join_keys])
             out += [prefix + tag for tag in tags]
+        for view, prefix, tile_groups, _ in self.windowed:
+            tags = entity_tags(view.entity, [texts[k] for k, _ in view.join_keys])
+            for g in tile_groups:
+                head = as_of_us // g.hop_us
+                suffixes = [f":t{g.hop_us}:{k}" for k in range(head - g.span + 1, head + 1)]
+                out += [prefix + tag + suffix for tag in tags for suffix in suffixes]
+        return out
+
+    def _groups(self, n: int) -> list[tuple[ServedView, TileGroup, list[str], int]]:
+        """Each windowed view's hop groups, with where their tiles start in `values`."""
+        out, at = [], len(self.views) * n
+        for view, _, tile_groups, wanted in self.windowed:
+            for g in tile_groups:
+                out.append((view, g, wanted, at))
+                at += n * g.span
+        return out
+
+    def head_keys(self, keys: list[str], values: list[bytes | None], n: int,
+                  as_of_us: int) -> list[str]:
+        """Keys of the raw head events needed where a head tile holds events after as_of."""
+        out = []
+        for _, g, _, at in self._groups(n):
+            late = _head_times(values[at:at + n * g.span], n, g.span) > as_of_us
+            for r in np.flatnonzero(late):
+                tile = keys[at + r * g.span + g.span - 1]
+                out.append(g.events_key(tile.rsplit(":t", 1)[0], as_of_us // g.hop_us))
         return out
 
     def assemble(self, values: list[bytes | None], n: int, requests: dict[str, Column],
-                 as_of_us: int) -> OnlineResult:
+                 as_of_us: int, heads: list[bytes | None] | None = None) -> OnlineResult:
         columns: dict[str, Column] = {}
         statuses: dict[str, np.ndarray] = {}
         event_ts: dict[str, np.ndarray] = {}
@@ -93,10 +140,58 @@ class Lookup:
                 columns[ref] = Column(rows.values(i), valid[j])
                 statuses[ref] = status[j]
             event_ts[view.name] = rows.event_ts
+        heads = list(heads or [])
+        for view, g, wanted, at in self._groups(n):
+            tiles = values[at:at + n * g.span]
+            buf, offsets = _concat(tiles)
+            late = _head_times(tiles, n, g.span) > as_of_us
+            acc = merge_windows(g.layout.spec, g.layout.width, as_of_us // g.hop_us, buf,
+                                offsets, n, g.span, ~late)
+            if late.any():
+                rows = np.flatnonzero(late)
+                blobs, heads = heads[:len(rows)], heads[len(rows):]
+                if any(b is None for b in blobs):
+                    raise WindowUnavailable(
+                        f"feature view {view.name!r}: the raw events of the hop holding "
+                        f"as_of {as_of_us} have expired online; read windowed features as of "
+                        "now, or as of the past from a training set")
+                owner, xi, xf, m, ts, created = decode_events(g.layout, blobs, rows.tolist())
+                add_head_events(g.layout.spec, acc, owner, xi, xf, m, ts, created, as_of_us)
+            out_i, out_f, valid = empty_outputs(g.layout, n)
+            finish_rows(g.layout.spec, acc, out_i, out_f, valid)
+            for agg, column in zip(g.layout.aggregations, g.layout.outputs(out_i, out_f, valid),
+                                   strict=True):
+                if agg.name in wanted:
+                    column.valid.flags.writeable = False
+                    columns[f"{view.name}:{agg.name}"] = column
+                    statuses[f"{view.name}:{agg.name}"] = np.where(column.valid, PRESENT, NULL)
         errors = run_transforms(self.selection, columns, statuses, requests)
         return OnlineResult(
             [FeatureValues(o.name, o.dtype, columns[o.ref], statuses[o.ref])
              for o in self.selection.outputs], event_ts, errors)
+
+
+def read(lookup: Lookup, client: Any, entities: dict[str, Column], requests: dict[str, Column],
+         as_of_us: int) -> OnlineResult:
+    """The whole protocol over a synchronous Redis client (redis-py): for scripts and tests;
+    the server does the same over its asyncio client."""
+    n = len(next(iter(entities.values())))
+    keys = lookup.keys(entities, as_of_us)
+    values = client.mget(keys) if keys else []
+    extra = lookup.head_keys(keys, values, n, as_of_us)
+    return lookup.assemble(values, n, requests, as_of_us, client.mget(extra) if extra else [])
+
+
+def _concat(tiles: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    parts = [t or b"" for t in tiles]
+    offsets = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    return np.frombuffer(b"".join(parts), np.uint8), offsets
+
+
+def _head_times(tiles: list[bytes | None], n: int, span: int) -> np.ndarray:
+    buf, offsets = _concat(tiles)
+    return head_max_ts(buf, offsets, n, span)
 
 
 @numba.njit(cache=True, nogil=True)

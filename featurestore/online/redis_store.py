@@ -23,7 +23,9 @@ from featurestore.definitions.types import dtype_by_name
 from featurestore.online.codec import RowSchema, encode
 from featurestore.online.keys import entity_tags, key_text, registry_key, view_prefix
 from featurestore.online.lookup import ServedView
+from featurestore.online.tiles import TileWrites
 from featurestore.plan import ViewPlan, from_arrow
+from featurestore.plan.plan import AggregatePlan
 
 # Writes a batch of rows, each only if it is not older, in the point-in-time order
 # (event_ts, created_ts, seq) held in the row's first 24 bytes. ARGV holds row, expiry pairs;
@@ -57,15 +59,23 @@ HEADER_COLUMNS = ("__event_ts", "__created", "__seq")
 
 
 def schema_of(view: ViewPlan) -> dict[str, Any]:
-    return {"entity": view.entity, "join_keys": [[k, t.name] for k, t in view.join_keys],
-            "features": [[f, t.name] for f, t in view.features], "ttl_us": view.ttl_us}
+    schema = {"entity": view.entity, "join_keys": [[k, t.name] for k, t in view.join_keys],
+              "features": [[f, t.name] for f, t in view.features], "ttl_us": view.ttl_us}
+    if view.aggregates:
+        schema["aggregates"] = [[a.name, a.column, a.function, a.dtype.name, a.output.name,
+                                 a.window_us, a.hop_us] for a in view.aggregates]
+    return schema
 
 
 def served_from(name: str, version: str, schema: dict[str, Any]) -> ServedView:
+    aggregates = tuple(
+        AggregatePlan(n, c, f, dtype_by_name(d), dtype_by_name(o), w, h)
+        for n, c, f, d, o, w, h in schema.get("aggregates", []))
     return ServedView(
         name, version, schema["entity"],
         tuple((k, dtype_by_name(t)) for k, t in schema["join_keys"]),
-        tuple((f, dtype_by_name(t)) for f, t in schema["features"]), schema["ttl_us"])
+        tuple((f, dtype_by_name(t)) for f, t in schema["features"]), schema["ttl_us"],
+        aggregates)
 
 
 def parse_registry(raw: dict[bytes, bytes]) -> dict[str, ServedView]:
@@ -140,6 +150,19 @@ class OnlineWriter:
             return ["0"] * len(event_ts)
         now = now_us if now_us is not None else time.time_ns() // 1000
         return ((np.maximum(event_ts, now) + view.ttl_us) // 1000 + 1).tolist()
+
+    def write_tiles(self, writes: TileWrites) -> None:
+        """Queue a hop group's tiles and head events, replacing what Redis holds for them."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, tile, expiry in zip(writes.keys, writes.tile_bytes(), writes.expiry_ms,
+                                     strict=True):
+            pipe.set(key, tile, pxat=expiry)
+        for key, blob, expiry in zip(writes.event_keys, writes.events, writes.event_expiry_ms,
+                                     strict=True):
+            pipe.set(key, blob, pxat=expiry)
+        while len(self._pending) >= self._in_flight:
+            self._collect()
+        self._pending.append(self._io.submit(pipe.execute))  # counts keys set
 
     def activate(self, view: ViewPlan, end_us: int, rows: int) -> None:
         """Make the version the served one, recording what was materialized."""

@@ -10,7 +10,7 @@ from typing import Any
 from featurestore.definitions import FeatureRef, FeatureView, Request, Transform
 from featurestore.definitions.base import micros
 from featurestore.definitions.types import DType
-from featurestore.errors import DefinitionError, NotSupportedError, UnknownNameError
+from featurestore.errors import DefinitionError, UnknownNameError
 from featurestore.plan.hashing import content_hash, function_code, version_of
 from featurestore.plan.kernels import Kernel, compile_kernel
 from featurestore.repo import Definitions, RepoConfig
@@ -37,6 +37,17 @@ class SourcePlan:
 
 
 @dataclass(frozen=True)
+class AggregatePlan:
+    name: str
+    column: str
+    function: str
+    dtype: DType  # the column's
+    output: DType
+    window_us: int
+    hop_us: int
+
+
+@dataclass(frozen=True)
 class ViewPlan:
     name: str
     entity: str
@@ -46,6 +57,18 @@ class ViewPlan:
     ttl_us: int | None
     online: bool
     hash: str
+    aggregates: tuple[AggregatePlan, ...] = ()  # a windowed view's features, in order
+
+    @property
+    def windowed(self) -> bool:
+        return bool(self.aggregates)
+
+    @property
+    def reads(self) -> tuple[tuple[str, DType], ...]:
+        """The source columns the view reads besides its keys and timestamps."""
+        if self.aggregates:
+            return tuple({a.column: a.dtype for a in self.aggregates}.items())
+        return self.features
 
     @property
     def version(self) -> str:
@@ -216,7 +239,7 @@ def _plain(value: Any) -> Any:
         return value.name
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
-    if isinstance(value, InputPlan):
+    if isinstance(value, InputPlan | AggregatePlan):
         return {k: _plain(v) for k, v in vars(value).items()}
     return value
 
@@ -285,20 +308,21 @@ def build_plan(config: RepoConfig, defs: Definitions, compile: bool = True) -> P
 
 def _view_plan(v: FeatureView, entities: dict[str, EntityPlan],
                sources: dict[str, SourcePlan]) -> ViewPlan:
-    if v.aggregates:
-        raise NotSupportedError(
-            f"FeatureView {v.name!r} (at {v.defined_at}): windowed aggregations "
-            f"({', '.join(a.name for a in v.aggregates)}) are defined but cannot be computed by "
-            "this version yet; remove the aggregates= from the view (or the view from "
-            "your services) until windowed aggregations land"
-        )
-    features = tuple((f.name, f.dtype) for f in v.fields)
+    aggregates = tuple(
+        AggregatePlan(a.name, a.column, a.function, a.dtype, a.output, micros(a.window),
+                      micros(a.hop)) for a in v.aggregates)
+    features = tuple((f.name, f.dtype) for f in v.fields) + tuple(
+        (a.name, a.output) for a in aggregates)
     ttl_us = micros(v.ttl) if v.ttl is not None else None
-    spec = {"kind": "feature_view", "name": v.name, "entity": entities[v.entity.name].hash,
-            "source": sources[v.source.name].hash,
-            "features": [[n, t.name] for n, t in features], "ttl_us": ttl_us}
+    spec: dict[str, Any] = {
+        "kind": "feature_view", "name": v.name, "entity": entities[v.entity.name].hash,
+        "source": sources[v.source.name].hash,
+        "features": [[n, t.name] for n, t in features], "ttl_us": ttl_us}
+    if aggregates:
+        spec["aggregates"] = [[a.name, a.column, a.function, a.dtype.name, a.window_us,
+                               a.hop_us] for a in aggregates]
     return ViewPlan(v.name, v.entity.name, entities[v.entity.name].join_keys, v.source.name,
-                    features, ttl_us, v.online, content_hash(spec))
+                    features, ttl_us, v.online, content_hash(spec), aggregates)
 
 
 def _transform_plan(t: Transform, views: dict[str, ViewPlan],
@@ -331,7 +355,7 @@ def _transform_plan(t: Transform, views: dict[str, ViewPlan],
 
 def _expand_definition(item: Any) -> list[Any]:
     if isinstance(item, FeatureView):
-        return [item[f.name] for f in item.fields]
+        return [item[name] for name in item.feature_names]
     return [item]
 
 

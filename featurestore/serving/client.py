@@ -158,6 +158,7 @@ class Client:
                                             pb.ListFeatureServicesResponse)
         self._get_feature_service = unary("GetFeatureService", pb.GetFeatureServiceRequest,
                                           pb.FeatureService)
+        self._push_events = unary("PushEvents", pb.PushEventsRequest, pb.PushEventsResponse)
 
     def get_online_features(
         self,
@@ -183,6 +184,20 @@ class Client:
             for name, values in given.items():
                 _fill(target[name], name, values, declared.get(name))
         return OnlineFeatures(self._call(self._get_online_features, message, timeout))
+
+    def push(self, source: str, events: Any, batch_id: str,
+             timeout: float | None = None) -> pb.PushEventsResponse:
+        """Pushes a batch of events (a Polars or pandas frame, an Arrow table, or a dict of
+        column -> values) to a source; retrying with the same batch_id applies it once."""
+        table = events if isinstance(events, pa.Table) else (
+            pa.table(events) if isinstance(events, dict) else pl.DataFrame(events).to_arrow())
+        message = pb.PushEventsRequest(source=source, batch_id=batch_id)
+        for name in table.column_names:
+            column = table.column(name)
+            values = column.to_pylist() if column.null_count else column.to_numpy(
+                zero_copy_only=False)
+            _fill(message.columns[name], name, values, _ARROW_TYPES.get(str(column.type)))
+        return self._call(self._push_events, message, timeout)
 
     def feature_service(self, name: str) -> FeatureServiceSchema:
         """A feature service's schema (fetched once per client)."""
@@ -211,6 +226,9 @@ class Client:
             raise ServingError(exc.code(), f"{exc.details()} (server {self.target})") from exc
 
 
+_ARROW_TYPES = {"int64": Int64, "int32": Int64, "double": Float64, "float": Float64,
+                "bool": Bool, "string": String, "large_string": String,
+                "timestamp[us, tz=UTC]": Timestamp}
 _NEUTRAL: dict[DType, Any] = {Int64: 0, Float64: 0.0, Bool: False, String: "", Timestamp: 0}
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import pyarrow as pa
 
 from featurestore.definitions.types import DType, Float64, Int64, String
 from featurestore.plan import Column, Selection
@@ -106,3 +107,29 @@ def _array(dtype: DType, field: str, values: Any, name: str, role: str
 
 def _listing(wanted: Mapping[str, DType]) -> str:
     return ", ".join(f"{name} ({dtype})" for name, dtype in wanted.items()) or "nothing"
+
+
+_ARROW = {"int64_values": pa.int64(), "float64_values": pa.float64(), "bool_values": pa.bool_(),
+          "string_values": pa.string(), "timestamp_values": pa.int64()}
+
+
+def columns_table(columns: Mapping[str, pb.Values]) -> pa.Table:
+    """A push's columns as an Arrow table, typed by the list each one fills."""
+    arrays = {}
+    for name, values in columns.items():
+        fields = [f for f in values.ListFields() if f[0].name != "nulls"]
+        if len(fields) != 1:
+            raise invalid(f"column {name!r} fills {len(fields)} value lists; fill exactly one")
+        field, data = fields[0][0].name, fields[0][1]
+        mask = np.asarray(values.nulls, np.bool_) if values.nulls else None
+        if mask is not None and len(mask) != len(data):
+            raise invalid(f"column {name!r} has {len(mask)} nulls flags for {len(data)} values")
+        array = pa.array(list(data), _ARROW[field], mask=mask)
+        if field == "timestamp_values":
+            array = array.cast(pa.timestamp("us", tz="UTC"))
+        arrays[name] = array
+    lengths = {len(a) for a in arrays.values()}
+    if len(lengths) > 1:
+        raise invalid("columns of different lengths: "
+                      + ", ".join(f"{n} {len(a)}" for n, a in arrays.items()))
+    return pa.table(arrays)

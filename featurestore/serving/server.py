@@ -54,6 +54,8 @@ def method_handlers(service: FeatureServer) -> dict[str, grpc.RpcMethodHandler]:
                                       pb.ListFeatureServicesResponse.SerializeToString),
         "GetFeatureService": _unary(service.get_feature_service, pb.GetFeatureServiceRequest,
                                     pb.FeatureService.SerializeToString),
+        "PushEvents": _unary(service.push_events, pb.PushEventsRequest,
+                             pb.PushEventsResponse.SerializeToString),
     }
 
 

@@ -11,8 +11,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+import redis
 from grpc_health.v1 import health, health_pb2
 
 from featurestore.definitions.types import DType
@@ -20,11 +22,13 @@ from featurestore.errors import FeatureStoreError, NotAppliedError
 from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup, ServedView
 from featurestore.online.redis_store import parse_registry
+from featurestore.online.tiles import WindowUnavailable
 from featurestore.plan import Plan, Selection
 from featurestore.plan.hashing import version_of
+from featurestore.push import DEFAULT_MAX_FUTURE_US, push
 from featurestore.serving.proto import SERVICE, WIRE, pb
 from featurestore.serving.redis_client import AsyncRedis, RedisReplyError, RedisUnavailable
-from featurestore.serving.request import RequestError, invalid, read_columns
+from featurestore.serving.request import RequestError, columns_table, invalid, read_columns
 from featurestore.serving.wire import ResponseEncoder
 
 log = logging.getLogger("featurestore.serving")
@@ -40,6 +44,9 @@ class ServerOptions:
     redis_timeout: float = 1.0  # longest wait for Redis (less when the deadline is nearer)
     grace: float = 5.0  # seconds in-flight requests may finish in at shutdown
     reuse_port: bool = False  # share the port (SO_REUSEPORT) with other worker processes
+    repo_root: Path | None = None  # where pushed batches are logged; None refuses pushes
+    redis_url: str | None = None  # for pushes, which run on a synchronous client in a thread
+    max_future_us: int = DEFAULT_MAX_FUTURE_US  # how far ahead of now a pushed event may be
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class FeatureServer:
         self._served: dict[str, ServedView] | None = None
         self._prepared: dict[tuple[str, ...], Prepared] = {}
         self._healthy: bool | None = None
+        self._pusher: redis.Redis | None = None
 
     async def refresh(self) -> None:
         """Reads the online registry; marks the server NOT_SERVING while Redis is unreachable."""
@@ -99,11 +107,41 @@ class FeatureServer:
         if request.feature_service_version:
             self._check_version(request.feature_service, request.feature_service_version)
         n, entities, inputs = read_columns(request, prepared.selection, self.options.max_batch)
-        keys = prepared.lookup.keys(entities)
-        values = await self._mget(keys, time_remaining) if keys else []
         as_of_us = request.as_of_us or time.time_ns() // 1000
-        result = prepared.lookup.assemble(values, n, inputs, as_of_us)
+        keys = prepared.lookup.keys(entities, as_of_us)
+        values = await self._mget(keys, time_remaining) if keys else []
+        extra = prepared.lookup.head_keys(keys, values, n, as_of_us)
+        heads = await self._mget(extra, time_remaining) if extra else []
+        try:
+            result = prepared.lookup.assemble(values, n, inputs, as_of_us, heads)
+        except WindowUnavailable as exc:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
         return prepared.encoder.encode(result, n, as_of_us)
+
+    async def push_events(self, request: pb.PushEventsRequest,
+                          time_remaining: float | None) -> pb.PushEventsResponse:
+        root, url = self.options.repo_root, self.options.redis_url
+        if root is None or url is None:
+            raise RequestError(grpc.StatusCode.UNIMPLEMENTED, "this server takes no pushes")
+        if not request.batch_id:
+            raise invalid("batch_id is required: name the batch so that retries apply once")
+        table = columns_table(request.columns)
+        if self._pusher is None:
+            self._pusher = redis.Redis.from_url(url, socket_timeout=self.options.redis_timeout)
+        try:
+            result = await asyncio.to_thread(push, self.plan, root, self._pusher, request.source,
+                                             table, request.batch_id, self.options.max_future_us)
+        except NotAppliedError as exc:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+        except FeatureStoreError as exc:
+            raise invalid(str(exc)) from exc
+        except redis.RedisError as exc:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE,
+                               f"online store unavailable: {exc}; retry with the same batch_id"
+                               ) from exc
+        return pb.PushEventsResponse(rows=result.rows, ingested_at_us=result.ingested_at_us,
+                                     duplicate=result.duplicate, tiles=result.tiles,
+                                     too_late=result.too_late)
 
     async def list_feature_services(self, request: pb.ListFeatureServicesRequest,
                                     time_remaining: float | None

@@ -34,7 +34,8 @@ def run(repo: Path, host: str, port: int, workers: int, options: ServerOptions) 
     plan = store.plan  # definition errors surface here, before anything starts
     url, managed = _online_store(store)
     address = f"{host}:{port}"
-    options = replace(options, reuse_port=workers > 1)
+    options = replace(options, reuse_port=workers > 1, repo_root=store.config.root,
+                      redis_url=url)
     try:
         if workers == 1:
             serve(plan, url, address, options)

@@ -22,7 +22,7 @@ from serving_kit import Server, start_server, stop_server
 
 from featurestore import Client, FeatureStore
 from featurestore.online.keys import registry_key
-from featurestore.online.lookup import Lookup
+from featurestore.online.lookup import Lookup, read
 from featurestore.online.redis_store import OnlineWriter
 from featurestore.plan import from_arrow, to_arrow
 from featurestore.plan.status import STATUS_NAMES
@@ -129,8 +129,8 @@ def online(store: FeatureStore, client: redis.Redis, service: str, entities: pl.
     lookup = Lookup(plan.project, plan, selection, OnlineWriter(client, plan.project).served())
     cols = {k: from_arrow(entities[k].to_arrow(), t) for k, t in selection.join_keys.items()}
     reqs = {k: from_arrow(requests[k].to_arrow(), t) for k, t in selection.requests.items()}
-    result = lookup.assemble(client.mget(lookup.keys(cols)), entities.height, reqs,
-                             int((as_of - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)))
+    result = read(lookup, client, cols, reqs,
+                  int((as_of - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)))
     return {f.name: (pl.Series(f.name, to_arrow(f.column, f.dtype)),
                      np.asarray(STATUS_NAMES)[f.status]) for f in result.features}
 

@@ -247,7 +247,7 @@ def test_health_and_reflection(server: Server) -> None:
             <= set(database.get_services())
         service = DescriptorPool(database).FindServiceByName(SERVICE)
         assert [m.name for m in service.methods] == ["GetOnlineFeatures", "ListFeatureServices",
-                                                      "GetFeatureService"]
+                                                      "GetFeatureService", "PushEvents"]
         assert service.file.name == "featurestore/v1/serving.proto"
 
 

@@ -1,0 +1,144 @@
+"""Windowed views offline: the event log read out of DuckDB, grouped by entity and sorted by
+event time, and the aggregations evaluated over it with the plan's kernels (plan/windows.py),
+at label times for training sets and at hop boundaries for backfill."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from featurestore.definitions.types import Timestamp
+from featurestore.offline.connection import quote
+from featurestore.offline.ingest import INGESTED, source_table
+from featurestore.plan import Column, Plan, ViewPlan, from_arrow, to_arrow
+from featurestore.plan.windows import Events, Layout, empty_outputs, evaluate
+
+ENTITY = "__e"
+
+
+def created_at(src_created: str | None, event: str) -> str:
+    """A source row's created time: when it was pushed (pushed rows carry their ingest time),
+    else its created column, else its event time."""
+    return f"coalesce({INGESTED}, {quote(src_created) if src_created else event})"
+
+
+def visible_from(src_created: str | None, event: str) -> str:
+    """When a source row becomes visible: the later of its event and created times."""
+    return f"greatest({event}, {created_at(src_created, event)})"
+
+
+def read_events(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan,
+                only_keys: str | None = None, until_us: int | None = None) -> Events:
+    """The view's events (those of entities in the relation `only_keys`, and visible by
+    `until_us`, when given)."""
+    src = plan.sources[view.source]
+    layout = Layout.of(view.aggregates)
+    keys = [quote(k) for k, _ in view.join_keys]
+    event = quote(src.timestamp)
+    filters = [f"{k} IS NOT NULL" for k in keys]
+    if until_us is not None:
+        filters.append(f"{visible_from(src.created, event)} <= make_timestamptz({until_us})")
+    semi = ""
+    if only_keys is not None:
+        on = " AND ".join(f"s.{k} = o.{k}" for k in keys)
+        semi = f"SEMI JOIN (SELECT DISTINCT {', '.join(keys)} FROM {only_keys}) o ON {on}"
+    columns = ", ".join(f"s.{quote(c)}" for c in layout.columns)
+    table = con.sql(f"""
+        SELECT {", ".join(f"s.{k}" for k in keys)},
+               epoch_us(s.{event}) AS __ts,
+               epoch_us({visible_from(src.created, f"s.{event}")}) AS __created, {columns}
+        FROM {source_table(src.name)} s {semi}
+        WHERE {" AND ".join(filters)}
+        ORDER BY {", ".join(f"s.{k}" for k in keys)}, __ts""").to_arrow_table()
+    n = table.num_rows
+    key_names = [k for k, _ in view.join_keys]
+    if n:
+        key_cols = [table.column(k) for k in key_names]
+        change = np.zeros(n, np.bool_)
+        change[0] = True
+        for col in key_cols:
+            values = col.to_numpy(zero_copy_only=False)
+            change[1:] |= values[1:] != values[:-1]
+        starts = np.flatnonzero(change).astype(np.int64)
+    else:
+        starts = np.zeros(0, np.int64)
+    ends = np.append(starts[1:], n).astype(np.int64)
+    dtypes = {a.column: a.dtype for a in view.aggregates}
+    return Events(
+        keys=table.select(key_names).take(pa.array(starts)),
+        ts=table.column("__ts").to_numpy().astype(np.int64),
+        created=table.column("__created").to_numpy().astype(np.int64),
+        columns={c: from_arrow(table.column(c), dtypes[c]) for c in layout.columns},
+        starts=starts, ends=ends)
+
+
+def entity_index(con: duckdb.DuckDBPyConnection, view: ViewPlan, events: Events,
+                 labels: str, row: str) -> np.ndarray:
+    """Per label row (in `row` order), the index of its entity in `events`, or -1."""
+    keys = [quote(k) for k, _ in view.join_keys]
+    index = events.keys.append_column(ENTITY, pa.array(np.arange(events.keys.num_rows)))
+    con.register("__entities", index)
+    try:
+        on = " AND ".join(f"l.{k} = e.{k}" for k in keys)
+        got = con.sql(f"SELECT coalesce(e.{ENTITY}, -1) AS i FROM {labels} l "
+                      f"LEFT JOIN __entities e ON {on} ORDER BY l.{row}").to_arrow_table()
+    finally:
+        con.unregister("__entities")
+    return got.column("i").to_numpy().astype(np.int64)
+
+
+def evaluate_at(view: ViewPlan, events: Events, entity: np.ndarray,
+                at_us: np.ndarray) -> list[Column]:
+    """Every aggregate of the view for each (entity index, time), one Column per aggregate."""
+    layout = Layout.of(view.aggregates)
+    xi, xf, m = layout.inputs(events.columns) if len(events) else layout.inputs(
+        {c: Column(np.zeros(0, np.float64), np.zeros(0, np.bool_)) for c in layout.columns})
+    out_i, out_f, valid = empty_outputs(layout, len(entity))
+    evaluate(layout.spec, layout.width, xi, xf, m, events.ts, events.created, events.starts,
+             events.ends, entity, at_us, out_i, out_f, valid)
+    return layout.outputs(out_i, out_f, valid)
+
+
+def backfill_points(view: ViewPlan, events: Events) -> tuple[np.ndarray, np.ndarray]:
+    """(entity, T): the hop boundaries at which some aggregate of the view changes, per
+    entity: where an event becomes visible (rounded up to its hop) and where it leaves the
+    window. Between two such boundaries every value stays the same."""
+    if not len(events):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    entity = np.repeat(np.arange(len(events.starts)), events.ends - events.starts)
+    parts_e, parts_t = [], []
+    for hop in sorted({a.hop_us for a in view.aggregates}):
+        windows = sorted({a.window_us for a in view.aggregates if a.hop_us == hop})
+        enters = -(-events.created // hop) * hop
+        parts_e.append(entity)
+        parts_t.append(enters)
+        for w in windows:
+            parts_e.append(entity)
+            parts_t.append(((events.ts + w) // hop + 1) * hop)
+    e = np.concatenate(parts_e)
+    t = np.concatenate(parts_t)
+    order = np.lexsort((t, e))
+    e, t = e[order], t[order]
+    keep = np.ones(len(e), np.bool_)
+    keep[1:] = (e[1:] != e[:-1]) | (t[1:] != t[:-1])
+    return e[keep], t[keep]
+
+
+def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, table: str) -> int:
+    """The view's feature table: every aggregate per entity at each hop boundary where a value
+    changes (an ASOF join on `__vis` gives the value at any boundary)."""
+    events = read_events(con, plan, view)
+    entity, at = backfill_points(view, events)
+    values = evaluate_at(view, events, entity, at)
+    columns = {k: events.keys.column(k).take(pa.array(entity)) for k, _ in view.join_keys}
+    columns["__vis"] = pa.array(at, pa.int64()).cast(Timestamp.arrow)
+    for agg, column in zip(view.aggregates, values, strict=True):
+        columns[agg.name] = to_arrow(column, agg.output)
+    con.register("__backfill", pa.table(columns))
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __backfill")
+    finally:
+        con.unregister("__backfill")
+    return len(at)
+

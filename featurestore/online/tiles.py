@@ -1,0 +1,164 @@
+"""Windowed views in Redis: one tile per entity, hop and view version holding the partial
+aggregates of the events of that hop, and the raw events of the newest hops.
+
+    {project}:{view}:{version}:{<entity>|<key>}:t{hop_us}:{k}   tile k (plan/windows.py bytes)
+    {project}:{view}:{version}:{<entity>|<key>}:e{hop_us}:{k}   events of hop k, appended
+
+A read at T merges the full tiles of each window and the head tile K = floor(T/hop); when the
+head holds events later than T (pushed with a future time, or a read as of the past) its raw
+events are read instead, in a second round trip. A tile expires one window after the later of
+its hop's end and its last write; a hop's raw events one hop after."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from featurestore.definitions.types import DType
+from featurestore.errors import FeatureStoreError
+from featurestore.online.keys import entity_tags, key_text
+from featurestore.plan.columns import from_arrow
+from featurestore.plan.plan import AggregatePlan
+from featurestore.plan.windows import Events, Layout, build_tiles, encode_tiles, hops, span
+
+RAW_FIXED = 3  # ts, created, validity bits; then one int64 per aggregation
+
+
+class WindowUnavailable(FeatureStoreError):
+    """The raw events needed for an exact head at this as-of time have expired."""
+
+
+@dataclass(frozen=True)
+class TileGroup:
+    """The aggregations of one view sharing a hop, and so one set of tiles."""
+
+    hop_us: int
+    layout: Layout
+    span: int  # tiles a read needs: the longest window's full tiles plus the head
+    indices: tuple[int, ...]  # positions of its aggregations in the view's
+
+    def tile_key(self, entity_key: str, k: int) -> str:
+        return f"{entity_key}:t{self.hop_us}:{k}"
+
+    def events_key(self, entity_key: str, k: int) -> str:
+        return f"{entity_key}:e{self.hop_us}:{k}"
+
+    def tile_expiry_ms(self, k: int, now_us: int) -> int:
+        return (max((k + 1) * self.hop_us, now_us) + self.span * self.hop_us) // 1000 + 1
+
+    def events_expiry_ms(self, k: int, now_us: int) -> int:
+        return (max((k + 1) * self.hop_us, now_us) + self.hop_us) // 1000 + 1
+
+
+def groups(aggregates: tuple[AggregatePlan, ...]) -> list[TileGroup]:
+    out = []
+    for hop, members in hops(aggregates).items():
+        indices = tuple(aggregates.index(a) for a in members)
+        out.append(TileGroup(hop, Layout.of(members), span(members), indices))
+    return out
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@numba.njit(cache=True, nogil=True)
+def encode_events(spec, xi, m, ts, created, rows):  # type: ignore[no-untyped-def]
+    """Raw events (indices `rows`) as int64 records: ts, created, validity bits, inputs."""
+    a_count = spec.shape[0]
+    out = np.zeros((rows.shape[0], RAW_FIXED + a_count), np.int64)
+    for j in range(rows.shape[0]):
+        i = rows[j]
+        out[j, 0], out[j, 1] = ts[i], created[i]
+        bits = np.int64(0)
+        for a in range(a_count):
+            if m[a, i]:
+                bits |= np.int64(1) << np.int64(a)
+            out[j, RAW_FIXED + a] = xi[a, i]
+        out[j, 2] = bits
+    return out
+
+
+def raw_records(layout: Layout, xi: np.ndarray, xf: np.ndarray, m: np.ndarray, ts: np.ndarray,
+                created: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Float inputs travel as their bits in the int64 record."""
+    merged = xi.copy()
+    floats = np.flatnonzero(layout.spec[:, 2])
+    merged[floats] = xf[floats].view(np.int64)
+    return encode_events(layout.spec, merged, m, ts, created, rows)
+
+
+def decode_events(layout: Layout, blobs: list[bytes], rows: list[int]
+                  ) -> tuple[np.ndarray, ...]:
+    """(entity rows, xi, xf, m, ts, created) of the raw events in `blobs` (blob j belongs to
+    entity rows[j])."""
+    a_count = len(layout.aggregations)
+    width = RAW_FIXED + a_count
+    records = [np.frombuffer(b, np.int64).reshape(-1, width) for b in blobs]
+    table = np.concatenate(records) if records else np.zeros((0, width), np.int64)
+    owner = np.repeat(np.asarray(rows, np.int64), [len(r) for r in records])
+    xi = np.ascontiguousarray(table[:, RAW_FIXED:].T)
+    xf = xi.view(np.float64)
+    bits = table[:, 2]
+    m = np.array([(bits >> a) & 1 for a in range(a_count)], np.bool_).reshape(a_count, -1)
+    return owner, xi, xf, m, table[:, 0].copy(), table[:, 1].copy()
+
+
+@dataclass
+class TileWrites:
+    """One hop group's tiles and head events, ready for Redis."""
+
+    group: TileGroup
+    keys: list[str]
+    states: np.ndarray  # normalized tile rows, one per key
+    expiry_ms: list[int]
+    event_keys: list[str]
+    events: list[bytes]  # raw records of each event key
+    event_expiry_ms: list[int]
+
+    def tile_bytes(self) -> list[bytes]:
+        buf, offsets = encode_tiles(self.states)
+        raw = buf.tobytes()
+        return [raw[offsets[j]:offsets[j + 1]] for j in range(len(self.keys))]
+
+
+def entity_bases(prefix: str, entity: str, join_keys: tuple[tuple[str, DType], ...],
+                 keys: pa.Table) -> list[str]:
+    """Each entity's key prefix `{project}:{view}:{version}:{<entity>|<key>}`."""
+    texts = [key_text(from_arrow(keys.column(k), t)) for k, t in join_keys]
+    return [prefix + tag for tag in entity_tags(entity, texts)]
+
+
+def tile_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi: int,
+                visible_at: int, now: int) -> TileWrites:
+    """The tiles k_lo..k_hi of every entity in `events` from its events visible at
+    `visible_at`, and the raw events of the hops a read at or after min(visible_at, now) can
+    have as its head. Expiry counts from `now`, the wall clock."""
+    xi, xf, m = g.layout.inputs(events.columns)
+    entity, k, states = build_tiles(g.layout.spec, g.layout.width, g.hop_us, xi, xf, m,
+                                    events.ts, events.created, events.starts, events.ends,
+                                    k_lo, k_hi, visible_at)
+    keys = [g.tile_key(bases[e], kk) for e, kk in zip(entity.tolist(), k.tolist(), strict=True)]
+    expiry = [g.tile_expiry_ms(kk, now) for kk in k.tolist()]
+    owner = np.repeat(np.arange(len(events.starts)), events.ends - events.starts)
+    hop_of = events.ts // g.hop_us
+    raw = np.flatnonzero((hop_of >= max(min(visible_at, now) // g.hop_us, k_lo))
+                         & (hop_of <= k_hi)
+                         & (events.ts <= visible_at) & (events.created <= visible_at))
+    records = raw_records(g.layout, xi, xf, m, events.ts, events.created, raw)
+    event_keys, blobs, event_expiry = [], [], []
+    if len(raw):
+        pairs = np.column_stack([owner[raw], hop_of[raw]])
+        change = np.ones(len(raw), np.bool_)
+        change[1:] = (pairs[1:] != pairs[:-1]).any(axis=1)
+        bounds = np.append(np.flatnonzero(change), len(raw))
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            e, kk = int(pairs[lo, 0]), int(pairs[lo, 1])
+            event_keys.append(g.events_key(bases[e], kk))
+            blobs.append(records[lo:hi].tobytes())
+            event_expiry.append(g.events_expiry_ms(kk, now))
+    return TileWrites(g, keys, states, expiry, event_keys, blobs, event_expiry)

@@ -1,0 +1,249 @@
+"""Exact, order-independent, mergeable sums of float64 values and of exact float64 products.
+
+Windowed sum/mean/var/stddev must give bit-identical results however events are ordered or
+split into tiles that are merged later. Floating-point addition is not associative, so the
+sum is kept exactly, as a big fixed-point integer, and rounded once, correctly, at the end.
+
+An accumulator is a 1-D int64 array of WIDTH slots (zeros = empty sum):
+
+    acc[0:TOP]   limbs: acc[i] counts units of 2**(BASE + 32*i); |acc[i]| stays < 2**53
+    acc[TOP]     top limb (carries only), signed, unbounded within int64
+    acc[NAN]     number of NaNs added (also inf*0 products)
+    acc[PINF]    number of +inf added
+    acc[NINF]    number of -inf added
+    acc[PENDING] operations since the last normalize (bounds the limbs' growth)
+
+BASE = -2176 reaches the lowest bit of a product of two subnormals (2**-2148); the limbs a
+product can touch end below 2**2080 and the top limb starts there: it holds sums up to
+2**2143, i.e. 2**95 products of the largest doubles. Each add puts less than 2**32 into up to
+three limbs and bumps PENDING; after LIMIT pending operations the carries are propagated,
+which keeps every limb far from int64 overflow.
+
+Canonical form (normalize): PENDING = 0 and sign-magnitude limbs, i.e. every limb has the
+sign of the value and |acc[i]| < 2**32 below the top. That representation of an integer is
+unique, so equal sums give equal arrays, whatever produced them."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+BASE = -2176                  # exponent of limb 0's unit (a multiple of 32: limb 100 is 2**1024)
+TOP = 133                     # top limb; direct adds reach limb 132 at most
+NAN = TOP + 1
+PINF = TOP + 2
+NINF = TOP + 3
+PENDING = TOP + 4
+WIDTH = TOP + 5
+LIMIT = 1 << 20               # pending operations before carries are propagated
+_MASK = (1 << 32) - 1
+_EMIN = -1074                 # exponent of the smallest subnormal's unit
+_QMIN = _EMIN - BASE          # rounding position of subnormals, relative to BASE
+_INF_LIMB = (1024 - BASE) >> 5  # a nonzero limb at or above this one means |sum| >= 2**1024
+_TWO53 = 9007199254740992.0
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def normalize(acc):
+    """Propagate carries into canonical sign-magnitude form (idempotent)."""
+    c = 0
+    for i in range(TOP):
+        v = acc[i] + c
+        acc[i] = v & _MASK
+        c = v >> 32
+    t = acc[TOP] + c
+    acc[TOP] = t
+    if t < 0:  # negative value: redo the carries on the magnitude, then store it negated
+        c = 0
+        for i in range(TOP):
+            v = c - acc[i]
+            acc[i] = -(v & _MASK)
+            c = v >> 32
+        acc[TOP] = t - c
+    acc[PENDING] = 0
+
+
+@_jit
+def _add_int(acc, m, e):
+    """acc += m * 2**e for an integer |m| < 2**60 and e >= BASE (spread over three limbs)."""
+    if acc[PENDING] >= LIMIT:
+        normalize(acc)
+    acc[PENDING] += 1
+    o = e - BASE
+    k = o >> 5
+    s = o & 31
+    a = -m if m < 0 else m
+    t = (a & _MASK) << s
+    u = ((a >> 32) << s) + (t >> 32)
+    if m < 0:
+        acc[k] -= t & _MASK
+        acc[k + 1] -= u & _MASK
+        acc[k + 2] -= u >> 32
+    else:
+        acc[k] += t & _MASK
+        acc[k + 1] += u & _MASK
+        acc[k + 2] += u >> 32
+
+
+@_jit
+def _split(ax):
+    """(m, e) with ax = m * 2**e exactly, for finite ax > 0: m < 2**53 an integer, e >= -1074."""
+    f, e = math.frexp(ax)
+    m = np.int64(f * _TWO53)
+    e -= 53
+    if e < _EMIN:  # subnormal: the bits shifted out are zero
+        m >>= _EMIN - e
+        e = _EMIN
+    return m, e
+
+
+@_jit
+def _add_special(acc, p):
+    """Count a NaN or infinity."""
+    if p != p:
+        acc[NAN] += 1
+    elif p > 0:
+        acc[PINF] += 1
+    else:
+        acc[NINF] += 1
+
+
+@_jit
+def add(acc, x):
+    """acc += x exactly; NaN and infinities only go to their counters."""
+    if x - x == 0.0:  # finite
+        if x != 0.0:
+            m, e = _split(abs(x))
+            _add_int(acc, -m if x < 0 else m, e)
+    else:
+        _add_special(acc, x)
+
+
+@_jit
+def add_product(acc, x, y):
+    """acc += x*y exactly (no rounding, no overflow or underflow) from 26/27-bit partial
+    products of the two 53-bit significands. A non-finite factor is classified like IEEE x*y."""
+    if x - x == 0.0 and y - y == 0.0:
+        if x == 0.0 or y == 0.0:
+            return
+        mx, ex = _split(abs(x))
+        my, ey = _split(abs(y))
+        x1, x0 = mx >> 26, mx & 0x3FFFFFF
+        y1, y0 = my >> 26, my & 0x3FFFFFF
+        mid = x0 * y1 + x1 * y0                          # < 2**54
+        lo = x0 * y0 + ((mid & 0x3FFFFFF) << 26)          # < 2**53
+        hi = x1 * y1 + (mid >> 26)                        # mx*my = hi * 2**52 + lo, hi < 2**55
+        if (x < 0) != (y < 0):
+            lo, hi = -lo, -hi
+        _add_int(acc, lo, ex + ey)
+        _add_int(acc, hi, ex + ey + 52)
+    else:
+        _add_special(acc, x * y)
+
+
+@_jit
+def merge(acc, other):
+    """acc += other exactly (other is unchanged). Both have at most LIMIT pending operations,
+    so the sum of their limbs is still far from overflow; carry it if the total exceeds LIMIT."""
+    for i in range(TOP + 1):
+        acc[i] += other[i]
+    acc[NAN] += other[NAN]
+    acc[PINF] += other[PINF]
+    acc[NINF] += other[NINF]
+    acc[PENDING] += other[PENDING] + 1
+    if acc[PENDING] > LIMIT:
+        normalize(acc)
+
+
+@_jit
+def _bitlen(v):
+    """Number of bits of 0 < v < 2**63."""
+    n = 1
+    for s in (32, 16, 8, 4, 2, 1):
+        if v >> s:
+            v >>= s
+            n += s
+    return n
+
+
+@_jit
+def _limb(acc, i, neg):
+    """Magnitude of limb i of a normalized accumulator."""
+    return -acc[i] if neg else acc[i]
+
+
+@_jit
+def _round_finite(acc):
+    """Correctly rounded (half-even) value of the finite part of a normalized accumulator."""
+    h = TOP
+    while h >= 0 and acc[h] == 0:
+        h -= 1
+    if h < 0:
+        return 0.0
+    neg = acc[h] < 0
+    sign = -1.0 if neg else 1.0
+    if h >= _INF_LIMB:
+        return sign * math.inf
+    top = 32 * h + _bitlen(_limb(acc, h, neg)) - 1   # highest set bit, relative to BASE
+    q = max(top - 52, _QMIN)                           # position of the result's last bit
+    pos = q - 1                                        # keep one more bit: the rounding bit
+    if pos > top:
+        return sign * 0.0                             # below half the smallest subnormal
+    j = pos >> 5
+    b = pos & 31
+    w = _limb(acc, j, neg) >> b                        # bits pos .. top (at most 54 of them)
+    if j + 1 <= h:
+        w |= _limb(acc, j + 1, neg) << (32 - b)
+    if j + 2 <= h and b > 10:
+        w |= _limb(acc, j + 2, neg) << (64 - b)
+    sticky = (_limb(acc, j, neg) & ((1 << b) - 1)) != 0
+    i = j - 1
+    while not sticky and i >= 0:
+        sticky = acc[i] != 0
+        i -= 1
+    r = w >> 1
+    if (w & 1) and (sticky or (r & 1)):
+        r += 1
+    return sign * math.ldexp(float(r), q + BASE)      # exact, or inf past the largest double
+
+
+@_jit
+def _special(acc):
+    """NaN/inf from the special counters, or 0.0 when there are none."""
+    if acc[NAN] > 0 or (acc[PINF] > 0 and acc[NINF] > 0):
+        return math.nan
+    if acc[PINF] > 0:
+        return math.inf
+    if acc[NINF] > 0:
+        return -math.inf
+    return 0.0
+
+
+@_jit
+def value(acc):
+    """The exact sum correctly rounded to float64 (leaves acc normalized). An exact zero is
+    +0.0; NaN if a NaN or both infinities were added, else the infinity that was added."""
+    normalize(acc)
+    s = _special(acc)
+    if s != 0.0:
+        return s
+    return _round_finite(acc)
+
+
+@_jit
+def value2(acc):
+    """(hi, lo): hi = value(acc), lo = the exact remainder (sum - hi) correctly rounded,
+    0.0 when hi is not finite. The remainder is computed in place and then undone."""
+    hi = value(acc)
+    if hi - hi != 0.0:  # inf or NaN
+        return hi, 0.0
+    add(acc, -hi)
+    normalize(acc)
+    lo = _round_finite(acc)
+    add(acc, hi)
+    normalize(acc)
+    return hi, lo

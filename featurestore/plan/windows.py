@@ -1,0 +1,338 @@
+"""Windowed aggregations over events and tiles, for every path.
+
+A window of length w with hop h, evaluated at T, covers the events with event time in
+[floor(T, h) - w, T] that were visible at T (created <= T). Tile k of hop h holds the partial
+aggregate of the events with event time in [k*h, (k+1)*h), so the window at T is exactly the
+w/h full tiles before K = floor(T/h) plus the events of tile K up to T (the head).
+
+- `evaluate` runs the accumulators over the raw events, per (entity, T): training sets and
+  backfill.
+- `build_tiles` folds events into tiles: materialization and pushes.
+- `merge_windows` folds tiles (and head events) into values: online lookups.
+All three use the same accumulators, whose states do not depend on event order, so the values
+agree bit for bit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from featurestore.definitions.types import Bool, Float64
+from featurestore.plan.accumulators import (
+    CODES,
+    HOP,
+    OFFSET,
+    SPEC_WIDTH,
+    WINDOW,
+    add_event,
+    finish,
+    input_row,
+    key_floats,
+    merge_state,
+    normalize_state,
+    state_width,
+)
+from featurestore.plan.columns import Column
+from featurestore.plan.plan import AggregatePlan
+
+MAX_TS = 0  # slot 0 of a tile row: the latest event time it holds
+
+
+@dataclass
+class Events:
+    """Events grouped by entity and sorted by event time; entity e's are [starts[e], ends[e]).
+    `keys` holds each entity's join key values, in entity order."""
+
+    keys: pa.Table
+    ts: np.ndarray
+    created: np.ndarray
+    columns: dict[str, Column]
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Aggregations laid out in a state row: slot 0 is MAX_TS, then each one's state."""
+
+    aggregations: tuple[AggregatePlan, ...]
+    spec: np.ndarray  # int64 [A, SPEC_WIDTH]
+    width: int
+
+    @classmethod
+    def of(cls, aggregations: tuple[AggregatePlan, ...]) -> Layout:
+        spec = np.zeros((len(aggregations), SPEC_WIDTH), np.int64)
+        offset = 1
+        for a, agg in enumerate(aggregations):
+            code = CODES[agg.function]
+            is_float = agg.dtype is Float64
+            spec[a] = (code, offset, is_float, agg.window_us, agg.hop_us)
+            offset += state_width(code, is_float)
+        spec.flags.writeable = False
+        return cls(aggregations, spec, offset)
+
+    @property
+    def columns(self) -> list[str]:
+        return sorted({a.column for a in self.aggregations})
+
+    def inputs(self, columns: dict[str, Column]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(xi, xf, m): each aggregation's input column as a row of int64 or float64 values
+        and a validity row."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        xi = np.zeros((len(self.aggregations), n), np.int64)
+        xf = np.zeros((len(self.aggregations), n), np.float64)
+        m = np.zeros((len(self.aggregations), n), np.bool_)
+        for a, agg in enumerate(self.aggregations):
+            column = columns[agg.column]
+            ints, floats = input_row(CODES[agg.function], column.values, agg.dtype is Float64)
+            if ints is not None:
+                xi[a] = ints
+            if floats is not None:
+                xf[a] = floats
+            m[a] = column.valid
+        return xi, xf, m
+
+    def outputs(self, out_i: np.ndarray, out_f: np.ndarray, valid: np.ndarray) -> list[Column]:
+        """The finished values as Columns of each aggregation's output type."""
+        columns = []
+        for a, agg in enumerate(self.aggregations):
+            if agg.output is Float64:
+                values = (out_f[a] if CODES[agg.function] in _FLOAT_RESULTS or
+                          agg.dtype is not Float64 else key_floats(out_i[a]))
+            elif agg.output is Bool:
+                values = out_i[a] != 0
+            else:
+                values = out_i[a]
+            columns.append(Column(np.where(valid[a], values, values.dtype.type(0)), valid[a]))
+        return columns
+
+
+_FLOAT_RESULTS = {CODES[f] for f in ("sum", "mean", "var", "stddev")}
+
+
+def empty_outputs(layout: Layout, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a = len(layout.aggregations)
+    return np.zeros((a, n), np.int64), np.zeros((a, n), np.float64), np.zeros((a, n), np.bool_)
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_at_or_after(ts, lo, hi, t):  # type: ignore[no-untyped-def]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ts[mid] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _reset(spec, a, s):  # type: ignore[no-untyped-def]
+    end = spec[a + 1, OFFSET] if a + 1 < spec.shape[0] else s.shape[0]
+    s[spec[a, OFFSET]:end] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def evaluate(spec, width, xi, xf, m, ts, created, starts, ends, q_entity, q_ts,
+             out_i, out_f, valid):  # type: ignore[no-untyped-def]
+    """Every aggregation at every query (entity index, T) over the raw events, which are
+    sorted by entity then event time; entity e's events are [starts[e], ends[e]), and a
+    query entity of -1 has none."""
+    s = np.zeros(width, np.int64)
+    for q in range(q_entity.shape[0]):
+        e, t = q_entity[q], q_ts[q]
+        for a in range(spec.shape[0]):
+            _reset(spec, a, s)
+            if e >= 0:
+                hop = spec[a, HOP]
+                tail = (t // hop) * hop - spec[a, WINDOW]
+                i = _first_at_or_after(ts, starts[e], ends[e], tail)
+                while i < ends[e] and ts[i] <= t:
+                    if created[i] <= t:
+                        add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
+                    i += 1
+            finish(spec, a, s, q, out_i, out_f, valid)
+
+
+@numba.njit(cache=True, nogil=True)
+def build_tiles(spec, width, hop, xi, xf, m, ts, created, starts, ends, k_lo, k_hi,
+                visible_at):  # type: ignore[no-untyped-def]
+    """The tiles k_lo..k_hi of hop `hop` of every entity, from its events visible at
+    `visible_at`: (entity index, k, state rows), in entity then k order, normalized."""
+    count = 0
+    for e in range(starts.shape[0]):
+        last = k_lo - 1
+        for i in range(starts[e], ends[e]):
+            k = ts[i] // hop
+            if k_lo <= k <= k_hi and created[i] <= visible_at and ts[i] <= visible_at \
+                    and k != last:
+                count += 1
+                last = k
+    entity = np.empty(count, np.int64)
+    tile = np.empty(count, np.int64)
+    states = np.zeros((count, width), np.int64)
+    j = -1
+    for e in range(starts.shape[0]):
+        last = k_lo - 1
+        for i in range(starts[e], ends[e]):
+            k = ts[i] // hop
+            if not (k_lo <= k <= k_hi and created[i] <= visible_at and ts[i] <= visible_at):
+                continue
+            if k != last:
+                j += 1
+                entity[j], tile[j], last = e, k, k
+                states[j, MAX_TS] = ts[i]
+            s = states[j]
+            s[MAX_TS] = max(s[MAX_TS], ts[i])
+            for a in range(spec.shape[0]):
+                add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
+    for j in range(count):
+        for a in range(spec.shape[0]):
+            normalize_state(spec, a, states[j])
+    return entity, tile, states
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_tile(spec, s, o):  # type: ignore[no-untyped-def]
+    """Merges tile row o into tile row s (both of one layout, both holding events) and
+    normalizes s."""
+    s[MAX_TS] = max(s[MAX_TS], o[MAX_TS])
+    for a in range(spec.shape[0]):
+        merge_state(spec, a, s, o)
+        normalize_state(spec, a, s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tile bytes: the nonzero slots of a normalized row as (gap, zigzag value) varint pairs, so
+# equal states are equal bytes and a tile holding a few events stays a few dozen bytes.
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_varint(buf, pos, v):  # type: ignore[no-untyped-def]
+    u = np.uint64(v)
+    while u >= np.uint64(0x80):
+        buf[pos] = np.uint8((u & np.uint64(0x7F)) | np.uint64(0x80))
+        u >>= np.uint64(7)
+        pos += 1
+    buf[pos] = np.uint8(u)
+    return pos + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _get_varint(buf, pos):  # type: ignore[no-untyped-def]
+    u = np.uint64(0)
+    shift = np.uint64(0)
+    while True:
+        b = np.uint64(buf[pos])
+        pos += 1
+        u |= (b & np.uint64(0x7F)) << shift
+        if b < np.uint64(0x80):
+            return np.int64(u), pos
+        shift += np.uint64(7)
+
+
+@numba.njit(cache=True, nogil=True)
+def encode_tiles(states):  # type: ignore[no-untyped-def]
+    """(bytes, offsets): row j's encoding is bytes[offsets[j]:offsets[j + 1]]."""
+    n, width = states.shape
+    buf = np.empty(n * width * 20 + 1, np.uint8)
+    offsets = np.empty(n + 1, np.int64)
+    pos = 0
+    for j in range(n):
+        offsets[j] = pos
+        last = -1
+        for slot in range(width):
+            v = states[j, slot]
+            if v != 0:
+                pos = _put_varint(buf, pos, slot - last)
+                pos = _put_varint(buf, pos, (v << np.int64(1)) ^ (v >> np.int64(63)))
+                last = slot
+    offsets[n] = pos
+    return buf[:pos].copy(), offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def decode_tile(buf, lo, hi, s):  # type: ignore[no-untyped-def]
+    """Decodes buf[lo:hi] into the zeroed row s; returns the slots written, for re-zeroing."""
+    pos, slot, touched = lo, -1, 0
+    while pos < hi:
+        gap, pos = _get_varint(buf, pos)
+        z, pos = _get_varint(buf, pos)
+        slot += gap
+        s[slot] = np.int64(np.uint64(z) >> np.uint64(1)) ^ -(z & np.int64(1))
+        touched += 1
+    return touched
+
+
+@numba.njit(cache=True, nogil=True)
+def head_max_ts(buf, offsets, n, span):  # type: ignore[no-untyped-def]
+    """The latest event time in each entity's head tile (the last of its span); 0 if none."""
+    out = np.zeros(n, np.int64)
+    for r in range(n):
+        lo, hi = offsets[r * span + span - 1], offsets[r * span + span]
+        if lo < hi:
+            gap, pos = _get_varint(buf, lo)
+            if gap == 1:  # slot MAX_TS is the first nonzero one
+                z, pos = _get_varint(buf, pos)
+                out[r] = np.int64(np.uint64(z) >> np.uint64(1)) ^ -(z & np.int64(1))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_windows(spec, width, k_head, buf, offsets, n, span, head_ok):  # type: ignore[no-untyped-def]
+    """Window states of n entities from their tiles k_head - span + 1 .. k_head: tile j of
+    entity r is buf[offsets[r * span + j]:offsets[r * span + j + 1]] (empty: no events). The
+    head tile is merged only where head_ok[r]; elsewhere the caller adds the head's events
+    (`add_head_events`) before `finish_rows`."""
+    acc = np.zeros((n, width), np.int64)
+    tile = np.zeros(width, np.int64)
+    for r in range(n):
+        for j in range(span):
+            lo, hi = offsets[r * span + j], offsets[r * span + j + 1]
+            if lo == hi:
+                continue
+            k = k_head - span + 1 + j
+            tile[:] = 0
+            decode_tile(buf, lo, hi, tile)
+            for a in range(spec.shape[0]):
+                first_full = k_head - spec[a, WINDOW] // spec[a, HOP]
+                if (first_full <= k < k_head) or (k == k_head and head_ok[r]):
+                    merge_state(spec, a, acc[r], tile)
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def add_head_events(spec, acc, rows, xi, xf, m, ts, created, as_of):  # type: ignore[no-untyped-def]
+    """Adds head events (those of tile k_head, event i belonging to entity rows[i]) that are
+    visible at as_of to the window states."""
+    for i in range(rows.shape[0]):
+        if ts[i] <= as_of and created[i] <= as_of:
+            for a in range(spec.shape[0]):
+                add_event(spec, a, acc[rows[i]], xi, xf, m, i, ts[i], created[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def finish_rows(spec, acc, out_i, out_f, valid):  # type: ignore[no-untyped-def]
+    for r in range(acc.shape[0]):
+        for a in range(spec.shape[0]):
+            finish(spec, a, acc[r], r, out_i, out_f, valid)
+
+
+def hops(aggregations: tuple[AggregatePlan, ...]) -> dict[int, tuple[AggregatePlan, ...]]:
+    """Aggregations grouped by hop: each group shares one set of tiles."""
+    out: dict[int, list[AggregatePlan]] = {}
+    for agg in aggregations:
+        out.setdefault(agg.hop_us, []).append(agg)
+    return {hop: tuple(group) for hop, group in sorted(out.items())}
+
+
+def span(aggregations: tuple[AggregatePlan, ...]) -> int:
+    """Tiles a group's window reads: its longest window's full tiles plus the head."""
+    return max(a.window_us // a.hop_us for a in aggregations) + 1
+
