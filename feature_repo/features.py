@@ -7,7 +7,16 @@ the payment switch sends with each authorization; in training sets they are labe
 
 from datetime import timedelta
 
-from featurestore import Entity, FeatureService, FeatureView, Field, Request, Source, transform
+from featurestore import (
+    Aggregate,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    Request,
+    Source,
+    transform,
+)
 from featurestore.types import Bool, Float64, Int64, String, Timestamp
 
 MICROS_PER_SECOND = 1_000_000  # Timestamp values reach transforms as UTC epoch microseconds
@@ -59,8 +68,17 @@ user_merchant_history = FeatureView(
     fields=[Field("n_prior_txns", Int64), Field("last_txn_at", Timestamp),
             Field("chargebacks", Int64)])
 
-# The user_spend view (amount_sum_7d, amount_count_1d, amount_max_1h over `transactions`)
-# arrives with windowed aggregations; Aggregate views cannot be applied yet.
+# How the card has been used lately: windows over the authorizations themselves, computed
+# from the files for training and kept fresh online by `featurestore push transactions ...`.
+user_spend = FeatureView(
+    "user_spend", entity=user, source=transactions,
+    aggregates=[Aggregate("amount", "sum", window="7d", hop="1h"),
+                Aggregate("amount", "count", window="1d", hop="1h"),
+                Aggregate("amount", "max", window="1h", hop="5m"),
+                Aggregate("amount", "stddev", window="7d", hop="1h"),
+                Aggregate("merchant_id", "count_distinct", window="1d", hop="1h",
+                          dtype=String)],
+    description="spend velocity: a stolen card is used fast, for more, at more merchants")
 
 # --- transforms -------------------------------------------------------------------------
 
@@ -103,6 +121,14 @@ def account_age_days(txn_ts: int, opened_at: int) -> int:
     return (txn_ts - opened_at) // (SECONDS_PER_DAY * MICROS_PER_SECOND)
 
 
+@transform(inputs={"amount": Request("amount", Float64),
+                   "total": user_spend["amount_sum_7d"]},
+           output=Float64)
+def amount_share_of_week(amount: float, total: float) -> float:
+    """This amount against the card's whole spend of the past week."""
+    return amount / total if total > 0.0 else 1.0
+
+
 @transform(inputs={"chargebacks": user_merchant_history["chargebacks"],
                    "n_prior_txns": user_merchant_history["n_prior_txns"]},
            output=Float64)
@@ -114,7 +140,8 @@ def pair_chargeback_rate(chargebacks: int, n_prior_txns: int) -> float:
 
 fraud = FeatureService(
     "fraud_v1",
-    features=[user_profile, merchant_profile, user_merchant_history,
-              amount_to_limit, amount_vs_merchant_avg, is_foreign, seconds_since_last_visit,
+    features=[user_profile, merchant_profile, user_merchant_history, user_spend,
+              amount_to_limit, amount_share_of_week, amount_vs_merchant_avg, is_foreign,
+              seconds_since_last_visit,
               account_age_days, pair_chargeback_rate],
     description="features of the card-fraud model, version 1")

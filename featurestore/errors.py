@@ -32,6 +32,3 @@ class UnknownNameError(FeatureStoreError):
 class ReadOnlyError(FeatureStoreError):
     """SQL that tried to modify the offline store through the read-only SQL surface."""
 
-
-class NotSupportedError(DefinitionError):
-    """A definition uses something this version cannot compute yet."""

@@ -11,11 +11,13 @@ import redis
 
 from featurestore.errors import FeatureStoreError
 from featurestore.offline import OfflineStore
+from featurestore.offline.ingest import pushed_files
 from featurestore.online.keys import view_prefix
 from featurestore.online.redis_store import OnlineWriter
 from featurestore.online.tiles import entity_bases, groups, now_us, tile_writes
 from featurestore.plan import Plan, ViewPlan
 from featurestore.progress import QUIET, Reporter
+from featurestore.push import BATCH_MARK_TTL_S, batch_mark, batch_of
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -90,6 +92,11 @@ def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineWriter, 
             tiles += len(writes.keys)
             step.advance(f"materializing {view.name}: {tiles} tiles")
         writer.flush()
+    # Batches in the log are in these tiles now: a retry of one must not add it again.
+    pushed = [p for p in pushed_files(plan.sources[view.source], offline.root)
+              if int(p.name.split("-", 1)[0]) <= end_us]
+    writer.mark_pushed([batch_mark(plan.project, view.source, batch_of(p)) for p in pushed],
+                       BATCH_MARK_TTL_S)
     writer.activate(view, end_us, tiles)
     offline.record_materialization(plan, view.name, None, end_us, tiles)
     return Materialized(view.name, view.version, None, end_us, tiles, tiles)

@@ -61,6 +61,12 @@ def push(plan: Plan, root: Path, client: redis.Redis, source: str, batch: pa.Tab
         raise FeatureStoreError(
             f"batch id {batch_id!r}: use 1-128 letters, digits, '_', '.' or '-'")
     table = check_batch(plan, source, batch, now, max_future_us)
+    served = parse_registry(client.hgetall(registry_key(plan.project)))
+    for view in views:
+        if view.name not in served or served[view.name].version != view.version:
+            raise NotAppliedError(
+                f"feature view {view.name!r} version {view.version} is not served online; "
+                "run `featurestore materialize` before pushing (nothing of the batch was kept)")
     log = _logged(root, source, batch_id)
     if log is None:
         ingested = now
@@ -69,12 +75,6 @@ def push(plan: Plan, root: Path, client: redis.Redis, source: str, batch: pa.Tab
         _write_log(root, source, batch_id, ingested, table)
     else:
         ingested = _ingest_time(log)
-    served = parse_registry(client.hgetall(registry_key(plan.project)))
-    for view in views:
-        if view.name not in served or served[view.name].version != view.version:
-            raise NotAppliedError(
-                f"feature view {view.name!r} version {view.version} is not served online; "
-                "run `featurestore materialize` before pushing (the batch is logged offline)")
     writes = [w for view in views for w in _writes(plan, view, table, ingested, now)]
     too_late = _too_late(views, table.column(plan.sources[source].timestamp), now)
     applied = _apply(client, plan.project, source, batch_id, writes)
@@ -178,8 +178,19 @@ def _log_dir(root: Path, source: str) -> Path:
 
 
 def _logged(root: Path, source: str, batch_id: str) -> Path | None:
-    found = sorted(_log_dir(root, source).glob(f"*-{batch_id}.parquet"))
+    found = [p for p in _log_dir(root, source).glob(f"*-{batch_id}.parquet")
+             if batch_of(p) == batch_id]
     return found[0] if found else None
+
+
+def batch_of(path: Path) -> str:
+    """The batch id in a log file's name `<ingest time>-<batch id>.parquet`."""
+    return path.name.split("-", 1)[1].removesuffix(".parquet")
+
+
+def batch_mark(project: str, source: str, batch_id: str) -> str:
+    """The Redis key saying a batch is in the online tiles."""
+    return f"{project}:__push:{source}:{batch_id}"
 
 
 def _write_log(root: Path, source: str, batch_id: str, ingested: int, table: pa.Table) -> None:
@@ -245,7 +256,7 @@ def _apply(client: redis.Redis, project: str, source: str, batch_id: str,
            writes: list[TileWrites]) -> bool:
     """Merges the batch's tiles into Redis's in one optimistic transaction (retried when a
     concurrent push touches the same tiles). False if the batch id was applied before."""
-    mark = f"{project}:__push:{source}:{batch_id}"
+    mark = batch_mark(project, source, batch_id)
     keys = [k for w in writes for k in w.keys]
     while True:
         with client.pipeline(transaction=True) as pipe:
@@ -277,5 +288,5 @@ def _apply(client: redis.Redis, project: str, source: str, batch_id: str,
 
 def _merge_into(w: TileWrites, j: int, tile: bytes) -> None:
     old = np.zeros(w.group.layout.width, np.int64)
-    decode_tile(np.frombuffer(tile, np.uint8), 0, len(tile), old)
+    decode_tile(np.frombuffer(tile, np.uint8), 0, len(tile), old, np.empty(len(old), np.int64))
     merge_tile(w.group.layout.spec, w.states[j], old)

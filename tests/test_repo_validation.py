@@ -8,7 +8,7 @@ import pytest
 from repo_kit import PROFILE_DEFS, write_repo
 
 from featurestore import FeatureStore
-from featurestore.errors import CompileError, DefinitionError, FeatureStoreError, NotSupportedError
+from featurestore.errors import CompileError, DefinitionError, FeatureStoreError
 
 
 def load(root: Path) -> None:
@@ -123,12 +123,16 @@ def test_bad_aggregates(tmp_path: Path, aggregate: str, message: str) -> None:
         load(tmp_path)
 
 
-def test_aggregates_are_not_computed_yet(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("extra", "message"), [
+    ("fields=[Field('age', Int64)], ", r"FeatureView 'spend' .*either fields= .* or aggregates="),
+    ("ttl=timedelta(days=1), ", r"FeatureView 'spend' .*ttl= does not apply to windowed"),
+])
+def test_windowed_views_hold_only_aggregates(tmp_path: Path, extra: str, message: str) -> None:
     defs = PROFILE_DEFS.replace("from featurestore import", "from featurestore import Aggregate,")
-    defs += ("\nspend = FeatureView('spend', entity=user, source=profiles, "
+    defs += ("\nspend = FeatureView('spend', entity=user, source=profiles, " + extra +
              "aggregates=[Aggregate('credit_limit', 'sum', window='7d', hop='1h')])\n")
     write_repo(tmp_path, defs)
-    with pytest.raises(NotSupportedError, match=r"FeatureView 'spend' .*credit_limit_sum_7d"):
+    with pytest.raises(DefinitionError, match=message):
         load(tmp_path)
 
 

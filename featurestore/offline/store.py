@@ -124,7 +124,9 @@ class OfflineStore:
             yield reader.to_arrow_reader(batch_rows)
 
     def window_events(self, plan: Plan, view: str, until_us: int) -> Events:
-        """A windowed view's events visible at `until_us` (for materializing its tiles)."""
+        """A windowed view's events visible at `until_us` (for materializing its tiles),
+        pushed batches included."""
+        self._take_pushes(plan, [view])
         with self._reading() as con:
             self._check_applied(con, plan)
             return windowed.read_events(con, plan, plan.views[view], until_us=until_us)

@@ -12,7 +12,7 @@ from featurestore.definitions.types import Timestamp
 from featurestore.offline.connection import quote
 from featurestore.offline.ingest import INGESTED, source_table
 from featurestore.plan import Column, Plan, ViewPlan, from_arrow, to_arrow
-from featurestore.plan.windows import Events, Layout, empty_outputs, evaluate
+from featurestore.plan.windows import Events, Layout, empty_outputs, evaluate, sweep
 
 ENTITY = "__e"
 
@@ -100,6 +100,19 @@ def evaluate_at(view: ViewPlan, events: Events, entity: np.ndarray,
     return layout.outputs(out_i, out_f, valid)
 
 
+def sweep_at(view: ViewPlan, events: Events, entity: np.ndarray, at_us: np.ndarray
+             ) -> list[Column]:
+    """Like evaluate_at for times sorted by entity then time (every entity of `events`)."""
+    layout = Layout.of(view.aggregates)
+    xi, xf, m = layout.inputs(events.columns)
+    out_i, out_f, valid = empty_outputs(layout, len(entity))
+    bounds = np.searchsorted(entity, np.arange(len(events.starts) + 1))
+    sweep(layout.spec, layout.width, xi, xf, m, events.ts, events.created, events.starts,
+          events.ends, bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64), at_us,
+          out_i, out_f, valid)
+    return layout.outputs(out_i, out_f, valid)
+
+
 def backfill_points(view: ViewPlan, events: Events) -> tuple[np.ndarray, np.ndarray]:
     """(entity, T): the hop boundaries at which some aggregate of the view changes, per
     entity: where an event becomes visible (rounded up to its hop) and where it leaves the
@@ -130,7 +143,7 @@ def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, table: str
     changes (an ASOF join on `__vis` gives the value at any boundary)."""
     events = read_events(con, plan, view)
     entity, at = backfill_points(view, events)
-    values = evaluate_at(view, events, entity, at)
+    values = sweep_at(view, events, entity, at)
     columns = {k: events.keys.column(k).take(pa.array(entity)) for k, _ in view.join_keys}
     columns["__vis"] = pa.array(at, pa.int64()).cast(Timestamp.arrow)
     for agg, column in zip(view.aggregates, values, strict=True):

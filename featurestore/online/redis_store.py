@@ -164,6 +164,12 @@ class OnlineWriter:
             self._collect()
         self._pending.append(self._io.submit(pipe.execute))  # counts keys set
 
+    def mark_pushed(self, marks: list[str], ttl_s: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for mark in marks:
+            pipe.set(mark, b"1", ex=ttl_s)
+        pipe.execute()
+
     def activate(self, view: ViewPlan, end_us: int, rows: int) -> None:
         """Make the version the served one, recording what was materialized."""
         self.client.hset(registry_key(self.project), mapping={

@@ -3,6 +3,7 @@
 Imports definitions/ and repo; imported by offline/, online/ and serving/, never the reverse."""
 
 from featurestore.plan.columns import Column, from_arrow, to_arrow
+from featurestore.plan.numba_cache import drop_stale
 from featurestore.plan.plan import (
     OutputFeature,
     Plan,
@@ -25,3 +26,5 @@ __all__ = [
     "from_arrow",
     "to_arrow",
 ]
+
+drop_stale()  # imports compile nothing; kernels load their caches when first run

@@ -10,6 +10,8 @@ validity row; nulls are skipped by every function."""
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -83,12 +85,12 @@ def key_floats(keys):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def hash_keys(keys):  # type: ignore[no-untyped-def]
+def hash_keys(keys, is_float):  # type: ignore[no-untyped-def]
     """Distinct-count hashes of int64 values (floats as float_keys, with -0.0 equal to 0.0)."""
     out = np.empty(keys.shape[0], np.int64)
     for i in range(keys.shape[0]):
         k = keys[i]
-        if k == -1:  # -0.0 after float_keys
+        if is_float and k == -1:  # -0.0 after float_keys
             k = 0
         out[i] = _splitmix(k)
     return out
@@ -115,7 +117,7 @@ def input_row(function: int, values: np.ndarray | Utf8Array, is_float: bool
     if function in (SUM, MEAN, VAR, STDDEV) and (is_float or function != SUM):
         return None, np.asarray(values, np.float64)
     keys = float_keys(values) if is_float else np.asarray(values, np.int64)
-    return (hash_keys(keys) if function == COUNT_DISTINCT else keys), None
+    return (hash_keys(keys, is_float) if function == COUNT_DISTINCT else keys), None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,7 +241,7 @@ def add_event(spec, a, s, xi, xf, m, i, ts, created):  # type: ignore[no-untyped
             s[off + 1] = k
     elif f in (FIRST, LAST):
         k = xi[a, i]
-        if s[off] == 1 or _later(ts, created, k, s[off + 1], s[off + 2], s[off + 3]) == (f == LAST):
+        if s[off] == 1 or later(ts, created, k, s[off + 1], s[off + 2], s[off + 3]) == (f == LAST):
             s[off + 1], s[off + 2], s[off + 3] = ts, created, k
     else:
         s[off] -= 1  # the first slot of a distinct count is its mode, not a count
@@ -247,7 +249,44 @@ def add_event(spec, a, s, xi, xf, m, i, ts, created):  # type: ignore[no-untyped
 
 
 @numba.njit(cache=True, nogil=True)
-def _later(ts, created, key, ts2, created2, key2):  # type: ignore[no-untyped-def]
+def _unsum(acc, x):
+    """Takes x back out of an exact sum (finite values exactly, specials from their counts)."""
+    if np.isfinite(x):
+        exact_sum.add(acc, -x)
+    elif np.isnan(x):
+        acc[exact_sum.NAN] -= 1
+    else:
+        acc[exact_sum.PINF if x > 0 else exact_sum.NINF] -= 1
+
+
+@numba.njit(cache=True, nogil=True)
+def subtractable(f):  # type: ignore[no-untyped-def]
+    return f in (COUNT, SUM, MEAN, VAR, STDDEV)
+
+
+@numba.njit(cache=True, nogil=True)
+def remove_event(spec, a, s, xi, xf, m, i):  # type: ignore[no-untyped-def]
+    """Undoes add_event for a subtractable aggregation (count, sum, mean, var, stddev)."""
+    if not m[a, i]:
+        return
+    f, off = spec[a, FUNC], spec[a, OFFSET]
+    s[off] -= 1
+    if f in (SUM, MEAN):
+        if spec[a, FLOAT_INPUT] or f == MEAN:
+            _unsum(s[off + 1:off + 1 + W], xf[a, i])
+        else:
+            s[off + 1] -= xi[a, i]
+    elif f in (VAR, STDDEV):
+        x = xf[a, i]
+        _unsum(s[off + 1:off + 1 + W], x)
+        if np.isfinite(x):
+            exact_sum.add_product(s[off + 1 + W:off + 1 + 2 * W], -x, x)
+        else:
+            _unsum(s[off + 1 + W:off + 1 + 2 * W], x * x)
+
+
+@numba.njit(cache=True, nogil=True)
+def later(ts, created, key, ts2, created2, key2):  # type: ignore[no-untyped-def]
     """(ts, created, key) > (ts2, created2, key2): events are ordered by event time, then
     created time, then value, so first/last never depend on arrival order."""
     if ts != ts2:
@@ -284,7 +323,7 @@ def merge_state(spec, a, s, o):  # type: ignore[no-untyped-def]
         if first or (k < s[off + 1] if f == MIN else k > s[off + 1]):
             s[off + 1] = k
     else:
-        if first or _later(o[off + 1], o[off + 2], o[off + 3], s[off + 1], s[off + 2],
+        if first or later(o[off + 1], o[off + 2], o[off + 3], s[off + 1], s[off + 2],
                            s[off + 3]) == (f == LAST):
             s[off + 1], s[off + 2], s[off + 3] = o[off + 1], o[off + 2], o[off + 3]
 
@@ -302,34 +341,36 @@ def normalize_state(spec, a, s):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _two_prod(a, b):  # type: ignore[no-untyped-def]
-    p = a * b
-    split = 134217729.0  # 2**27 + 1 (Dekker)
-    t = split * a
-    ah = t - (t - a)
-    al = a - ah
-    t = split * b
-    bh = t - (t - b)
-    bl = b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
-@numba.njit(cache=True, nogil=True)
 def _variance(s, off):  # type: ignore[no-untyped-def]
-    """Sample variance from the exact sums of x and x*x, in double-double arithmetic:
-    (S2 - S1 * (S1 / n)) / (n - 1), never below 0."""
-    n = float(s[off])
-    s1, e1 = exact_sum.value2(s[off + 1:off + 1 + W])
-    s2, e2 = exact_sum.value2(s[off + 1 + W:off + 1 + 2 * W])
-    if not (np.isfinite(s1) and np.isfinite(s2)):
+    """Sample variance, rounded once from its exact value: with the exact sums S1 of x and S2
+    of x*x and a shift c near the mean (20 significant bits, rounded toward zero), the
+    accumulators X = sum (x - c)**2 = S2 - 2c*S1 + n*(c*c) and D = sum (x - c) = S1 - n*c
+    are exact, and so is n*X - D*D = n * sum (x - mean)**2, whose correctly rounded value is
+    divided by n*(n - 1). NaN when any input was NaN or infinite; inf when n*(n-1)*var passes
+    the largest double (values beyond about 1e150)."""
+    n = s[off]
+    a1, a2 = s[off + 1:off + 1 + W], s[off + 1 + W:off + 1 + 2 * W]
+    if a1[exact_sum.NAN] or a1[exact_sum.PINF] or a1[exact_sum.NINF]:
         return np.nan
-    q = s1 / n
-    ph, pl = _two_prod(q, n)
-    q_err = ((s1 - ph) - pl + e1) / n
-    p, p_err = _two_prod(s1, q)
-    p_err += s1 * q_err + e1 * q
-    num = (s2 - p) + (e2 - p_err)
-    return max(num / (n - 1.0), 0.0)
+    exact_sum.normalize(a1)
+    top, exponent = exact_sum.approximate(a1)
+    mantissa, e = math.frexp(top / float(n))
+    c = math.ldexp(np.trunc(mantissa * 1048576.0), e - 20 + exponent)
+    square = np.zeros(W, np.int64)
+    exact_sum.add_product(square, c, c)
+    exact_sum.normalize(square)
+    x = a2.copy()
+    exact_sum.add_scaled(x, -c, a1)  # twice: 2c may overflow
+    exact_sum.add_scaled(x, -c, a1)
+    exact_sum.add_scaled(x, float(n), square)
+    exact_sum.normalize(x)
+    d = a1.copy()
+    exact_sum.add_product(d, -float(n), c)
+    exact_sum.normalize(d)
+    total = np.zeros(W, np.int64)
+    exact_sum.add_scaled(total, float(n), x)
+    exact_sum.subtract_square(total, d)
+    return exact_sum.value(total) / (float(n) * float(n - 1))
 
 
 @numba.njit(cache=True, nogil=True)

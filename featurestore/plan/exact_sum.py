@@ -12,10 +12,16 @@ An accumulator is a 1-D int64 array of WIDTH slots (zeros = empty sum):
     acc[PINF]    number of +inf added
     acc[NINF]    number of -inf added
     acc[PENDING] operations since the last normalize (bounds the limbs' growth)
+    acc[LOW]     TOP - the lowest limb that may be nonzero (0: none below TOP)
+    acc[HIGH]    1 + the highest limb that may be nonzero (0: none)
 
-BASE = -2176 reaches the lowest bit of a product of two subnormals (2**-2148); the limbs a
-product can touch end below 2**2080 and the top limb starts there: it holds sums up to
-2**2143, i.e. 2**95 products of the largest doubles. Each add puts less than 2**32 into up to
+LOW and HIGH bound the limbs normalize and rounding visit: a sum of everyday values touches
+three or four limbs of the 138, and walking all of them made each value cost ~100 ns.
+
+BASE = -2176 reaches the lowest bit of a product of two subnormals (2**-2148); direct adds
+reach up to 2**2208, where the top limb starts: room for the variance's exact intermediate
+terms (n times a sum of squares, up to 2**2114 for 2**32 values near the largest double), and
+the top limb holds sums up to 2**2271. Each add puts less than 2**32 into up to
 three limbs and bumps PENDING; after LIMIT pending operations the carries are propagated,
 which keeps every limb far from int64 overflow.
 
@@ -31,12 +37,14 @@ import numba
 import numpy as np
 
 BASE = -2176                  # exponent of limb 0's unit (a multiple of 32: limb 100 is 2**1024)
-TOP = 133                     # top limb; direct adds reach limb 132 at most
+TOP = 137                     # top limb; direct adds reach limb 136 at most
 NAN = TOP + 1
 PINF = TOP + 2
 NINF = TOP + 3
 PENDING = TOP + 4
-WIDTH = TOP + 5
+LOW = TOP + 5
+HIGH = TOP + 6
+WIDTH = TOP + 7
 LIMIT = 1 << 20               # pending operations before carries are propagated
 _MASK = (1 << 32) - 1
 _EMIN = -1074                 # exponent of the smallest subnormal's unit
@@ -49,22 +57,47 @@ _jit = numba.njit(cache=True, nogil=True)
 
 @_jit
 def normalize(acc):
-    """Propagate carries into canonical sign-magnitude form (idempotent)."""
+    """Propagate carries into canonical sign-magnitude form (idempotent), visiting only the
+    limbs between LOW and HIGH (plus the two a carry can reach), then tighten LOW and HIGH
+    to the nonzero limbs so that they too are a function of the value alone."""
+    acc[PENDING] = 0
+    if acc[HIGH] == 0:
+        return
+    lo, end = TOP - acc[LOW], min(acc[HIGH] + 2, TOP)
     c = 0
-    for i in range(TOP):
+    for i in range(lo, end):
         v = acc[i] + c
         acc[i] = v & _MASK
         c = v >> 32
-    t = acc[TOP] + c
-    acc[TOP] = t
-    if t < 0:  # negative value: redo the carries on the magnitude, then store it negated
+    if end == TOP:  # the top limb may be involved: the general case
+        t = acc[TOP] + c
+        acc[TOP] = t
+        if t < 0:
+            c = 0
+            for i in range(lo, TOP):
+                v = c - acc[i]
+                acc[i] = -(v & _MASK)
+                c = v >> 32
+            acc[TOP] = t - c
+    elif c < 0:  # c == -1: the value is -(2**(32*end) - the limbs): store its magnitude
         c = 0
-        for i in range(TOP):
+        for i in range(lo, end):
             v = c - acc[i]
             acc[i] = -(v & _MASK)
             c = v >> 32
-        acc[TOP] = t - c
-    acc[PENDING] = 0
+        acc[end] = -(1 + c)
+    h = min(end, TOP)
+    while h >= lo and acc[h] == 0:
+        h -= 1
+    if h < lo:
+        acc[LOW] = 0
+        acc[HIGH] = 0
+        return
+    low = lo
+    while acc[low] == 0:
+        low += 1
+    acc[LOW] = TOP - low
+    acc[HIGH] = h + 1
 
 
 @_jit
@@ -76,6 +109,10 @@ def _add_int(acc, m, e):
     o = e - BASE
     k = o >> 5
     s = o & 31
+    if TOP - k > acc[LOW]:
+        acc[LOW] = TOP - k
+    if k + 3 > acc[HIGH]:
+        acc[HIGH] = k + 3
     a = -m if m < 0 else m
     t = (a & _MASK) << s
     u = ((a >> 32) << s) + (t >> 32)
@@ -124,33 +161,85 @@ def add(acc, x):
 
 
 @_jit
+def _add_mul(acc, mx, my, e, negative):
+    """acc += ±mx*my * 2**e exactly, for integers mx < 2**53 and my < 2**53, from 26/27-bit
+    partial products."""
+    x1, x0 = mx >> 26, mx & 0x3FFFFFF
+    y1, y0 = my >> 26, my & 0x3FFFFFF
+    mid = x0 * y1 + x1 * y0                          # < 2**54
+    lo = x0 * y0 + ((mid & 0x3FFFFFF) << 26)          # < 2**53
+    hi = x1 * y1 + (mid >> 26)                        # mx*my = hi * 2**52 + lo, hi < 2**55
+    if negative:
+        lo, hi = -lo, -hi
+    _add_int(acc, lo, e)
+    _add_int(acc, hi, e + 52)
+
+
+@_jit
 def add_product(acc, x, y):
-    """acc += x*y exactly (no rounding, no overflow or underflow) from 26/27-bit partial
-    products of the two 53-bit significands. A non-finite factor is classified like IEEE x*y."""
+    """acc += x*y exactly (no rounding, no overflow or underflow). A non-finite factor is
+    classified like IEEE x*y."""
     if x - x == 0.0 and y - y == 0.0:
         if x == 0.0 or y == 0.0:
             return
         mx, ex = _split(abs(x))
         my, ey = _split(abs(y))
-        x1, x0 = mx >> 26, mx & 0x3FFFFFF
-        y1, y0 = my >> 26, my & 0x3FFFFFF
-        mid = x0 * y1 + x1 * y0                          # < 2**54
-        lo = x0 * y0 + ((mid & 0x3FFFFFF) << 26)          # < 2**53
-        hi = x1 * y1 + (mid >> 26)                        # mx*my = hi * 2**52 + lo, hi < 2**55
-        if (x < 0) != (y < 0):
-            lo, hi = -lo, -hi
-        _add_int(acc, lo, ex + ey)
-        _add_int(acc, hi, ex + ey + 52)
+        _add_mul(acc, mx, my, ex + ey, (x < 0) != (y < 0))
     else:
         _add_special(acc, x * y)
+
+
+@_jit
+def add_scaled(acc, x, other):
+    """acc += x * other exactly, for a finite x and a normalized sum of doubles `other`
+    without specials: each limb is an integer below 2**32, so every partial product is exact,
+    and no bit falls below 2**-2148."""
+    if x == 0.0 or other[HIGH] == 0:
+        return
+    mx, ex = _split(abs(x))
+    while mx & 1 == 0:  # an integer x keeps every product bit at or above other's lowest
+        mx >>= 1
+        ex += 1
+    for i in range(TOP - other[LOW], other[HIGH]):
+        limb = other[i]
+        if limb != 0:
+            _add_mul(acc, mx, abs(limb), ex + BASE + 32 * i, (x < 0) != (limb < 0))
+
+
+@_jit
+def subtract_square(acc, other):
+    """acc -= other * other exactly, for a normalized sum of doubles `other` without
+    specials: each of its limbs, scaled to its place, is itself an exact double."""
+    if other[HIGH] == 0:
+        return
+    for i in range(TOP - other[LOW], other[HIGH]):
+        if other[i] != 0:
+            add_scaled(acc, -math.ldexp(float(other[i]), BASE + 32 * i), other)
+
+
+@_jit
+def approximate(acc):
+    """A float near the value of a normalized accumulator, from its top two limbs, without
+    overflowing: (mantissa, exponent) with value ~ mantissa * 2**exponent."""
+    h = acc[HIGH] - 1
+    if h < 0:
+        return 0.0, 0
+    top = float(acc[h]) * 4294967296.0 + (float(acc[h - 1]) if h > 0 else 0.0)
+    return top, BASE + 32 * (h - 1)
 
 
 @_jit
 def merge(acc, other):
     """acc += other exactly (other is unchanged). Both have at most LIMIT pending operations,
     so the sum of their limbs is still far from overflow; carry it if the total exceeds LIMIT."""
-    for i in range(TOP + 1):
+    if other[HIGH] == 0:
+        lo, hi = 0, 0
+    else:
+        lo, hi = TOP - other[LOW], other[HIGH]
+    for i in range(lo, hi):
         acc[i] += other[i]
+    acc[LOW] = max(acc[LOW], other[LOW])
+    acc[HIGH] = max(acc[HIGH], other[HIGH])
     acc[NAN] += other[NAN]
     acc[PINF] += other[PINF]
     acc[NINF] += other[NINF]
@@ -179,7 +268,7 @@ def _limb(acc, i, neg):
 @_jit
 def _round_finite(acc):
     """Correctly rounded (half-even) value of the finite part of a normalized accumulator."""
-    h = TOP
+    h = acc[HIGH] - 1
     while h >= 0 and acc[h] == 0:
         h -= 1
     if h < 0:
@@ -202,7 +291,7 @@ def _round_finite(acc):
         w |= _limb(acc, j + 2, neg) << (64 - b)
     sticky = (_limb(acc, j, neg) & ((1 << b) - 1)) != 0
     i = j - 1
-    while not sticky and i >= 0:
+    while not sticky and i >= TOP - acc[LOW]:
         sticky = acc[i] != 0
         i -= 1
     r = w >> 1
@@ -232,18 +321,3 @@ def value(acc):
     if s != 0.0:
         return s
     return _round_finite(acc)
-
-
-@_jit
-def value2(acc):
-    """(hi, lo): hi = value(acc), lo = the exact remainder (sum - hi) correctly rounded,
-    0.0 when hi is not finite. The remainder is computed in place and then undone."""
-    hi = value(acc)
-    if hi - hi != 0.0:  # inf or NaN
-        return hi, 0.0
-    add(acc, -hi)
-    normalize(acc)
-    lo = _round_finite(acc)
-    add(acc, hi)
-    normalize(acc)
-    return hi, lo

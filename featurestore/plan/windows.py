@@ -23,7 +23,12 @@ import pyarrow as pa
 from featurestore.definitions.types import Bool, Float64
 from featurestore.plan.accumulators import (
     CODES,
+    COUNT_DISTINCT,
+    FUNC,
     HOP,
+    LAST,
+    MAX,
+    MIN,
     OFFSET,
     SPEC_WIDTH,
     WINDOW,
@@ -31,9 +36,12 @@ from featurestore.plan.accumulators import (
     finish,
     input_row,
     key_floats,
+    later,
     merge_state,
     normalize_state,
+    remove_event,
     state_width,
+    subtractable,
 )
 from featurestore.plan.columns import Column
 from featurestore.plan.plan import AggregatePlan
@@ -139,6 +147,18 @@ def _reset(spec, a, s):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def _direct(spec, a, s, xi, xf, m, ts, created, lo, hi, t):  # type: ignore[no-untyped-def]
+    """Aggregation a's state at t from the events [lo, hi) of one entity, one by one."""
+    _reset(spec, a, s)
+    tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW]
+    i = _first_at_or_after(ts, lo, hi, tail)
+    while i < hi and ts[i] <= t:
+        if created[i] <= t:
+            add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
+        i += 1
+
+
+@numba.njit(cache=True, nogil=True)
 def evaluate(spec, width, xi, xf, m, ts, created, starts, ends, q_entity, q_ts,
              out_i, out_f, valid):  # type: ignore[no-untyped-def]
     """Every aggregation at every query (entity index, T) over the raw events, which are
@@ -148,16 +168,78 @@ def evaluate(spec, width, xi, xf, m, ts, created, starts, ends, q_entity, q_ts,
     for q in range(q_entity.shape[0]):
         e, t = q_entity[q], q_ts[q]
         for a in range(spec.shape[0]):
-            _reset(spec, a, s)
             if e >= 0:
-                hop = spec[a, HOP]
-                tail = (t // hop) * hop - spec[a, WINDOW]
-                i = _first_at_or_after(ts, starts[e], ends[e], tail)
-                while i < ends[e] and ts[i] <= t:
-                    if created[i] <= t:
-                        add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
-                    i += 1
+                _direct(spec, a, s, xi, xf, m, ts, created, starts[e], ends[e], t)
+            else:
+                _reset(spec, a, s)
             finish(spec, a, s, q, out_i, out_f, valid)
+
+
+@numba.njit(cache=True, nogil=True)
+def _better(spec, a, xi, ts, created, i, j):  # type: ignore[no-untyped-def]
+    """Whether event i beats event j for a min/max/first/last aggregation."""
+    f = spec[a, FUNC]
+    if f == MIN:
+        return xi[a, i] < xi[a, j]
+    if f == MAX:
+        return xi[a, i] > xi[a, j]
+    return later(ts[i], created[i], xi[a, i], ts[j], created[j], xi[a, j]) == (f == LAST)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p_ts,
+          out_i, out_f, valid):  # type: ignore[no-untyped-def]
+    """Every aggregation at each entity's increasing times p_ts[p_starts[e]:p_ends[e]]: the
+    same values as `evaluate`, found by sliding each window over the events instead of
+    re-reading it. Sums and counts add entering and subtract leaving events (exactly); min,
+    max, first and last keep a monotonic queue; distinct counts and entities with events
+    visible only after their event time (created later) are evaluated directly."""
+    for e in numba.prange(starts.shape[0]):
+        s = np.zeros(width, np.int64)
+        queue = np.empty(ends[e] - starts[e], np.int64)
+        lo_e, hi_e = starts[e], ends[e]
+        late = False
+        for i in range(lo_e, hi_e):
+            late |= created[i] > ts[i]
+        for a in range(spec.shape[0]):
+            f, off = spec[a, FUNC], spec[a, OFFSET]
+            direct = late or f == COUNT_DISTINCT
+            _reset(spec, a, s)
+            lo, hi, q_head, q_tail = lo_e, lo_e, 0, 0
+            for p in range(p_starts[e], p_ends[e]):
+                t = p_ts[p]
+                if direct:
+                    _direct(spec, a, s, xi, xf, m, ts, created, lo_e, hi_e, t)
+                    finish(spec, a, s, p, out_i, out_f, valid)
+                    continue
+                tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW]
+                while hi < hi_e and ts[hi] <= t:
+                    if subtractable(f):
+                        add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
+                    elif m[a, hi]:
+                        while q_tail > q_head and _better(spec, a, xi, ts, created, hi,
+                                                          queue[q_tail - 1]):
+                            q_tail -= 1
+                        queue[q_tail] = hi
+                        q_tail += 1
+                    hi += 1
+                while lo < hi and ts[lo] < tail:
+                    if subtractable(f):
+                        remove_event(spec, a, s, xi, xf, m, lo)
+                    elif q_tail > q_head and queue[q_head] == lo:
+                        q_head += 1
+                    lo += 1
+                if not subtractable(f):
+                    _reset(spec, a, s)
+                    if q_tail > q_head:
+                        best = queue[q_head]
+                        s[off] = 1
+                        if f in (MIN, MAX):
+                            s[off + 1] = xi[a, best]
+                        else:
+                            s[off + 1], s[off + 2], s[off + 3] = ts[best], created[best], \
+                                xi[a, best]
+                finish(spec, a, s, p, out_i, out_f, valid)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -258,16 +340,18 @@ def encode_tiles(states):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def decode_tile(buf, lo, hi, s):  # type: ignore[no-untyped-def]
-    """Decodes buf[lo:hi] into the zeroed row s; returns the slots written, for re-zeroing."""
-    pos, slot, touched = lo, -1, 0
+def decode_tile(buf, lo, hi, s, touched):  # type: ignore[no-untyped-def]
+    """Decodes buf[lo:hi] into the zeroed row s; the slots written go to `touched` (for
+    zeroing them again: rows are wide, tiles sparse). Returns how many."""
+    pos, slot, count = lo, -1, 0
     while pos < hi:
         gap, pos = _get_varint(buf, pos)
         z, pos = _get_varint(buf, pos)
         slot += gap
         s[slot] = np.int64(np.uint64(z) >> np.uint64(1)) ^ -(z & np.int64(1))
-        touched += 1
-    return touched
+        touched[count] = slot
+        count += 1
+    return count
 
 
 @numba.njit(cache=True, nogil=True)
@@ -292,18 +376,20 @@ def merge_windows(spec, width, k_head, buf, offsets, n, span, head_ok):  # type:
     (`add_head_events`) before `finish_rows`."""
     acc = np.zeros((n, width), np.int64)
     tile = np.zeros(width, np.int64)
+    touched = np.empty(width, np.int64)
     for r in range(n):
         for j in range(span):
             lo, hi = offsets[r * span + j], offsets[r * span + j + 1]
             if lo == hi:
                 continue
             k = k_head - span + 1 + j
-            tile[:] = 0
-            decode_tile(buf, lo, hi, tile)
+            count = decode_tile(buf, lo, hi, tile, touched)
             for a in range(spec.shape[0]):
                 first_full = k_head - spec[a, WINDOW] // spec[a, HOP]
                 if (first_full <= k < k_head) or (k == k_head and head_ok[r]):
                     merge_state(spec, a, acc[r], tile)
+            for t in range(count):
+                tile[touched[t]] = 0
     return acc
 
 

@@ -8,6 +8,7 @@ join, tie-break, ttl or null rule in the package makes these tests fail."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,22 +42,34 @@ VIEWS: dict[str, tuple[str, list[str], str, str | None, timedelta | None, list[s
                               "snapshot_ts", "computed_at", None,
                               ["n_prior_txns", "last_txn_at", "chargebacks"]),
 }
+# The windowed view user_spend over transactions.parquet: feature -> (column, function,
+# window, hop), all keyed by user_id with event time event_ts.
+HOUR = timedelta(hours=1)
+WINDOWED = {
+    "amount_sum_7d": ("amount", "sum", timedelta(days=7), HOUR),
+    "amount_count_1d": ("amount", "count", timedelta(days=1), HOUR),
+    "amount_max_1h": ("amount", "max", HOUR, timedelta(minutes=5)),
+    "amount_stddev_7d": ("amount", "stddev", timedelta(days=7), HOUR),
+    "merchant_id_count_distinct_1d": ("merchant_id", "count_distinct", timedelta(days=1), HOUR),
+}
 # transform -> its arguments, in parameter order (label columns or features)
 TRANSFORMS = {
     "amount_to_limit": ["amount", "credit_limit"],
+    "amount_share_of_week": ["amount", "amount_sum_7d"],
     "amount_vs_merchant_avg": ["amount", "avg_ticket"],
     "is_foreign": ["txn_country", "country"],
     "seconds_since_last_visit": ["txn_ts", "last_txn_at"],
     "account_age_days": ["txn_ts", "account_opened_at"],
     "pair_chargeback_rate": ["chargebacks", "n_prior_txns"],
 }
-FEATURES = [f for *_, fields in VIEWS.values() for f in fields] + list(TRANSFORMS)
+FEATURES = [f for *_, fields in VIEWS.values() for f in fields] + list(WINDOWED) + list(
+    TRANSFORMS)
 DEFINITIONS = {
     ("entity", "user"), ("entity", "merchant"), ("entity", "user_merchant"),
     ("source", "profiles"), ("source", "transactions"), ("source", "merchants"),
     ("source", "user_merchant_daily"),
     ("feature_view", "user_profile"), ("feature_view", "merchant_profile"),
-    ("feature_view", "user_merchant_history"),
+    ("feature_view", "user_merchant_history"), ("feature_view", "user_spend"),
     *(("transform", name) for name in TRANSFORMS),
     ("feature_service", "fraud_v1"),
 }
@@ -147,8 +161,7 @@ def test_apply_registers_and_builds_everything(example: Example) -> None:
     assert orphans == 3
     assert (f"ingested source profiles: {profiles.height} rows, {orphans} rows with null keys "
             "skipped") in example.applied
-    assert set(built_tables(example.applied)) == set(VIEWS)
-    # A source no view reads yet is still ingested, for SQL and for later views.
+    assert set(built_tables(example.applied)) == {*VIEWS, "user_spend"}
     assert "ingested source transactions:" in example.applied
     assert example.applied.rstrip().endswith("applied")
 
@@ -200,6 +213,26 @@ def point_in_time(rows: list[dict[str, Any]], t: datetime, event: str, created: 
     return "PRESENT", winner, tied
 
 
+def window(rows: list[dict[str, Any]], t: datetime, column: str, function: str,
+           length: timedelta, hop: timedelta) -> Any:
+    """A windowed aggregate written out: events with event_ts in [floor(t, hop) - length, t]."""
+    tail = EPOCH + (t - EPOCH) // hop * hop - length
+    values = [r[column] for r in rows if tail <= r["event_ts"] <= t and r[column] is not None]
+    if function == "sum":
+        return math.fsum(values) if values else 0.0
+    if function == "count":
+        return len(values)
+    if function == "count_distinct":
+        return len(set(values))
+    if function == "max":
+        return max(values) if values else None
+    assert function == "stddev"
+    if len(values) < 2:
+        return None
+    mean = sum(Fraction(v) for v in values) / len(values)
+    return math.sqrt(float(sum((Fraction(v) - mean) ** 2 for v in values) / (len(values) - 1)))
+
+
 def load_definitions(repo: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location("example_features_under_test",
                                                   repo / "features.py")
@@ -219,6 +252,10 @@ def expected_rows(example: Example) -> tuple[list[dict[str, Any]], dict[str, int
             if all(row[k] is not None for k in keys):
                 by_key[tuple(row[k] for k in keys)].append(row)
         sources[view] = by_key
+    spend: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in pl.read_parquet(example.repo / "data" / "transactions.parquet").to_dicts():
+        if r["user_id"] is not None:
+            spend[r["user_id"]].append(r)
     functions = load_definitions(example.repo)
     cases: dict[str, int] = defaultdict(int)
     out = []
@@ -239,6 +276,10 @@ def expected_rows(example: Example) -> tuple[list[dict[str, Any]], dict[str, int
                 row[f] = value
                 row[f"{f}__status"] = status if value is not None or winner is None else "NULL"
                 cases[f"{view}:NULL"] += row[f"{f}__status"] == "NULL"
+        for name, (column, function, length, hop) in WINDOWED.items():
+            row[name] = window(spend[label["user_id"]], t, column, function, length, hop)
+            row[f"{name}__status"] = "NULL" if row[name] is None else "PRESENT"
+        cases[f"user_spend:{'one_event' if row['amount_stddev_7d'] is None else 'events'}"] += 1
         for name, params in TRANSFORMS.items():
             args = [row[p] if p in row else label[p] for p in params]
             args = [micros(a) if isinstance(a, datetime) else a for a in args]
@@ -258,13 +299,16 @@ def test_training_set_is_point_in_time_correct(example: Example,
     got = frame.drop(LABEL_COLUMNS).with_columns(pl.selectors.enum().cast(pl.String)).to_dicts()
     mismatches = [(i, col, got[i][col], want[col])
                   for i, want in enumerate(expected) for col in want
-                  if not same(got[i][col], want[col])]
+                  if not same(got[i][col], want[col]) and not (
+                      col == "amount_stddev_7d" and want[col] is not None
+                      and math.isclose(got[i][col], want[col], rel_tol=1e-14))]
     assert not mismatches, f"{len(mismatches)} mismatches, first ones: {mismatches[:10]}"
     # The data must exercise the rules, or the comparison above proves little.
     for case in ["user_profile:NOT_FOUND", "user_profile:OUTSIDE_TTL", "user_profile:NULL",
                  "user_profile:tie_on_updated_at", "user_profile:tie_on_ingested_at",
                  "user_profile:late_row_hidden", "merchant_profile:OUTSIDE_TTL",
-                 "user_merchant_history:NOT_FOUND", "user_merchant_history:late_row_hidden"]:
+                 "user_merchant_history:NOT_FOUND", "user_merchant_history:late_row_hidden",
+                 "user_spend:one_event", "user_spend:events"]:
         assert cases[case] > 0, f"the generated data never hits {case}: {dict(cases)}"
 
 

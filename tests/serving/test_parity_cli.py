@@ -13,8 +13,8 @@ def test_parity_holds_at_the_materialization_time(example: Example, server: Serv
                "--target", server.target)
     assert f"parity of fraud_v1 at {END.isoformat()}" in proc.stdout, proc.stdout
     assert "0 mismatches" in proc.stdout and "parity holds" in proc.stdout, proc.stdout
-    # 150 sampled entities plus one never seen, 18 features each.
-    assert "151 entities, 2718 values" in proc.stdout, proc.stdout
+    # 150 sampled entities plus one never seen, 24 features each.
+    assert "151 entities, 3624 values" in proc.stdout, proc.stdout
 
 
 def test_a_time_the_online_store_does_not_describe_is_reported(example: Example,

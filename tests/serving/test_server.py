@@ -47,6 +47,8 @@ VIEW_FEATURES = ["age", "country", "credit_limit", "is_premium", "account_opened
                  "chargebacks"]
 TRANSFORMS = ["amount_to_limit", "amount_vs_merchant_avg", "is_foreign",
               "seconds_since_last_visit", "account_age_days", "pair_chargeback_rate"]
+WINDOWED = ["amount_sum_7d", "amount_count_1d", "amount_max_1h", "amount_stddev_7d",
+            "merchant_id_count_distinct_1d"]
 UNSEEN_USER, UNSEEN_MERCHANT = 10**9, "M99999"
 
 
@@ -121,7 +123,13 @@ def test_never_seen_entity_is_not_found(server: Server) -> None:
         dict.fromkeys(VIEW_FEATURES, Status.NOT_FOUND)
     assert {n: int(result.statuses[n][0]) for n in TRANSFORMS} == \
         dict.fromkeys(TRANSFORMS, Status.NULL)
-    assert set(result.to_dicts()[0].values()) == {None}
+    row = result.to_dicts()[0]
+    assert {row[n] for n in VIEW_FEATURES + TRANSFORMS} == {None}
+    # Windows without events: counts and sums are 0, the rest NULL.
+    assert {n: (row[n], int(result.statuses[n][0])) for n in WINDOWED} == {
+        "amount_sum_7d": (0.0, Status.PRESENT), "amount_count_1d": (0, Status.PRESENT),
+        "amount_max_1h": (None, Status.NULL), "amount_stddev_7d": (None, Status.NULL),
+        "merchant_id_count_distinct_1d": (0, Status.PRESENT)}
     assert {v: ts.tolist() for v, ts in result.event_timestamps.items()} == \
         {"user_profile": [0], "merchant_profile": [0], "user_merchant_history": [0]}
 
@@ -200,7 +208,9 @@ def test_errors(server: Server, case: str) -> None:
 
 
 def test_integer_amounts_are_numbers_and_the_limit_is_inclusive(server: Server) -> None:
-    request = raw_request(10_000)
+    # Without the windowed view: its 182 tiles per entity make 10,000 entities 1.8M keys.
+    request = raw_request(10_000, feature_service="", features=[
+        "user_profile", "merchant_profile", "user_merchant_history", *TRANSFORMS])
     request.request_inputs["amount"].Clear()
     request.request_inputs["amount"].int64_values.extend([9] * 10_000)
     assert call(server.target, request) == (grpc.StatusCode.OK, "")

@@ -1,0 +1,207 @@
+"""Windowed aggregations, measured: backfill events/s, push events/s over gRPC, and online
+latency of a feature service with 10 windowed aggregations (7-day windows, 1-hour hops: 168
+full tiles and a head each), each next to a baseline measured in the same run.
+
+    .venv/bin/python benchmarks/windows.py [--events 10000000] [--users 100000] [--out FILE]
+
+- backfill: `windowed.build` of a view with 5 aggregations (what `featurestore backfill` runs
+  per windowed view, after ingesting), against DuckDB window functions computing the same five
+  aggregates at every event over the same table (plain floating point, per event rather than
+  per hop boundary: the closest bare-DuckDB equivalent). Median of --reps.
+- push: batches of --push-batch events through `Client.push` to `featurestore serve`, from this
+  process; events/s and per-batch latency.
+- online: batches of 1 and 100 users through `featurestore.Client` against a bare grpc.aio echo
+  of the same request bytes, taking turns (benchmarks/online.py's method)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import grpc
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from harness import log, run
+from online import (
+    ECHO_METHOD,
+    Case,
+    encode_request,
+    machine_info,
+    owned,
+    percentiles,
+    start_echo,
+    start_ours,
+    start_redis,
+    time_sides,
+    versions,
+)
+
+from featurestore import Client, FeatureStore
+from featurestore.offline import windowed
+from featurestore.offline.connection import connect
+
+DAY_US = 86_400_000_000
+SPAN_DAYS = 30
+FIVE = """[Aggregate("amount", "sum", window="7d", hop="1h"),
+           Aggregate("amount", "count", window="7d", hop="1h"),
+           Aggregate("amount", "mean", window="1d", hop="1h"),
+           Aggregate("amount", "max", window="1d", hop="1h"),
+           Aggregate("amount", "stddev", window="7d", hop="1h")]"""
+TEN = ", ".join(f'Aggregate("amount", "{f}", window="7d", hop="1h", name="w_{f}")' for f in (
+    "sum", "count", "mean", "min", "max", "var", "stddev", "first", "last", "count_distinct"))
+DEFINITIONS = f'''
+from featurestore import Aggregate, Entity, FeatureService, FeatureView, Source
+from featurestore.types import Int64
+user = Entity("user", join_keys={{"user_id": Int64}})
+tx = Source("tx", path="data/tx.parquet", timestamp="event_ts")
+spend5 = FeatureView("spend5", entity=user, source=tx, aggregates={FIVE})
+spend10 = FeatureView("spend10", entity=user, source=tx, aggregates=[{TEN}])
+win10 = FeatureService("win10", features=[spend10])
+'''
+BASELINE = """
+CREATE OR REPLACE TEMP TABLE baseline AS
+SELECT user_id, event_ts,
+  sum(amount) OVER w7, count(amount) OVER w7, avg(amount) OVER w1, max(amount) OVER w1,
+  stddev_samp(amount) OVER w7
+FROM _fs.src_tx
+WINDOW w7 AS (PARTITION BY user_id ORDER BY event_ts
+              RANGE BETWEEN INTERVAL 7 DAYS PRECEDING AND CURRENT ROW),
+       w1 AS (PARTITION BY user_id ORDER BY event_ts
+              RANGE BETWEEN INTERVAL 1 DAY PRECEDING AND CURRENT ROW)"""
+
+
+def write_events(path: Path, events: int, users: int, end_us: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ts = end_us - rng.integers(60_000_000, SPAN_DAYS * DAY_US, events)
+    pq.write_table(pa.table({
+        "user_id": rng.integers(0, users, events),
+        "amount": rng.gamma(2.0, 30.0, events).round(2),
+        "event_ts": pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC"))}), path)
+
+
+def measure_backfill(store: FeatureStore, reps: int) -> dict[str, Any]:
+    plan = store.plan
+    view = plan.views["spend5"]
+    ours, bare, rows = [], [], 0
+    for rep in range(reps):
+        con = connect(store.config.offline_store)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            began = time.perf_counter()
+            rows = windowed.build(con, plan, view, "_fs.bench_backfill")
+            ours.append(time.perf_counter() - began)
+            con.execute("ROLLBACK")
+            began = time.perf_counter()
+            con.execute(BASELINE)
+            bare.append(time.perf_counter() - began)
+        finally:
+            con.close()
+        log(f"backfill rep {rep + 1}: ours {ours[-1]:.2f} s, DuckDB windows {bare[-1]:.2f} s")
+    events = duckdb.connect(str(store.config.offline_store), read_only=True).execute(
+        "SELECT count(*) FROM _fs.src_tx").fetchone()[0]
+    return {"events": events, "aggregations": len(view.aggregates), "rows_written": rows,
+            "ours_s": [round(t, 3) for t in ours], "duckdb_windows_s": [round(t, 3) for t in bare],
+            "ours_events_per_s": round(events / statistics.median(ours)),
+            "duckdb_windows_events_per_s": round(events / statistics.median(bare)),
+            "ratio_ours_over_duckdb": round(statistics.median(ours) / statistics.median(bare), 3)}
+
+
+def measure_push(target: str, users: int, batches: int, size: int, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    times = []
+    with Client(target, timeout=30) as client:
+        for b in range(batches):
+            now = time.time_ns() // 1000
+            batch = pa.table({
+                "user_id": rng.integers(0, users, size),
+                "amount": rng.gamma(2.0, 30.0, size).round(2),
+                "event_ts": pa.array(now - rng.integers(0, 3_600_000_000, size), pa.int64()
+                                     ).cast(pa.timestamp("us", tz="UTC"))})
+            began = time.perf_counter()
+            reply = client.push("tx", batch, f"bench-{seed}-{b}")
+            times.append(time.perf_counter() - began)
+            assert reply.rows == size and not reply.duplicate
+    total = sum(times)
+    return {"batches": batches, "batch_events": size,
+            "events_per_s": round(batches * size / total),
+            "batch_latency": percentiles(np.array(times) * 1e9)}
+
+
+def measure_online(ours: str, echo: str, users: int, batch: int, requests: int,
+                   seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, users, (requests, batch)).tolist()
+    payloads = [encode_request("win10", k, {}) for k in keys]
+    with Client(ours) as client, grpc.insecure_channel(echo) as channel:
+        echo_call = channel.unary_unary(ECHO_METHOD, _registered_method=True)
+        client.feature_service("win10")
+        sides = {"ours": lambda i: client.get_online_features(
+                     service="win10", entities={"user_id": keys[i]}),
+                 "echo": lambda i: echo_call(payloads[i])}
+        times = time_sides(sides, Case("win10", batch, requests, min(50, requests)), 50)
+    stats = {name: percentiles(ns) for name, ns in times.items()}
+    return {"batch": batch, "requests": requests, **stats,
+            "ratio_p50_ours_over_echo": round(stats["ours"]["p50_ms"] / stats["echo"]["p50_ms"], 3),
+            "ratio_p99_ours_over_echo": round(stats["ours"]["p99_ms"] / stats["echo"]["p99_ms"], 3)}
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    repo = workdir / "repo"
+    (repo / "data").mkdir(parents=True, exist_ok=True)
+    end_us = time.time_ns() // 1000
+    log(f"writing {args.events:,} events for {args.users:,} users")
+    write_events(repo / "data" / "tx.parquet", args.events, args.users, end_us, args.seed)
+    (repo / "features.py").write_text(DEFINITIONS)
+    result: dict[str, Any] = {"machine": machine_info(), "versions": versions(),
+                              "config": vars(args) | {"out": str(args.out),
+                                                       "workdir": str(args.workdir)}}
+    redis_group, url = start_redis(workdir)
+    with owned(redis_group):
+        (repo / "featurestore.yaml").write_text(f"project: bench\nonline_store: {url}\n")
+        store = FeatureStore(repo)
+        began = time.perf_counter()
+        store.apply()
+        result["apply_s"] = round(time.perf_counter() - began, 2)
+        log(f"apply (ingest + both windowed views): {result['apply_s']} s")
+        result["backfill"] = measure_backfill(store, args.reps)
+        began = time.perf_counter()
+        store.materialize()
+        result["materialize_s"] = round(time.perf_counter() - began, 2)
+        ours_group, ours = start_ours(repo, 1, workdir)
+        echo_group, echo = start_echo(False, workdir)
+        with owned(ours_group), owned(echo_group):
+            result["online"] = {f"batch_{b}": measure_online(ours, echo, args.users, b, n,
+                                                             args.seed + b)
+                                for b, n in ((1, args.requests), (100, args.requests // 4))}
+            for key, r in result["online"].items():
+                log(f"online {key}: ours p50 {r['ours']['p50_ms']} p99 {r['ours']['p99_ms']} ms, "
+                    f"echo p50 {r['echo']['p50_ms']} p99 {r['echo']['p99_ms']} ms")
+            result["push"] = measure_push(ours, args.users, args.push_batches, args.push_batch,
+                                          args.seed)
+            log(f"push: {result['push']['events_per_s']:,} events/s")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--push-batches", type=int, default=50)
+    parser.add_argument("--push-batch", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--out", type=Path)
+    run(benchmark, parser.parse_args(), "featurestore-windows-")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
