@@ -79,24 +79,24 @@ def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineWriter, 
                        end_us: int, reporter: Reporter) -> Materialized:
     """A windowed view's live tiles as of END, rebuilt from the offline event log: every tile
     a read at END can touch, and the raw events of END's hop. Always a full rebuild (tiles are
-    cheap to recompute, and a rebuild leaves no partial state behind)."""
+    cheap to recompute, and a rebuild leaves no partial state behind). Its row count is the
+    number of tile blocks written."""
     with reporter.task(f"materializing {view.name}", None) as step:
         events = offline.window_events(plan, view.name, end_us)
         bases = entity_bases(view_prefix(plan.project, view.name, view.version), view.entity,
                              view.join_keys, events.keys)
-        tiles = 0
+        blocks, now = 0, now_us()
         for g in groups(view.aggregates):
             head = end_us // g.hop_us
-            writes = tile_writes(g, bases, events, head - g.span + 1, head, end_us, now_us())
-            writer.write_tiles(writes)
-            tiles += len(writes.keys)
-            step.advance(f"materializing {view.name}: {tiles} tiles")
+            writes = tile_writes(g, bases, events, head - g.span + 1, head, end_us, now)
+            blocks += writer.write_tiles(writes, now)
+            step.advance(f"materializing {view.name}: {blocks} tile blocks")
         writer.flush()
     # Batches in the log are in these tiles now: a retry of one must not add it again.
     pushed = [p for p in pushed_files(plan.sources[view.source], offline.root)
               if int(p.name.split("-", 1)[0]) <= end_us]
     writer.mark_pushed([batch_mark(plan.project, view.source, batch_of(p)) for p in pushed],
                        BATCH_MARK_TTL_S)
-    writer.activate(view, end_us, tiles)
-    offline.record_materialization(plan, view.name, None, end_us, tiles)
-    return Materialized(view.name, view.version, None, end_us, tiles, tiles)
+    writer.activate(view, end_us, blocks)
+    offline.record_materialization(plan, view.name, None, end_us, blocks)
+    return Materialized(view.name, view.version, None, end_us, blocks, blocks)

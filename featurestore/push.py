@@ -33,7 +33,7 @@ from featurestore.online.keys import registry_key, view_prefix
 from featurestore.online.redis_store import parse_registry
 from featurestore.online.tiles import TileWrites, entity_bases, groups, tile_writes
 from featurestore.plan import Plan, ViewPlan, from_arrow
-from featurestore.plan.windows import Events, decode_tile, merge_tile
+from featurestore.plan.windows import Events
 
 BATCH_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 DEFAULT_MAX_FUTURE_US = 5 * 60 * 1_000_000  # events may be up to 5 minutes ahead of the clock
@@ -48,7 +48,7 @@ class PushResult:
     rows: int
     ingested_at_us: int
     duplicate: bool  # the batch had been applied already; nothing changed
-    tiles: int  # tiles written
+    tiles: int  # tile blocks written
     too_late: int  # events older than every window: logged, never counted
 
 
@@ -77,9 +77,9 @@ def push(plan: Plan, root: Path, client: redis.Redis, source: str, batch: pa.Tab
         ingested = _ingest_time(log)
     writes = [w for view in views for w in _writes(plan, view, table, ingested, now)]
     too_late = _too_late(views, table.column(plan.sources[source].timestamp), now)
-    applied = _apply(client, plan.project, source, batch_id, writes)
-    return PushResult(source, batch_id, table.num_rows, ingested, not applied,
-                      sum(len(w.keys) for w in writes) if applied else 0, too_late)
+    blocks = _apply(client, plan.project, source, batch_id, writes, now)
+    return PushResult(source, batch_id, table.num_rows, ingested, blocks is None, blocks or 0,
+                      too_late)
 
 
 def read_events_table(events: Any) -> pa.Table:
@@ -253,40 +253,33 @@ def _too_late(views: list[ViewPlan], ts: pa.ChunkedArray, now: int) -> int:
 
 
 def _apply(client: redis.Redis, project: str, source: str, batch_id: str,
-           writes: list[TileWrites]) -> bool:
-    """Merges the batch's tiles into Redis's in one optimistic transaction (retried when a
-    concurrent push touches the same tiles). False if the batch id was applied before."""
+           writes: list[TileWrites], now: int) -> int | None:
+    """Merges the batch's tiles into Redis's blocks in one optimistic transaction (retried
+    when a concurrent push touches the same blocks). Returns the number of blocks written, or
+    None if the batch id was applied before."""
     mark = batch_mark(project, source, batch_id)
-    keys = [k for w in writes for k in w.keys]
+    block_keys = [w.block_keys() for w in writes]
+    keys = [k for ks in block_keys for k in ks]
     while True:
         with client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(mark, *keys)
                 if pipe.exists(mark):
-                    return False
+                    return None
                 old = pipe.mget(keys) if keys else []
                 pipe.multi()
                 at = 0
-                for w in writes:
-                    for j, tile in enumerate(old[at:at + len(w.keys)]):
-                        if tile is not None:
-                            _merge_into(w, j, tile)
-                    at += len(w.keys)
-                    for key, blob, expiry in zip(w.keys, w.tile_bytes(), w.expiry_ms,
-                                                 strict=True):
-                        pipe.set(key, blob, pxat=expiry)
-                    for key, blob, expiry in zip(w.event_keys, w.events, w.event_expiry_ms,
-                                                 strict=True):
+                for w, ks in zip(writes, block_keys, strict=True):
+                    blobs, expiry = w.blocks(old[at:at + len(ks)], now)
+                    at += len(ks)
+                    for key, blob, when in zip(ks, blobs, expiry, strict=True):
+                        pipe.set(key, blob, pxat=when)
+                    for key, blob, when in zip(w.event_keys, w.events, w.event_expiry_ms,
+                                               strict=True):
                         pipe.append(key, blob)
-                        pipe.pexpireat(key, expiry)
+                        pipe.pexpireat(key, when)
                 pipe.set(mark, b"1", ex=BATCH_MARK_TTL_S)
                 pipe.execute()
-                return True
+                return len(keys)
             except redis.WatchError:
                 continue
-
-
-def _merge_into(w: TileWrites, j: int, tile: bytes) -> None:
-    old = np.zeros(w.group.layout.width, np.int64)
-    decode_tile(np.frombuffer(tile, np.uint8), 0, len(tile), old, np.empty(len(old), np.int64))
-    merge_tile(w.group.layout.spec, w.states[j], old)

@@ -28,6 +28,7 @@ from featurestore.plan.windows import (
     empty_outputs,
     finish_rows,
     head_max_ts,
+    index_blocks,
     merge_windows,
 )
 
@@ -101,29 +102,30 @@ class Lookup:
         for view, prefix, tile_groups, _ in self.windowed:
             tags = entity_tags(view.entity, [texts[k] for k, _ in view.join_keys])
             for g in tile_groups:
-                head = as_of_us // g.hop_us
-                suffixes = [f":t{g.hop_us}:{k}" for k in range(head - g.span + 1, head + 1)]
+                suffixes = [f":t{g.hop_us}:{b}" for b in g.blocks(as_of_us // g.hop_us)]
                 out += [prefix + tag + suffix for tag in tags for suffix in suffixes]
         return out
 
-    def _groups(self, n: int) -> list[tuple[ServedView, TileGroup, list[str], int]]:
-        """Each windowed view's hop groups, with where their tiles start in `values`."""
+    def _groups(self, n: int, as_of_us: int
+                ) -> list[tuple[ServedView, TileGroup, list[str], int, range]]:
+        """Each windowed view's hop groups, with where their blocks start in `values`."""
         out, at = [], len(self.views) * n
         for view, _, tile_groups, wanted in self.windowed:
             for g in tile_groups:
-                out.append((view, g, wanted, at))
-                at += n * g.span
+                blocks = g.blocks(as_of_us // g.hop_us)
+                out.append((view, g, wanted, at, blocks))
+                at += n * len(blocks)
         return out
 
     def head_keys(self, keys: list[str], values: list[bytes | None], n: int,
                   as_of_us: int) -> list[str]:
         """Keys of the raw head events needed where a head tile holds events after as_of."""
         out = []
-        for _, g, _, at in self._groups(n):
-            late = _head_times(values[at:at + n * g.span], n, g.span) > as_of_us
-            for r in np.flatnonzero(late):
-                tile = keys[at + r * g.span + g.span - 1]
-                out.append(g.events_key(tile.rsplit(":t", 1)[0], as_of_us // g.hop_us))
+        for _, g, _, at, blocks in self._groups(n, as_of_us):
+            buf, lo, hi = _tiles(g, values[at:at + n * len(blocks)], n, blocks, as_of_us)
+            for r in np.flatnonzero(head_max_ts(buf, lo, hi, n, g.span) > as_of_us):
+                block = keys[at + r * len(blocks)]
+                out.append(g.events_key(block.rsplit(":t", 1)[0], as_of_us // g.hop_us))
         return out
 
     def assemble(self, values: list[bytes | None], n: int, requests: dict[str, Column],
@@ -141,12 +143,11 @@ class Lookup:
                 statuses[ref] = status[j]
             event_ts[view.name] = rows.event_ts
         heads = list(heads or [])
-        for view, g, wanted, at in self._groups(n):
-            tiles = values[at:at + n * g.span]
-            buf, offsets = _concat(tiles)
-            late = _head_times(tiles, n, g.span) > as_of_us
-            acc = merge_windows(g.layout.spec, g.layout.width, as_of_us // g.hop_us, buf,
-                                offsets, n, g.span, ~late)
+        for view, g, wanted, at, blocks in self._groups(n, as_of_us):
+            buf, lo, hi = _tiles(g, values[at:at + n * len(blocks)], n, blocks, as_of_us)
+            late = head_max_ts(buf, lo, hi, n, g.span) > as_of_us
+            acc = merge_windows(g.layout.spec, g.layout.width, as_of_us // g.hop_us, buf, lo, hi,
+                                n, g.span, ~late)
             if late.any():
                 rows = np.flatnonzero(late)
                 blobs, heads = heads[:len(rows)], heads[len(rows):]
@@ -182,16 +183,18 @@ def read(lookup: Lookup, client: Any, entities: dict[str, Column], requests: dic
     return lookup.assemble(values, n, requests, as_of_us, client.mget(extra) if extra else [])
 
 
-def _concat(tiles: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-    parts = [t or b"" for t in tiles]
+def _tiles(g: TileGroup, blocks: list[bytes | None], n: int, numbers: range, as_of_us: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The blocks read for one hop group as one buffer, and where each tile of each entity's
+    window lies in it."""
+    parts = [b or b"" for b in blocks]
     offsets = np.zeros(len(parts) + 1, np.int64)
     np.cumsum([len(p) for p in parts], out=offsets[1:])
-    return np.frombuffer(b"".join(parts), np.uint8), offsets
-
-
-def _head_times(tiles: list[bytes | None], n: int, span: int) -> np.ndarray:
-    buf, offsets = _concat(tiles)
-    return head_max_ts(buf, offsets, n, span)
+    buf = np.frombuffer(b"".join(parts), np.uint8)
+    head = as_of_us // g.hop_us
+    lo, hi = index_blocks(buf, offsets, n, len(numbers), numbers.start, head - g.span + 1,
+                          g.span, g.per_block)
+    return buf, lo, hi
 
 
 @numba.njit(cache=True, nogil=True)

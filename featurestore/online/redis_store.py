@@ -151,18 +151,21 @@ class OnlineWriter:
         now = now_us if now_us is not None else time.time_ns() // 1000
         return ((np.maximum(event_ts, now) + view.ttl_us) // 1000 + 1).tolist()
 
-    def write_tiles(self, writes: TileWrites) -> None:
-        """Queue a hop group's tiles and head events, replacing what Redis holds for them."""
+    def write_tiles(self, writes: TileWrites, now_us: int) -> int:
+        """Queue a hop group's tile blocks and head events, replacing what Redis holds for
+        them; returns the number of blocks."""
         pipe = self.client.pipeline(transaction=False)
-        for key, tile, expiry in zip(writes.keys, writes.tile_bytes(), writes.expiry_ms,
-                                     strict=True):
-            pipe.set(key, tile, pxat=expiry)
+        keys = writes.block_keys()
+        blobs, expiry = writes.blocks([None] * len(keys), now_us)
+        for key, blob, when in zip(keys, blobs, expiry, strict=True):
+            pipe.set(key, blob, pxat=when)
         for key, blob, expiry in zip(writes.event_keys, writes.events, writes.event_expiry_ms,
                                      strict=True):
             pipe.set(key, blob, pxat=expiry)
         while len(self._pending) >= self._in_flight:
             self._collect()
         self._pending.append(self._io.submit(pipe.execute))  # counts keys set
+        return len(keys)
 
     def mark_pushed(self, marks: list[str], ttl_s: int) -> None:
         pipe = self.client.pipeline(transaction=False)

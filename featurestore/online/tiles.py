@@ -1,13 +1,14 @@
 """Windowed views in Redis: one tile per entity, hop and view version holding the partial
-aggregates of the events of that hop, and the raw events of the newest hops.
+aggregates of the events of that hop, stored a day of hops to a key (a block), and the raw
+events of the newest hops.
 
-    {project}:{view}:{version}:{<entity>|<key>}:t{hop_us}:{k}   tile k (plan/windows.py bytes)
+    {project}:{view}:{version}:{<entity>|<key>}:t{hop_us}:{b}   block b: tiles b*B .. b*B+B-1
     {project}:{view}:{version}:{<entity>|<key>}:e{hop_us}:{k}   events of hop k, appended
 
 A read at T merges the full tiles of each window and the head tile K = floor(T/hop); when the
 head holds events later than T (pushed with a future time, or a read as of the past) its raw
-events are read instead, in a second round trip. A tile expires one window after the later of
-its hop's end and its last write; a hop's raw events one hop after."""
+events are read instead, in a second round trip. A block expires one window after the later
+of its last hop's end and its last write; a hop's raw events one hop after."""
 
 from __future__ import annotations
 
@@ -23,7 +24,19 @@ from featurestore.errors import FeatureStoreError
 from featurestore.online.keys import entity_tags, key_text
 from featurestore.plan.columns import from_arrow
 from featurestore.plan.plan import AggregatePlan
-from featurestore.plan.windows import Events, Layout, build_tiles, encode_tiles, hops, span
+from featurestore.plan.windows import (
+    Events,
+    Layout,
+    build_tiles,
+    decode_tile,
+    encode_tiles,
+    hops,
+    index_blocks,
+    merge_tile,
+    pack_blocks,
+    per_block,
+    span,
+)
 
 RAW_FIXED = 3  # ts, created, validity bits; then one int64 per aggregation
 
@@ -41,14 +54,23 @@ class TileGroup:
     span: int  # tiles a read needs: the longest window's full tiles plus the head
     indices: tuple[int, ...]  # positions of its aggregations in the view's
 
-    def tile_key(self, entity_key: str, k: int) -> str:
-        return f"{entity_key}:t{self.hop_us}:{k}"
+    @property
+    def per_block(self) -> int:
+        return per_block(self.hop_us)
+
+    def blocks(self, k_head: int) -> range:
+        """The blocks holding tiles k_head - span + 1 .. k_head."""
+        return range((k_head - self.span + 1) // self.per_block, k_head // self.per_block + 1)
+
+    def block_key(self, entity_key: str, b: int) -> str:
+        return f"{entity_key}:t{self.hop_us}:{b}"
 
     def events_key(self, entity_key: str, k: int) -> str:
         return f"{entity_key}:e{self.hop_us}:{k}"
 
-    def tile_expiry_ms(self, k: int, now_us: int) -> int:
-        return (max((k + 1) * self.hop_us, now_us) + self.span * self.hop_us) // 1000 + 1
+    def block_expiry_ms(self, b: int, now_us: int) -> int:
+        end = (b + 1) * self.per_block * self.hop_us
+        return (max(end, now_us) + self.span * self.hop_us) // 1000 + 1
 
     def events_expiry_ms(self, k: int, now_us: int) -> int:
         return (max((k + 1) * self.hop_us, now_us) + self.hop_us) // 1000 + 1
@@ -110,20 +132,67 @@ def decode_events(layout: Layout, blobs: list[bytes], rows: list[int]
 
 @dataclass
 class TileWrites:
-    """One hop group's tiles and head events, ready for Redis."""
+    """One hop group's new tiles (per entity of `bases` and hop k) and head events."""
 
     group: TileGroup
-    keys: list[str]
-    states: np.ndarray  # normalized tile rows, one per key
-    expiry_ms: list[int]
+    bases: list[str]
+    entity: np.ndarray
+    k: np.ndarray
+    states: np.ndarray  # normalized tile rows
     event_keys: list[str]
     events: list[bytes]  # raw records of each event key
     event_expiry_ms: list[int]
 
-    def tile_bytes(self) -> list[bytes]:
-        buf, offsets = encode_tiles(self.states)
-        raw = buf.tobytes()
-        return [raw[offsets[j]:offsets[j + 1]] for j in range(len(self.keys))]
+    def block_keys(self) -> list[str]:
+        """The blocks the tiles fall in, in order."""
+        b = self.k // self.group.per_block
+        first = np.ones(len(b), np.bool_)
+        first[1:] = (self.entity[1:] != self.entity[:-1]) | (b[1:] != b[:-1])
+        return [self.group.block_key(self.bases[e], bb)
+                for e, bb in zip(self.entity[first].tolist(), b[first].tolist(), strict=True)]
+
+    def blocks(self, old: list[bytes | None], now: int) -> tuple[list[bytes], list[int]]:
+        """Each block's bytes with its old tiles (`old`, per block_keys(), None for none)
+        merged in, and its expiry."""
+        g = self.group
+        entity, k, states = self.entity, self.k, self.states
+        if any(blob is not None for blob in old):
+            entity, k, states = self._merged(old)
+        buf, offsets = encode_tiles(states)
+        data, block_offsets, _, block = pack_blocks(buf, offsets, entity, k, g.per_block)
+        raw = data.tobytes()
+        return ([raw[block_offsets[i]:block_offsets[i + 1]] for i in range(len(block))],
+                [g.block_expiry_ms(b, now) for b in block.tolist()])
+
+    def _merged(self, old: list[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        g = self.group
+        tiles: dict[tuple[int, int], np.ndarray] = {
+            (e, kk): self.states[j] for j, (e, kk) in
+            enumerate(zip(self.entity.tolist(), self.k.tolist(), strict=True))}
+        b = self.k // g.per_block
+        first = np.flatnonzero(np.r_[True, (self.entity[1:] != self.entity[:-1])
+                                     | (b[1:] != b[:-1])])
+        for blob, j in zip(old, first.tolist(), strict=True):
+            if blob is None:
+                continue
+            e, block = int(self.entity[j]), int(b[j])
+            buf = np.frombuffer(blob, np.uint8)
+            lo, hi = index_blocks(buf, np.array([0, len(blob)], np.int64), 1, 1, block,
+                                  block * g.per_block, g.per_block, g.per_block)
+            for t in np.flatnonzero(hi > lo).tolist():
+                row = np.zeros(g.layout.width, np.int64)
+                decode_tile(buf, lo[t], hi[t], row, np.empty(g.layout.width, np.int64))
+                key = (e, block * g.per_block + t)
+                if key in tiles:
+                    merged = tiles[key].copy()
+                    merge_tile(g.layout.spec, merged, row)
+                    tiles[key] = merged
+                else:
+                    tiles[key] = row
+        order = sorted(tiles)
+        return (np.array([e for e, _ in order], np.int64), np.array([kk for _, kk in order],
+                                                                     np.int64),
+                np.array([tiles[key] for key in order], np.int64).reshape(len(order), -1))
 
 
 def entity_bases(prefix: str, entity: str, join_keys: tuple[tuple[str, DType], ...],
@@ -142,8 +211,6 @@ def tile_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi:
     entity, k, states = build_tiles(g.layout.spec, g.layout.width, g.hop_us, xi, xf, m,
                                     events.ts, events.created, events.starts, events.ends,
                                     k_lo, k_hi, visible_at)
-    keys = [g.tile_key(bases[e], kk) for e, kk in zip(entity.tolist(), k.tolist(), strict=True)]
-    expiry = [g.tile_expiry_ms(kk, now) for kk in k.tolist()]
     owner = np.repeat(np.arange(len(events.starts)), events.ends - events.starts)
     hop_of = events.ts // g.hop_us
     raw = np.flatnonzero((hop_of >= max(min(visible_at, now) // g.hop_us, k_lo))
@@ -161,4 +228,4 @@ def tile_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi:
             event_keys.append(g.events_key(bases[e], kk))
             blobs.append(records[lo:hi].tobytes())
             event_expiry.append(g.events_expiry_ms(kk, now))
-    return TileWrites(g, keys, states, expiry, event_keys, blobs, event_expiry)
+    return TileWrites(g, bases, entity, k, states, event_keys, blobs, event_expiry)

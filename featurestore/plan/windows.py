@@ -355,13 +355,64 @@ def decode_tile(buf, lo, hi, s, touched):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def head_max_ts(buf, offsets, n, span):  # type: ignore[no-untyped-def]
+def pack_blocks(buf, offsets, entity, k, per_block):  # type: ignore[no-untyped-def]
+    """Tiles (encoded in buf/offsets, sorted by entity then k) packed into blocks of
+    `per_block` consecutive hops: each block is its tiles as (k - first k of the block,
+    length, bytes), in k order, so equal tiles make equal blocks. Returns the blocks' bytes,
+    offsets, entity and block number."""
+    n = entity.shape[0]
+    count = 0
+    for j in range(n):
+        if j == 0 or entity[j] != entity[j - 1] or k[j] // per_block != k[j - 1] // per_block:
+            count += 1
+    out = np.empty(buf.shape[0] + 20 * n + 1, np.uint8)
+    out_offsets = np.empty(count + 1, np.int64)
+    block_entity = np.empty(count, np.int64)
+    block = np.empty(count, np.int64)
+    pos, b = 0, -1
+    for j in range(n):
+        if j == 0 or entity[j] != entity[j - 1] or k[j] // per_block != k[j - 1] // per_block:
+            b += 1
+            out_offsets[b] = pos
+            block_entity[b], block[b] = entity[j], k[j] // per_block
+        pos = _put_varint(out, pos, k[j] - block[b] * per_block)
+        length = offsets[j + 1] - offsets[j]
+        pos = _put_varint(out, pos, length)
+        out[pos:pos + length] = buf[offsets[j]:offsets[j + 1]]
+        pos += length
+    out_offsets[count] = pos
+    return out[:pos].copy(), out_offsets, block_entity, block
+
+
+@numba.njit(cache=True, nogil=True)
+def index_blocks(buf, offsets, n, blocks, first_block, first_k, span, per_block
+                 ):  # type: ignore[no-untyped-def]
+    """Where each tile first_k .. first_k + span - 1 of n entities lies in their blocks
+    (entity r's block i is buf[offsets[r * blocks + i]:offsets[r * blocks + i + 1]]):
+    (lo, hi) per (entity, tile), equal where the tile is absent."""
+    lo = np.zeros(n * span, np.int64)
+    hi = np.zeros(n * span, np.int64)
+    for r in range(n):
+        for i in range(blocks):
+            pos, end = offsets[r * blocks + i], offsets[r * blocks + i + 1]
+            while pos < end:
+                j, pos = _get_varint(buf, pos)
+                length, pos = _get_varint(buf, pos)
+                t = (first_block + i) * per_block + j - first_k
+                if 0 <= t < span:
+                    lo[r * span + t], hi[r * span + t] = pos, pos + length
+                pos += length
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def head_max_ts(buf, lo, hi, n, span):  # type: ignore[no-untyped-def]
     """The latest event time in each entity's head tile (the last of its span); 0 if none."""
     out = np.zeros(n, np.int64)
     for r in range(n):
-        lo, hi = offsets[r * span + span - 1], offsets[r * span + span]
-        if lo < hi:
-            gap, pos = _get_varint(buf, lo)
+        start, end = lo[r * span + span - 1], hi[r * span + span - 1]
+        if start < end:
+            gap, pos = _get_varint(buf, start)
             if gap == 1:  # slot MAX_TS is the first nonzero one
                 z, pos = _get_varint(buf, pos)
                 out[r] = np.int64(np.uint64(z) >> np.uint64(1)) ^ -(z & np.int64(1))
@@ -369,9 +420,10 @@ def head_max_ts(buf, offsets, n, span):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def merge_windows(spec, width, k_head, buf, offsets, n, span, head_ok):  # type: ignore[no-untyped-def]
+def merge_windows(spec, width, k_head, buf, tile_lo, tile_hi, n, span, head_ok
+                  ):  # type: ignore[no-untyped-def]
     """Window states of n entities from their tiles k_head - span + 1 .. k_head: tile j of
-    entity r is buf[offsets[r * span + j]:offsets[r * span + j + 1]] (empty: no events). The
+    entity r is buf[tile_lo[r * span + j]:tile_hi[r * span + j]] (empty: no events). The
     head tile is merged only where head_ok[r]; elsewhere the caller adds the head's events
     (`add_head_events`) before `finish_rows`."""
     acc = np.zeros((n, width), np.int64)
@@ -379,7 +431,7 @@ def merge_windows(spec, width, k_head, buf, offsets, n, span, head_ok):  # type:
     touched = np.empty(width, np.int64)
     for r in range(n):
         for j in range(span):
-            lo, hi = offsets[r * span + j], offsets[r * span + j + 1]
+            lo, hi = tile_lo[r * span + j], tile_hi[r * span + j]
             if lo == hi:
                 continue
             k = k_head - span + 1 + j
@@ -416,6 +468,11 @@ def hops(aggregations: tuple[AggregatePlan, ...]) -> dict[int, tuple[AggregatePl
     for agg in aggregations:
         out.setdefault(agg.hop_us, []).append(agg)
     return {hop: tuple(group) for hop, group in sorted(out.items())}
+
+
+def per_block(hop_us: int) -> int:
+    """Hops per Redis block: a day's worth, so a 7-day window reads 8 keys, not 169."""
+    return max(1, 86_400_000_000 // hop_us)
 
 
 def span(aggregations: tuple[AggregatePlan, ...]) -> int:

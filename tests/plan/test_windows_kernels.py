@@ -23,8 +23,10 @@ from featurestore.plan.windows import (
     encode_tiles,
     evaluate,
     finish_rows,
+    index_blocks,
     merge_tile,
     merge_windows,
+    pack_blocks,
     sweep,
 )
 
@@ -100,22 +102,26 @@ def test_sweep_and_tiles_equal_direct_evaluation(stream: dict, times: list[int])
     head = t // H
     ent, k, states = build_tiles(layout.spec, layout.width, H, xi, xf, m, ev.ts, ev.created,
                                  ev.starts, ev.ends, head - span + 1, head, t)
+    # As online: tiles packed into blocks (of 4 hops here), the blocks read back per entity.
     buf, offsets = encode_tiles(states)
-    slots = {(int(e), int(kk)): bytes(buf[offsets[j]:offsets[j + 1]])
-             for j, (e, kk) in enumerate(zip(ent, k, strict=True))}
-    tiles = [slots.get((e, kk), b"") for e in range(3) for kk in range(head - span + 1, head + 1)]
-    flat = np.frombuffer(b"".join(tiles), np.uint8)
-    off = np.zeros(len(tiles) + 1, np.int64)
-    np.cumsum([len(x) for x in tiles], out=off[1:])
+    data, block_offsets, block_entity, block = pack_blocks(buf, offsets, ent, k, 4)
+    numbers = range((head - span + 1) // 4, head // 4 + 1)
+    found = {(int(e), int(b)): bytes(data[block_offsets[i]:block_offsets[i + 1]])
+             for i, (e, b) in enumerate(zip(block_entity, block, strict=True))}
+    blobs = [found.get((e, b), b"") for e in range(3) for b in numbers]
+    flat = np.frombuffer(b"".join(blobs), np.uint8)
+    off = np.zeros(len(blobs) + 1, np.int64)
+    np.cumsum([len(x) for x in blobs], out=off[1:])
+    lo, hi = index_blocks(flat, off, 3, len(numbers), numbers.start, head - span + 1, span, 4)
     online = empty_outputs(layout, 3)
-    acc = merge_windows(layout.spec, layout.width, head, flat, off, 3, span,
+    acc = merge_windows(layout.spec, layout.width, head, flat, lo, hi, 3, span,
                         np.ones(3, np.bool_))
     finish_rows(layout.spec, acc, *online)
     last = [len(times) * (e + 1) - 1 for e in range(3)]  # each entity's query at t
     expected = [x[:, last] for x in direct]
     assert canonical(*online) == canonical(*expected)
     # ...and with the head tile left out and its events added raw.
-    acc = merge_windows(layout.spec, layout.width, head, flat, off, 3, span,
+    acc = merge_windows(layout.spec, layout.width, head, flat, lo, hi, 3, span,
                         np.zeros(3, np.bool_))
     rows = np.flatnonzero(ev.ts // H == head)
     owner = np.repeat(np.arange(3), ev.ends - ev.starts)[rows]
