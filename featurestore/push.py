@@ -252,6 +252,25 @@ def _too_late(views: list[ViewPlan], ts: pa.ChunkedArray, now: int) -> int:
     return int(pc.sum(pc.less(ts.cast(pa.int64()), oldest_tail)).as_py() or 0)
 
 
+# Writes a push in one command: KEYS are the blocks then the head event keys, ARGV the
+# number of blocks, then value/expiry pairs (blocks replaced, events appended), then the
+# batch mark and its ttl in seconds.
+WRITE_PUSH = """
+local blocks = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local value, expire_at = ARGV[2 * i], ARGV[2 * i + 1]
+  if i <= blocks then
+    redis.call('SET', KEYS[i], value, 'PXAT', expire_at)
+  else
+    redis.call('APPEND', KEYS[i], value)
+    redis.call('PEXPIREAT', KEYS[i], expire_at)
+  end
+end
+redis.call('SET', ARGV[2 * #KEYS + 2], '1', 'EX', ARGV[2 * #KEYS + 3])
+return blocks
+"""
+
+
 def _apply(client: redis.Redis, project: str, source: str, batch_id: str,
            writes: list[TileWrites], now: int) -> int | None:
     """Merges the batch's tiles into Redis's blocks in one optimistic transaction (retried
@@ -260,6 +279,7 @@ def _apply(client: redis.Redis, project: str, source: str, batch_id: str,
     mark = batch_mark(project, source, batch_id)
     block_keys = [w.block_keys() for w in writes]
     keys = [k for ks in block_keys for k in ks]
+    script = client.register_script(WRITE_PUSH)
     while True:
         with client.pipeline(transaction=True) as pipe:
             try:
@@ -267,18 +287,20 @@ def _apply(client: redis.Redis, project: str, source: str, batch_id: str,
                 if pipe.exists(mark):
                     return None
                 old = pipe.mget(keys) if keys else []
-                pipe.multi()
+                values: list[Any] = []
                 at = 0
                 for w, ks in zip(writes, block_keys, strict=True):
                     blobs, expiry = w.blocks(old[at:at + len(ks)], now)
                     at += len(ks)
-                    for key, blob, when in zip(ks, blobs, expiry, strict=True):
-                        pipe.set(key, blob, pxat=when)
-                    for key, blob, when in zip(w.event_keys, w.events, w.event_expiry_ms,
-                                               strict=True):
-                        pipe.append(key, blob)
-                        pipe.pexpireat(key, when)
-                pipe.set(mark, b"1", ex=BATCH_MARK_TTL_S)
+                    for pair in zip(blobs, expiry, strict=True):
+                        values += pair
+                events = [k for w in writes for k in w.event_keys]
+                for w in writes:
+                    for pair in zip(w.events, w.event_expiry_ms, strict=True):
+                        values += pair
+                pipe.multi()
+                script(keys=keys + events, args=[len(keys), *values, mark, BATCH_MARK_TTL_S],
+                       client=pipe)
                 pipe.execute()
                 return len(keys)
             except redis.WatchError:

@@ -28,14 +28,13 @@ from featurestore.plan.windows import (
     Events,
     Layout,
     build_tiles,
-    decode_tile,
     encode_tiles,
+    fold_tiles,
     hops,
-    index_blocks,
-    merge_tile,
     pack_blocks,
     per_block,
     span,
+    unpack_blocks,
 )
 
 RAW_FIXED = 3  # ts, created, validity bits; then one int64 per aggregation
@@ -166,33 +165,20 @@ class TileWrites:
 
     def _merged(self, old: list[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         g = self.group
-        tiles: dict[tuple[int, int], np.ndarray] = {
-            (e, kk): self.states[j] for j, (e, kk) in
-            enumerate(zip(self.entity.tolist(), self.k.tolist(), strict=True))}
         b = self.k // g.per_block
         first = np.flatnonzero(np.r_[True, (self.entity[1:] != self.entity[:-1])
                                      | (b[1:] != b[:-1])])
-        for blob, j in zip(old, first.tolist(), strict=True):
-            if blob is None:
-                continue
-            e, block = int(self.entity[j]), int(b[j])
-            buf = np.frombuffer(blob, np.uint8)
-            lo, hi = index_blocks(buf, np.array([0, len(blob)], np.int64), 1, 1, block,
-                                  block * g.per_block, g.per_block, g.per_block)
-            for t in np.flatnonzero(hi > lo).tolist():
-                row = np.zeros(g.layout.width, np.int64)
-                decode_tile(buf, lo[t], hi[t], row, np.empty(g.layout.width, np.int64))
-                key = (e, block * g.per_block + t)
-                if key in tiles:
-                    merged = tiles[key].copy()
-                    merge_tile(g.layout.spec, merged, row)
-                    tiles[key] = merged
-                else:
-                    tiles[key] = row
-        order = sorted(tiles)
-        return (np.array([e for e, _ in order], np.int64), np.array([kk for _, kk in order],
-                                                                     np.int64),
-                np.array([tiles[key] for key in order], np.int64).reshape(len(order), -1))
+        present = [i for i, blob in enumerate(old) if blob is not None]
+        blobs = [old[i] or b"" for i in present]
+        offsets = np.zeros(len(blobs) + 1, np.int64)
+        np.cumsum([len(x) for x in blobs], out=offsets[1:])
+        owner, k, rows = unpack_blocks(np.frombuffer(b"".join(blobs), np.uint8), offsets,
+                                       b[first[present]], g.per_block, g.layout.width)
+        entity = np.concatenate([self.entity, self.entity[first[present]][owner]])
+        k = np.concatenate([self.k, k])
+        order = np.lexsort((k, entity))
+        return fold_tiles(g.layout.spec, entity[order], k[order],
+                          np.concatenate([self.states, rows])[order])
 
 
 def entity_bases(prefix: str, entity: str, join_keys: tuple[tuple[str, DType], ...],

@@ -406,6 +406,50 @@ def index_blocks(buf, offsets, n, blocks, first_block, first_k, span, per_block
 
 
 @numba.njit(cache=True, nogil=True)
+def unpack_blocks(buf, offsets, block, per_block, width):  # type: ignore[no-untyped-def]
+    """Every tile of the blocks buf[offsets[i]:offsets[i + 1]] (block numbers `block`):
+    (block index i, k, decoded rows)."""
+    count = 0
+    for i in range(block.shape[0]):
+        pos = offsets[i]
+        while pos < offsets[i + 1]:
+            _, pos = _get_varint(buf, pos)
+            length, pos = _get_varint(buf, pos)
+            pos += length
+            count += 1
+    owner = np.empty(count, np.int64)
+    k = np.empty(count, np.int64)
+    rows = np.zeros((count, width), np.int64)
+    touched = np.empty(width, np.int64)
+    t = 0
+    for i in range(block.shape[0]):
+        pos = offsets[i]
+        while pos < offsets[i + 1]:
+            j, pos = _get_varint(buf, pos)
+            length, pos = _get_varint(buf, pos)
+            decode_tile(buf, pos, pos + length, rows[t], touched)
+            owner[t], k[t] = i, block[i] * per_block + j
+            pos += length
+            t += 1
+    return owner, k, rows
+
+
+@numba.njit(cache=True, nogil=True)
+def fold_tiles(spec, entity, k, rows):  # type: ignore[no-untyped-def]
+    """Tiles sorted by (entity, k) with the rows of equal keys merged into one."""
+    n = entity.shape[0]
+    keep = np.ones(n, np.bool_)
+    first = 0
+    for j in range(1, n):
+        if entity[j] == entity[first] and k[j] == k[first]:
+            merge_tile(spec, rows[first], rows[j])
+            keep[j] = False
+        else:
+            first = j
+    return entity[keep], k[keep], rows[keep]
+
+
+@numba.njit(cache=True, nogil=True)
 def head_max_ts(buf, lo, hi, n, span):  # type: ignore[no-untyped-def]
     """The latest event time in each entity's head tile (the last of its span); 0 if none."""
     out = np.zeros(n, np.int64)
