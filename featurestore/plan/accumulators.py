@@ -10,8 +10,6 @@ validity row; nulls are skipped by every function."""
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
@@ -342,34 +340,20 @@ def normalize_state(spec, a, s):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True, nogil=True)
 def _variance(s, off):  # type: ignore[no-untyped-def]
-    """Sample variance, rounded once from its exact value: with the exact sums S1 of x and S2
-    of x*x and a shift c near the mean (20 significant bits, rounded toward zero), the
-    accumulators X = sum (x - c)**2 = S2 - 2c*S1 + n*(c*c) and D = sum (x - c) = S1 - n*c
-    are exact, and so is n*X - D*D = n * sum (x - mean)**2, whose correctly rounded value is
-    divided by n*(n - 1). NaN when any input was NaN or infinite; inf when n*(n-1)*var passes
-    the largest double (values beyond about 1e150)."""
+    """Sample variance rounded once from its exact value: n*S2 - S1*S1 = n * sum (x - mean)**2
+    is computed exactly from the exact sums S1 of x and S2 of x*x (the accumulator has room
+    for it up to 2**32 values near the largest double), rounded correctly, and divided by
+    n*(n - 1). NaN when any input was NaN or infinite; inf when n*(n-1)*var passes the largest
+    double (values beyond about 1e150)."""
     n = s[off]
     a1, a2 = s[off + 1:off + 1 + W], s[off + 1 + W:off + 1 + 2 * W]
     if a1[exact_sum.NAN] or a1[exact_sum.PINF] or a1[exact_sum.NINF]:
         return np.nan
     exact_sum.normalize(a1)
-    top, exponent = exact_sum.approximate(a1)
-    mantissa, e = math.frexp(top / float(n))
-    c = math.ldexp(np.trunc(mantissa * 1048576.0), e - 20 + exponent)
-    square = np.zeros(W, np.int64)
-    exact_sum.add_product(square, c, c)
-    exact_sum.normalize(square)
-    x = a2.copy()
-    exact_sum.add_scaled(x, -c, a1)  # twice: 2c may overflow
-    exact_sum.add_scaled(x, -c, a1)
-    exact_sum.add_scaled(x, float(n), square)
-    exact_sum.normalize(x)
-    d = a1.copy()
-    exact_sum.add_product(d, -float(n), c)
-    exact_sum.normalize(d)
+    exact_sum.normalize(a2)
     total = np.zeros(W, np.int64)
-    exact_sum.add_scaled(total, float(n), x)
-    exact_sum.subtract_square(total, d)
+    exact_sum.add_scaled(total, float(n), a2)
+    exact_sum.subtract_square(total, a1)
     return exact_sum.value(total) / (float(n) * float(n - 1))
 
 

@@ -19,9 +19,9 @@ LOW and HIGH bound the limbs normalize and rounding visit: a sum of everyday val
 three or four limbs of the 138, and walking all of them made each value cost ~100 ns.
 
 BASE = -2176 reaches the lowest bit of a product of two subnormals (2**-2148); direct adds
-reach up to 2**2208, where the top limb starts: room for the variance's exact intermediate
-terms (n times a sum of squares, up to 2**2114 for 2**32 values near the largest double), and
-the top limb holds sums up to 2**2271. Each add puts less than 2**32 into up to
+reach up to 2**2208, where the top limb starts: room for the variance's exact n*S2 - S1*S1
+(up to 2**2112 for 2**32 values near the largest double), and the top limb holds sums up to
+2**2271. Each add puts less than 2**32 into up to
 three limbs and bumps PENDING; after LIMIT pending operations the carries are propagated,
 which keeps every limb far from int64 overflow.
 
@@ -191,9 +191,9 @@ def add_product(acc, x, y):
 
 @_jit
 def add_scaled(acc, x, other):
-    """acc += x * other exactly, for a finite x and a normalized sum of doubles `other`
-    without specials: each limb is an integer below 2**32, so every partial product is exact,
-    and no bit falls below 2**-2148."""
+    """acc += x * other exactly, for a finite x and a normalized `other` without specials:
+    each limb is an integer below 2**32, so every partial product is exact. Bits must not
+    fall below 2**-2148: `other` a sum of doubles, or x an integer."""
     if x == 0.0 or other[HIGH] == 0:
         return
     mx, ex = _split(abs(x))
@@ -209,23 +209,18 @@ def add_scaled(acc, x, other):
 @_jit
 def subtract_square(acc, other):
     """acc -= other * other exactly, for a normalized sum of doubles `other` without
-    specials: each of its limbs, scaled to its place, is itself an exact double."""
+    specials, limb by limb (its limbs start at 2**-1088, so no product bit falls below
+    2**BASE)."""
     if other[HIGH] == 0:
         return
-    for i in range(TOP - other[LOW], other[HIGH]):
-        if other[i] != 0:
-            add_scaled(acc, -math.ldexp(float(other[i]), BASE + 32 * i), other)
-
-
-@_jit
-def approximate(acc):
-    """A float near the value of a normalized accumulator, from its top two limbs, without
-    overflowing: (mantissa, exponent) with value ~ mantissa * 2**exponent."""
-    h = acc[HIGH] - 1
-    if h < 0:
-        return 0.0, 0
-    top = float(acc[h]) * 4294967296.0 + (float(acc[h - 1]) if h > 0 else 0.0)
-    return top, BASE + 32 * (h - 1)
+    lo, hi = TOP - other[LOW], other[HIGH]
+    for i in range(lo, hi):
+        if other[i] == 0:
+            continue
+        for j in range(lo, hi):
+            if other[j] != 0:
+                _add_mul(acc, abs(other[i]), abs(other[j]), 2 * BASE + 32 * (i + j),
+                         (other[i] < 0) == (other[j] < 0))
 
 
 @_jit

@@ -213,6 +213,7 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     finish(spec, a, s, p, out_i, out_f, valid)
                     continue
                 tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW]
+                moved_from = (lo, hi)
                 while hi < hi_e and ts[hi] <= t:
                     if subtractable(f):
                         add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
@@ -229,6 +230,10 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     elif q_tail > q_head and queue[q_head] == lo:
                         q_head += 1
                     lo += 1
+                if p > p_starts[e] and (lo, hi) == moved_from:  # same events: same value
+                    out_i[a, p], out_f[a, p] = out_i[a, p - 1], out_f[a, p - 1]
+                    valid[a, p] = valid[a, p - 1]
+                    continue
                 if not subtractable(f):
                     _reset(spec, a, s)
                     if q_tail > q_head:
