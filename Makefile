@@ -65,11 +65,17 @@ demo: install redis
 		--request txn_country=US,FR --request txn_ts=$(DEMO_END),$(DEMO_END) \
 		--as-of $(DEMO_END) --target 127.0.0.1:$(DEMO_PORT); \
 	$(VENV)/bin/featurestore parity --service fraud_v1 --sample 500 --repo $(DEMO_REPO) \
+		--target 127.0.0.1:$(DEMO_PORT); \
+	$(PY) $(DEMO_REPO)/datagen/fresh.py --out $(DEMO_REPO)/data/fresh.parquet --user 1; \
+	$(VENV)/bin/featurestore push transactions $(DEMO_REPO)/data/fresh.parquet \
+		--repo $(DEMO_REPO) --server 127.0.0.1:$(DEMO_PORT); \
+	$(VENV)/bin/featurestore get --features user_spend --entity user_id=1 \
 		--target 127.0.0.1:$(DEMO_PORT)
 
 bench: install redis
 	$(PY) benchmarks/training_set.py --out benchmarks/results/training_set.json
 	$(PY) benchmarks/online.py --out benchmarks/results/online.json
+	$(PY) benchmarks/windows.py --out benchmarks/results/windows.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_REPO)/data $(DEMO_REPO)/.featurestore featurestore/serving/_proto

@@ -20,6 +20,7 @@ from featurestore.progress import QUIET, Reporter
 from featurestore.push import BATCH_MARK_TTL_S, batch_mark, batch_of
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TILE_CHUNK = 2000  # entities whose tiles are built at once (a tile row is a few kB wide)
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,16 @@ def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineWriter, 
         bases = entity_bases(view_prefix(plan.project, view.name, view.version), view.entity,
                              view.join_keys, events.keys)
         blocks, now = 0, now_us()
-        for g in groups(view.aggregates):
-            head = end_us // g.hop_us
-            writes = tile_writes(g, bases, events, head - g.span + 1, head, end_us, now)
-            blocks += writer.write_tiles(writes, now)
-            step.advance(f"materializing {view.name}: {blocks} tile blocks")
+        for first in range(0, len(events.starts), TILE_CHUNK):
+            stop = min(first + TILE_CHUNK, len(events.starts))
+            chunk = events.entities(first, stop)
+            for g in groups(view.aggregates):
+                head = end_us // g.hop_us
+                writes = tile_writes(g, bases[first:stop], chunk, head - g.span + 1, head,
+                                     end_us, now)
+                blocks += writer.write_tiles(writes, now)
+            step.advance(f"materializing {view.name}: {stop} of {len(events.starts)} entities, "
+                         f"{blocks} tile blocks")
         writer.flush()
     # Batches in the log are in these tiles now: a retry of one must not add it again.
     pushed = [p for p in pushed_files(plan.sources[view.source], offline.root)

@@ -12,7 +12,14 @@ from featurestore.definitions.types import Timestamp
 from featurestore.offline.connection import quote
 from featurestore.offline.ingest import INGESTED, source_table
 from featurestore.plan import Column, Plan, ViewPlan, from_arrow, to_arrow
-from featurestore.plan.windows import Events, Layout, empty_outputs, evaluate, sweep
+from featurestore.plan.windows import (
+    Events,
+    Layout,
+    change_points,
+    empty_outputs,
+    evaluate,
+    sweep,
+)
 
 ENTITY = "__e"
 
@@ -117,25 +124,10 @@ def backfill_points(view: ViewPlan, events: Events) -> tuple[np.ndarray, np.ndar
     """(entity, T): the hop boundaries at which some aggregate of the view changes, per
     entity: where an event becomes visible (rounded up to its hop) and where it leaves the
     window. Between two such boundaries every value stays the same."""
-    if not len(events):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    entity = np.repeat(np.arange(len(events.starts)), events.ends - events.starts)
-    parts_e, parts_t = [], []
-    for hop in sorted({a.hop_us for a in view.aggregates}):
-        windows = sorted({a.window_us for a in view.aggregates if a.hop_us == hop})
-        enters = -(-events.created // hop) * hop
-        parts_e.append(entity)
-        parts_t.append(enters)
-        for w in windows:
-            parts_e.append(entity)
-            parts_t.append(((events.ts + w) // hop + 1) * hop)
-    e = np.concatenate(parts_e)
-    t = np.concatenate(parts_t)
-    order = np.lexsort((t, e))
-    e, t = e[order], t[order]
-    keep = np.ones(len(e), np.bool_)
-    keep[1:] = (e[1:] != e[:-1]) | (t[1:] != t[:-1])
-    return e[keep], t[keep]
+    hops = np.array(sorted({a.hop_us for a in view.aggregates}), np.int64)
+    windows = np.array(sorted({(a.hop_us, a.window_us) for a in view.aggregates}),
+                       np.int64).reshape(-1, 2)
+    return change_points(events.ts, events.created, events.starts, events.ends, hops, windows)
 
 
 def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, table: str) -> int:

@@ -23,6 +23,10 @@ class Utf8Array:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    def rows(self, lo: int, hi: int) -> Utf8Array:
+        """Rows lo .. hi - 1, sharing the data (offsets stay absolute)."""
+        return Utf8Array(self.offsets[lo:hi + 1], self.data)
+
     def to_list(self) -> list[str]:
         raw, o = self.data.tobytes(), self.offsets.tolist()  # Python ints: fast slicing
         return [raw[a:b].decode() for a, b in pairwise(o)]

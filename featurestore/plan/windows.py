@@ -45,6 +45,7 @@ from featurestore.plan.accumulators import (
 )
 from featurestore.plan.columns import Column
 from featurestore.plan.plan import AggregatePlan
+from featurestore.plan.strings import Utf8Array
 
 MAX_TS = 0  # slot 0 of a tile row: the latest event time it holds
 
@@ -63,6 +64,16 @@ class Events:
 
     def __len__(self) -> int:
         return len(self.ts)
+
+    def entities(self, first: int, stop: int) -> Events:
+        """The events of entities first .. stop - 1, renumbered from 0."""
+        lo = self.starts[first] if first < len(self.starts) else len(self.ts)
+        hi = self.ends[stop - 1] if stop > first else lo
+        return Events(self.keys.slice(first, stop - first), self.ts[lo:hi], self.created[lo:hi],
+                      {c: Column(col.values.rows(lo, hi) if isinstance(col.values, Utf8Array)
+                                 else col.values[lo:hi], col.valid[lo:hi])
+                       for c, col in self.columns.items()},
+                      self.starts[first:stop] - lo, self.ends[first:stop] - lo)
 
 
 @dataclass(frozen=True)
@@ -173,6 +184,34 @@ def evaluate(spec, width, xi, xf, m, ts, created, starts, ends, q_entity, q_ts,
             else:
                 _reset(spec, a, s)
             finish(spec, a, s, q, out_i, out_f, valid)
+
+
+@numba.njit(cache=True, nogil=True)
+def change_points(ts, created, starts, ends, hops, windows):  # type: ignore[no-untyped-def]
+    """Per entity, in time order, the hop boundaries at which some aggregate can change: where
+    an event becomes visible (rounded up to each hop in `hops`) and where it leaves each
+    window ((hop, window) rows of `windows`). Between two of them every value stays put."""
+    per_event = hops.shape[0] + windows.shape[0]
+    out_e = np.empty(ts.shape[0] * per_event, np.int64)
+    out_t = np.empty(ts.shape[0] * per_event, np.int64)
+    n = 0
+    for e in range(starts.shape[0]):
+        points = np.empty((ends[e] - starts[e]) * per_event, np.int64)
+        c = 0
+        for i in range(starts[e], ends[e]):
+            for h in hops:
+                points[c] = -((-created[i]) // h) * h
+                c += 1
+            for j in range(windows.shape[0]):
+                h, w = windows[j, 0], windows[j, 1]
+                points[c] = ((ts[i] + w) // h + 1) * h
+                c += 1
+        points.sort()
+        for j in range(c):
+            if j == 0 or points[j] != points[j - 1]:
+                out_e[n], out_t[n] = e, points[j]
+                n += 1
+    return out_e[:n].copy(), out_t[:n].copy()
 
 
 @numba.njit(cache=True, nogil=True)
@@ -325,23 +364,38 @@ def _get_varint(buf, pos):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def _varint_size(v):  # type: ignore[no-untyped-def]
+    u, size = np.uint64(v), 1
+    while u >= np.uint64(0x80):
+        u >>= np.uint64(7)
+        size += 1
+    return size
+
+
+@numba.njit(cache=True, nogil=True)
 def encode_tiles(states):  # type: ignore[no-untyped-def]
     """(bytes, offsets): row j's encoding is bytes[offsets[j]:offsets[j + 1]]."""
     n, width = states.shape
-    buf = np.empty(n * width * 20 + 1, np.uint8)
-    offsets = np.empty(n + 1, np.int64)
-    pos = 0
+    offsets = np.zeros(n + 1, np.int64)
     for j in range(n):
-        offsets[j] = pos
-        last = -1
+        size, last = 0, -1
+        for slot in range(width):
+            v = states[j, slot]
+            if v != 0:
+                size += _varint_size(slot - last)
+                size += _varint_size((v << np.int64(1)) ^ (v >> np.int64(63)))
+                last = slot
+        offsets[j + 1] = offsets[j] + size
+    buf = np.empty(offsets[n], np.uint8)
+    for j in range(n):
+        pos, last = offsets[j], -1
         for slot in range(width):
             v = states[j, slot]
             if v != 0:
                 pos = _put_varint(buf, pos, slot - last)
                 pos = _put_varint(buf, pos, (v << np.int64(1)) ^ (v >> np.int64(63)))
                 last = slot
-    offsets[n] = pos
-    return buf[:pos].copy(), offsets
+    return buf, offsets
 
 
 @numba.njit(cache=True, nogil=True)

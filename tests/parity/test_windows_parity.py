@@ -20,7 +20,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurestore import FeatureStore
+from featurestore import FeatureStore, materialization
 from featurestore.definitions.types import Int64
 from featurestore.online.lookup import Lookup, read
 from featurestore.online.redis_store import OnlineWriter
@@ -31,7 +31,7 @@ FUNCTIONS = ["sum", "count", "mean", "min", "max", "var", "stddev", "first", "la
              "count_distinct"]
 DEFS = """
 from featurestore import Aggregate, Entity, FeatureService, FeatureView, Source
-from featurestore.types import Int64
+from featurestore.types import Int64, String
 user = Entity("user", join_keys={"user_id": Int64})
 tx = Source("tx", path="data/tx.parquet", timestamp="event_ts")
 spend = FeatureView("spend", entity=user, source=tx, aggregates=[
@@ -39,10 +39,12 @@ spend = FeatureView("spend", entity=user, source=tx, aggregates=[
     Aggregate("amount", "sum", window="10m", hop="5m", name="sum_10m"),
     Aggregate("amount", "count", window="1d", hop="1h", name="count_1d"),
     Aggregate("qty", "sum", window="1h", hop="15m", dtype=Int64, name="qty_1h"),
-    Aggregate("qty", "max", window="1h", hop="15m", dtype=Int64, name="qty_max_1h")])
+    Aggregate("qty", "max", window="1h", hop="15m", dtype=Int64, name="qty_max_1h"),
+    Aggregate("shop", "count_distinct", window="2h", hop="30m", dtype=String, name="shops")])
 service = FeatureService("s", features=[spend])
 """.replace("FUNCTIONS", repr(FUNCTIONS))
 MINUTE = 60_000_000
+CHUNK = materialization.TILE_CHUNK
 SPECIALS = [math.nan, math.inf, -math.inf, 0.0, -0.0, 5e-324, 1e308, -1e308, 1.5]
 
 
@@ -64,9 +66,10 @@ def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(
         {"user_id": [r["user"] for r in rows], "amount": [r["amount"] for r in rows],
          "qty": [r["qty"] for r in rows],
+         "shop": [None if r["qty"] is None else f"s{r['qty'] % 5}" for r in rows],
          "event_ts": [datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=r["ts"])
                       for r in rows]},
-        schema={"user_id": pl.Int64, "amount": pl.Float64, "qty": pl.Int64,
+        schema={"user_id": pl.Int64, "amount": pl.Float64, "qty": pl.Int64, "shop": pl.String,
                 "event_ts": pl.Datetime("us", "UTC")})
 
 
@@ -121,6 +124,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
 @given(sc=scenarios())
 def test_pushed_windows_match_training_sets(tmp_path_factory: pytest.TempPathFactory,
                                             redis_url: str, sc: dict[str, Any]) -> None:
+    materialization.TILE_CHUNK = 2  # several chunks of entities (restored below)
     root = tmp_path_factory.mktemp("windows")
     store = write_repo(root, f"w{root.name.replace('-', '')}", frame(sc["history"]), redis_url)
     clock = sc["clock"]
@@ -143,12 +147,14 @@ def test_pushed_windows_match_training_sets(tmp_path_factory: pytest.TempPathFac
             "event_timestamp": [datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t)
                                 for t, _ in reads for _ in users]})
         offline = store.training_set(labels, service="s")
+        materialization.TILE_CHUNK = CHUNK
         for j, (t, served) in enumerate(reads):
             for name, values in served.items():
                 expected = offline[name].to_list()[j * len(users):(j + 1) * len(users)]
                 assert [bits(v) for v in values] == [bits(v) for v in expected], \
                     f"{name} at clock {t} (read {j}): online {values} vs offline {expected}"
     finally:
+        materialization.TILE_CHUNK = CHUNK
         client.close()
 
 
