@@ -155,18 +155,24 @@ def _to_hll(s, off):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def lower_bound(a, lo, hi, x):  # type: ignore[no-untyped-def]
+    """The first index in [lo, hi) of the sorted a whose value is >= x (hi if none)."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
 def _distinct_add(s, off, h):  # type: ignore[no-untyped-def]
     n = s[off]
     if n < 0:
         _hll_add(s, off, h)
         return
-    lo, hi = off + 1, off + 1 + n  # binary search in the sorted exact set
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if s[mid] < h:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = lower_bound(s, off + 1, off + 1 + n, h)  # in the sorted exact set
     if lo < off + 1 + n and s[lo] == h:
         return
     if n == EXACT_SET:

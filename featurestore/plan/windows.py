@@ -37,6 +37,7 @@ from featurestore.plan.accumulators import (
     input_row,
     key_floats,
     later,
+    lower_bound,
     merge_state,
     normalize_state,
     remove_event,
@@ -141,17 +142,6 @@ def empty_outputs(layout: Layout, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 @numba.njit(cache=True, nogil=True)
-def _first_at_or_after(ts, lo, hi, t):  # type: ignore[no-untyped-def]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ts[mid] < t:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@numba.njit(cache=True, nogil=True)
 def _reset(spec, a, s):  # type: ignore[no-untyped-def]
     end = spec[a + 1, OFFSET] if a + 1 < spec.shape[0] else s.shape[0]
     s[spec[a, OFFSET]:end] = 0
@@ -162,7 +152,7 @@ def _direct(spec, a, s, xi, xf, m, ts, created, lo, hi, t):  # type: ignore[no-u
     """Aggregation a's state at t from the events [lo, hi) of one entity, one by one."""
     _reset(spec, a, s)
     tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW]
-    i = _first_at_or_after(ts, lo, hi, tail)
+    i = lower_bound(ts, lo, hi, tail)
     while i < hi and ts[i] <= t:
         if created[i] <= t:
             add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
