@@ -69,6 +69,7 @@ class Lookup:
         # (ref, index in the row), and those indices as an array.
         self.views: list[tuple[ServedView, RowSchema, str, list[tuple[str, int]], np.ndarray]] = []
         self.windowed: list[tuple[ServedView, str, list[TileGroup], list[str]]] = []
+        self._memo: tuple[list[bytes | None], int, list[Any]] | None = None
         for name, wanted in selection.views.items():
             view = served.get(name)
             if view is None:
@@ -117,13 +118,26 @@ class Lookup:
                 at += n * len(blocks)
         return out
 
+    def _parsed(self, values: list[bytes | None], n: int, as_of_us: int) -> list[Any]:
+        """Per hop group: (view, group, wanted, where its blocks start, block numbers, buffer,
+        tile bounds, late heads). Kept for the values last parsed, since head_keys and
+        assemble both need it for the same read."""
+        if self._memo is not None and self._memo[0] is values and self._memo[1] == as_of_us:
+            return self._memo[2]  # type: ignore[no-any-return]
+        parsed = []
+        for view, g, wanted, at, blocks in self._groups(n, as_of_us):
+            buf, lo, hi = _tiles(g, values[at:at + n * len(blocks)], n, blocks, as_of_us)
+            late = head_max_ts(buf, lo, hi, n, g.span) > as_of_us
+            parsed.append((view, g, wanted, at, blocks, buf, lo, hi, late))
+        self._memo = (values, as_of_us, parsed)
+        return parsed
+
     def head_keys(self, keys: list[str], values: list[bytes | None], n: int,
                   as_of_us: int) -> list[str]:
         """Keys of the raw head events needed where a head tile holds events after as_of."""
         out = []
-        for _, g, _, at, blocks in self._groups(n, as_of_us):
-            buf, lo, hi = _tiles(g, values[at:at + n * len(blocks)], n, blocks, as_of_us)
-            for r in np.flatnonzero(head_max_ts(buf, lo, hi, n, g.span) > as_of_us):
+        for _, g, _, at, blocks, _, _, _, late in self._parsed(values, n, as_of_us):
+            for r in np.flatnonzero(late):
                 block = keys[at + r * len(blocks)]
                 out.append(g.events_key(block.rsplit(":t", 1)[0], as_of_us // g.hop_us))
         return out
@@ -143,9 +157,7 @@ class Lookup:
                 statuses[ref] = status[j]
             event_ts[view.name] = rows.event_ts
         heads = list(heads or [])
-        for view, g, wanted, at, blocks in self._groups(n, as_of_us):
-            buf, lo, hi = _tiles(g, values[at:at + n * len(blocks)], n, blocks, as_of_us)
-            late = head_max_ts(buf, lo, hi, n, g.span) > as_of_us
+        for view, g, wanted, _, _, buf, lo, hi, late in self._parsed(values, n, as_of_us):
             acc = merge_windows(g.layout.spec, g.layout.width, as_of_us // g.hop_us, buf, lo, hi,
                                 n, g.span, ~late)
             if late.any():
