@@ -254,13 +254,13 @@ def push(source: Annotated[str, typer.Argument(help="the source the events belon
         if server is None:
             r = _store(repo).push(source, file, batch_id)
             return (f"{r.rows} events {'already applied' if r.duplicate else 'pushed'} to "
-                    f"{r.source} (batch {r.batch_id}): {r.tiles} tiles written, {r.too_late} "
+                    f"{r.source} (batch {r.batch_id}): {r.tiles} tile blocks written, {r.too_late} "
                     "older than every window")
         table = read_events_table(file)
         with Client(server) as client:
             reply = client.push(source, table, batch_id or content_id(table))
         return (f"{reply.rows} events {'already applied' if reply.duplicate else 'pushed'} to "
-                f"{source} through {server}: {reply.tiles} tiles written, {reply.too_late} "
+                f"{source} through {server}: {reply.tiles} tile blocks written, {reply.too_late} "
                 "older than every window")
     out.print(_guard(run), highlight=False)
 
