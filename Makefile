@@ -12,7 +12,7 @@ PROTOS := $(wildcard proto/featurestore/v1/*.proto)
 $(VENV)/.installed: pyproject.toml $(PROTOS)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,feast]'
 	$(PY) featurestore/serving/codegen.py
 	touch $@
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import FeatureStoreError
+from featurestore.feast_import import import_feast
 from featurestore.feature_store import FeatureStore
 from featurestore.materialization import EPOCH, Materialized, to_micros
 from featurestore.offline.registry import PlanDiff
@@ -238,6 +239,27 @@ def _print_materialized(done: list[Materialized]) -> None:
         table.add_row(m.view, m.version, iso(m.start_us), iso(m.end_us), str(m.rows),
                       str(m.written))
     out.print(table)
+
+
+@app.command("import-feast")
+def import_feast_repo(
+        feast_repo: Annotated[Path, typer.Argument(help="the Feast repo (with feature_store.yaml)")],
+        out_dir: Annotated[Path, typer.Option("-o", "--out", help="the featurestore repo to "
+                                                                 "write (a new folder)")],
+        partial: Annotated[bool, typer.Option(
+            help="write what converts even when some definitions do not")] = False,
+        ) -> None:
+    """Convert a Feast feature repo; list what converted, what converted with a difference, and
+    what did not (with why). Anything that does not convert fails the import (exit 1, nothing
+    written) unless --partial."""
+    result = _guard(lambda: import_feast(feast_repo, out_dir, partial))
+    for line in result.converted:
+        out.print(f"converted {line}", highlight=False)
+    for line in result.notes:
+        out.print(f"note: {line}", highlight=False)
+    for line in result.skipped:
+        err.print(f"not converted: {line}", highlight=False)
+    out.print(f"wrote {result.out}; next: featurestore apply --repo {result.out}", highlight=False)
 
 
 @app.command()

@@ -1,0 +1,395 @@
+"""`featurestore import-feast`: a Feast feature repo rewritten as a featurestore repo.
+
+Feast's own loader reads the repo (so whatever Feast accepts is what gets converted), then
+each definition is mapped to ours: entities (key types read from the data), file sources
+(push sources through their batch source), feature views, on-demand feature views in python
+mode whose body is a plain expression per output (each output becomes a compiled transform),
+and feature services. Whatever has no equivalent is listed with the reason, never dropped
+silently. The output is written to a temporary folder, loaded and compiled by featurestore,
+and only then moved into place, so a failed import leaves nothing behind."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+
+from featurestore.errors import FeatureStoreError
+from featurestore.plan import build_plan
+from featurestore.repo import load_repo
+
+# Feast's primitive type names -> ours
+TYPES = {"INT32": "Int64", "INT64": "Int64", "FLOAT32": "Float64", "FLOAT64": "Float64",
+         "STRING": "String", "BOOL": "Bool", "UNIX_TIMESTAMP": "Timestamp"}
+
+
+class FeastImportError(FeatureStoreError):
+    """The folder is not a Feast repo, or its definitions cannot be read or converted."""
+
+
+@dataclass
+class Imported:
+    out: Path
+    converted: list[str] = field(default_factory=list)  # "kind name"
+    skipped: list[str] = field(default_factory=list)  # "kind name: reason"
+    notes: list[str] = field(default_factory=list)  # converted with a difference worth knowing
+
+
+@dataclass
+class _Source:
+    name: str
+    path: Path
+    timestamp: str
+    created: str | None
+    mapping: dict[str, str]
+    timezone: str | None
+
+
+def import_feast(feast_repo: str | Path, out: str | Path, partial: bool = False) -> Imported:
+    """Writes the converted repo to `out`. Unless `partial`, anything that does not convert
+    fails the import (listing every such thing) and nothing is written."""
+    root, out = Path(feast_repo).resolve(), Path(out).resolve()
+    if not (root / "feature_store.yaml").is_file():
+        raise FeastImportError(f"{root} is not a Feast repo: it has no feature_store.yaml")
+    if out.exists() and any(out.iterdir()):
+        raise FeastImportError(f"{out} exists and is not empty; choose a new folder")
+    contents, config = _read(root)
+    result = Imported(out)
+    lines = _Writer(root, out, result).render(contents)
+    if result.skipped and not partial:
+        raise FeastImportError(
+            "these definitions have no featurestore equivalent, so nothing was written "
+            "(--partial writes the rest):\n  " + "\n  ".join(result.skipped))
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=out.parent))
+    try:
+        (staging / "featurestore.yaml").write_text(yaml.safe_dump(
+            {"project": _name(config.get("project", "imported")), "online_store": "managed"}))
+        (staging / "features.py").write_text(lines)
+        shutil.rmtree(staging / ".featurestore", ignore_errors=True)
+        try:
+            repo_config, defs = load_repo(staging)
+            build_plan(repo_config, defs)
+        except FeatureStoreError as exc:
+            raise FeastImportError(f"the converted definitions do not load: {exc}") from exc
+        shutil.rmtree(staging / ".featurestore", ignore_errors=True)
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def _read(root: Path) -> tuple[Any, dict[str, Any]]:
+    try:
+        from feast.repo_operations import parse_repo
+    except ImportError as exc:
+        raise FeastImportError(
+            "reading a Feast repo needs Feast: pip install 'featurestore[feast]'") from exc
+    config = yaml.safe_load((root / "feature_store.yaml").read_text()) or {}
+    cwd = os.getcwd()
+    sys.path.insert(0, str(root))  # Feast imports the definitions files as modules
+    _forget_modules(root)  # by their names: another repo's same-named files may be cached
+    try:
+        os.chdir(root)  # and resolves relative data paths from the repo
+        return parse_repo(root), config
+    except Exception as exc:  # definitions files run arbitrary code
+        raise FeastImportError(
+            f"Feast could not load the definitions in {root}: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(str(root))
+        _forget_modules(root)
+
+
+def _forget_modules(root: Path) -> None:
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        for name in {".".join(parts), ".".join(parts[:-1]) if parts[-1] == "__init__" else ""}:
+            if name:
+                sys.modules.pop(name, None)
+
+
+def _name(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_") or "imported"
+
+
+class _Writer:
+    def __init__(self, root: Path, out: Path, result: Imported):
+        self.root, self.out, self.result = root, out, result
+        self.sources: dict[str, _Source] = {}
+        # join keys -> (entity name, key types)
+        self.entities: dict[tuple[str, ...], tuple[str, dict[str, str]]] = {}
+        self.views: dict[str, tuple[str, _Source, list[tuple[str, str]], Any]] = {}
+        self.transforms: dict[str, list[str]] = {}  # odfv -> its transforms
+
+    def render(self, contents: Any) -> str:
+        self.join_keys = {e.name: e.join_key for e in contents.entities}
+        for fv in contents.feature_views:
+            self._view(fv)
+        for odfv in contents.on_demand_feature_views:
+            self._odfv(odfv)
+        for kind, items in (("stream feature view", contents.stream_feature_views),
+                            ("label view", getattr(contents, "label_views", []))):
+            for item in items:
+                self.result.skipped.append(f"{kind} {item.name}: not supported by featurestore")
+        services = [self._service(s) for s in contents.feature_services]
+        return self._source_text([s for s in services if s])
+
+    def _file_source(self, source: Any, owner: str) -> _Source | None:
+        kind = type(source).__name__
+        if kind == "PushSource":
+            self.result.notes.append(
+                f"{owner}: push source {source.name} is read through its batch source; "
+                "featurestore pushes feed windowed views")
+            source = source.batch_source
+            kind = type(source).__name__
+        if kind != "FileSource":
+            self.result.skipped.append(f"feature view {owner}: its {kind} has no equivalent "
+                                       "(only file sources are converted)")
+            return None
+        if source.name in self.sources:
+            return self.sources[source.name]
+        path = Path(source.path)
+        path = path if path.is_absolute() else self.root / path
+        if not path.exists():
+            self.result.skipped.append(f"feature view {owner}: data file {path} is missing")
+            return None
+        schema = pq.read_schema(path) if path.is_file() else None
+        ts_type = schema.field(source.timestamp_field).type if schema else None
+        timezone = "UTC" if ts_type is not None and getattr(ts_type, "tz", None) is None else None
+        if timezone:
+            self.result.notes.append(
+                f"source {source.name}: naive timestamps are read as UTC, as Feast does")
+        found = _Source(_name(source.name), path, source.timestamp_field,
+                        source.created_timestamp_column or None, dict(source.field_mapping or {}),
+                        timezone)
+        self.sources[source.name] = found
+        return found
+
+    def _view(self, fv: Any) -> None:
+        keys = [self.join_keys[e] for e in fv.entities
+                if e in self.join_keys and not self.join_keys[e].startswith("__")]
+        if not keys:
+            self.result.skipped.append(f"feature view {fv.name}: no entity (entity-less views "
+                                       "have no featurestore equivalent)")
+            return
+        source = self._file_source(fv.batch_source, fv.name)
+        if source is None:
+            return
+        schema = pq.read_schema(source.path) if source.path.is_file() else None
+        key_types = {}
+        for key in keys:
+            column = next((c for c, k in source.mapping.items() if k == key), key)
+            if schema is None or column not in schema.names:
+                self.result.skipped.append(f"feature view {fv.name}: join key {key} is not a "
+                                           f"column of {source.path}")
+                return
+            key_types[key] = "String" if "string" in str(schema.field(column).type) else "Int64"
+        name = _name("_".join(e for e in fv.entities if e in self.join_keys))
+        entity = self.entities.setdefault(tuple(keys), (name, key_types))[0]
+        fields = []
+        for f in fv.schema:
+            if f.name in keys:
+                continue
+            ours = TYPES.get(getattr(f.dtype, "name", str(f.dtype)))
+            if ours is None:
+                self.result.skipped.append(f"feature {fv.name}:{f.name}: type {f.dtype} has no "
+                                           "featurestore equivalent")
+                continue
+            if getattr(f.dtype, "name", "") in ("FLOAT32", "INT32"):
+                self.result.notes.append(f"feature {fv.name}:{f.name}: {f.dtype.name} becomes "
+                                         f"{ours}")
+            fields.append((f.name, ours))
+        if not fields:
+            self.result.skipped.append(f"feature view {fv.name}: none of its features converts")
+            return
+        ttl = fv.ttl if fv.ttl and fv.ttl.total_seconds() > 0 else None
+        self.views[fv.name] = (entity, source, fields, ttl)
+        self.result.converted.append(f"feature view {fv.name}")
+
+    def _odfv(self, odfv: Any) -> None:
+        if odfv.mode != "python":
+            self.result.skipped.append(
+                f"on-demand feature view {odfv.name}: {odfv.mode} mode; only python-mode "
+                "functions can be compiled (rewrite it with mode='python')")
+            return
+        inputs: dict[str, str] = {}  # name -> its reference in our definitions
+        for projection in odfv.source_feature_view_projections.values():
+            view = self.views.get(projection.name)
+            if view is None:
+                self.result.skipped.append(f"on-demand feature view {odfv.name}: reads view "
+                                           f"{projection.name}, which was not converted")
+                return
+            types = dict(view[2])
+            for f in projection.features:
+                if f.name in types:
+                    inputs[f.name] = f'{_name(projection.name)}["{f.name}"]'
+        for request in odfv.source_request_sources.values():
+            for f in request.schema:
+                ours = TYPES.get(getattr(f.dtype, "name", str(f.dtype)))
+                if ours:
+                    inputs[f.name] = f'Request("{f.name}", {ours})'
+        try:
+            outputs = _expressions(odfv.feature_transformation.udf, bool(odfv.singleton))
+        except (OSError, TypeError, ValueError) as exc:
+            self.result.skipped.append(f"on-demand feature view {odfv.name}: {exc}")
+            return
+        names = []
+        for f in odfv.features:
+            ours = TYPES.get(getattr(f.dtype, "name", str(f.dtype)))
+            expr, used = outputs.get(f.name, (None, []))
+            missing = [u for u in used if u not in inputs]
+            if expr is None or ours is None or missing:
+                why = (f"input(s) {missing} not available" if missing else
+                       f"type {f.dtype} has no equivalent" if ours is None else
+                       "its value is not a plain expression of the inputs")
+                self.result.skipped.append(f"on-demand feature {odfv.name}:{f.name}: {why}")
+                continue
+            params = ", ".join(f'"{u}": {inputs[u]}' for u in used)
+            self.transforms.setdefault(odfv.name, []).append(
+                f"@transform(inputs={{{params}}}, output={ours})\n"
+                f"def {_name(f.name)}({', '.join(used)}):\n    return {expr}\n")
+            names.append(_name(f.name))
+        if names:
+            self.result.converted.append(f"on-demand feature view {odfv.name} "
+                                         f"({len(names)} transforms)")
+
+    def _service(self, service: Any) -> str | None:
+        items = []
+        for projection in service.feature_view_projections:
+            if projection.name in self.views:
+                fields = dict(self.views[projection.name][2])
+                items += [f'"{_name(projection.name)}:{f.name}"' for f in projection.features
+                          if f.name in fields]
+            elif projection.name in self.transforms:
+                items += [f'"{_name(f.name)}"' for f in projection.features
+                          if f"def {_name(f.name)}(" in "".join(self.transforms[projection.name])]
+        if not items:
+            self.result.skipped.append(f"feature service {service.name}: none of its features "
+                                       "converts")
+            return None
+        self.result.converted.append(f"feature service {service.name}")
+        return (f"{_name(service.name)} = FeatureService(\"{_name(service.name)}\", features=[\n"
+                f"    {', '.join(items)}])\n")
+
+    def _source_text(self, services: list[str]) -> str:
+        parts = ['"""Converted from a Feast repo by `featurestore import-feast`."""\n',
+                 "from datetime import timedelta\n",
+                 "from featurestore import (Entity, FeatureService, FeatureView, Field, Request,",
+                 "                          Source, transform)",
+                 "from featurestore.types import Bool, Float64, Int64, String, Timestamp\n"]
+        for keys, (name, types) in self.entities.items():
+            spec = ", ".join(f'"{k}": {types[k]}' for k in keys)
+            parts.append(f'{name} = Entity("{name}", join_keys={{{spec}}})')
+        parts.append("")
+        for s in self.sources.values():
+            path = os.path.relpath(s.path, self.out)
+            extra = (f', created="{s.created}"' if s.created else "") + (
+                f", field_mapping={s.mapping!r}" if s.mapping else "") + (
+                f', timezone="{s.timezone}"' if s.timezone else "")
+            parts.append(f'{s.name} = Source("{s.name}", path="{path}", '
+                         f'timestamp="{s.timestamp}"{extra})')
+        parts.append("")
+        for name, (entity, source, fields, ttl) in self.views.items():
+            ttl_text = f", ttl=timedelta(seconds={int(ttl.total_seconds())})" if ttl else ""
+            field_text = ", ".join(f'Field("{f}", {t})' for f, t in fields)
+            parts.append(f'{_name(name)} = FeatureView("{_name(name)}", entity={entity}, '
+                         f"source={source.name}{ttl_text},\n    fields=[{field_text}])\n")
+        for texts in self.transforms.values():
+            parts += [f"\n{t}" for t in texts]
+        parts += ["", *services]
+        return "\n".join(parts)
+
+
+def _expressions(fn: Any, singleton: bool) -> dict[str, tuple[str, list[str]]]:
+    """Output name -> (a scalar Python expression, the inputs it reads) from a python-mode
+    function that builds its outputs as `out["x"] = <expr>` or returns `{"x": <expr>}`, where
+    <expr> reads `inputs["name"]` (singleton mode) or is a comprehension over `inputs["a"]` or
+    `zip(inputs["a"], ...)` (batch mode)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    func = tree.body[0]
+    if not isinstance(func, ast.FunctionDef) or len(func.args.args) != 1:
+        raise ValueError("the function does not take one `inputs` argument")
+    arg = func.args.args[0].arg
+    found: dict[str, ast.expr] = {}
+    for node in ast.walk(func):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                node.targets[0], ast.Subscript) and isinstance(node.targets[0].slice, ast.Constant):
+            found[str(node.targets[0].slice.value)] = node.value
+        elif isinstance(node, ast.Return) and isinstance(node.value, ast.Dict):
+            for k, v in zip(node.value.keys, node.value.values, strict=True):
+                if isinstance(k, ast.Constant):
+                    found[str(k.value)] = v
+    out = {}
+    for name, expr in found.items():
+        scalar = _scalar(expr, arg, singleton)
+        if scalar is not None:
+            out[name] = scalar
+    return out
+
+
+def _scalar(expr: ast.expr, arg: str, singleton: bool) -> tuple[str, list[str]] | None:
+    renames: dict[str, str] = {}
+    if not singleton:  # [e for a, b in zip(inputs["x"], inputs["y"])]
+        if not (isinstance(expr, ast.ListComp) and len(expr.generators) == 1):
+            return None
+        gen = expr.generators[0]
+        call = gen.iter
+        if gen.ifs:
+            return None
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "zip":
+            sources = call.args
+        elif _input_name(call, arg) is not None:  # [e for x in inputs["x"]]
+            sources = [call]
+        else:
+            return None
+        targets = gen.target.elts if isinstance(gen.target, ast.Tuple) else [gen.target]
+        if len(targets) != len(sources):
+            return None
+        for target, source in zip(targets, sources, strict=True):
+            name = _input_name(source, arg)
+            if not isinstance(target, ast.Name) or name is None:
+                return None
+            renames[target.id] = name
+        expr = expr.elt
+    used: list[str] = []
+
+    class Rewrite(ast.NodeTransformer):
+        def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+            name = _input_name(node, arg)
+            if name is None:
+                return self.generic_visit(node)
+            used.append(name) if name not in used else None
+            return ast.Name(id=name, ctx=ast.Load())
+
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            if node.id in renames:
+                name = renames[node.id]
+                used.append(name) if name not in used else None
+                return ast.Name(id=name, ctx=ast.Load())
+            return node
+
+    rewritten = Rewrite().visit(expr)
+    if any(isinstance(n, ast.Name) and n.id == arg for n in ast.walk(rewritten)):
+        return None  # still reads `inputs` some other way
+    return ast.unparse(rewritten), used
+
+
+def _input_name(node: ast.AST, arg: str) -> str | None:
+    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+            and node.value.id == arg and isinstance(node.slice, ast.Constant)):
+        return str(node.slice.value)
+    return None
