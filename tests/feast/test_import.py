@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pytest
+import redis
 
 from featurestore import FeatureStore
 from featurestore.feast_import import FeastImportError, import_feast
@@ -76,9 +78,12 @@ def feast_repo(root: Path, extra: str = "") -> Path:
     (repo / "definitions.py").write_text(textwrap.dedent(DEFINITIONS) + extra)
     rng = np.random.default_rng(5)
     n = 400
-    events = [T0 + timedelta(seconds=int(s)) for s in rng.integers(0, 5 * 86400, n)]
+    drivers = rng.integers(1, 30, n)
+    # drivers 25-29 stop after the first day, so their values expire (ttl 2 days) by the end
+    seconds = np.where(drivers >= 25, rng.integers(0, 86400, n), rng.integers(0, 5 * 86400, n))
+    events = [T0 + timedelta(seconds=int(s)) for s in seconds]
     pd.DataFrame({
-        "driver_id": rng.integers(1, 30, n),
+        "driver_id": drivers,
         "event_timestamp": pd.to_datetime(events, utc=True),
         "created": pd.to_datetime(events, utc=True),  # Feast never hides late rows: see below
         "conv_rate": rng.random(n),
@@ -114,16 +119,20 @@ def matches(ours: pd.DataFrame, theirs: pd.DataFrame, columns: list[str]) -> Non
 
 def dropped_by_feast(ours: pd.DataFrame, theirs: pd.DataFrame, events: pd.DataFrame
                      ) -> None:
-    """Feast 0.67's file offline store drops the label rows of an entity whose first event is
-    after the label time (an unseen entity keeps its row, with nulls); we keep every label row
-    with NOT_FOUND values. Asserted exactly, so that a change on either side shows."""
-    first = events.groupby("driver_id")["event_timestamp"].min()
-    seen_later = ours["driver_id"].map(first).notna() & (
-        ours["driver_id"].map(first) > ours["event_timestamp"])
+    """Feast 0.67's file offline store drops the label rows of an entity it has data for but
+    no row within [T - ttl, T] (a never-seen entity keeps its row, with nulls); we keep every
+    label row, with NOT_FOUND or OUTSIDE_TTL values. Asserted exactly, so that a change on
+    either side shows."""
+    ttl = pd.Timedelta(days=2)
+    known = set(events["driver_id"])
+    in_window = [any((g >= t - ttl) & (g <= t)) for d, t in
+                 zip(ours["driver_id"], ours["event_timestamp"], strict=True)
+                 for g in [events.loc[events["driver_id"] == d, "event_timestamp"]]]
+    expected = [d in known and not w for d, w in zip(ours["driver_id"], in_window, strict=True)]
     key = ["driver_id", "event_timestamp", "fare"]
     kept = ours.merge(theirs[key], on=key, how="left", indicator=True)["_merge"] == "both"
-    assert (~kept).tolist() == seen_later.tolist()
-    assert ours.loc[seen_later.to_numpy(), "conv_rate"].isna().all()
+    assert (~kept).tolist() == expected
+    assert ours.loc[~kept.to_numpy(), "conv_rate"].isna().all()
 
 
 def test_import_applies_and_matches_feast_historical_features(tmp_path: Path) -> None:
@@ -211,3 +220,60 @@ def test_cli(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "exists and is not empty" in bad.stderr
     frame = pl.read_parquet(repo / "data" / "stats.parquet")
     assert frame.height == 400
+
+
+def test_online_values_match_feast_in_the_same_redis(tmp_path: Path, redis_url: str) -> None:
+    """Both materialize into one real Redis (Feast in database 1, us in 2) and serve the same
+    drivers; values agree wherever Feast is right."""
+    from featurestore.definitions.types import Int64
+    from featurestore.online.lookup import Lookup, read
+    from featurestore.online.redis_store import OnlineWriter
+    from featurestore.plan import from_arrow, to_arrow
+
+    base = redis_url.rsplit("/", 1)[0]
+    host_port = base.removeprefix("redis://")
+    repo = feast_repo(tmp_path)
+    config = (repo / "feature_store.yaml").read_text().replace(
+        "    type: sqlite\n    path: data/online.db",
+        f"    type: redis\n    connection_string: \"{host_port},db=1\"")
+    (repo / "feature_store.yaml").write_text(config)
+    import_feast(repo, tmp_path / "converted")
+    ours_config = tmp_path / "converted" / "featurestore.yaml"
+    ours_config.write_text(ours_config.read_text().replace("managed", f"{base}/2"))
+    events = pd.read_parquet(repo / "data" / "stats.parquet")
+    end = events["event_timestamp"].max().to_pydatetime() + timedelta(seconds=1)
+
+    subprocess.run([sys.executable, "-m", "feast.cli.cli", "apply"], cwd=repo, check=True,
+                   capture_output=True)
+    theirs = feast.FeatureStore(repo_path=str(repo))
+    theirs.materialize(start_date=T0 - timedelta(days=1), end_date=end)
+    store = FeatureStore(tmp_path / "converted")
+    store.apply()
+    store.materialize(end=end)
+
+    drivers = list(range(1, 32))  # 30 and 31 never seen
+    features = ["driver_stats:conv_rate", "driver_stats:trips", "driver_stats:city"]
+    feast_values = theirs.get_online_features(
+        features=features, entity_rows=[{"driver_id": d} for d in drivers]).to_dict()
+    client = redis.Redis.from_url(f"{base}/2")
+    plan = store.plan
+    selection = plan.select(features=features)
+    lookup = Lookup(plan.project, plan, selection, OnlineWriter(client, plan.project).served())
+    as_of = int((end - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+    result = read(lookup, client, {"driver_id": from_arrow(pa.array(drivers), Int64)}, {},
+                  as_of)
+    client.close()
+    latest = events.sort_values(["event_timestamp", "created"]).groupby("driver_id").last()
+    expired = 0
+    for f in result.features:
+        ours = to_arrow(f.column, f.dtype).to_pylist()
+        for i, d in enumerate(drivers):
+            status, theirs_value = int(f.status[i]), feast_values[f.name][i]
+            if status == 3:  # OUTSIDE_TTL: Feast serves the stale value (feast-dev/feast#6821)
+                expired += 1
+                assert ours[i] is None and theirs_value == latest.loc[d, f.name]
+            elif status == 2:  # NOT_FOUND
+                assert ours[i] is None and theirs_value is None
+            else:
+                assert ours[i] == theirs_value, (f.name, d, ours[i], theirs_value)
+    assert expired > 0, "the data should exercise the ttl difference"
