@@ -1,0 +1,244 @@
+"""featurestore and Feast side by side, on the same data, in the same run, on one Redis.
+
+    .venv/bin/python benchmarks/feast_compare.py [--quick] [--out benchmarks/results]
+
+One Feast repo is generated (2M events of 100k users for two feature views of 20 and 50
+float features, 500k labels, an on-demand feature view in python mode with 3 outputs) and
+converted with `featurestore import-feast`, so both systems read the same files and define
+the same features. Measured, each side in turn:
+
+- training set: Feast `get_historical_features(...).to_df()` vs `FeatureStore.training_set`
+  (inside `session()`), seconds;
+- materialization into the same redis-server (Feast in database 1, ours in 2), rows/s;
+- online, in process: Feast `get_online_features` vs our Lookup over redis-py, batches of 1,
+  10 and 100 users, p50/p90/p99 ms.
+
+Not measured yet (next steps): the network path (Feast's HTTP feature server vs our gRPC
+server), throughput with 2 workers each, and the PNG chart.
+
+Writes `feast_compare.json` and `feast_compare.md` (every figure with the ratio Feast/ours)
+to --out. --quick shrinks the data to run in about a minute."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import feast
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import redis
+from harness import log
+from online import owned, percentiles, start_redis
+
+from featurestore import FeatureStore
+from featurestore.definitions.types import Float64, Int64
+from featurestore.feast_import import import_feast
+from featurestore.online.lookup import Lookup, read
+from featurestore.online.redis_store import OnlineWriter
+from featurestore.plan import from_arrow
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+DAYS = 30
+DEFINITIONS = """
+from datetime import timedelta
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Float64
+
+user = Entity(name="user", join_keys=["user_id"])
+def view(name, n):
+    source = FileSource(name=f"{name}_source", path=f"data/{name}.parquet",
+                        timestamp_field="event_timestamp")
+    return FeatureView(name=name, entities=[user], ttl=timedelta(days=30), source=source,
+                       schema=[Field(name=f"{name}_f{i:02d}", dtype=Float64) for i in range(n)])
+profile = view("profile", 20)
+stats = view("stats", 50)
+request = RequestSource(name="txn", schema=[Field(name="amount", dtype=Float64)])
+
+@on_demand_feature_view(sources=[profile, stats, request], mode="python",
+                        schema=[Field(name="amount_ratio", dtype=Float64),
+                                Field(name="amount_gap", dtype=Float64),
+                                Field(name="score", dtype=Float64)])
+def per_txn(inputs):
+    return {
+        "amount_ratio": [a / (p + 1.0) for a, p in zip(inputs["amount"], inputs["profile_f00"])],
+        "amount_gap": [a - s for a, s in zip(inputs["amount"], inputs["stats_f00"])],
+        "score": [p * 0.5 + s * 0.25 for p, s in zip(inputs["profile_f01"], inputs["stats_f01"])],
+    }
+
+service = FeatureService(name="bench", features=[profile, stats, per_txn])
+"""
+
+
+def write_feast_repo(root: Path, users: int, rows: int, redis_host: str, seed: int) -> Path:
+    repo = root / "feast_repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "feature_store.yaml").write_text(textwrap.dedent(f"""
+        project: bench
+        registry: data/registry.db
+        provider: local
+        online_store:
+            type: redis
+            connection_string: "{redis_host},db=1"
+        entity_key_serialization_version: 3
+        """))
+    (repo / "definitions.py").write_text(DEFINITIONS)
+    rng = np.random.default_rng(seed)
+    for name, width in (("profile", 20), ("stats", 50)):
+        n = rows // 2
+        columns: dict[str, Any] = {
+            "user_id": rng.integers(0, users, n),
+            "event_timestamp": pd.to_datetime(T0 + pd.to_timedelta(
+                rng.integers(0, DAYS * 86400, n), unit="s"), utc=True)}
+        for i in range(width):
+            columns[f"{name}_f{i:02d}"] = rng.random(n)
+        pd.DataFrame(columns).to_parquet(repo / "data" / f"{name}.parquet")
+    return repo
+
+
+def labels(users: int, n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "user_id": rng.integers(0, users, n),
+        "event_timestamp": pd.to_datetime(T0 + pd.to_timedelta(
+            rng.integers(86400, DAYS * 86400, n), unit="s"), utc=True),
+        "amount": rng.random(n) * 100})
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    began = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - began, value
+
+
+def latency(call: Any, requests: int) -> dict[str, float]:
+    for i in range(min(20, requests)):
+        call(i)
+    times = np.empty(requests, np.int64)
+    for i in range(requests):
+        began = time.perf_counter_ns()
+        call(i)
+        times[i] = time.perf_counter_ns() - began
+    return percentiles(times)
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    users, rows, n_labels = (2000, 40_000, 10_000) if args.quick else (100_000, 2_000_000,
+                                                                       500_000)
+    redis_group, url = start_redis(workdir)
+    result: dict[str, Any] = {"config": {"users": users, "rows": rows, "labels": n_labels,
+                                         "feast": feast.__version__}}
+    with owned(redis_group):
+        base = url.rsplit("/", 1)[0]
+        repo = write_feast_repo(workdir, users, rows, base.removeprefix("redis://"), args.seed)
+        imported = import_feast(repo, workdir / "ours")
+        result["import"] = {"converted": imported.converted, "notes": imported.notes}
+        config = workdir / "ours" / "featurestore.yaml"
+        config.write_text(config.read_text().replace("managed", f"{base}/2"))
+        subprocess.run([sys.executable, "-m", "feast.cli.cli", "apply"], cwd=repo, check=True,
+                       capture_output=True)
+        theirs = feast.FeatureStore(repo_path=str(repo))
+        ours = FeatureStore(workdir / "ours")
+        ours.apply()
+        frame = labels(users, n_labels, args.seed + 1)
+        log("training sets")
+        feast_s, feast_df = timed(lambda: theirs.get_historical_features(
+            entity_df=frame, features=theirs.get_feature_service("bench")).to_df())
+        with ours.session():
+            ours.training_set(frame.head(1000), service="bench")  # warm the session
+            ours_s, ours_df = timed(lambda: ours.training_set(frame, service="bench"))
+        result["training_set"] = {"feast_s": round(feast_s, 3), "ours_s": round(ours_s, 3),
+                                  "feast_rows": len(feast_df), "ours_rows": ours_df.height}
+        log(f"training set: Feast {feast_s:.2f} s, ours {ours_s:.2f} s")
+        end = T0 + timedelta(days=DAYS, seconds=1)
+        feast_m, _ = timed(lambda: theirs.materialize(start_date=T0, end_date=end))
+        ours_m, done = timed(lambda: ours.materialize(end=end))
+        written = sum(m.rows for m in done)
+        result["materialization"] = {
+            "feast_s": round(feast_m, 3), "ours_s": round(ours_m, 3), "ours_rows": written,
+            "feast_rows_per_s": round(written / feast_m), "ours_rows_per_s": round(written / ours_m)}
+        log(f"materialization: Feast {feast_m:.2f} s, ours {ours_m:.2f} s ({written} rows)")
+        result["online_in_process"] = online(theirs, ours, url, users, args)
+    return result
+
+
+def online(theirs: Any, ours: FeatureStore, url: str, users: int,
+           args: argparse.Namespace) -> dict[str, Any]:
+    client = redis.Redis.from_url(url.rsplit("/", 1)[0] + "/2")
+    plan = ours.plan
+    selection = plan.select(service="bench")
+    lookup = Lookup(plan.project, plan, selection, OnlineWriter(client, plan.project).served())
+    service = theirs.get_feature_service("bench")
+    rng = np.random.default_rng(args.seed + 2)
+    out = {}
+    for batch in (1, 10, 100):
+        requests = max(50, args.requests // batch)
+        keys = rng.integers(0, users, (requests, batch))
+        amounts = rng.random((requests, batch)) * 100
+        rows = [[{"user_id": int(k), "amount": float(a)} for k, a in zip(ks, am, strict=True)]
+                for ks, am in zip(keys, amounts, strict=True)]
+        now = int(time.time() * 1e6)
+
+        def ours_call(i: int, keys: np.ndarray = keys, amounts: np.ndarray = amounts,
+                      now: int = now) -> Any:
+            return read(lookup, client, {"user_id": from_arrow(pa.array(keys[i]), Int64)},
+                        {"amount": from_arrow(pa.array(amounts[i]), Float64)}, now)
+
+        def feast_call(i: int, rows: list[Any] = rows) -> Any:
+            return theirs.get_online_features(features=service, entity_rows=rows[i]).to_dict()
+
+        f, o = latency(feast_call, requests), latency(ours_call, requests)
+        out[f"batch_{batch}"] = {"feast": f, "ours": o,
+                                 "ratio_p99_feast_over_ours": round(f["p99_ms"] / o["p99_ms"], 2)}
+        log(f"in-process batch {batch}: Feast p99 {f['p99_ms']} ms, ours p99 {o['p99_ms']} ms")
+    client.close()
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    ts, mat = result["training_set"], result["materialization"]
+    lines = ["| measure | Feast | featurestore | Feast / ours |", "|---|---|---|---|",
+             f"| training set (s) | {ts['feast_s']} | {ts['ours_s']} | "
+             f"{ts['feast_s'] / ts['ours_s']:.1f}x |",
+             f"| materialization (rows/s) | {mat['feast_rows_per_s']:,} | "
+             f"{mat['ours_rows_per_s']:,} | {mat['ours_rows_per_s'] / mat['feast_rows_per_s']:.1f}x "
+             "faster |"]
+    for batch, r in result["online_in_process"].items():
+        for p in ("p50_ms", "p90_ms", "p99_ms"):
+            lines.append(f"| in-process {batch} {p} | {r['feast'][p]} | {r['ours'][p]} | "
+                         f"{r['feast'][p] / r['ours'][p]:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="feast-compare-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = benchmark(args, workdir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "feast_compare_quick" if args.quick else "feast_compare"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(table(result))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
