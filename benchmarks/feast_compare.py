@@ -70,9 +70,12 @@ request = RequestSource(name="txn", schema=[Field(name="amount", dtype=Float64)]
                                 Field(name="score", dtype=Float64)])
 def per_txn(inputs):
     return {
-        "amount_ratio": [a / (p + 1.0) for a, p in zip(inputs["amount"], inputs["profile_f00"])],
-        "amount_gap": [a - s for a, s in zip(inputs["amount"], inputs["stats_f00"])],
-        "score": [p * 0.5 + s * 0.25 for p, s in zip(inputs["profile_f01"], inputs["stats_f01"])],
+        "amount_ratio": [a / (p + 1.0) if p is not None else None
+                         for a, p in zip(inputs["amount"], inputs["profile_f00"])],
+        "amount_gap": [a - s if s is not None else None
+                       for a, s in zip(inputs["amount"], inputs["stats_f00"])],
+        "score": [p * 0.5 + s * 0.25 if p is not None and s is not None else None
+                  for p, s in zip(inputs["profile_f01"], inputs["stats_f01"])],
     }
 
 service = FeatureService(name="bench", features=[profile, stats, per_txn])

@@ -365,6 +365,7 @@ def _scalar(expr: ast.expr, arg: str, singleton: bool) -> tuple[str, list[str]] 
                 return None
             renames[target.id] = name
         expr = expr.elt
+    expr = _unguarded(expr)
     used: list[str] = []
 
     class Rewrite(ast.NodeTransformer):
@@ -386,6 +387,21 @@ def _scalar(expr: ast.expr, arg: str, singleton: bool) -> tuple[str, list[str]] 
     if any(isinstance(n, ast.Name) and n.id == arg for n in ast.walk(rewritten)):
         return None  # still reads `inputs` some other way
     return ast.unparse(rewritten), used
+
+
+def _unguarded(expr: ast.expr) -> ast.expr:
+    """`e if x is not None [and y is not None ...] else None` is Feast's way of saying what
+    a featurestore transform does anyway (its output is NULL when an input is missing), so
+    the guard goes and `e` stays."""
+    if not (isinstance(expr, ast.IfExp) and isinstance(expr.orelse, ast.Constant)
+            and expr.orelse.value is None):
+        return expr
+    tests = expr.test.values if isinstance(expr.test, ast.BoolOp) and isinstance(
+        expr.test.op, ast.And) else [expr.test]
+    guards = all(isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.IsNot)
+                 and isinstance(t.comparators[0], ast.Constant) and t.comparators[0].value is None
+                 for t in tests)
+    return expr.body if guards else expr
 
 
 def _input_name(node: ast.AST, arg: str) -> str | None:

@@ -52,7 +52,8 @@ request = RequestSource(name="ride", schema=[Field(name="fare", dtype=Float64)])
                         schema=[Field(name="fare_per_conv", dtype=Float64)])
 def per_ride(inputs):
     outputs = {}
-    outputs["fare_per_conv"] = [f * c + 1.0 for f, c in zip(inputs["fare"], inputs["conv_rate"])]
+    outputs["fare_per_conv"] = [f * c + 1.0 if c is not None else None
+                                for f, c in zip(inputs["fare"], inputs["conv_rate"])]
     return outputs
 
 # Singleton mode: converted, but Feast 0.67 hands it lists in get_historical_features (so it
