@@ -13,8 +13,10 @@ the same features. Measured, each side in turn:
 - online, in process: Feast `get_online_features` vs our Lookup over redis-py, batches of 1,
   10 and 100 users, p50/p90/p99 ms.
 
-Not measured yet (next steps): the network path (Feast's HTTP feature server vs our gRPC
-server), throughput with 2 workers each, and the PNG chart.
+- online over the network: Feast's HTTP feature server (`feast serve`) vs our gRPC server, one
+  worker each, called from this process, batches of 1, 10 and 100.
+
+Not measured yet (next steps): throughput with 2 workers each, and the PNG chart.
 
 Writes `feast_compare.json` and `feast_compare.md` (every figure with the ratio Feast/ours)
 to --out. --quick shrinks the data to run in about a minute."""
@@ -36,10 +38,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import redis
+import requests
 from harness import log
-from online import owned, percentiles, start_redis
+from online import (
+    Group,
+    free_port,
+    owned,
+    percentiles,
+    start_group,
+    start_ours,
+    start_redis,
+    wait_for,
+)
 
-from featurestore import FeatureStore
+from featurestore import Client, FeatureStore
 from featurestore.definitions.types import Float64, Int64
 from featurestore.feast_import import import_feast
 from featurestore.online.lookup import Lookup, read
@@ -171,7 +183,61 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "feast_rows_per_s": round(written / feast_m), "ours_rows_per_s": round(written / ours_m)}
         log(f"materialization: Feast {feast_m:.2f} s, ours {ours_m:.2f} s ({written} rows)")
         result["online_in_process"] = online(theirs, ours, url, users, args)
+        result["online_network"] = network(repo, workdir, users, args)
     return result
+
+
+def start_feast_server(repo: Path, workdir: Path, workers: int) -> tuple[Group, str]:
+    """`feast serve` (Feast's HTTP feature server), ready once /health answers."""
+    port = free_port()
+    group = start_group(f"feast serve -w {workers}", [
+        sys.executable, "-m", "feast.cli.cli", "serve", "--host", "127.0.0.1", "-p", str(port),
+        "-w", str(workers)], workdir / f"feast-serve-{port}.log", cwd=repo)
+    target = f"http://127.0.0.1:{port}"
+    wait_for(group, f"{target}/health", lambda: _healthy(target))
+    return group, target
+
+
+def _healthy(target: str) -> bool:
+    try:
+        return requests.get(f"{target}/health", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def network(repo: Path, workdir: Path, users: int, args: argparse.Namespace
+            ) -> dict[str, Any]:
+    """Both servers as separate processes (one worker each), called from this process:
+    Feast over HTTP/JSON with a kept-alive session, ours over gRPC with featurestore.Client."""
+    feast_group, feast_target = start_feast_server(repo, workdir, 1)
+    ours_group, ours_target = start_ours(workdir / "ours", 1, workdir)
+    rng = np.random.default_rng(args.seed + 3)
+    out = {}
+    with owned(feast_group), owned(ours_group), requests.Session() as http, \
+            Client(ours_target) as client:
+        client.feature_service("bench")
+        for batch in (1, 10, 100):
+            requests_n = max(50, args.requests // batch)
+            keys = rng.integers(0, users, (requests_n, batch)).tolist()
+            amounts = (rng.random((requests_n, batch)) * 100).tolist()
+
+            def feast_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts) -> Any:
+                reply = http.post(f"{feast_target}/get-online-features", json={
+                    "feature_service": "bench",
+                    "entities": {"user_id": keys[i], "amount": amounts[i]}}, timeout=30)
+                reply.raise_for_status()
+                return reply.json()
+
+            def ours_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts) -> Any:
+                return client.get_online_features(service="bench",
+                                                  entities={"user_id": keys[i]},
+                                                  request={"amount": amounts[i]})
+
+            f, o = latency(feast_call, requests_n), latency(ours_call, requests_n)
+            out[f"batch_{batch}"] = {"feast": f, "ours": o, "ratio_p99_feast_over_ours":
+                                     round(f["p99_ms"] / o["p99_ms"], 2)}
+            log(f"network batch {batch}: Feast p99 {f['p99_ms']} ms, ours p99 {o['p99_ms']} ms")
+    return out
 
 
 def online(theirs: Any, ours: FeatureStore, url: str, users: int,
@@ -215,10 +281,12 @@ def table(result: dict[str, Any]) -> str:
              f"| materialization (rows/s) | {mat['feast_rows_per_s']:,} | "
              f"{mat['ours_rows_per_s']:,} | {mat['ours_rows_per_s'] / mat['feast_rows_per_s']:.1f}x "
              "faster |"]
-    for batch, r in result["online_in_process"].items():
-        for p in ("p50_ms", "p90_ms", "p99_ms"):
-            lines.append(f"| in-process {batch} {p} | {r['feast'][p]} | {r['ours'][p]} | "
-                         f"{r['feast'][p] / r['ours'][p]:.1f}x |")
+    for where in ("online_in_process", "online_network"):
+        for batch, r in result[where].items():
+            for p in ("p50_ms", "p90_ms", "p99_ms"):
+                lines.append(f"| {where.removeprefix('online_').replace('_', '-')} {batch} {p} "
+                             f"| {r['feast'][p]} | {r['ours'][p]} | "
+                             f"{r['feast'][p] / r['ours'][p]:.1f}x |")
     return "\n".join(lines) + "\n"
 
 

@@ -237,11 +237,12 @@ class Group:
         self.process.wait()
 
 
-def start_group(name: str, command: list[str], log_path: Path) -> Group:
+def start_group(name: str, command: list[str], log_path: Path, cwd: Path | None = None
+                ) -> Group:
     env = {k: v for k, v in os.environ.items() if k != "FEATURESTORE_REDIS_URL"}
     with log_path.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
+                                   start_new_session=True, cwd=cwd)
     return Group(name, process, log_path)
 
 
