@@ -16,7 +16,11 @@ the same features. Measured, each side in turn:
 - online over the network: Feast's HTTP feature server (`feast serve`) vs our gRPC server, one
   worker each, called from this process, batches of 1, 10 and 100.
 
-Not measured yet (next steps): throughput with 2 workers each, and the PNG chart.
+- throughput: batch-1 requests/s with 2 server workers each (`feast serve -w 2`,
+  `featurestore serve --workers 2`), from a client process of 4 closed-loop threads sending
+  prebuilt requests.
+
+Also writes `feast_compare.png`, every ratio on one chart.
 
 Writes `feast_compare.json` and `feast_compare.md` (every figure with the ratio Feast/ours)
 to --out. --quick shrinks the data to run in about a minute."""
@@ -30,10 +34,12 @@ import sys
 import textwrap
 import time
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import feast
+import grpc
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -43,6 +49,7 @@ from harness import log
 from online import (
     Group,
     free_port,
+    in_process,
     owned,
     percentiles,
     start_group,
@@ -57,6 +64,7 @@ from featurestore.feast_import import import_feast
 from featurestore.online.lookup import Lookup, read
 from featurestore.online.redis_store import OnlineWriter
 from featurestore.plan import from_arrow
+from featurestore.serving.proto import method, pb
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 30
@@ -184,6 +192,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log(f"materialization: Feast {feast_m:.2f} s, ours {ours_m:.2f} s ({written} rows)")
         result["online_in_process"] = online(theirs, ours, url, users, args)
         result["online_network"] = network(repo, workdir, users, args)
+        result["throughput"] = throughput(repo, workdir, users, args)
     return result
 
 
@@ -207,37 +216,154 @@ def _healthy(target: str) -> bool:
 
 def network(repo: Path, workdir: Path, users: int, args: argparse.Namespace
             ) -> dict[str, Any]:
-    """Both servers as separate processes (one worker each), called from this process:
-    Feast over HTTP/JSON with a kept-alive session, ours over gRPC with featurestore.Client."""
+    """Latency with one worker each, from a separate client process: Feast over HTTP/JSON with
+    a kept-alive session, ours over gRPC with featurestore.Client."""
     feast_group, feast_target = start_feast_server(repo, workdir, 1)
     ours_group, ours_target = start_ours(workdir / "ours", 1, workdir)
-    rng = np.random.default_rng(args.seed + 3)
+    with owned(feast_group), owned(ours_group):
+        return in_process(network_worker, feast_target, ours_target, users, args.requests,
+                          args.seed + 3)  # type: ignore[no-any-return]
+
+
+def network_worker(pipe: Connection, feast_target: str, ours_target: str, users: int,
+                   requests_per_batch: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
     out = {}
-    with owned(feast_group), owned(ours_group), requests.Session() as http, \
-            Client(ours_target) as client:
-        client.feature_service("bench")
-        for batch in (1, 10, 100):
-            requests_n = max(50, args.requests // batch)
-            keys = rng.integers(0, users, (requests_n, batch)).tolist()
-            amounts = (rng.random((requests_n, batch)) * 100).tolist()
+    try:
+        with requests.Session() as http, Client(ours_target) as client:
+            client.feature_service("bench")
+            for batch in (1, 10, 100):
+                n = max(50, requests_per_batch // batch)
+                keys = rng.integers(0, users, (n, batch)).tolist()
+                amounts = (rng.random((n, batch)) * 100).tolist()
 
-            def feast_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts) -> Any:
-                reply = http.post(f"{feast_target}/get-online-features", json={
-                    "feature_service": "bench",
-                    "entities": {"user_id": keys[i], "amount": amounts[i]}}, timeout=30)
-                reply.raise_for_status()
-                return reply.json()
+                def feast_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts
+                               ) -> Any:
+                    reply = http.post(f"{feast_target}/get-online-features", json={
+                        "feature_service": "bench",
+                        "entities": {"user_id": keys[i], "amount": amounts[i]}}, timeout=30)
+                    reply.raise_for_status()
+                    return reply.json()
 
-            def ours_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts) -> Any:
-                return client.get_online_features(service="bench",
-                                                  entities={"user_id": keys[i]},
-                                                  request={"amount": amounts[i]})
+                def ours_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts
+                              ) -> Any:
+                    return client.get_online_features(service="bench",
+                                                      entities={"user_id": keys[i]},
+                                                      request={"amount": amounts[i]})
 
-            f, o = latency(feast_call, requests_n), latency(ours_call, requests_n)
-            out[f"batch_{batch}"] = {"feast": f, "ours": o, "ratio_p99_feast_over_ours":
-                                     round(f["p99_ms"] / o["p99_ms"], 2)}
-            log(f"network batch {batch}: Feast p99 {f['p99_ms']} ms, ours p99 {o['p99_ms']} ms")
+                f, o = latency(feast_call, n), latency(ours_call, n)
+                out[f"batch_{batch}"] = {"feast": f, "ours": o, "ratio_p99_feast_over_ours":
+                                         round(f["p99_ms"] / o["p99_ms"], 2)}
+                log(f"network batch {batch}: Feast p99 {f['p99_ms']} ms, ours p99 "
+                    f"{o['p99_ms']} ms")
+        pipe.send(("ok", out))
+    except Exception as exc:
+        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def throughput(repo: Path, workdir: Path, users: int, args: argparse.Namespace
+               ) -> dict[str, Any]:
+    """Requests/s of batch-1 requests with 2 server workers each, from one client process of
+    4 threads sending prebuilt requests (JSON bytes for Feast, protobuf bytes for ours) in
+    closed loops for the same number of seconds. On 2 cores the client competes with the
+    servers, so this is a floor for both."""
+    feast_group, feast_target = start_feast_server(repo, workdir, 2)
+    ours_group, ours_target = start_ours(workdir / "ours", 2, workdir)
+    rng = np.random.default_rng(args.seed + 4)
+    keys = rng.integers(0, users, 2000).tolist()
+    amounts = (rng.random(2000) * 100).tolist()
+    bodies = {
+        "feast": [json.dumps({"feature_service": "bench", "entities": {
+            "user_id": [k], "amount": [a]}}).encode() for k, a in zip(keys, amounts, strict=True)],
+        "ours": [_grpc_request(k, a) for k, a in zip(keys, amounts, strict=True)]}
+    targets = {"feast": feast_target, "ours": ours_target}
+    out = {}
+    with owned(feast_group), owned(ours_group):
+        for side in ("feast", "ours"):
+            done = in_process(load_worker, side, targets[side], bodies[side], 4,
+                              args.load_seconds)
+            out[side] = {"requests": done, "seconds": args.load_seconds,
+                         "req_per_s": round(done / args.load_seconds)}
+            log(f"throughput {side}: {out[side]['req_per_s']} req/s")
+    out["ratio_ours_over_feast"] = round(out["ours"]["req_per_s"] / out["feast"]["req_per_s"], 2)
     return out
+
+
+def _grpc_request(key: int, amount: float) -> bytes:
+    message = pb.GetOnlineFeaturesRequest(feature_service="bench")
+    message.entities["user_id"].int64_values.append(key)
+    message.request_inputs["amount"].float64_values.append(amount)
+    return message.SerializeToString()
+
+
+def load_worker(pipe: Connection, side: str, target: str, bodies: list[bytes], threads: int,
+                seconds: float) -> None:
+    """Closed-loop threads until the deadline; sends back how many requests completed."""
+    import threading
+
+    deadline = time.monotonic() + seconds
+    done = [0] * threads
+
+    def loop(t: int) -> None:
+        if side == "feast":
+            with requests.Session() as http:
+                i = t
+                while time.monotonic() < deadline:
+                    http.post(f"{target}/get-online-features", data=bodies[i % len(bodies)],
+                              headers={"Content-Type": "application/json"},
+                              timeout=30).raise_for_status()
+                    done[t] += 1
+                    i += threads
+        else:
+            with grpc.insecure_channel(target) as channel:
+                call = channel.unary_unary(method("GetOnlineFeatures"))
+                i = t
+                while time.monotonic() < deadline:
+                    call(bodies[i % len(bodies)], timeout=30)
+                    done[t] += 1
+                    i += threads
+
+    try:
+        workers = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        pipe.send(("ok", sum(done)))
+    except Exception as exc:
+        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    """Feast / ours for every figure, on a log scale (higher: featurestore faster)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, ratios = [], []
+    ts, mat = result["training_set"], result["materialization"]
+    labels += ["training set", "materialization"]
+    ratios += [ts["feast_s"] / ts["ours_s"], mat["ours_rows_per_s"] / mat["feast_rows_per_s"]]
+    for where in ("online_in_process", "online_network"):
+        for batch, r in result[where].items():
+            labels.append(f"{where.removeprefix('online_').replace('_', '-')} {batch} p99")
+            ratios.append(r["feast"]["p99_ms"] / r["ours"]["p99_ms"])
+    labels.append("throughput (2 workers)")
+    ratios.append(result["throughput"]["ratio_ours_over_feast"])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.barh(labels[::-1], ratios[::-1], color="#3b7dd8")
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("Feast / featurestore (times faster, log scale)")
+    ax.set_title(f"featurestore vs Feast {result['config']['feast']}, same data and machine")
+    for y, v in enumerate(ratios[::-1]):
+        ax.text(v, y, f" {v:.1f}x", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def online(theirs: Any, ours: FeatureStore, url: str, users: int,
@@ -287,6 +413,9 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"| {where.removeprefix('online_').replace('_', '-')} {batch} {p} "
                              f"| {r['feast'][p]} | {r['ours'][p]} | "
                              f"{r['feast'][p] / r['ours'][p]:.1f}x |")
+    tp = result["throughput"]
+    lines.append(f"| throughput, 2 workers, batch 1 (req/s) | {tp['feast']['req_per_s']:,} | "
+                 f"{tp['ours']['req_per_s']:,} | {tp['ratio_ours_over_feast']:.1f}x more |")
     return "\n".join(lines) + "\n"
 
 
@@ -295,10 +424,13 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--load-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
+    if args.quick:
+        args.load_seconds = min(args.load_seconds, 3.0)
     import tempfile
     with tempfile.TemporaryDirectory(prefix="feast-compare-") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -308,6 +440,7 @@ def main() -> None:
     name = "feast_compare_quick" if args.quick else "feast_compare"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(table(result))
+    chart(result, args.out / f"{name}.png")
     print(json.dumps(result, indent=2))
 
 
