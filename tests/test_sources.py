@@ -141,9 +141,11 @@ def test_unreadable_csv_names_the_file(tmp_path: Path) -> None:
         FeatureStore(root).apply()
 
 
-def test_backfill_and_materialize_name_unknown_views(tmp_path: Path) -> None:
+def test_backfill_and_materialize_name_unknown_views(tmp_path: Path, redis_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from featurestore.errors import FeatureStoreError
 
+    monkeypatch.setenv("FEATURESTORE_REDIS_URL", redis_url)  # no managed redis-server left behind
     store = FeatureStore(write_repo(tmp_path))
     store.apply()
     with pytest.raises(FeatureStoreError, match=r"unknown feature view 'nope'"):
