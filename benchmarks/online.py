@@ -44,7 +44,7 @@ import numpy as np
 import polars as pl
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from harness import busy_cpu, log
+from harness import busy_cpu, feature_column, log
 
 from featurestore import Client, FeatureStore
 from featurestore.plan.status import STATUS_NAMES, Status
@@ -156,23 +156,8 @@ def generate_rows(rng: np.random.Generator) -> pl.DataFrame:
     micros = END_US - 1 - rng.integers(0, YEAR_US, n)
     columns: dict[str, Any] = {
         "user_id": keys, "event_ts": pl.Series(micros).cast(pl.Datetime("us", "UTC"))}
-    categories = pl.Series([f"category_{c:02d}" for c in range(24)])
     for index, (name, dtype) in enumerate(COLUMNS.items()):
-        if dtype == "Float64":
-            values: Any = rng.standard_normal(n) * (index + 1)
-        elif dtype == "Int64":
-            values = rng.integers(-1_000, 1_000_000, n, dtype=np.int64)
-        elif dtype == "Bool":
-            values = rng.random(n) < 0.3
-        elif dtype == "String":
-            values = categories.gather(rng.integers(0, len(categories), n))
-        else:
-            values = pl.Series(END_US - rng.integers(0, 10 * YEAR_US, n)).cast(
-                pl.Datetime("us", "UTC"))
-        series = pl.Series(name, values)
-        if index % 5 == 0:
-            series = series.scatter(np.flatnonzero(rng.random(n) < 0.01), None)
-        columns[name] = series
+        columns[name] = feature_column(rng, name, dtype, index, n, END_US)
     return pl.DataFrame(columns)
 
 

@@ -40,7 +40,7 @@ import harness
 import numba
 import numpy as np
 import polars as pl
-from harness import busy_cpu, log
+from harness import busy_cpu, feature_column, log
 
 from featurestore import FeatureStore
 from featurestore.offline.ingest import source_table
@@ -106,20 +106,8 @@ def generate_data(size: Size, rng: np.random.Generator) -> tuple[pl.DataFrame, p
         "user_id": rng.integers(0, size.entities, n, dtype=np.int64),
         "event_ts": _timestamps(rng, n),
     }
-    categories = pl.Series([f"category_{c:02d}" for c in range(24)])
     for index, (name, dtype) in enumerate(COLUMNS.items()):
-        if dtype == "Float64":
-            values: Any = rng.standard_normal(n) * (index + 1)
-        elif dtype == "Int64":
-            values = rng.integers(-1_000, 1_000_000, n, dtype=np.int64)
-        elif dtype == "Bool":
-            values = rng.random(n) < 0.3
-        else:
-            values = categories.gather(rng.integers(0, len(categories), n))
-        series = pl.Series(name, values)
-        if index % 5 == 0:  # some columns carry nulls (1%), as real sources do
-            series = series.scatter(np.flatnonzero(rng.random(n) < 0.01), None)
-        columns[name] = series
+        columns[name] = feature_column(rng, name, dtype, index, n, 0)
     rows = pl.DataFrame(columns)
     labels = pl.DataFrame({
         "user_id": rng.integers(0, size.entities, size.labels, dtype=np.int64),
