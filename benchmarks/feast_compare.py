@@ -34,7 +34,6 @@ import sys
 import textwrap
 import time
 from datetime import UTC, datetime, timedelta
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +45,10 @@ import pyarrow as pa
 import redis
 import requests
 from harness import log
-from online import (
-    Group,
-    free_port,
-    in_process,
-    owned,
-    percentiles,
-    start_group,
-    start_ours,
-    start_redis,
-    wait_for,
-)
+from payloads import OURS_METHOD, encode_request
+from processes import Group, free_port, in_process, owned, start_group, wait_for
+from servers import start_ours, start_redis
+from timing import percentiles, time_calls
 
 from featurestore import Client, FeatureStore
 from featurestore.definitions.types import Float64, Int64
@@ -64,7 +56,6 @@ from featurestore.feast_import import import_feast
 from featurestore.online.lookup import Lookup, read
 from featurestore.online.redis_store import OnlineWriter
 from featurestore.plan import from_arrow
-from featurestore.serving.proto import method, pb
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 30
@@ -144,23 +135,15 @@ def timed(fn: Any) -> tuple[float, Any]:
 
 
 def latency(call: Any, requests: int) -> dict[str, float]:
-    for i in range(min(20, requests)):
-        call(i)
-    times = np.empty(requests, np.int64)
-    for i in range(requests):
-        began = time.perf_counter_ns()
-        call(i)
-        times[i] = time.perf_counter_ns() - began
-    return percentiles(times)
+    return percentiles(time_calls(call, requests, min(20, requests)))
 
 
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     users, rows, n_labels = (2000, 40_000, 10_000) if args.quick else (100_000, 2_000_000,
                                                                        500_000)
-    redis_group, url = start_redis(workdir)
     result: dict[str, Any] = {"config": {"users": users, "rows": rows, "labels": n_labels,
                                          "feast": feast.__version__}}
-    with owned(redis_group):
+    with owned(start_redis(workdir)) as (_, url):
         base = url.rsplit("/", 1)[0]
         repo = write_feast_repo(workdir, users, rows, base.removeprefix("redis://"), args.seed)
         imported = import_feast(repo, workdir / "ours")
@@ -218,48 +201,43 @@ def network(repo: Path, workdir: Path, users: int, args: argparse.Namespace
             ) -> dict[str, Any]:
     """Latency with one worker each, from a separate client process: Feast over HTTP/JSON with
     a kept-alive session, ours over gRPC with featurestore.Client."""
-    feast_group, feast_target = start_feast_server(repo, workdir, 1)
-    ours_group, ours_target = start_ours(workdir / "ours", 1, workdir)
-    with owned(feast_group), owned(ours_group):
+    with owned(start_feast_server(repo, workdir, 1)) as (_, feast_target), \
+            owned(start_ours(workdir / "ours", 1, workdir)) as (_, ours_target):
         return in_process(network_worker, feast_target, ours_target, users, args.requests,
                           args.seed + 3)  # type: ignore[no-any-return]
 
 
-def network_worker(pipe: Connection, feast_target: str, ours_target: str, users: int,
-                   requests_per_batch: int, seed: int) -> None:
+def network_worker(feast_target: str, ours_target: str, users: int, requests_per_batch: int,
+                   seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     out = {}
-    try:
-        with requests.Session() as http, Client(ours_target) as client:
-            client.feature_service("bench")
-            for batch in (1, 10, 100):
-                n = max(50, requests_per_batch // batch)
-                keys = rng.integers(0, users, (n, batch)).tolist()
-                amounts = (rng.random((n, batch)) * 100).tolist()
+    with requests.Session() as http, Client(ours_target) as client:
+        client.feature_service("bench")
+        for batch in (1, 10, 100):
+            n = max(50, requests_per_batch // batch)
+            keys = rng.integers(0, users, (n, batch)).tolist()
+            amounts = (rng.random((n, batch)) * 100).tolist()
 
-                def feast_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts
-                               ) -> Any:
-                    reply = http.post(f"{feast_target}/get-online-features", json={
-                        "feature_service": "bench",
-                        "entities": {"user_id": keys[i], "amount": amounts[i]}}, timeout=30)
-                    reply.raise_for_status()
-                    return reply.json()
+            def feast_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts
+                           ) -> Any:
+                reply = http.post(f"{feast_target}/get-online-features", json={
+                    "feature_service": "bench",
+                    "entities": {"user_id": keys[i], "amount": amounts[i]}}, timeout=30)
+                reply.raise_for_status()
+                return reply.json()
 
-                def ours_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts
-                              ) -> Any:
-                    return client.get_online_features(service="bench",
-                                                      entities={"user_id": keys[i]},
-                                                      request={"amount": amounts[i]})
+            def ours_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts
+                          ) -> Any:
+                return client.get_online_features(service="bench",
+                                                  entities={"user_id": keys[i]},
+                                                  request={"amount": amounts[i]})
 
-                f, o = latency(feast_call, n), latency(ours_call, n)
-                out[f"batch_{batch}"] = {"feast": f, "ours": o, "ratio_p99_feast_over_ours":
-                                         round(f["p99_ms"] / o["p99_ms"], 2)}
-                log(f"network batch {batch}: Feast p99 {f['p99_ms']} ms, ours p99 "
-                    f"{o['p99_ms']} ms")
-        pipe.send(("ok", out))
-    except Exception as exc:
-        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
-        raise
+            f, o = latency(feast_call, n), latency(ours_call, n)
+            out[f"batch_{batch}"] = {"feast": f, "ours": o, "ratio_p99_feast_over_ours":
+                                     round(f["p99_ms"] / o["p99_ms"], 2)}
+            log(f"network batch {batch}: Feast p99 {f['p99_ms']} ms, ours p99 "
+                f"{o['p99_ms']} ms")
+    return out
 
 
 def throughput(repo: Path, workdir: Path, users: int, args: argparse.Namespace
@@ -268,18 +246,18 @@ def throughput(repo: Path, workdir: Path, users: int, args: argparse.Namespace
     4 threads sending prebuilt requests (JSON bytes for Feast, protobuf bytes for ours) in
     closed loops for the same number of seconds. On 2 cores the client competes with the
     servers, so this is a floor for both."""
-    feast_group, feast_target = start_feast_server(repo, workdir, 2)
-    ours_group, ours_target = start_ours(workdir / "ours", 2, workdir)
     rng = np.random.default_rng(args.seed + 4)
     keys = rng.integers(0, users, 2000).tolist()
     amounts = (rng.random(2000) * 100).tolist()
     bodies = {
         "feast": [json.dumps({"feature_service": "bench", "entities": {
             "user_id": [k], "amount": [a]}}).encode() for k, a in zip(keys, amounts, strict=True)],
-        "ours": [_grpc_request(k, a) for k, a in zip(keys, amounts, strict=True)]}
-    targets = {"feast": feast_target, "ours": ours_target}
-    out = {}
-    with owned(feast_group), owned(ours_group):
+        "ours": [encode_request("bench", {"user_id": [k]}, {"amount": [a]})
+                 for k, a in zip(keys, amounts, strict=True)]}
+    out: dict[str, Any] = {}
+    with owned(start_feast_server(repo, workdir, 2)) as (_, feast_target), \
+            owned(start_ours(workdir / "ours", 2, workdir)) as (_, ours_target):
+        targets = {"feast": feast_target, "ours": ours_target}
         for side in ("feast", "ours"):
             done = in_process(load_worker, side, targets[side], bodies[side], 4,
                               args.load_seconds)
@@ -290,16 +268,9 @@ def throughput(repo: Path, workdir: Path, users: int, args: argparse.Namespace
     return out
 
 
-def _grpc_request(key: int, amount: float) -> bytes:
-    message = pb.GetOnlineFeaturesRequest(feature_service="bench")
-    message.entities["user_id"].int64_values.append(key)
-    message.request_inputs["amount"].float64_values.append(amount)
-    return message.SerializeToString()
-
-
-def load_worker(pipe: Connection, side: str, target: str, bodies: list[bytes], threads: int,
-                seconds: float) -> None:
-    """Closed-loop threads until the deadline; sends back how many requests completed."""
+def load_worker(side: str, target: str, bodies: list[bytes], threads: int, seconds: float
+                ) -> int:
+    """Closed-loop threads until the deadline; returns how many requests completed."""
     import threading
 
     deadline = time.monotonic() + seconds
@@ -317,23 +288,19 @@ def load_worker(pipe: Connection, side: str, target: str, bodies: list[bytes], t
                     i += threads
         else:
             with grpc.insecure_channel(target) as channel:
-                call = channel.unary_unary(method("GetOnlineFeatures"))
+                call = channel.unary_unary(OURS_METHOD)
                 i = t
                 while time.monotonic() < deadline:
                     call(bodies[i % len(bodies)], timeout=30)
                     done[t] += 1
                     i += threads
 
-    try:
-        workers = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        pipe.send(("ok", sum(done)))
-    except Exception as exc:
-        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
-        raise
+    workers = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(done)
 
 
 def chart(result: dict[str, Any], path: Path) -> None:

@@ -1,32 +1,32 @@
-"""What every benchmark script shares: progress on stderr, machine-wide CPU accounting, and
-running in a work directory (kept with --workdir, else temporary) before printing one JSON
-object to stdout and, with --out, to a file."""
+"""What every benchmark script shares: progress on stderr, synthetic feature columns, the
+machine and versions a result was measured on, and running in a work directory (kept with
+--workdir, else temporary) before printing one JSON object to stdout and, with --out, to a
+file."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import grpc
+import numba
 import numpy as np
 import polars as pl
+import redis
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def busy_cpu() -> float:
-    """CPU seconds the whole machine has been busy (Linux /proc/stat), to price other
-    processes' load during a measurement."""
-    with open("/proc/stat") as stat:
-        ticks = [int(v) for v in stat.readline().split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def feature_column(rng: np.random.Generator, name: str, dtype: str, index: int, n: int,
@@ -49,6 +49,35 @@ def feature_column(rng: np.random.Generator, name: str, dtype: str, index: int, 
     if index % 5 == 0:
         series = series.scatter(np.flatnonzero(rng.random(n) < 0.01), None)
     return series
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                      if line.startswith("model name")), "")
+    return {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "cpu_model": model, "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict[str, Any]:
+    """The commit measured (and any uncommitted files under featurestore/), the serving
+    stack's versions and redis-server's."""
+    from google import protobuf
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout
+
+    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return {"featurestore_commit": git("rev-parse", "--short", "HEAD").strip(),
+            "featurestore_uncommitted": git("status", "--porcelain", "featurestore").split("\n")[:-1],
+            "grpcio": grpc.__version__, "protobuf": protobuf.__version__,
+            "redis_py": redis.__version__, "redis_server": server.split()[2].removeprefix("v="),
+            "numba": numba.__version__, "numpy": np.__version__, "duckdb": duckdb.__version__,
+            "polars": pl.__version__}
 
 
 def run(benchmark: Callable[[argparse.Namespace, Path], dict[str, Any]],

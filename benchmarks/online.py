@@ -2,53 +2,52 @@
 beside a bare grpc.aio echo server measured in the same run.
 
 The online targets (DESIGN.md) are relative to the machine's gRPC floor, so the floor is
-measured here rather than quoted: a bare asyncio gRPC server that returns its request bytes,
-called from the same client process, alternating with ours in blocks, so that a busy shared
+measured here rather than quoted: a bare asyncio gRPC server that returns its request bytes
+(echo.py), called from the same client process, alternating with ours in blocks, so that a busy shared
 machine slows both alike. Latency is end to end from a separate client process through
 `featurestore.Client`, which is what a Python serving system pays; `ours_raw` sends the same
 requests pre-encoded through a raw channel and does not parse the response, which separates
 server + transport from client-side encoding and decoding.
 
     .venv/bin/python benchmarks/online.py [--quick] [--out FILE] [--workdir DIR]
+                                          [--throughput-config P,C,F ...]
 
 Everything it starts (redis-server, `featurestore serve`, echo servers, client processes) is
 stopped on exit, errors included. Prints one JSON object to stdout; progress goes to stderr.
+The plumbing is beside it: servers.py and processes.py start and stop what runs, timing.py
+alternates the sides and takes percentiles, load.py generates the throughput load.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import multiprocessing as mp
 import os
-import platform
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import grpc
 import harness
-import numba
 import numpy as np
 import polars as pl
 import redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from harness import busy_cpu, feature_column, log
+from cpu import cpu_delta, cpu_snapshot
+from echo import ECHO_METHOD, echo_call
+from harness import feature_column, log, machine_info, versions
+from load import measure_throughput
+from payloads import OURS_METHOD, encode_request
+from processes import free_port, in_process, owned
+from servers import start_echo, start_ours, start_redis
+from timing import percentiles, ratio, time_sides
 
 from featurestore import Client, FeatureStore
 from featurestore.plan.status import STATUS_NAMES, Status
-from featurestore.serving.proto import method, pb
 
 SEED = 20240617
 END = datetime(2025, 7, 1, tzinfo=UTC)  # data ends here; requests and materialization use it
@@ -61,8 +60,6 @@ PROJECT = "bench_online"
 SERVICE = "bench_50"
 SERVICE_T3 = "bench_50_t3"
 TARGET_SERVICE = SERVICE_T3  # DESIGN.md's latency target names 3 request-time transforms
-ECHO_METHOD = "/bench.Echo/Echo"
-OURS_METHOD = method("GetOnlineFeatures")
 
 # 50 features: mostly Float64, as real feature sets are, plus every other column type.
 COLUMNS: dict[str, str] = {
@@ -179,191 +176,6 @@ def write_repo(root: Path, rows: pl.DataFrame, redis_url: str) -> None:
     (root / "features.py").write_text(features_py())
 
 
-# --- processes this benchmark owns -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Group:
-    """A subprocess started in its own session, so that it and everything it spawns (serving
-    workers, multiprocessing's helpers) can be stopped together by process group."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    stopped: bool = False
-
-    @property
-    def pgid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM to the leader (`featurestore serve` passes it on to its workers), then
-        SIGKILL to whatever is left of the group (once: the group id is not ours after)."""
-        if self.stopped:
-            return
-        self.stopped = True
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} did not stop within {grace:.0f} s; killing it")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, signal.SIGKILL)
-        self.process.wait()
-
-
-def start_group(name: str, command: list[str], log_path: Path, cwd: Path | None = None
-                ) -> Group:
-    env = {k: v for k, v in os.environ.items() if k != "FEATURESTORE_REDIS_URL"}
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True, cwd=cwd)
-    return Group(name, process, log_path)
-
-
-def wait_for(group: Group, what: str, ready: Callable[[], bool], timeout: float = 120.0) -> None:
-    """Polls ready() until true. A group that never gets ready is stopped here, since the
-    caller has nothing to stop yet."""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if not group.alive():
-                raise RuntimeError(f"{group.name} exited {group.process.returncode} before "
-                                   f"{what}:\n{group.log.read_text()[-3000:]}")
-            with contextlib.suppress(grpc.RpcError, redis.ConnectionError):
-                if ready():
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}; see {group.log}")
-            time.sleep(0.05)
-    except BaseException:
-        group.stop()
-        raise
-
-
-def start_redis(workdir: Path) -> tuple[Group, str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not on PATH (Debian: apt-get install redis-server)")
-    port = free_port()
-    group = start_group("redis-server", [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--dir", str(workdir)], workdir / "redis.log")
-    client = redis.Redis(port=port)
-    wait_for(group, "redis-server to answer PING", lambda: bool(client.ping()), timeout=10)
-    client.close()
-    return group, f"redis://127.0.0.1:{port}/0"
-
-
-def health(target: str) -> int:
-    with grpc.insecure_channel(target) as channel:
-        request = health_pb2.HealthCheckRequest(service="")
-        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=2).status
-
-
-def start_ours(repo: Path, workers: int, workdir: Path) -> tuple[Group, str]:
-    """`featurestore serve`, ready once every worker logged that it serves and health says
-    SERVING (with several workers one may answer health while another still loads)."""
-    port = free_port()
-    group = start_group(f"featurestore serve --workers {workers}", [
-        sys.executable, "-m", "featurestore.cli", "serve", "--repo", str(repo), "--port",
-        str(port), "--workers", str(workers)], workdir / f"serve-{workers}w-{port}.log")
-    target = f"127.0.0.1:{port}"
-    wait_for(group, f"{target} to be SERVING", lambda: (
-        group.log.read_text().count("serving feature repo") == workers
-        and health(target) == health_pb2.HealthCheckResponse.SERVING))
-    return group, target
-
-
-def start_echo(reuse_port: bool, workdir: Path, port: int | None = None) -> tuple[Group, str]:
-    port = port or free_port()
-    command = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(port)]
-    group = start_group(f"echo server :{port}", command + (["--reuse-port"] if reuse_port else []),
-                        workdir / f"echo-{port}-{time.monotonic_ns()}.log")
-    target = f"127.0.0.1:{port}"
-
-    def answers() -> bool:  # several may share the port: this one must have said it listens
-        if "echo serving" not in group.log.read_text():
-            return False
-        with grpc.insecure_channel(target) as channel:
-            return channel.unary_unary(ECHO_METHOD)(b"ping", timeout=2) == b"ping"
-    wait_for(group, f"echo server {target}", answers)
-    return group, target
-
-
-def run_echo_server(port: int, reuse_port: bool) -> None:
-    """The floor: a grpc.aio server like ours (generic and registered handlers, no reflection
-    or health on the hot path) whose one unary method returns its request bytes unparsed."""
-
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return request
-
-    async def main() -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
-        handlers = {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo",
-                                                                              handlers),))
-        server.add_registered_method_handlers("bench.Echo", handlers)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        print(f"echo serving on port {port}", flush=True)
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-        await stop.wait()
-        await server.stop(1.0)
-
-    asyncio.run(main())
-
-
-# --- CPU accounting (the machine is small and may be shared) ---------------------------------
-
-
-
-
-def process_cpu(pgid: int) -> dict[int, float]:
-    """CPU seconds used so far by each live process of a process group (10 ms ticks)."""
-    used = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
-            used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return used
-
-
-def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
-    return {"machine": busy_cpu(),
-            **{name: sum(process_cpu(pgid).values()) for name, pgid in groups.items()}}
-
-
-def cpu_delta(before: dict[str, float], after: dict[str, float], own: float,
-              own_name: str) -> dict[str, float]:
-    """CPU seconds per named process group plus `own` (this process or the client
-    processes); `others` is what the rest of the machine used meanwhile."""
-    used = {name: after[name] - before[name] for name in before if name != "machine"}
-    used[own_name] = own
-    machine = after["machine"] - before["machine"]
-    return {**{k: round(v, 2) for k, v in used.items()},
-            "others": round(max(0.0, machine - sum(used.values())), 2),
-            "machine": round(machine, 2)}
-
-
 # --- materialization -------------------------------------------------------------------------
 
 
@@ -421,64 +233,32 @@ def request_columns(service: str, batch: int, count: int, seed: int
             for i in range(count)]
 
 
-def encode_request(service: str, keys: list[int], inputs: dict[str, list[float]]) -> bytes:
-    """What featurestore.Client sends for these columns, encoded once ahead of time."""
-    message = pb.GetOnlineFeaturesRequest(feature_service=service, as_of_us=END_US)
-    message.entities["user_id"].int64_values.extend(keys)
-    for name, values in inputs.items():
-        message.request_inputs[name].float64_values.extend(values)
-    return message.SerializeToString()
-
-
-def percentiles(ns: np.ndarray) -> dict[str, float]:
-    ms = ns / 1e6
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"p50_ms": round(float(p50), 4), "p90_ms": round(float(p90), 4),
-            "p99_ms": round(float(p99), 4), "mean_ms": round(float(ms.mean()), 4),
-            "max_ms": round(float(ms.max()), 4)}
-
-
-def time_sides(sides: dict[str, Callable[[int], Any]], case: Case, block: int
-               ) -> dict[str, np.ndarray]:
-    """Every side serves request i of the same list; the sides take turns in blocks of
-    `block` requests, and the order of turns rotates, so drifts in the machine's load reach
-    all sides alike."""
-    for call in sides.values():
-        for i in range(case.warmup):
-            call(i % case.requests)
-    times = {name: np.empty(case.requests, np.int64) for name in sides}
-    order = list(sides)
-    for start in range(0, case.requests, block):
-        for name in order:
-            call, out = sides[name], times[name]
-            for i in range(start, min(start + block, case.requests)):
-                began = time.perf_counter_ns()
-                call(i)
-                out[i] = time.perf_counter_ns() - began
-        order = order[1:] + order[:1]
-    return times
+def encode_columns(service: str, columns: list[tuple[list[int], dict[str, list[float]]]]
+                   ) -> list[bytes]:
+    """The requests featurestore.Client sends for these columns, encoded once ahead of time."""
+    return [encode_request(service, {"user_id": keys}, inputs, END_US) for keys, inputs in columns]
 
 
 def latency_case(ours: str, echo: str, case: Case, block: int, groups: dict[str, int]
                  ) -> dict[str, Any]:
     columns = request_columns(case.service, case.batch, case.requests, SEED + case.batch)
-    payloads = [encode_request(case.service, keys, inputs) for keys, inputs in columns]
+    payloads = encode_columns(case.service, columns)
     with Client(ours) as client, grpc.insecure_channel(echo) as echo_channel, \
             grpc.insecure_channel(ours) as raw_channel:
-        echo_call = echo_channel.unary_unary(ECHO_METHOD, _registered_method=True)
-        raw_call = raw_channel.unary_unary(OURS_METHOD, _registered_method=True)
+        echo_rpc = echo_call(echo_channel)
+        raw_rpc = raw_channel.unary_unary(OURS_METHOD, _registered_method=True)
         client.feature_service(case.service)  # the schema is fetched once per client
         sides: dict[str, Callable[[int], Any]] = {
             "ours": lambda i: client.get_online_features(
                 service=case.service, entities={"user_id": columns[i][0]},
                 request=columns[i][1], as_of=END_US),
-            "echo": lambda i: echo_call(payloads[i]),
-            "ours_raw": lambda i: raw_call(payloads[i]),
+            "echo": lambda i: echo_rpc(payloads[i]),
+            "ours_raw": lambda i: raw_rpc(payloads[i]),
         }
-        response_bytes = len(raw_call(payloads[0]))
+        response_bytes = len(raw_rpc(payloads[0]))
         before, cpu = cpu_snapshot(groups), time.process_time()
         started = time.perf_counter()
-        times = time_sides(sides, case, block)
+        times = time_sides(sides, case.requests, case.warmup, block)
         wall = time.perf_counter() - started
         cpu_used = cpu_delta(before, cpu_snapshot(groups), time.process_time() - cpu, "client")
     stats = {name: percentiles(ns) for name, ns in times.items()}
@@ -487,10 +267,9 @@ def latency_case(ours: str, echo: str, case: Case, block: int, groups: dict[str,
         "service": case.service, "batch": case.batch, "requests": case.requests,
         "warmup": case.warmup, "request_bytes": round(float(np.mean([len(p) for p in payloads]))),
         "response_bytes": response_bytes, **stats,
-        "ratio_p50_ours_over_echo": round(stats["ours"]["p50_ms"] / stats["echo"]["p50_ms"], 3),
-        "ratio_p99_ours_over_echo": round(stats["ours"]["p99_ms"] / stats["echo"]["p99_ms"], 3),
-        "ratio_p50_raw_over_echo": round(stats["ours_raw"]["p50_ms"] / stats["echo"]["p50_ms"],
-                                         3),
+        "ratio_p50_ours_over_echo": ratio(stats, "ours", "echo", "p50"),
+        "ratio_p99_ours_over_echo": ratio(stats, "ours", "echo", "p99"),
+        "ratio_p50_raw_over_echo": ratio(stats, "ours_raw", "echo", "p50"),
         "server_cpu_us_per_request": {
             "ours": round(cpu_used["ours_server"] / calls_on_ours * 1e6, 1),
             "echo": round(cpu_used["echo_server"] / (case.requests + case.warmup) * 1e6, 1)},
@@ -498,177 +277,62 @@ def latency_case(ours: str, echo: str, case: Case, block: int, groups: dict[str,
     }
 
 
-def latency_worker(pipe: Connection, ours: str, echo: str, cases: list[Case], block: int,
-                   groups: dict[str, int]) -> None:
-    """The client process: runs the cases one after another and sends back their results."""
-    try:
-        results = {}
-        for case in cases:
-            key = f"{case.service}/batch_{case.batch}"
-            results[key] = latency_case(ours, echo, case, block, groups)
-            r = results[key]
-            log(f"latency {key}: ours p50 {r['ours']['p50_ms']:.3f} p99 {r['ours']['p99_ms']:.3f}"
-                f" ms, echo p50 {r['echo']['p50_ms']:.3f} p99 {r['echo']['p99_ms']:.3f} ms, raw "
-                f"p50 {r['ours_raw']['p50_ms']:.3f} ms (others {r['cpu_s']['others']:.1f} cpu-s)")
-        pipe.send(("ok", results))
-    except Exception as exc:
-        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
-        raise
+def latency_cases(ours: str, echo: str, cases: list[Case], block: int, groups: dict[str, int]
+                  ) -> dict[str, dict[str, Any]]:
+    """The client process: runs the cases one after another."""
+    results = {}
+    for case in cases:
+        key = f"{case.service}/batch_{case.batch}"
+        results[key] = r = latency_case(ours, echo, case, block, groups)
+        log(f"latency {key}: ours p50 {r['ours']['p50_ms']:.3f} p99 {r['ours']['p99_ms']:.3f}"
+            f" ms, echo p50 {r['echo']['p50_ms']:.3f} p99 {r['echo']['p99_ms']:.3f} ms, raw "
+            f"p50 {r['ours_raw']['p50_ms']:.3f} ms (others {r['cpu_s']['others']:.1f} cpu-s)")
+    return results
 
 
-def in_process(target: Callable[..., None], *args: Any, timeout: float = 1800.0) -> Any:
-    """Runs target(pipe, *args) in a spawned process and returns what it sends back."""
-    context = mp.get_context("spawn")
-    pipe, child = context.Pipe()
-    process = context.Process(target=target, args=(child, *args), daemon=True)
-    process.start()
-    try:
-        if not pipe.poll(timeout):
-            raise RuntimeError(f"{target.__name__} sent nothing within {timeout:.0f} s")
-        status, payload = pipe.recv()
-        if status != "ok":
-            raise RuntimeError(f"{target.__name__} failed: {payload}")
-        return payload
-    finally:
-        process.join(10)
-        if process.is_alive():
-            process.kill()
-            process.join()
+def latency_phase(repo: Path, workdir: Path, rows: pl.DataFrame, counts: Counts,
+                  redis_pgid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ours with 1 worker and one echo process: the sanity check, then every case from one
+    spawned client process. Returns (sanity, cases)."""
+    cases = [Case(service, batch, counts.latency[batch], counts.warmup[batch])
+             for batch in counts.latency for service in (SERVICE, SERVICE_T3)]
+    with owned(start_ours(repo, 1, workdir)) as (ours_group, ours), \
+            owned(start_echo(False, workdir)) as (echo_group, echo):
+        log(f"serving on {ours} (1 worker), echo on {echo}")
+        checks = sanity(ours, rows)
+        groups = {"ours_server": ours_group.pgid, "echo_server": echo_group.pgid,
+                  "redis": redis_pgid}
+        return checks, in_process(latency_cases, ours, echo, cases, counts.block, groups)
 
 
 # --- throughput ------------------------------------------------------------------------------
 
 
-async def load(target: str, path: str, payloads: list[bytes], channels: int, in_flight: int,
-               pipe: Connection) -> dict[str, Any]:
-    """`in_flight` requests kept outstanding over `channels` connections (a local subchannel
-    pool per channel, so that they are distinct TCP connections the kernel can spread over
-    the server's workers). Counts the requests completed in the window the parent names."""
-    options = [("grpc.use_local_subchannel_pool", 1)]
-    opened = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
-    stubs = [c.unary_unary(path, _registered_method=True) for c in opened]
-    for stub in stubs:
-        for payload in payloads[:20]:
-            await stub(payload, timeout=10)
-    pipe.send("ready")
-    start_at, end_at = await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
-    await asyncio.sleep(max(0.0, start_at - time.time()))
-    cpu = time.process_time()
-    done = errors = 0
-    latencies: list[int] = []
-
-    async def one(k: int) -> None:
-        nonlocal done, errors
-        stub, i = stubs[k % channels], k
-        while time.time() < end_at:
-            began = time.perf_counter_ns()
-            try:
-                await stub(payloads[i % len(payloads)], timeout=5)
-            except grpc.aio.AioRpcError:
-                errors += 1
-                continue
-            if time.time() < end_at:
-                done += 1
-                latencies.append(time.perf_counter_ns() - began)
-            i += in_flight
-
-    async def cpu_at(when: float) -> float:
-        await asyncio.sleep(max(0.0, when - time.time()))
-        return time.process_time()
-
-    at_end = asyncio.ensure_future(cpu_at(end_at))  # the parent's CPU window ends there too
-    await asyncio.gather(*(one(k) for k in range(in_flight)))
-    cpu = await at_end - cpu
-    for channel in opened:
-        await channel.close()
-    return {"done": done, "errors": errors, "cpu_s": cpu, "latencies_ns": latencies}
-
-
-def load_worker(pipe: Connection, target: str, path: str, payloads: list[bytes], channels: int,
-                in_flight: int) -> None:
-    try:
-        pipe.send(("ok", asyncio.run(load(target, path, payloads, channels, in_flight, pipe))))
-    except Exception as exc:
-        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
-        raise
-
-
-def server_processes(pgids: list[int]) -> dict[int, float]:
-    return {pid: cpu for pgid in pgids for pid, cpu in process_cpu(pgid).items()}
-
-
-def measure_throughput(target: str, path: str, payloads: list[bytes],
-                       config: tuple[int, int, int], seconds: float,
-                       groups: dict[str, int], servers: list[int]) -> dict[str, Any]:
-    """Client processes, started and connected first, then all released on one wall-clock
-    window so the count covers only the time they all ran together. Also reports each server
-    process's CPU: the kernel spreads connections, not requests, over SO_REUSEPORT
-    listeners, so one process may get more of the load than the other."""
-    processes, channels, in_flight = config
-    context = mp.get_context("spawn")
-    pipes, workers = [], []
-    try:
-        for _ in range(processes):
-            pipe, child = context.Pipe()
-            workers.append(context.Process(target=load_worker, daemon=True, args=(
-                child, target, path, payloads, channels, in_flight)))
-            workers[-1].start()
-            pipes.append(pipe)
-        for pipe in pipes:
-            if not pipe.poll(120) or pipe.recv() != "ready":
-                raise RuntimeError("a load process did not get ready")
-        start_at = time.time() + 0.3
-        for pipe in pipes:
-            pipe.send((start_at, start_at + seconds))
-        time.sleep(max(0.0, start_at - time.time()))
-        before, per_process = cpu_snapshot(groups), server_processes(servers)
-        time.sleep(max(0.0, start_at + seconds - time.time()))
-        after = cpu_snapshot(groups)  # the same window as the count
-        per_process = {pid: cpu - per_process.get(pid, 0.0)
-                       for pid, cpu in server_processes(servers).items()}
-        results = []
-        for pipe in pipes:
-            if not pipe.poll(seconds + 120):
-                raise RuntimeError("a load process did not report")
-            status, payload = pipe.recv()
-            if status != "ok":
-                raise RuntimeError(f"load process failed: {payload}")
-            results.append(payload)
-    finally:
-        for worker in workers:
-            if worker.pid is None:  # interrupted while starting it
-                continue
-            worker.join(10)
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-    done = sum(r["done"] for r in results)
-    latencies = np.concatenate([np.asarray(r["latencies_ns"], np.int64) for r in results])
-    return {
-        "client_processes": processes, "channels_per_process": channels,
-        "in_flight_per_process": in_flight, "seconds": seconds,
-        "requests": done, "errors": sum(r["errors"] for r in results),
-        "req_per_s": round(done / seconds),
-        "latency_under_load": percentiles(latencies) if len(latencies) else None,
-        "cpu_s": cpu_delta(before, after, sum(r["cpu_s"] for r in results), "load_clients"),
-        "server_cpu_per_process_s": sorted((round(v, 2) for v in per_process.values() if v > 0),
-                                           reverse=True),
-    }
-
-
-def throughput_phase(ours: str, echo: str, counts: Counts, groups: dict[str, int],
-                     servers: dict[str, list[int]]) -> dict[str, Any]:
+def throughput_phase(repo: Path, workdir: Path, counts: Counts, redis_pgid: int
+                     ) -> dict[str, Any]:
+    """Ours with 2 workers and the echo as 2 processes sharing a port; every client shape on
+    both, the side that goes first alternating."""
     columns = request_columns(TARGET_SERVICE, 1, 1000, SEED + 7)
-    payloads = [encode_request(TARGET_SERVICE, keys, inputs) for keys, inputs in columns]
+    payloads = encode_columns(TARGET_SERVICE, columns)
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "echo": []}
-    for index, config in enumerate(counts.throughput_configs):
-        sides = [("ours", ours, OURS_METHOD), ("echo", echo, ECHO_METHOD)]
-        for name, target, path in sides if index % 2 == 0 else reversed(sides):
-            run = measure_throughput(target, path, payloads, config, counts.throughput_seconds,
-                                     groups, servers[name])
-            runs[name].append(run)
-            log(f"throughput {name} {config}: {run['req_per_s']:,} req/s, {run['errors']} errors"
-                f" (others {run['cpu_s']['others']:.1f} cpu-s)")
+    with contextlib.ExitStack() as stack:
+        ours_group, ours = stack.enter_context(owned(start_ours(repo, 2, workdir)))
+        echo_port = free_port()
+        echo_groups = [stack.enter_context(owned(start_echo(True, workdir, echo_port)))[0]
+                       for _ in range(2)]
+        echo = f"127.0.0.1:{echo_port}"
+        log(f"serving on {ours} (2 workers), echo on {echo} (2 processes)")
+        groups = {"ours_server": ours_group.pgid, "redis": redis_pgid,
+                  **{f"echo_server_{k}": g.pgid for k, g in enumerate(echo_groups)}}
+        servers = {"ours": [ours_group.pgid], "echo": [g.pgid for g in echo_groups]}
+        for index, config in enumerate(counts.throughput_configs):
+            sides = [("ours", ours, OURS_METHOD), ("echo", echo, ECHO_METHOD)]
+            for name, target, path in sides if index % 2 == 0 else reversed(sides):
+                run = measure_throughput(target, path, payloads, config,
+                                         counts.throughput_seconds, groups, servers[name])
+                runs[name].append(run)
+                log(f"throughput {name} {config}: {run['req_per_s']:,} req/s, "
+                    f"{run['errors']} errors (others {run['cpu_s']['others']:.1f} cpu-s)")
     return {
         "service": TARGET_SERVICE, "batch": 1,
         "client": "grpc.aio channels in separate spawned processes sending pre-encoded requests "
@@ -724,50 +388,13 @@ def evaluate(values: dict[str, float]) -> dict[str, Any]:
     return targets
 
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                      if line.startswith("model name")), "")
-    return {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-            "cpu_model": model, "platform": platform.platform(),
-            "python": platform.python_version()}
-
-
-def versions() -> dict[str, Any]:
-    from google import protobuf
-
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout
-
-    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
-    return {"featurestore_commit": git("rev-parse", "--short", "HEAD").strip(),
-            "featurestore_uncommitted": git("status", "--porcelain", "featurestore").split("\n")[:-1],
-            "grpcio": grpc.__version__, "protobuf": protobuf.__version__,
-            "redis_py": redis.__version__, "redis_server": server.split()[2].removeprefix("v="),
-            "numba": numba.__version__, "numpy": np.__version__, "duckdb": duckdb.__version__,
-            "polars": pl.__version__}
-
-
-@contextlib.contextmanager
-def owned(group: Group) -> Iterator[Group]:
-    try:
-        yield group
-    finally:
-        group.stop()
-
-
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     counts = QUICK if args.quick else FULL
     if args.throughput_config:
         counts = replace(counts, throughput_configs=[
             parse_config(c) for c in args.throughput_config])
     load_before, started_run = os.getloadavg(), time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        redis_group, url = start_redis(workdir)
-        stack.callback(redis_group.stop)
+    with owned(start_redis(workdir)) as (redis_group, url):
         started = time.perf_counter()
         rows = generate_rows(np.random.default_rng(SEED))
         repo = workdir / "repo"
@@ -785,32 +412,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                                   counts.materialize_repeat)
         client.close()
 
-        ours_group, ours = start_ours(repo, 1, workdir)
-        stack.enter_context(owned(ours_group))
-        echo_group, echo = start_echo(False, workdir)
-        stack.enter_context(owned(echo_group))
-        log(f"serving on {ours} (1 worker), echo on {echo}")
-        checks = sanity(ours, rows)
-        cases = [Case(service, batch, counts.latency[batch], counts.warmup[batch])
-                 for batch in counts.latency for service in (SERVICE, SERVICE_T3)]
-        groups = {"ours_server": ours_group.pgid, "echo_server": echo_group.pgid,
-                  "redis": redis_group.pgid}
-        latency = in_process(latency_worker, ours, echo, cases, counts.block, groups)
-        ours_group.stop()
-        echo_group.stop()
-
-        ours_group, ours = start_ours(repo, 2, workdir)
-        stack.enter_context(owned(ours_group))
-        echo_port = free_port()
-        echo_groups = [start_echo(True, workdir, echo_port)[0] for _ in range(2)]
-        for group in echo_groups:
-            stack.enter_context(owned(group))
-        echo = f"127.0.0.1:{echo_port}"
-        log(f"serving on {ours} (2 workers), echo on {echo} (2 processes)")
-        groups = {"ours_server": ours_group.pgid, "redis": redis_group.pgid,
-                  **{f"echo_server_{k}": g.pgid for k, g in enumerate(echo_groups)}}
-        throughput = throughput_phase(ours, echo, counts, groups, {
-            "ours": [ours_group.pgid], "echo": [g.pgid for g in echo_groups]})
+        checks, latency = latency_phase(repo, workdir, rows, counts, redis_group.pgid)
+        throughput = throughput_phase(repo, workdir, counts, redis_group.pgid)
 
     target_batch_1 = latency[f"{TARGET_SERVICE}/batch_1"]
     values = {
@@ -881,16 +484,12 @@ def main() -> None:
     parser.add_argument("--throughput-config", action="append", metavar="P,C,F",
                         help="throughput client shape instead of the default sweep: P processes, "
                              "C channels each, F requests in flight each (repeatable)")
-    parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.echo_server:
-        run_echo_server(args.echo_server, args.reuse_port)
-        return
     # A plain SIGTERM would skip the finally blocks that stop the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.pop("FEATURESTORE_REDIS_URL", None)  # the repo names the benchmark's own Redis
     harness.run(benchmark, args, "fs-online-")
+
 
 if __name__ == "__main__":
     main()

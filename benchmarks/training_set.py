@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -40,7 +39,9 @@ import harness
 import numba
 import numpy as np
 import polars as pl
-from harness import busy_cpu, feature_column, log
+from cpu import busy_cpu
+from harness import feature_column, log
+from processes import spawn
 
 from featurestore import FeatureStore
 from featurestore.offline.ingest import source_table
@@ -165,8 +166,6 @@ def bare_worker(pipe: Connection, db: str, labels_path: str, query: str, rows: i
     con.close()
 
 
-
-
 def with_others(run: Callable[[], Sample]) -> Sample:
     before = busy_cpu()
     sample = run()
@@ -237,14 +236,11 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     db = store.config.offline_store
     query = bare_query(source_table(store.plan.views[VIEW].source))
 
-    pipe, child = mp.get_context("spawn").Pipe()
-    worker = mp.get_context("spawn").Process(
-        target=bare_worker, args=(child, str(db), str(labels_path), query, size.labels))
-    worker.start()
+    worker = spawn(bare_worker, str(db), str(labels_path), query, size.labels, converse=True)
 
     def remote() -> Sample:
-        pipe.send("run")
-        return pipe.recv()
+        worker.pipe.send("run")
+        return worker.pipe.recv()
 
     def ours() -> Sample:
         return measure(lambda: store.training_set(labels, service=SERVICE), size.labels)
@@ -273,8 +269,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         " cpu-s)" for n in sides))
         load_after = os.getloadavg()
     finally:
-        pipe.send("stop")
-        worker.join()
+        worker.pipe.send("stop")
+        worker.stop()
     check = verify(store.training_set(labels, service=SERVICE), db, labels, query)
     medians = {name: statistics.median(s.wall for s in v) for name, v in samples.items()}
     result: dict[str, Any] = {
@@ -318,6 +314,7 @@ def main() -> None:
                         help="keep data, repo and DuckDB file here (default: a temp dir)")
     args = parser.parse_args()
     harness.run(benchmark, args, "fs-bench-")
+
 
 if __name__ == "__main__":
     main()
