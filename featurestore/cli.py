@@ -18,16 +18,17 @@ from featurestore.definitions.types import Bool, DType, Float64, Int64, String, 
 from featurestore.errors import FeatureStoreError
 from featurestore.feast_import import import_feast
 from featurestore.feature_store import FeatureStore
-from featurestore.materialization import EPOCH, Materialized, to_micros
+from featurestore.materialization import Materialized
 from featurestore.offline.registry import PlanDiff
 from featurestore.parity import ParityReport
 from featurestore.parity import check as check_parity
-from featurestore.plan.status import STATUS_NAMES, Status
 from featurestore.push import content_id, read_events_table
 from featurestore.scaffold import scaffold
 from featurestore.serving.client import Client, OnlineFeatures
 from featurestore.serving.service import ServerOptions
 from featurestore.serving.workers import run as run_server
+from featurestore.values.status import STATUS_NAMES, Status
+from featurestore.values.timestamps import EPOCH, to_micros
 
 app = typer.Typer(help="Features defined once in Python, identical in training and serving.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)

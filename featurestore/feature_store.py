@@ -14,7 +14,7 @@ import polars as pl
 import redis
 
 from featurestore.errors import FeatureStoreError
-from featurestore.materialization import Materialized, materialize, to_micros
+from featurestore.materialization import Materialized, materialize
 from featurestore.offline import ApplyResult, OfflineStore
 from featurestore.offline.registry import PlanDiff
 from featurestore.offline.sql import run
@@ -29,6 +29,7 @@ from featurestore.push import (
     read_events_table,
 )
 from featurestore.repo import RepoConfig, load_config, load_repo
+from featurestore.values.timestamps import to_micros
 
 
 class FeatureStore:

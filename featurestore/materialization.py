@@ -5,7 +5,6 @@ only once every row is written. Sits above offline/ and online/, which never imp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import redis
 
@@ -14,12 +13,12 @@ from featurestore.offline import OfflineStore
 from featurestore.offline.ingest import pushed_files
 from featurestore.online.keys import view_prefix
 from featurestore.online.redis_store import OnlineWriter
-from featurestore.online.tiles import entity_bases, groups, now_us, tile_writes
+from featurestore.online.tiles import entity_bases, groups, tile_writes
 from featurestore.plan import Plan, ViewPlan
 from featurestore.progress import QUIET, Reporter
 from featurestore.push import BATCH_MARK_TTL_S, batch_mark, batch_of
+from featurestore.values.timestamps import now_us
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TILE_CHUNK = 2000  # entities whose tiles are built at once (a tile row is a few kB wide)
 
 
@@ -31,14 +30,6 @@ class Materialized:
     end_us: int
     rows: int
     written: int  # rows that were newer than what Redis held
-
-
-def to_micros(when: datetime) -> int:
-    if when.tzinfo is None:
-        raise FeatureStoreError(
-            f"{when} has no time zone; pass a zone-aware datetime (e.g. tzinfo=timezone.utc)")
-    delta = when - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def materialize(plan: Plan, offline: OfflineStore, client: redis.Redis, end_us: int,

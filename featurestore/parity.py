@@ -15,8 +15,8 @@ import polars as pl
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import FeatureStoreError
 from featurestore.feature_store import FeatureStore
-from featurestore.materialization import EPOCH
 from featurestore.serving.client import Client
+from featurestore.values.timestamps import EPOCH
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import redis
 
+from featurestore.aggregation.events import Events
 from featurestore.definitions.types import Timestamp
 from featurestore.errors import FeatureStoreError, NotAppliedError, SourceDataError
 from featurestore.offline.ingest import INGESTED, PUSHED_DIR, declared_columns
 from featurestore.online.keys import registry_key, view_prefix
 from featurestore.online.redis_store import parse_registry
 from featurestore.online.tiles import TileWrites, entity_bases, groups, tile_writes
-from featurestore.plan import Plan, ViewPlan, from_arrow
-from featurestore.plan.windows import Events
+from featurestore.plan import Plan, ViewPlan
+from featurestore.values.columns import from_arrow
 
 BATCH_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 DEFAULT_MAX_FUTURE_US = 5 * 60 * 1_000_000  # events may be up to 5 minutes ahead of the clock

@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from featurestore.errors import FeatureStoreError, ReadOnlyError
 from featurestore.offline.connection import connect
-from featurestore.plan import Plan, TransformPlan, from_arrow, to_arrow
+from featurestore.plan import Plan, TransformPlan
+from featurestore.values.columns import from_arrow, to_arrow
 
 
 def _udf(t: TransformPlan) -> Callable[..., pa.Array]:

@@ -14,13 +14,13 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from featurestore.aggregation.events import Events
 from featurestore.errors import FeatureStoreError, NotAppliedError
 from featurestore.offline import catalog, feature_tables, ingest, registry, training, windowed
 from featurestore.offline.connection import INTERNAL, connect
 from featurestore.offline.sql import open_session
 from featurestore.plan import Plan, Selection
 from featurestore.plan.hashing import version_of
-from featurestore.plan.windows import Events
 from featurestore.progress import QUIET, Reporter
 
 

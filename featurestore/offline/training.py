@@ -16,11 +16,10 @@ from featurestore.offline import windowed
 from featurestore.offline.connection import quote
 from featurestore.offline.feature_tables import asof_join, built, expired, visible_value
 from featurestore.offline.labels import ROW, TS, prepare, to_arrow_table
-from featurestore.plan import Column, Plan, Selection, from_arrow, to_arrow
+from featurestore.plan import Plan, Selection
 from featurestore.plan.execute import feature_status, run_transforms
-from featurestore.plan.status import NULL, PRESENT, STATUS_NAMES, Status
-
-STATUS_DTYPE = pl.Enum(STATUS_NAMES)
+from featurestore.values.columns import Column, from_arrow, to_arrow
+from featurestore.values.status import NULL, PRESENT, STATUS_DTYPE, STATUS_NAMES, Status
 
 
 def check_built(con: duckdb.DuckDBPyConnection, plan: Plan, views: list[str]) -> None:

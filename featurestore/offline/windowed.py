@@ -8,18 +8,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from featurestore.aggregation.events import Events
+from featurestore.aggregation.layout import Layout, empty_outputs
+from featurestore.aggregation.windows import change_points, evaluate, sweep
 from featurestore.definitions.types import Timestamp
 from featurestore.offline.connection import quote
 from featurestore.offline.ingest import INGESTED, source_table
-from featurestore.plan import Column, Plan, ViewPlan, from_arrow, to_arrow
-from featurestore.plan.windows import (
-    Events,
-    Layout,
-    change_points,
-    empty_outputs,
-    evaluate,
-    sweep,
-)
+from featurestore.plan import Plan, ViewPlan
+from featurestore.values.columns import Column, from_arrow, to_arrow
 
 ENTITY = "__e"
 

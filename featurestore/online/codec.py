@@ -19,8 +19,8 @@ import numba
 import numpy as np
 
 from featurestore.definitions.types import Bool, DType, Float64, String
-from featurestore.plan.columns import Column
-from featurestore.plan.strings import Utf8Array
+from featurestore.values.columns import Column
+from featurestore.values.strings import Utf8Array
 
 HEADER_BYTES = 24
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from featurestore.plan.columns import Column
-from featurestore.plan.strings import Utf8Array
+from featurestore.values.columns import Column
+from featurestore.values.strings import Utf8Array
 
 _ESCAPES = str.maketrans({"%": "%25", "|": "%7C", "{": "%7B", "}": "%7D"})
 

@@ -14,23 +14,19 @@ from typing import Any
 import numba
 import numpy as np
 
+from featurestore.aggregation.layout import empty_outputs
+from featurestore.aggregation.tiles import add_head_events, finish_rows
 from featurestore.definitions.types import DType
 from featurestore.errors import NotAppliedError
 from featurestore.online.codec import RowSchema, decode
 from featurestore.online.keys import entity_tags, key_text, view_prefix
+from featurestore.online.tile_format import head_max_ts, index_blocks, merge_windows
 from featurestore.online.tiles import TileGroup, WindowUnavailable, decode_events, groups
-from featurestore.plan import Column, Plan, Selection
+from featurestore.plan import Plan, Selection
 from featurestore.plan.execute import run_transforms
 from featurestore.plan.plan import AggregatePlan
-from featurestore.plan.status import NOT_FOUND, NULL, OUTSIDE_TTL, PRESENT
-from featurestore.plan.windows import (
-    add_head_events,
-    empty_outputs,
-    finish_rows,
-    head_max_ts,
-    index_blocks,
-    merge_windows,
-)
+from featurestore.values.columns import Column
+from featurestore.values.status import NOT_FOUND, NULL, OUTSIDE_TTL, PRESENT
 
 
 @dataclass(frozen=True)

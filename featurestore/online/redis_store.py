@@ -24,8 +24,9 @@ from featurestore.online.codec import RowSchema, encode
 from featurestore.online.keys import entity_tags, key_text, registry_key, view_prefix
 from featurestore.online.lookup import ServedView
 from featurestore.online.tiles import TileWrites
-from featurestore.plan import ViewPlan, from_arrow
+from featurestore.plan import ViewPlan
 from featurestore.plan.plan import AggregatePlan
+from featurestore.values.columns import from_arrow
 
 # Writes a batch of rows, each only if it is not older, in the point-in-time order
 # (event_ts, created_ts, seq) held in the row's first 24 bytes. ARGV holds row, expiry pairs;

@@ -12,30 +12,21 @@ of its last hop's end and its last write; a hop's raw events one hop after."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 import pyarrow as pa
 
+from featurestore.aggregation.events import Events
+from featurestore.aggregation.layout import Layout, hops, span
+from featurestore.aggregation.tiles import build_tiles, fold_tiles
 from featurestore.definitions.types import DType
 from featurestore.errors import FeatureStoreError
 from featurestore.online.keys import entity_tags, key_text
-from featurestore.plan.columns import from_arrow
+from featurestore.online.tile_format import encode_tiles, pack_blocks, per_block, unpack_blocks
 from featurestore.plan.plan import AggregatePlan
-from featurestore.plan.windows import (
-    Events,
-    Layout,
-    build_tiles,
-    encode_tiles,
-    fold_tiles,
-    hops,
-    pack_blocks,
-    per_block,
-    span,
-    unpack_blocks,
-)
+from featurestore.values.columns import from_arrow
 
 RAW_FIXED = 3  # ts, created, validity bits; then one int64 per aggregation
 
@@ -81,10 +72,6 @@ def groups(aggregates: tuple[AggregatePlan, ...]) -> list[TileGroup]:
         indices = tuple(aggregates.index(a) for a in members)
         out.append(TileGroup(hop, Layout.of(members), span(members), indices))
     return out
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @numba.njit(cache=True, nogil=True)

@@ -2,7 +2,6 @@
 
 Imports definitions/ and repo; imported by offline/, online/ and serving/, never the reverse."""
 
-from featurestore.plan.columns import Column, from_arrow, to_arrow
 from featurestore.plan.numba_cache import drop_stale
 from featurestore.plan.plan import (
     OutputFeature,
@@ -15,7 +14,6 @@ from featurestore.plan.plan import (
 )
 
 __all__ = [
-    "Column",
     "OutputFeature",
     "Plan",
     "Selection",
@@ -23,8 +21,6 @@ __all__ = [
     "TransformPlan",
     "ViewPlan",
     "build_plan",
-    "from_arrow",
-    "to_arrow",
 ]
 
 drop_stale()  # imports compile nothing; kernels load their caches when first run

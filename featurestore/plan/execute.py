@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from featurestore.plan.columns import Column
 from featurestore.plan.plan import Selection
-from featurestore.plan.status import NULL, PRESENT
+from featurestore.values.columns import Column
+from featurestore.values.status import NULL, PRESENT
 
 
 def feature_status(state: np.ndarray, valid: np.ndarray) -> np.ndarray:

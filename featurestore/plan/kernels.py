@@ -27,8 +27,8 @@ from numba.typed import List
 
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import CompileError
-from featurestore.plan.columns import Column, empty, filled
-from featurestore.plan.strings import Utf8Array
+from featurestore.values.columns import Column, empty, filled
+from featurestore.values.strings import Utf8Array
 
 _SCALAR = {Int64: "x{k}[i]", Float64: "x{k}[i]", Timestamp: "x{k}[i]",
            Bool: "x{k}[i]", String: "utf8_decode(x{k}d, x{k}[i], x{k}[i + 1])"}
@@ -57,7 +57,7 @@ def kernel_source(name: str, input_types: list[DType], output: DType) -> str:
 # whenever the transform changes, and its name carries the transform's version.
 import numba
 
-from featurestore.plan.strings import utf8_decode
+from featurestore.plan.utf8 import utf8_decode
 
 fn = None  # bound to the jitted user function before the first call
 

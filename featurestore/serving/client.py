@@ -22,12 +22,11 @@ import pyarrow as pa
 
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import FeatureStoreError
-from featurestore.materialization import EPOCH, to_micros
-from featurestore.offline.training import STATUS_DTYPE
-from featurestore.plan import Column, to_arrow
-from featurestore.plan.status import STATUS_NAMES, Status
-from featurestore.plan.strings import Utf8Array
 from featurestore.serving.proto import BY_VALUE_TYPE, WIRE, method, pb, to_numpy
+from featurestore.values.columns import Column, to_arrow
+from featurestore.values.status import STATUS_DTYPE, STATUS_NAMES, Status
+from featurestore.values.strings import Utf8Array
+from featurestore.values.timestamps import EPOCH, to_micros
 
 
 class ServingError(FeatureStoreError):

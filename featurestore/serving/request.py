@@ -12,9 +12,10 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.definitions.types import DType, Float64, Int64, String
-from featurestore.plan import Column, Selection
-from featurestore.plan.strings import Utf8Array
+from featurestore.plan import Selection
 from featurestore.serving.proto import WIRE, pb, to_numpy
+from featurestore.values.columns import Column
+from featurestore.values.strings import Utf8Array
 
 # Columns without nulls share one read-only all-true validity mask.
 _VALID = np.ones(10_000, np.bool_)

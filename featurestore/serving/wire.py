@@ -15,9 +15,9 @@ import numpy as np
 
 from featurestore.online.lookup import OnlineResult
 from featurestore.plan import Selection
-from featurestore.plan.status import PRESENT
-from featurestore.plan.strings import Utf8Array
 from featurestore.serving.proto import WIRE, pb
+from featurestore.values.status import PRESENT
+from featurestore.values.strings import Utf8Array
 
 _RESPONSE = pb.GetOnlineFeaturesResponse.DESCRIPTOR.fields_by_name
 _VALUES = pb.Values.DESCRIPTOR.fields_by_name

@@ -230,7 +230,7 @@ def test_online_values_match_feast_in_the_same_redis(tmp_path: Path, redis_url: 
     from featurestore.definitions.types import Int64
     from featurestore.online.lookup import Lookup, read
     from featurestore.online.redis_store import OnlineWriter
-    from featurestore.plan import from_arrow, to_arrow
+    from featurestore.values.columns import from_arrow, to_arrow
 
     base = redis_url.rsplit("/", 1)[0]
     host_port = base.removeprefix("redis://")

@@ -24,8 +24,8 @@ from featurestore import Client, FeatureStore
 from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup, read
 from featurestore.online.redis_store import OnlineWriter
-from featurestore.plan import from_arrow, to_arrow
-from featurestore.plan.status import STATUS_NAMES
+from featurestore.values.columns import from_arrow, to_arrow
+from featurestore.values.status import STATUS_NAMES
 
 BASE = datetime(2025, 6, 1, tzinfo=UTC)
 TYPES = ["Int64", "Float64", "Bool", "String", "Timestamp"]

@@ -24,8 +24,8 @@ from featurestore import FeatureStore, materialization
 from featurestore.definitions.types import Int64
 from featurestore.online.lookup import Lookup, read
 from featurestore.online.redis_store import OnlineWriter
-from featurestore.plan import from_arrow, to_arrow
 from featurestore.push import push
+from featurestore.values.columns import from_arrow, to_arrow
 
 FUNCTIONS = ["sum", "count", "mean", "min", "max", "var", "stddev", "first", "last",
              "count_distinct"]

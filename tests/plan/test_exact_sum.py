@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from featurestore.plan import exact_sum as es
+from featurestore.aggregation import exact_sum as es
 
 MAX = 1.7976931348623157e308
 TINY = 5e-324

@@ -30,9 +30,10 @@ from hypothesis import strategies as st
 from featurestore import FeatureStore
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import CompileError
-from featurestore.plan import Column, Plan, build_plan, from_arrow
-from featurestore.plan.strings import Utf8Array
+from featurestore.plan import Plan, build_plan
 from featurestore.repo import load_repo
+from featurestore.values.columns import Column, from_arrow
+from featurestore.values.strings import Utf8Array
 
 DEFINITIONS = '''
 from featurestore import Request, transform

@@ -11,24 +11,14 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from featurestore.aggregation.events import Events
+from featurestore.aggregation.layout import Layout, empty_outputs
+from featurestore.aggregation.tiles import add_head_events, build_tiles, finish_rows, merge_tile
+from featurestore.aggregation.windows import evaluate, sweep
 from featurestore.definitions.types import Float64, Int64
-from featurestore.plan import Column
+from featurestore.online.tile_format import encode_tiles, index_blocks, merge_windows, pack_blocks
 from featurestore.plan.plan import AggregatePlan
-from featurestore.plan.windows import (
-    Events,
-    Layout,
-    add_head_events,
-    build_tiles,
-    empty_outputs,
-    encode_tiles,
-    evaluate,
-    finish_rows,
-    index_blocks,
-    merge_tile,
-    merge_windows,
-    pack_blocks,
-    sweep,
-)
+from featurestore.values.columns import Column
 
 H = 10  # hop
 FUNCTIONS = ["count", "sum", "mean", "min", "max", "var", "stddev", "first", "last",

@@ -28,9 +28,9 @@ from featurestore.definitions.types import Int64
 from featurestore.errors import NotAppliedError
 from featurestore.online.lookup import Lookup, read
 from featurestore.online.redis_store import OnlineWriter
-from featurestore.plan import from_arrow, to_arrow
 from featurestore.push import content_id, read_events_table
 from featurestore.serving.client import ServingError
+from featurestore.values.columns import from_arrow, to_arrow
 
 SECOND = 1_000_000
 MINUTE = 60 * SECOND

@@ -38,9 +38,9 @@ from serving_kit import (
 
 from featurestore import Client, FeatureStore, FeatureStoreError
 from featurestore.online.managed import ManagedRedis
-from featurestore.plan.status import Status
 from featurestore.serving.client import ServingError
 from featurestore.serving.proto import SERVICE, method, pb
+from featurestore.values.status import Status
 
 VIEW_FEATURES = ["age", "country", "credit_limit", "is_premium", "account_opened_at", "category",
                  "avg_ticket", "risk_score", "is_online", "n_prior_txns", "last_txn_at",

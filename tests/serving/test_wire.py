@@ -12,13 +12,14 @@ import pytest
 
 from featurestore.definitions.types import Bool, Float64, Int64, String, Timestamp
 from featurestore.online.lookup import FeatureValues, OnlineResult
-from featurestore.plan import Column, Selection
+from featurestore.plan import Selection
 from featurestore.plan.plan import OutputFeature
-from featurestore.plan.status import STATUS_NAMES, Status
-from featurestore.plan.strings import Utf8Array
 from featurestore.serving.client import OnlineFeatures
 from featurestore.serving.proto import WIRE, pb
 from featurestore.serving.wire import ResponseEncoder, varint
+from featurestore.values.columns import Column
+from featurestore.values.status import STATUS_NAMES, Status
+from featurestore.values.strings import Utf8Array
 
 AS_OF = 1_751_328_000_000_000
 LONG = "é" * 200  # 400 bytes: a two-byte length prefix

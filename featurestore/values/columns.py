@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
-from featurestore.plan.strings import Utf8Array
+from featurestore.values.strings import Utf8Array
 
 _FILL = {Int64: 0, Float64: 0.0, Bool: False, String: "", Timestamp: 0}
 

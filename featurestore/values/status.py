@@ -3,6 +3,7 @@
 from enum import IntEnum
 
 import numpy as np
+import polars as pl
 
 
 class Status(IntEnum):
@@ -13,6 +14,7 @@ class Status(IntEnum):
 
 
 STATUS_NAMES = [s.name for s in Status]
+STATUS_DTYPE = pl.Enum(STATUS_NAMES)  # status columns of training sets and client frames
 
 # As NumPy scalars, for hot paths (attribute access on an IntEnum is slow).
 PRESENT, NULL, NOT_FOUND, OUTSIDE_TTL = (np.uint8(s) for s in Status)

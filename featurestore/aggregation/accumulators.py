@@ -13,8 +13,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from featurestore.plan import exact_sum
-from featurestore.plan.strings import Utf8Array
+from featurestore.aggregation import exact_sum
+from featurestore.values.strings import Utf8Array
 
 COUNT, SUM, MEAN, VAR, STDDEV, MIN, MAX, FIRST, LAST, COUNT_DISTINCT = range(10)
 CODES = {"count": COUNT, "sum": SUM, "mean": MEAN, "var": VAR, "stddev": STDDEV, "min": MIN,

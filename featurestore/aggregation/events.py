@@ -1,0 +1,40 @@
+"""Events grouped by entity and sorted by event time: what every evaluation and tile build
+reads, whether it came out of DuckDB or a pushed batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from featurestore.values.columns import Column
+from featurestore.values.strings import Utf8Array
+
+
+@dataclass
+class Events:
+    """Events grouped by entity and sorted by event time; entity e's are [starts[e], ends[e]).
+    `keys` holds each entity's join key values, in entity order."""
+
+    keys: pa.Table
+    ts: np.ndarray
+    created: np.ndarray
+    columns: dict[str, Column]
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def entities(self, first: int, stop: int) -> Events:
+        """The events of entities first .. stop - 1, renumbered from 0."""
+        lo = self.starts[first] if first < len(self.starts) else len(self.ts)
+        hi = self.ends[stop - 1] if stop > first else lo
+        return Events(self.keys.slice(first, stop - first), self.ts[lo:hi], self.created[lo:hi],
+                      {c: Column(col.values.rows(lo, hi) if isinstance(col.values, Utf8Array)
+                                 else col.values[lo:hi], col.valid[lo:hi])
+                       for c, col in self.columns.items()},
+                      self.starts[first:stop] - lo, self.ends[first:stop] - lo)
+
+

@@ -1,0 +1,94 @@
+"""How a view's aggregations share one row of int64 state slots, and how their inputs and
+results cross between Columns and the kernels' arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from featurestore.aggregation.accumulators import CODES, SPEC_WIDTH, input_row, key_floats, state_width
+from featurestore.definitions.types import Bool, Float64
+from featurestore.plan.plan import AggregatePlan
+from featurestore.values.columns import Column
+
+MAX_TS = 0  # slot 0 of a tile row: the latest event time it holds
+
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Aggregations laid out in a state row: slot 0 is MAX_TS, then each one's state."""
+
+    aggregations: tuple[AggregatePlan, ...]
+    spec: np.ndarray  # int64 [A, SPEC_WIDTH]
+    width: int
+
+    @classmethod
+    def of(cls, aggregations: tuple[AggregatePlan, ...]) -> Layout:
+        spec = np.zeros((len(aggregations), SPEC_WIDTH), np.int64)
+        offset = 1
+        for a, agg in enumerate(aggregations):
+            code = CODES[agg.function]
+            is_float = agg.dtype is Float64
+            spec[a] = (code, offset, is_float, agg.window_us, agg.hop_us)
+            offset += state_width(code, is_float)
+        spec.flags.writeable = False
+        return cls(aggregations, spec, offset)
+
+    @property
+    def columns(self) -> list[str]:
+        return sorted({a.column for a in self.aggregations})
+
+    def inputs(self, columns: dict[str, Column]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(xi, xf, m): each aggregation's input column as a row of int64 or float64 values
+        and a validity row."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        xi = np.zeros((len(self.aggregations), n), np.int64)
+        xf = np.zeros((len(self.aggregations), n), np.float64)
+        m = np.zeros((len(self.aggregations), n), np.bool_)
+        for a, agg in enumerate(self.aggregations):
+            column = columns[agg.column]
+            ints, floats = input_row(CODES[agg.function], column.values, agg.dtype is Float64)
+            if ints is not None:
+                xi[a] = ints
+            if floats is not None:
+                xf[a] = floats
+            m[a] = column.valid
+        return xi, xf, m
+
+    def outputs(self, out_i: np.ndarray, out_f: np.ndarray, valid: np.ndarray) -> list[Column]:
+        """The finished values as Columns of each aggregation's output type."""
+        columns = []
+        for a, agg in enumerate(self.aggregations):
+            if agg.output is Float64:
+                values = (out_f[a] if CODES[agg.function] in _FLOAT_RESULTS or
+                          agg.dtype is not Float64 else key_floats(out_i[a]))
+            elif agg.output is Bool:
+                values = out_i[a] != 0
+            else:
+                values = out_i[a]
+            columns.append(Column(np.where(valid[a], values, values.dtype.type(0)), valid[a]))
+        return columns
+
+
+_FLOAT_RESULTS = {CODES[f] for f in ("sum", "mean", "var", "stddev")}
+
+
+def empty_outputs(layout: Layout, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a = len(layout.aggregations)
+    return np.zeros((a, n), np.int64), np.zeros((a, n), np.float64), np.zeros((a, n), np.bool_)
+
+
+def hops(aggregations: tuple[AggregatePlan, ...]) -> dict[int, tuple[AggregatePlan, ...]]:
+    """Aggregations grouped by hop: each group shares one set of tiles."""
+    out: dict[int, list[AggregatePlan]] = {}
+    for agg in aggregations:
+        out.setdefault(agg.hop_us, []).append(agg)
+    return {hop: tuple(group) for hop, group in sorted(out.items())}
+
+
+def span(aggregations: tuple[AggregatePlan, ...]) -> int:
+    """Tiles a group's window reads: its longest window's full tiles plus the head."""
+    return max(a.window_us // a.hop_us for a in aggregations) + 1
+

@@ -1,0 +1,172 @@
+"""Windowed aggregations over events and tiles, for every path.
+
+A window of length w with hop h, evaluated at T, covers the events with event time in
+[floor(T, h) - w, T] that were visible at T (created <= T). Tile k of hop h holds the partial
+aggregate of the events with event time in [k*h, (k+1)*h), so the window at T is exactly the
+w/h full tiles before K = floor(T/h) plus the events of tile K up to T (the head).
+
+- `evaluate` runs the accumulators over the raw events, per (entity, T): training sets and
+  backfill.
+- `build_tiles` (tiles.py) folds events into tiles: materialization and pushes.
+- `merge_windows` (online/tile_format.py) folds stored tiles into values: online lookups.
+All three use the same accumulators, whose states do not depend on event order, so the values
+agree bit for bit."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from featurestore.aggregation.accumulators import (
+    COUNT_DISTINCT,
+    FUNC,
+    HOP,
+    LAST,
+    MAX,
+    MIN,
+    OFFSET,
+    WINDOW,
+    add_event,
+    finish,
+    later,
+    lower_bound,
+    remove_event,
+    subtractable,
+)
+
+
+@numba.njit(cache=True, nogil=True)
+def _reset(spec, a, s):  # type: ignore[no-untyped-def]
+    end = spec[a + 1, OFFSET] if a + 1 < spec.shape[0] else s.shape[0]
+    s[spec[a, OFFSET]:end] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _direct(spec, a, s, xi, xf, m, ts, created, lo, hi, t):  # type: ignore[no-untyped-def]
+    """Aggregation a's state at t from the events [lo, hi) of one entity, one by one."""
+    _reset(spec, a, s)
+    tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW]
+    i = lower_bound(ts, lo, hi, tail)
+    while i < hi and ts[i] <= t:
+        if created[i] <= t:
+            add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
+        i += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def evaluate(spec, width, xi, xf, m, ts, created, starts, ends, q_entity, q_ts,
+             out_i, out_f, valid):  # type: ignore[no-untyped-def]
+    """Every aggregation at every query (entity index, T) over the raw events, which are
+    sorted by entity then event time; entity e's events are [starts[e], ends[e]), and a
+    query entity of -1 has none."""
+    s = np.zeros(width, np.int64)
+    for q in range(q_entity.shape[0]):
+        e, t = q_entity[q], q_ts[q]
+        for a in range(spec.shape[0]):
+            if e >= 0:
+                _direct(spec, a, s, xi, xf, m, ts, created, starts[e], ends[e], t)
+            else:
+                _reset(spec, a, s)
+            finish(spec, a, s, q, out_i, out_f, valid)
+
+
+@numba.njit(cache=True, nogil=True)
+def change_points(ts, created, starts, ends, hops, windows):  # type: ignore[no-untyped-def]
+    """Per entity, in time order, the hop boundaries at which some aggregate can change: where
+    an event becomes visible (rounded up to each hop in `hops`) and where it leaves each
+    window ((hop, window) rows of `windows`). Between two of them every value stays put."""
+    per_event = hops.shape[0] + windows.shape[0]
+    out_e = np.empty(ts.shape[0] * per_event, np.int64)
+    out_t = np.empty(ts.shape[0] * per_event, np.int64)
+    n = 0
+    for e in range(starts.shape[0]):
+        points = np.empty((ends[e] - starts[e]) * per_event, np.int64)
+        c = 0
+        for i in range(starts[e], ends[e]):
+            for h in hops:
+                points[c] = -((-created[i]) // h) * h
+                c += 1
+            for j in range(windows.shape[0]):
+                h, w = windows[j, 0], windows[j, 1]
+                points[c] = ((ts[i] + w) // h + 1) * h
+                c += 1
+        points.sort()
+        for j in range(c):
+            if j == 0 or points[j] != points[j - 1]:
+                out_e[n], out_t[n] = e, points[j]
+                n += 1
+    return out_e[:n].copy(), out_t[:n].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _better(spec, a, xi, ts, created, i, j):  # type: ignore[no-untyped-def]
+    """Whether event i beats event j for a min/max/first/last aggregation."""
+    f = spec[a, FUNC]
+    if f == MIN:
+        return xi[a, i] < xi[a, j]
+    if f == MAX:
+        return xi[a, i] > xi[a, j]
+    return later(ts[i], created[i], xi[a, i], ts[j], created[j], xi[a, j]) == (f == LAST)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p_ts,
+          out_i, out_f, valid):  # type: ignore[no-untyped-def]
+    """Every aggregation at each entity's increasing times p_ts[p_starts[e]:p_ends[e]]: the
+    same values as `evaluate`, found by sliding each window over the events instead of
+    re-reading it. Sums and counts add entering and subtract leaving events (exactly); min,
+    max, first and last keep a monotonic queue; distinct counts and entities with events
+    visible only after their event time (created later) are evaluated directly."""
+    for e in numba.prange(starts.shape[0]):
+        s = np.zeros(width, np.int64)
+        queue = np.empty(ends[e] - starts[e], np.int64)
+        lo_e, hi_e = starts[e], ends[e]
+        late = False
+        for i in range(lo_e, hi_e):
+            late |= created[i] > ts[i]
+        for a in range(spec.shape[0]):
+            f, off = spec[a, FUNC], spec[a, OFFSET]
+            direct = late or f == COUNT_DISTINCT
+            _reset(spec, a, s)
+            lo, hi, q_head, q_tail = lo_e, lo_e, 0, 0
+            for p in range(p_starts[e], p_ends[e]):
+                t = p_ts[p]
+                if direct:
+                    _direct(spec, a, s, xi, xf, m, ts, created, lo_e, hi_e, t)
+                    finish(spec, a, s, p, out_i, out_f, valid)
+                    continue
+                tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW]
+                moved_from = (lo, hi)
+                while hi < hi_e and ts[hi] <= t:
+                    if subtractable(f):
+                        add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
+                    elif m[a, hi]:
+                        while q_tail > q_head and _better(spec, a, xi, ts, created, hi,
+                                                          queue[q_tail - 1]):
+                            q_tail -= 1
+                        queue[q_tail] = hi
+                        q_tail += 1
+                    hi += 1
+                while lo < hi and ts[lo] < tail:
+                    if subtractable(f):
+                        remove_event(spec, a, s, xi, xf, m, lo)
+                    elif q_tail > q_head and queue[q_head] == lo:
+                        q_head += 1
+                    lo += 1
+                if p > p_starts[e] and (lo, hi) == moved_from:  # same events: same value
+                    out_i[a, p], out_f[a, p] = out_i[a, p - 1], out_f[a, p - 1]
+                    valid[a, p] = valid[a, p - 1]
+                    continue
+                if not subtractable(f):
+                    _reset(spec, a, s)
+                    if q_tail > q_head:
+                        best = queue[q_head]
+                        s[off] = 1
+                        if f in (MIN, MAX):
+                            s[off + 1] = xi[a, best]
+                        else:
+                            s[off + 1], s[off + 2], s[off + 3] = ts[best], created[best], \
+                                xi[a, best]
+                finish(spec, a, s, p, out_i, out_f, valid)
+
+
