@@ -19,10 +19,10 @@ from featurestore.errors import FeatureStoreError
 from featurestore.feast_import import import_feast
 from featurestore.feature_store import FeatureStore
 from featurestore.materialization import Materialized
+from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
 from featurestore.parity import ParityReport
 from featurestore.parity import check as check_parity
-from featurestore.push import content_id, read_events_table
 from featurestore.scaffold import scaffold
 from featurestore.serving.client import Client, OnlineFeatures
 from featurestore.serving.service import ServerOptions

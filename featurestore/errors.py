@@ -32,3 +32,11 @@ class UnknownNameError(FeatureStoreError):
 class ReadOnlyError(FeatureStoreError):
     """SQL that tried to modify the offline store through the read-only SQL surface."""
 
+
+
+class OnlineUnavailable(FeatureStoreError):
+    """The online store could not be reached, or did not answer in time; retrying may work."""
+
+
+class OnlineStoreError(FeatureStoreError):
+    """The online store answered with an error: a bug or a misconfiguration, not an outage."""

@@ -78,7 +78,7 @@ def import_feast(feast_repo: str | Path, out: str | Path, partial: bool = False)
         shutil.rmtree(staging / ".featurestore", ignore_errors=True)
         try:
             repo_config, defs = load_repo(staging)
-            build_plan(repo_config, defs)
+            build_plan(repo_config.project, defs, repo_config.kernel_cache)
         except FeatureStoreError as exc:
             raise FeastImportError(f"the converted definitions do not load: {exc}") from exc
         shutil.rmtree(staging / ".featurestore", ignore_errors=True)

@@ -3,33 +3,26 @@ the stores; the work happens in those modules."""
 
 from __future__ import annotations
 
-import os
-import time
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import redis
 
-from featurestore.errors import FeatureStoreError
+from featurestore.errors import OnlineUnavailable
 from featurestore.materialization import Materialized, materialize
 from featurestore.offline import ApplyResult, OfflineStore
+from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
 from featurestore.offline.sql import run
 from featurestore.online.managed import ManagedRedis
-from featurestore.plan import Plan, build_plan
+from featurestore.online.store import OnlineStore
+from featurestore.plan import Plan
 from featurestore.progress import Reporter
-from featurestore.push import (
-    DEFAULT_MAX_FUTURE_US,
-    PushResult,
-    content_id,
-    push,
-    read_events_table,
-)
-from featurestore.repo import RepoConfig, load_config, load_repo
-from featurestore.values.timestamps import to_micros
+from featurestore.push import DEFAULT_MAX_FUTURE_US, PushResult, push
+from featurestore.repo import RepoConfig, load_config, load_plan
+from featurestore.values.timestamps import now_us, to_micros
 
 
 class FeatureStore:
@@ -43,8 +36,7 @@ class FeatureStore:
     def plan(self) -> Plan:
         """The compiled definitions as they are in the repo's files now."""
         if self._plan is None:
-            _, defs = load_repo(self.config.root)
-            self._plan = build_plan(self.config, defs)
+            self._plan = load_plan(self.config.root)
         return self._plan
 
     def reload(self) -> Plan:
@@ -92,7 +84,7 @@ class FeatureStore:
     def online_url(self) -> str:
         """FEATURESTORE_REDIS_URL if set, else the repo's online_store; a managed store's
         redis-server is started if it is not running."""
-        url = os.environ.get("FEATURESTORE_REDIS_URL") or self.config.online_store
+        url = self.config.online_url
         if url == "managed":
             managed = ManagedRedis(self.config.root)
             managed.start()
@@ -105,16 +97,15 @@ class FeatureStore:
         """Write each online view's latest values as of `end` (default now) to Redis. With
         `start`, only entities whose value became visible after it; `incremental=True` starts
         where the last materialization of the same version ended."""
-        end_us = to_micros(end) if end is not None else time.time_ns() // 1000
-        client = redis.Redis.from_url(self.online_url())
-        try:
-            return materialize(self.plan, self.offline, client, end_us,
+        end_us = to_micros(end) if end is not None else now_us()
+        with self.online() as online:
+            return materialize(self.plan, self.offline, online, end_us,
                                to_micros(start) if start is not None else None, views,
                                incremental, self.reporter)
-        except redis.RedisError as exc:
-            raise FeatureStoreError(f"online store {self.online_url()} failed: {exc}") from exc
-        finally:
-            client.close()
+
+    def online(self) -> OnlineStore:
+        """The repo's online store (close it, or use it in a `with` block)."""
+        return OnlineStore(self.online_url(), self.config.project)
 
     def push(self, source: str, events: Any, batch_id: str | None = None,
              max_future: float = DEFAULT_MAX_FUTURE_US / 1e6) -> PushResult:
@@ -124,16 +115,14 @@ class FeatureStore:
         applies it once. `max_future`: seconds an event time may be ahead of now."""
         table = read_events_table(events)
         batch_id = batch_id or content_id(table)
-        client = redis.Redis.from_url(self.online_url())
-        try:
-            return push(self.plan, self.config.root, client, source, table, batch_id,
-                        int(max_future * 1e6))
-        except redis.RedisError as exc:
-            raise FeatureStoreError(
-                f"online store {self.online_url()} failed: {exc}; push again with batch id "
-                f"{batch_id!r} (it is logged offline and will be applied once)") from exc
-        finally:
-            client.close()
+        with self.online() as online:
+            try:
+                return push(self.plan, self.config.root, online, source, table, batch_id,
+                            int(max_future * 1e6))
+            except OnlineUnavailable as exc:
+                raise OnlineUnavailable(
+                    f"{exc}; push again with batch id {batch_id!r} (it is logged offline and "
+                    "will be applied once)") from None
 
     def sql(self, query: str) -> pl.DataFrame:
         """Read-only SQL over the offline store, with transforms callable as functions."""

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
-
 from featurestore.errors import FeatureStoreError
-from featurestore.offline import OfflineStore
-from featurestore.offline.ingest import pushed_files
-from featurestore.online.keys import view_prefix
-from featurestore.online.redis_store import OnlineWriter
-from featurestore.online.tiles import entity_bases, groups, tile_writes
+from featurestore.offline import OfflineStore, event_log
+from featurestore.online.keys import bases_of_table
+from featurestore.online.store import OnlineStore
+from featurestore.online.tiles import groups, tile_writes
 from featurestore.plan import Plan, ViewPlan
 from featurestore.progress import QUIET, Reporter
-from featurestore.push import BATCH_MARK_TTL_S, batch_mark, batch_of
 from featurestore.values.timestamps import now_us
 
 TILE_CHUNK = 2000  # entities whose tiles are built at once (a tile row is a few kB wide)
@@ -32,22 +28,18 @@ class Materialized:
     written: int  # rows that were newer than what Redis held
 
 
-def materialize(plan: Plan, offline: OfflineStore, client: redis.Redis, end_us: int,
+def materialize(plan: Plan, offline: OfflineStore, online: OnlineStore, end_us: int,
                 start_us: int | None, views: list[str] | None, incremental: bool,
                 reporter: Reporter = QUIET) -> list[Materialized]:
     names = views or [v.name for v in plan.views.values() if v.online]
     unknown = [n for n in names if n not in plan.views]
     if unknown:
         raise FeatureStoreError(f"unknown feature view(s) {unknown}; see `featurestore list`")
-    writer = OnlineWriter(client, plan.project)
-    try:
-        return [_materialize_view(plan, offline, writer, name, end_us, start_us, incremental,
-                                  reporter) for name in names]
-    finally:
-        writer.close()
+    return [_materialize_view(plan, offline, online, name, end_us, start_us, incremental,
+                              reporter) for name in names]
 
 
-def _materialize_view(plan: Plan, offline: OfflineStore, writer: OnlineWriter, name: str,
+def _materialize_view(plan: Plan, offline: OfflineStore, writer: OnlineStore, name: str,
                       end_us: int, start_us: int | None, incremental: bool,
                       reporter: Reporter) -> Materialized:
     view = plan.views[name]
@@ -58,7 +50,7 @@ def _materialize_view(plan: Plan, offline: OfflineStore, writer: OnlineWriter, n
     with offline.latest_rows(plan, name, end_us, start) as reader, \
             reporter.task(f"materializing {name}", None) as step:
         for batch in reader:
-            writer.write(view, batch)
+            writer.write_rows(view, batch)
             rows += batch.num_rows
             step.advance(f"materializing {name}: {rows} rows")
         written = writer.flush()  # every row is in Redis before the version is served
@@ -67,7 +59,7 @@ def _materialize_view(plan: Plan, offline: OfflineStore, writer: OnlineWriter, n
     return Materialized(name, view.version, start, end_us, rows, written)
 
 
-def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineWriter, view: ViewPlan,
+def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineStore, view: ViewPlan,
                        end_us: int, reporter: Reporter) -> Materialized:
     """A windowed view's live tiles as of END, rebuilt from the offline event log: every tile
     a read at END can touch, and the raw events of END's hop. Always a full rebuild (tiles are
@@ -75,8 +67,8 @@ def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineWriter, 
     number of tile blocks written."""
     with reporter.task(f"materializing {view.name}", None) as step:
         events = offline.window_events(plan, view.name, end_us)
-        bases = entity_bases(view_prefix(plan.project, view.name, view.version), view.entity,
-                             view.join_keys, events.keys)
+        bases = bases_of_table(plan.project, view.name, view.version, view.entity,
+                               view.join_keys, events.keys)
         blocks, now = 0, now_us()
         for first in range(0, len(events.starts), TILE_CHUNK):
             stop = min(first + TILE_CHUNK, len(events.starts))
@@ -90,10 +82,7 @@ def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineWriter, 
                          f"{blocks} tile blocks")
         writer.flush()
     # Batches in the log are in these tiles now: a retry of one must not add it again.
-    pushed = [p for p in pushed_files(plan.sources[view.source], offline.root)
-              if int(p.name.split("-", 1)[0]) <= end_us]
-    writer.mark_pushed([batch_mark(plan.project, view.source, batch_of(p)) for p in pushed],
-                       BATCH_MARK_TTL_S)
+    writer.mark_pushed(view.source, event_log.batches_until(offline.root, view.source, end_us))
     writer.activate(view, end_us, blocks)
     offline.record_materialization(plan, view.name, None, end_us, blocks)
     return Materialized(view.name, view.version, None, end_us, blocks, blocks)

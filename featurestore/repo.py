@@ -9,9 +9,10 @@ import difflib
 import hashlib
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from featurestore.definitions import (
+    Definitions,
     Entity,
     FeatureRef,
     FeatureService,
@@ -31,6 +33,7 @@ from featurestore.definitions import (
 from featurestore.definitions.base import check_name
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import DefinitionError, FeatureStoreError
+from featurestore.plan import Plan, build_plan
 
 CONFIG_FILE = "featurestore.yaml"
 _CONFIG_KEYS = {"project", "offline_store", "online_store", "description"}
@@ -43,14 +46,15 @@ class RepoConfig:
     offline_store: Path
     online_store: str  # "managed" (start a local redis-server) or a redis:// URL
 
+    @property
+    def online_url(self) -> str:
+        """FEATURESTORE_REDIS_URL if set, else online_store ('managed' or a URL)."""
+        return os.environ.get("FEATURESTORE_REDIS_URL") or self.online_store
 
-@dataclass
-class Definitions:
-    entities: dict[str, Entity] = field(default_factory=dict)
-    sources: dict[str, Source] = field(default_factory=dict)
-    views: dict[str, FeatureView] = field(default_factory=dict)
-    transforms: dict[str, Transform] = field(default_factory=dict)
-    services: dict[str, FeatureService] = field(default_factory=dict)
+    @property
+    def kernel_cache(self) -> Path:
+        """Where Numba keeps the repo's compiled transforms."""
+        return self.root / ".featurestore" / "kernels"
 
 
 def load_config(root: str | Path) -> RepoConfig:
@@ -268,3 +272,9 @@ def _check_acyclic(t: Transform, path: list[str]) -> None:
     for value in t.inputs.values():
         if isinstance(value, Transform):
             _check_acyclic(value, [*path, t.name])
+
+
+def load_plan(root: str | Path) -> Plan:
+    """The repo's definitions as its files hold them now, compiled (kernels from the cache)."""
+    config, defs = load_repo(root)
+    return build_plan(config.project, defs, config.kernel_cache)

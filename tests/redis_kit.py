@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from featurestore.online.store import OnlineStore
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -55,3 +57,13 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+
+def online_of(client: redis.Redis, project: str) -> OnlineStore:
+    """The online store a test's redis-py client points at (tests inspect Redis directly;
+    reads and writes go through the store's face)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return OnlineStore(f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}", project)
+    return OnlineStore(f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/"
+                       f"{kwargs.get('db', 0)}", project)

@@ -16,7 +16,7 @@ GOLDEN = Path(__file__).parent / "golden" / "example_plan.json"
 
 def test_example_plan_matches_the_golden_copy() -> None:
     config, defs = load_repo(ROOT / "feature_repo")
-    plan = build_plan(config, defs, compile=False)
+    plan = build_plan(config.project, defs, kernel_cache=None)
     text = json.dumps(plan.to_dict(), indent=2, sort_keys=True) + "\n"
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)

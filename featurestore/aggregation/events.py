@@ -24,6 +24,23 @@ class Events:
     starts: np.ndarray
     ends: np.ndarray
 
+    @classmethod
+    def from_sorted(cls, table: pa.Table, keys: list[str], ts: np.ndarray, created: np.ndarray,
+                    columns: dict[str, Column]) -> Events:
+        """Events from rows sorted by the key columns `keys` of `table`, then event time:
+        the one grouping both the offline store's reads and pushed batches go through."""
+        n = table.num_rows
+        change = np.zeros(n, np.bool_)
+        if n:
+            change[0] = True
+            for k in keys:
+                values = table.column(k).to_numpy(zero_copy_only=False)
+                change[1:] |= values[1:] != values[:-1]
+        starts = np.flatnonzero(change).astype(np.int64)
+        return cls(keys=table.select(keys).take(pa.array(starts, pa.int64())), ts=ts,
+                   created=created, columns=columns, starts=starts,
+                   ends=np.append(starts[1:], n).astype(np.int64))
+
     def __len__(self) -> int:
         return len(self.ts)
 

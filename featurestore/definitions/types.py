@@ -4,9 +4,13 @@ online paths convert values the same way."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -17,7 +21,7 @@ class DType:
 
     @property
     def arrow(self) -> pa.DataType:
-        return _ARROW[self.name]
+        return _arrow()[self.name]
 
     def __repr__(self) -> str:
         return self.name
@@ -30,13 +34,14 @@ String = DType("String", np.dtype("U"), "VARCHAR")
 # Timestamps are UTC epoch microseconds inside kernels; UTC-zoned everywhere outside.
 Timestamp = DType("Timestamp", np.dtype(np.int64), "TIMESTAMPTZ")
 
-_ARROW = {
-    "Int64": pa.int64(),
-    "Float64": pa.float64(),
-    "Bool": pa.bool_(),
-    "String": pa.string(),
-    "Timestamp": pa.timestamp("us", tz="UTC"),
-}
+
+@cache
+def _arrow() -> dict[str, pa.DataType]:
+    """Arrow is loaded on first use: the serving client works without it."""
+    import pyarrow as pa
+
+    return {"Int64": pa.int64(), "Float64": pa.float64(), "Bool": pa.bool_(),
+            "String": pa.string(), "Timestamp": pa.timestamp("us", tz="UTC")}
 
 ALL_TYPES: dict[str, DType] = {t.name: t for t in (Int64, Float64, Bool, String, Timestamp)}
 KEY_TYPES = (Int64, String)

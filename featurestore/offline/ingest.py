@@ -16,8 +16,11 @@ import pyarrow.csv as pacsv
 
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import SourceDataError
+from featurestore.offline import event_log
 from featurestore.offline.connection import INTERNAL, literal, quote
+from featurestore.offline.event_log import INGESTED
 from featurestore.plan import Plan, SourcePlan
+from featurestore.plan.plan import declared_columns
 
 _INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
 _NAIVE = {"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "TIMESTAMP WITHOUT TIME ZONE"}
@@ -29,8 +32,6 @@ _ACCEPTS: dict[DType, set[str]] = {
     Timestamp: {"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMPTZ_NS"} | _NAIVE,
 }
 SEQ_FILE_SHIFT = 40  # __seq = file index << 40 | row number within the file
-INGESTED = "__ingested"  # when a pushed row arrived; NULL for rows read from the source's files
-PUSHED_DIR = "pushed"  # <repo>/pushed/<source>/<batch id>.parquet: the pushed event log
 
 
 def source_table(name: str) -> str:
@@ -49,25 +50,6 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         source VARCHAR PRIMARY KEY, fingerprint VARCHAR, rows BIGINT, ingested_at TIMESTAMPTZ)""")
 
 
-def declared_columns(plan: Plan, src: SourcePlan) -> dict[str, tuple[DType, str]]:
-    """Column -> (type, who declares it) for every column some view reads from this source."""
-    out: dict[str, tuple[DType, str]] = {src.timestamp: (Timestamp, "timestamp=")}
-    if src.created:
-        out[src.created] = (Timestamp, "created=")
-    for view in plan.views.values():
-        if view.source != src.name:
-            continue
-        for column, dtype in (*view.join_keys, *view.reads):
-            owner = f"FeatureView {view.name!r}"
-            seen = out.setdefault(column, (dtype, owner))
-            if seen[0] != dtype:
-                raise SourceDataError(
-                    f"Source {src.name!r}: column {column!r} is read as {dtype} by {owner} but "
-                    f"as {seen[0]} by {seen[1]}; declare one type"
-                )
-    return out
-
-
 def files(src: SourcePlan, root: Path) -> list[Path]:
     assert src.path is not None
     pattern = src.path if Path(src.path).is_absolute() else str(root / src.path)
@@ -80,11 +62,6 @@ def files(src: SourcePlan, root: Path) -> list[Path]:
     return found
 
 
-def pushed_files(src: SourcePlan, root: Path) -> list[Path]:
-    """The batches pushed to the source, oldest first (their names start with the push time)."""
-    return sorted((root / PUSHED_DIR / src.name).glob("*.parquet"))
-
-
 def fingerprint(plan: Plan, src: SourcePlan, root: Path) -> str | None:
     """Changes when the data files or what views read from them change; None for tables,
     which are re-read every time."""
@@ -92,7 +69,7 @@ def fingerprint(plan: Plan, src: SourcePlan, root: Path) -> str | None:
         return None
     parts = [src.hash, json.dumps({c: t.name for c, (t, _) in declared_columns(plan, src).items()},
                                   sort_keys=True)]
-    for path in files(src, root) + pushed_files(src, root):
+    for path in files(src, root) + event_log.files(root, src.name):
         st = path.stat()
         parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -102,7 +79,7 @@ def _relations(con: duckdb.DuckDBPyConnection, src: SourcePlan, root: Path
                ) -> list[tuple[str, str, bool]]:
     """(label for messages, SQL relation with a __seq column, pushed?) per file, in ingest
     order: the source's own files, then its pushed batches."""
-    pushed = [(str(p), True) for p in pushed_files(src, root)]
+    pushed = [(str(p), True) for p in event_log.files(root, src.name)]
     if src.format == "table":
         base = len(pushed) << SEQ_FILE_SHIFT
         return [(f"table {src.table}", f"(SELECT *, {base} + rowid AS __seq FROM {src.table})",

@@ -16,7 +16,15 @@ import pyarrow as pa
 
 from featurestore.aggregation.events import Events
 from featurestore.errors import FeatureStoreError, NotAppliedError
-from featurestore.offline import catalog, feature_tables, ingest, registry, training, windowed
+from featurestore.offline import (
+    catalog,
+    event_log,
+    feature_tables,
+    ingest,
+    registry,
+    training,
+    windowed,
+)
 from featurestore.offline.connection import INTERNAL, connect
 from featurestore.offline.sql import open_session
 from featurestore.plan import Plan, Selection
@@ -93,26 +101,14 @@ class OfflineStore:
 
     def training_set(self, plan: Plan, selection: Selection, labels: Any, timestamp: str,
                      timezone: str | None, statuses: bool) -> pl.DataFrame:
-        self._take_pushes(plan, list(selection.views))
+        """A read: windowed views see pushed batches straight from the event log."""
         with self._reading() as con:
             self._check_active(con, plan, selection)
             return training.training_set(con, plan, selection, labels, timestamp, timezone,
-                                         statuses)
+                                         statuses, self._logs(plan))
 
-    def _take_pushes(self, plan: Plan, views: list[str]) -> None:
-        """Batches pushed since the last ingest of these views' sources are ingested first,
-        so a training set sees every event serving could have seen."""
-        sources = {plan.views[v].source for v in views}
-        pushed = [s for s in sources if ingest.pushed_files(plan.sources[s], self.root)]
-        if not pushed:
-            return
-        with self._reading() as con:
-            stored = dict(con.execute(
-                f"SELECT source, fingerprint FROM {INTERNAL}.ingests").fetchall())
-        stale = [s for s in pushed
-                 if ingest.fingerprint(plan, plan.sources[s], self.root) != stored.get(s)]
-        if stale:
-            self.backfill(plan, [v.name for v in plan.views.values() if v.source in stale])
+    def _logs(self, plan: Plan) -> dict[str, list[Path]]:
+        return {name: event_log.files(self.root, name) for name in plan.sources}
 
     @contextmanager
     def latest_rows(self, plan: Plan, view: str, end_us: int, start_us: int | None,
@@ -126,10 +122,11 @@ class OfflineStore:
     def window_events(self, plan: Plan, view: str, until_us: int) -> Events:
         """A windowed view's events visible at `until_us` (for materializing its tiles),
         pushed batches included."""
-        self._take_pushes(plan, [view])
         with self._reading() as con:
             self._check_applied(con, plan)
-            return windowed.read_events(con, plan, plan.views[view], until_us=until_us)
+            source = plan.views[view].source
+            return windowed.read_events(con, plan, plan.views[view],
+                                        event_log.files(self.root, source), until_us=until_us)
 
     def record_materialization(self, plan: Plan, view: str, start_us: int | None, end_us: int,
                                rows: int) -> None:

@@ -4,6 +4,7 @@ table, then the transform kernels, returning one row per label row in label orde
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -19,7 +20,7 @@ from featurestore.offline.labels import ROW, TS, prepare, to_arrow_table
 from featurestore.plan import Plan, Selection
 from featurestore.plan.execute import feature_status, run_transforms
 from featurestore.values.columns import Column, from_arrow, to_arrow
-from featurestore.values.status import NULL, PRESENT, STATUS_DTYPE, STATUS_NAMES, Status
+from featurestore.values.status import NULL, PRESENT, STATUS_NAMES, Status, status_dtype
 
 
 def check_built(con: duckdb.DuckDBPyConnection, plan: Plan, views: list[str]) -> None:
@@ -50,7 +51,7 @@ def join_sql(plan: Plan, selection: Selection) -> str:
 
 
 def _windowed(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection,
-              prepared: pa.Table) -> dict[str, Column]:
+              prepared: pa.Table, logs: dict[str, list[Path]]) -> dict[str, Column]:
     """Each windowed view's aggregates at every label's time, over the events of the labels'
     entities."""
     out: dict[str, Column] = {}
@@ -59,7 +60,7 @@ def _windowed(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection,
         view = plan.views[name]
         if not view.windowed:
             continue
-        events = windowed.read_events(con, plan, view, only_keys="__labels")
+        events = windowed.read_events(con, plan, view, logs[view.source], only_keys="__labels")
         entity = windowed.entity_index(con, view, events, "__labels", ROW)
         values = windowed.evaluate_at(view, events, entity, at)
         for agg, column in zip(view.aggregates, values, strict=True):
@@ -69,7 +70,9 @@ def _windowed(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection,
 
 
 def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection, labels: Any,
-                 timestamp: str, timezone: str | None, with_statuses: bool) -> pl.DataFrame:
+                 timestamp: str, timezone: str | None, with_statuses: bool,
+                 logs: dict[str, list[Path]]) -> pl.DataFrame:
+    """`logs`: each source's pushed-event log files, read by windowed views."""
     table = to_arrow_table(labels)
     for out in selection.outputs:
         if out.name in table.column_names:
@@ -81,7 +84,7 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
     con.register("__labels", prepared)
     try:
         joined = con.sql(join_sql(plan, selection)).to_arrow_table()
-        windows = _windowed(con, plan, selection, prepared)
+        windows = _windowed(con, plan, selection, prepared, logs)
     finally:
         con.unregister("__labels")
     # Stored features go from DuckDB's Arrow straight to the frame; only transform inputs
@@ -116,5 +119,5 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
     if with_statuses:
         features = features.with_columns(
             pl.Series(f"{f.name}__status", np.asarray(STATUS_NAMES)[statuses[f.ref]],
-                      dtype=STATUS_DTYPE) for f in selection.outputs)
+                      dtype=status_dtype()) for f in selection.outputs)
     return pl.concat([frame, features], how="horizontal")

@@ -4,6 +4,8 @@ at label times for training sets and at hop boundaries for backfill."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -12,9 +14,10 @@ from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, empty_outputs
 from featurestore.aggregation.windows import change_points, evaluate, sweep
 from featurestore.definitions.types import Timestamp
-from featurestore.offline.connection import quote
-from featurestore.offline.ingest import INGESTED, source_table
-from featurestore.plan import Plan, ViewPlan
+from featurestore.offline.connection import literal, quote
+from featurestore.offline.event_log import INGESTED
+from featurestore.offline.ingest import source_table
+from featurestore.plan import Plan, SourcePlan, ViewPlan
 from featurestore.values.columns import Column, from_arrow, to_arrow
 
 ENTITY = "__e"
@@ -32,9 +35,12 @@ def visible_from(src_created: str | None, event: str) -> str:
 
 
 def read_events(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan,
-                only_keys: str | None = None, until_us: int | None = None) -> Events:
+                log: list[Path] | None = None, only_keys: str | None = None,
+                until_us: int | None = None) -> Events:
     """The view's events (those of entities in the relation `only_keys`, and visible by
-    `until_us`, when given)."""
+    `until_us`, when given). With `log` (the source's pushed-event log files), pushed events
+    come from the log as it is now rather than from the last ingest: a read that sees every
+    push without writing anything."""
     src = plan.sources[view.source]
     layout = Layout.of(view.aggregates)
     keys = [quote(k) for k, _ in view.join_keys]
@@ -51,29 +57,27 @@ def read_events(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan,
         SELECT {", ".join(f"s.{k}" for k in keys)},
                epoch_us(s.{event}) AS __ts,
                epoch_us({visible_from(src.created, f"s.{event}")}) AS __created, {columns}
-        FROM {source_table(src.name)} s {semi}
+        FROM {_rows(src, log)} s {semi}
         WHERE {" AND ".join(filters)}
         ORDER BY {", ".join(f"s.{k}" for k in keys)}, __ts""").to_arrow_table()
-    n = table.num_rows
-    key_names = [k for k, _ in view.join_keys]
-    if n:
-        key_cols = [table.column(k) for k in key_names]
-        change = np.zeros(n, np.bool_)
-        change[0] = True
-        for col in key_cols:
-            values = col.to_numpy(zero_copy_only=False)
-            change[1:] |= values[1:] != values[:-1]
-        starts = np.flatnonzero(change).astype(np.int64)
-    else:
-        starts = np.zeros(0, np.int64)
-    ends = np.append(starts[1:], n).astype(np.int64)
     dtypes = {a.column: a.dtype for a in view.aggregates}
-    return Events(
-        keys=table.select(key_names).take(pa.array(starts)),
+    return Events.from_sorted(
+        table, [k for k, _ in view.join_keys],
         ts=table.column("__ts").to_numpy().astype(np.int64),
         created=table.column("__created").to_numpy().astype(np.int64),
-        columns={c: from_arrow(table.column(c), dtypes[c]) for c in layout.columns},
-        starts=starts, ends=ends)
+        columns={c: from_arrow(table.column(c), dtypes[c]) for c in layout.columns})
+
+
+def _rows(src: SourcePlan, log: list[Path] | None) -> str:
+    """The source's rows: as ingested, or its files' rows plus the pushed-event log."""
+    if log is None:
+        return source_table(src.name)
+    table = f"(SELECT * FROM {source_table(src.name)} WHERE {INGESTED} IS NULL)"
+    if not log:
+        return table
+    files = ", ".join(literal(str(p)) for p in log)
+    return (f"(SELECT * FROM {table} UNION ALL BY NAME "
+            f"SELECT * FROM read_parquet([{files}], union_by_name = true))")
 
 
 def entity_index(con: duckdb.DuckDBPyConnection, view: ViewPlan, events: Events,

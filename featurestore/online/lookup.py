@@ -1,15 +1,10 @@
-"""The online executor for one feature selection: which keys to read, and how the rows and
-tiles read become feature values and statuses. It does no I/O, so the gRPC server (async) and
-any synchronous caller share it. A caller does:
-
-    values = MGET(lookup.keys(entities, as_of))
-    extra = lookup.head_keys(values, n, as_of)     # raw head events; almost always empty
-    result = lookup.assemble(values, n, requests, as_of, MGET(extra) if extra else [])"""
+"""The online executor for one feature selection: which keys a read needs, and how the rows
+and tiles read become feature values and statuses. It does no I/O, so the asyncio server
+and the synchronous store share it (see `PendingRead` for the protocol)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numba
 import numpy as np
@@ -19,27 +14,13 @@ from featurestore.aggregation.tiles import add_head_events, finish_rows
 from featurestore.definitions.types import DType
 from featurestore.errors import NotAppliedError
 from featurestore.online.codec import RowSchema, decode
-from featurestore.online.keys import entity_tags, key_text, view_prefix
+from featurestore.online.keys import block_key, entity_bases, events_key, key_text
 from featurestore.online.tile_format import head_max_ts, index_blocks, merge_windows
 from featurestore.online.tiles import TileGroup, WindowUnavailable, decode_events, groups
-from featurestore.plan import Plan, Selection
+from featurestore.plan import Plan, Selection, ViewPlan
 from featurestore.plan.execute import run_transforms
-from featurestore.plan.plan import AggregatePlan
 from featurestore.values.columns import Column
 from featurestore.values.status import NOT_FOUND, NULL, OUTSIDE_TTL, PRESENT
-
-
-@dataclass(frozen=True)
-class ServedView:
-    """The materialized version of a view that lookups read."""
-
-    name: str
-    version: str
-    entity: str
-    join_keys: tuple[tuple[str, DType], ...]
-    features: tuple[tuple[str, DType], ...]
-    ttl_us: int | None
-    aggregates: tuple[AggregatePlan, ...] = ()
 
 
 @dataclass
@@ -57,15 +38,51 @@ class OnlineResult:
     transform_errors: dict[str, int]
 
 
+@dataclass(frozen=True)
+class RowView:
+    """A row view a selection reads: the served version, its row layout, and the features
+    wanted as (ref, index in the row), with those indices as an array for the kernel."""
+
+    view: ViewPlan
+    schema: RowSchema
+    wanted: tuple[tuple[str, int], ...]
+    index: np.ndarray
+
+
+@dataclass(frozen=True)
+class WindowView:
+    """A windowed view a selection reads: its hop groups and the aggregates wanted."""
+
+    view: ViewPlan
+    groups: tuple[TileGroup, ...]
+    wanted: frozenset[str]
+
+
+@dataclass(frozen=True)
+class GroupRead:
+    """One hop group's blocks in one read: where they start in the MGET values, the block
+    numbers, the parsed tiles (buffer and each tile's bounds) and the entities whose head
+    tile holds events after as_of."""
+
+    window: WindowView
+    group: TileGroup
+    at: int
+    blocks: range
+    buf: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    late: np.ndarray
+
+
 class Lookup:
+    """Prepared once per feature selection and served versions; shared by concurrent
+    requests, so it holds nothing that changes per request (that lives in `PendingRead`)."""
+
     def __init__(self, project: str, plan: Plan, selection: Selection,
-                 served: dict[str, ServedView]):
-        self.plan, self.selection = plan, selection
-        # Per view: what it serves, its row schema, its key prefix, the features read as
-        # (ref, index in the row), and those indices as an array.
-        self.views: list[tuple[ServedView, RowSchema, str, list[tuple[str, int]], np.ndarray]] = []
-        self.windowed: list[tuple[ServedView, str, list[TileGroup], list[str]]] = []
-        self._memo: tuple[list[bytes | None], int, list[Any]] | None = None
+                 served: dict[str, ViewPlan]):
+        self.project, self.plan, self.selection = project, plan, selection
+        rows: list[RowView] = []
+        windows: list[WindowView] = []
         for name, wanted in selection.views.items():
             view = served.get(name)
             if view is None:
@@ -80,115 +97,115 @@ class Lookup:
                         f"feature {name}:{feature} is not in the version of {name!r} being served "
                         f"({view.version}); materialize version {plan.views[name].version} first")
             if view.aggregates:
-                self.windowed.append((view, view_prefix(project, name, view.version),
-                                      groups(view.aggregates), wanted))
-                continue
-            self.views.append((view, RowSchema(view.features),
-                               view_prefix(project, name, view.version),
-                               [(f"{name}:{f}", index[f]) for f in wanted],
-                               np.array([index[f] for f in wanted], np.int64)))
+                windows.append(WindowView(view, tuple(groups(view.aggregates)), frozenset(wanted)))
+            else:
+                rows.append(RowView(view, RowSchema(view.features),
+                                    tuple((f"{name}:{f}", index[f]) for f in wanted),
+                                    np.array([index[f] for f in wanted], np.int64)))
+        self.rows, self.windows = tuple(rows), tuple(windows)
 
-    def keys(self, entities: dict[str, Column], as_of_us: int) -> list[str]:
-        """Every view's keys for the batch, view after view, then every windowed view's
-        tiles: per hop group, entity after entity, oldest tile first."""
-        out: list[str] = []
+    def start(self, entities: dict[str, Column], as_of_us: int) -> PendingRead:
+        """The keys of one read: every row view's, view after view, then every windowed
+        view's tile blocks: per hop group, entity after entity, oldest block first."""
+        n = len(next(iter(entities.values())))
         texts = {k: key_text(column) for k, column in entities.items()}  # shared by views
-        for view, _, prefix, _, _ in self.views:
-            tags = entity_tags(view.entity, [texts[k] for k, _ in view.join_keys])
-            out += [prefix + tag for tag in tags]
-        for view, prefix, tile_groups, _ in self.windowed:
-            tags = entity_tags(view.entity, [texts[k] for k, _ in view.join_keys])
-            for g in tile_groups:
-                suffixes = [f":t{g.hop_us}:{b}" for b in g.blocks(as_of_us // g.hop_us)]
-                out += [prefix + tag + suffix for tag in tags for suffix in suffixes]
-        return out
+        keys: list[str] = []
+        bases: dict[str, list[str]] = {}
+        for views in (self.rows, self.windows):
+            for item in views:
+                v = item.view
+                bases[v.name] = entity_bases(self.project, v.name, v.version, v.entity,
+                                             [texts[k] for k, _ in v.join_keys])
+        for row in self.rows:
+            keys += bases[row.view.name]
+        for window in self.windows:
+            for g in window.groups:
+                numbers = g.blocks(as_of_us // g.hop_us)
+                keys += [block_key(base, g.hop_us, b) for base in bases[window.view.name]
+                         for b in numbers]
+        return PendingRead(self, n, as_of_us, keys, bases)
 
-    def _groups(self, n: int, as_of_us: int
-                ) -> list[tuple[ServedView, TileGroup, list[str], int, range]]:
-        """Each windowed view's hop groups, with where their blocks start in `values`."""
-        out, at = [], len(self.views) * n
-        for view, _, tile_groups, wanted in self.windowed:
-            for g in tile_groups:
-                blocks = g.blocks(as_of_us // g.hop_us)
-                out.append((view, g, wanted, at, blocks))
-                at += n * len(blocks)
-        return out
 
-    def _parsed(self, values: list[bytes | None], n: int, as_of_us: int) -> list[Any]:
-        """Per hop group: (view, group, wanted, where its blocks start, block numbers, buffer,
-        tile bounds, late heads). Kept for the values last parsed, since head_keys and
-        assemble both need it for the same read."""
-        if self._memo is not None and self._memo[0] is values and self._memo[1] == as_of_us:
-            return self._memo[2]  # type: ignore[no-any-return]
-        parsed = []
-        for view, g, wanted, at, blocks in self._groups(n, as_of_us):
-            buf, lo, hi = _tiles(g, values[at:at + n * len(blocks)], n, blocks, as_of_us)
-            late = head_max_ts(buf, lo, hi, n, g.span) > as_of_us
-            parsed.append((view, g, wanted, at, blocks, buf, lo, hi, late))
-        self._memo = (values, as_of_us, parsed)
-        return parsed
+class PendingRead:
+    """One read in progress. The protocol, over any Redis client:
 
-    def head_keys(self, keys: list[str], values: list[bytes | None], n: int,
-                  as_of_us: int) -> list[str]:
+        read = lookup.start(entities, as_of)
+        values = MGET(read.keys)
+        extra = read.head_keys(values)      # raw head events; almost always empty
+        result = read.finish(values, requests, MGET(extra) if extra else [])"""
+
+    def __init__(self, lookup: Lookup, n: int, as_of_us: int, keys: list[str],
+                 bases: dict[str, list[str]]):
+        self.lookup, self.n, self.as_of_us, self.keys, self.bases = lookup, n, as_of_us, keys, bases
+        self._groups: list[GroupRead] | None = None
+
+    def head_keys(self, values: list[bytes | None]) -> list[str]:
         """Keys of the raw head events needed where a head tile holds events after as_of."""
         out = []
-        for _, g, _, at, blocks, _, _, _, late in self._parsed(values, n, as_of_us):
-            for r in np.flatnonzero(late):
-                block = keys[at + r * len(blocks)]
-                out.append(g.events_key(block.rsplit(":t", 1)[0], as_of_us // g.hop_us))
+        for g in self._parse(values):
+            base = self.bases[g.window.view.name]
+            k_head = self.as_of_us // g.group.hop_us
+            out += [events_key(base[r], g.group.hop_us, k_head) for r in np.flatnonzero(g.late)]
         return out
 
-    def assemble(self, values: list[bytes | None], n: int, requests: dict[str, Column],
-                 as_of_us: int, heads: list[bytes | None] | None = None) -> OnlineResult:
+    def _parse(self, values: list[bytes | None]) -> list[GroupRead]:
+        if self._groups is None:
+            n, as_of_us = self.n, self.as_of_us
+            out, at = [], len(self.lookup.rows) * n
+            for window in self.lookup.windows:
+                for g in window.groups:
+                    blocks = g.blocks(as_of_us // g.hop_us)
+                    buf, lo, hi = _tiles(g, values[at:at + n * len(blocks)], n, blocks, as_of_us)
+                    late = head_max_ts(buf, lo, hi, n, g.span) > as_of_us
+                    out.append(GroupRead(window, g, at, blocks, buf, lo, hi, late))
+                    at += n * len(blocks)
+            self._groups = out
+        return self._groups
+
+    def finish(self, values: list[bytes | None], requests: dict[str, Column],
+               heads: list[bytes | None] | None = None) -> OnlineResult:
+        n, as_of_us = self.n, self.as_of_us
         columns: dict[str, Column] = {}
         statuses: dict[str, np.ndarray] = {}
         event_ts: dict[str, np.ndarray] = {}
-        for k, (view, schema, _, wanted, index) in enumerate(self.views):
-            rows = decode(schema, values[k * n:(k + 1) * n])
-            valid, status = _visibility(rows.found, rows.event_ts, rows.valid, index,
-                                        -1 if view.ttl_us is None else view.ttl_us, as_of_us)
+        for k, row in enumerate(self.lookup.rows):
+            rows = decode(row.schema, values[k * n:(k + 1) * n])
+            ttl = row.view.ttl_us
+            valid, status = _visibility(rows.found, rows.event_ts, rows.valid, row.index,
+                                        -1 if ttl is None else ttl, as_of_us)
             valid.flags.writeable = False  # kernels take read-only inputs (see plan.kernels)
-            for j, (ref, i) in enumerate(wanted):
+            for j, (ref, i) in enumerate(row.wanted):
                 columns[ref] = Column(rows.values(i), valid[j])
                 statuses[ref] = status[j]
-            event_ts[view.name] = rows.event_ts
-        heads = list(heads or [])
-        for view, g, wanted, _, _, buf, lo, hi, late in self._parsed(values, n, as_of_us):
-            acc = merge_windows(g.layout.spec, g.layout.width, as_of_us // g.hop_us, buf, lo, hi,
-                                n, g.span, ~late)
-            if late.any():
-                rows = np.flatnonzero(late)
-                blobs, heads = heads[:len(rows)], heads[len(rows):]
+            event_ts[row.view.name] = rows.event_ts
+        pending = list(heads or [])
+        for g in self._parse(values):
+            layout, name = g.group.layout, g.window.view.name
+            acc = merge_windows(layout.spec, layout.width, as_of_us // g.group.hop_us, g.buf,
+                                g.lo, g.hi, n, g.group.span, ~g.late)
+            if g.late.any():
+                late = np.flatnonzero(g.late)
+                blobs, pending = pending[:len(late)], pending[len(late):]
                 if any(b is None for b in blobs):
                     raise WindowUnavailable(
-                        f"feature view {view.name!r}: the raw events of the hop holding "
+                        f"feature view {name!r}: the raw events of the hop holding "
                         f"as_of {as_of_us} have expired online; read windowed features as of "
                         "now, or as of the past from a training set")
-                owner, xi, xf, m, ts, created = decode_events(g.layout, blobs, rows.tolist())
-                add_head_events(g.layout.spec, acc, owner, xi, xf, m, ts, created, as_of_us)
-            out_i, out_f, valid = empty_outputs(g.layout, n)
-            finish_rows(g.layout.spec, acc, out_i, out_f, valid)
-            for agg, column in zip(g.layout.aggregations, g.layout.outputs(out_i, out_f, valid),
+                owner, xi, xf, m, ts, created = decode_events(layout, blobs, late.tolist())
+                add_head_events(layout.spec, acc, owner, xi, xf, m, ts, created, as_of_us)
+            out_i, out_f, valid = empty_outputs(layout, n)
+            finish_rows(layout.spec, acc, out_i, out_f, valid)
+            for agg, column in zip(layout.aggregations, layout.outputs(out_i, out_f, valid),
                                    strict=True):
-                if agg.name in wanted:
+                if agg.name in g.window.wanted:
                     column.valid.flags.writeable = False
-                    columns[f"{view.name}:{agg.name}"] = column
-                    statuses[f"{view.name}:{agg.name}"] = np.where(column.valid, PRESENT, NULL)
-        errors = run_transforms(self.selection, columns, statuses, requests)
+                    columns[f"{name}:{agg.name}"] = column
+                    statuses[f"{name}:{agg.name}"] = np.where(column.valid, PRESENT, NULL)
+        selection = self.lookup.selection
+        errors = run_transforms(selection, columns, statuses, requests)
         return OnlineResult(
             [FeatureValues(o.name, o.dtype, columns[o.ref], statuses[o.ref])
-             for o in self.selection.outputs], event_ts, errors)
-
-
-def read(lookup: Lookup, client: Any, entities: dict[str, Column], requests: dict[str, Column],
-         as_of_us: int) -> OnlineResult:
-    """The whole protocol over a synchronous Redis client (redis-py): for scripts and tests;
-    the server does the same over its asyncio client."""
-    n = len(next(iter(entities.values())))
-    keys = lookup.keys(entities, as_of_us)
-    values = client.mget(keys) if keys else []
-    extra = lookup.head_keys(keys, values, n, as_of_us)
-    return lookup.assemble(values, n, requests, as_of_us, client.mget(extra) if extra else [])
+             for o in selection.outputs], event_ts, errors)
 
 
 def _tiles(g: TileGroup, blocks: list[bytes | None], n: int, numbers: range, as_of_us: int

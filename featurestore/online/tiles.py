@@ -2,8 +2,8 @@
 aggregates of the events of that hop, stored a day of hops to a key (a block), and the raw
 events of the newest hops.
 
-    {project}:{view}:{version}:{<entity>|<key>}:t{hop_us}:{b}   block b: tiles b*B .. b*B+B-1
-    {project}:{view}:{version}:{<entity>|<key>}:e{hop_us}:{k}   events of hop k, appended
+    block b of hop h (online/keys.py: block_key)   tiles b*B .. b*B+B-1, B = a day of hops
+    events of hop k (online/keys.py: events_key)   the raw events of the hop, appended
 
 A read at T merges the full tiles of each window and the head tile K = floor(T/hop); when the
 head holds events later than T (pushed with a future time, or a read as of the past) its raw
@@ -16,17 +16,14 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-import pyarrow as pa
 
 from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, hops, span
 from featurestore.aggregation.tiles import build_tiles, fold_tiles
-from featurestore.definitions.types import DType
 from featurestore.errors import FeatureStoreError
-from featurestore.online.keys import entity_tags, key_text
+from featurestore.online.keys import block_key, events_key
 from featurestore.online.tile_format import encode_tiles, pack_blocks, per_block, unpack_blocks
 from featurestore.plan.plan import AggregatePlan
-from featurestore.values.columns import from_arrow
 
 RAW_FIXED = 3  # ts, created, validity bits; then one int64 per aggregation
 
@@ -51,12 +48,6 @@ class TileGroup:
     def blocks(self, k_head: int) -> range:
         """The blocks holding tiles k_head - span + 1 .. k_head."""
         return range((k_head - self.span + 1) // self.per_block, k_head // self.per_block + 1)
-
-    def block_key(self, entity_key: str, b: int) -> str:
-        return f"{entity_key}:t{self.hop_us}:{b}"
-
-    def events_key(self, entity_key: str, k: int) -> str:
-        return f"{entity_key}:e{self.hop_us}:{k}"
 
     def block_expiry_ms(self, b: int, now_us: int) -> int:
         end = (b + 1) * self.per_block * self.hop_us
@@ -134,7 +125,7 @@ class TileWrites:
         b = self.k // self.group.per_block
         first = np.ones(len(b), np.bool_)
         first[1:] = (self.entity[1:] != self.entity[:-1]) | (b[1:] != b[:-1])
-        return [self.group.block_key(self.bases[e], bb)
+        return [block_key(self.bases[e], self.group.hop_us, bb)
                 for e, bb in zip(self.entity[first].tolist(), b[first].tolist(), strict=True)]
 
     def blocks(self, old: list[bytes | None], now: int) -> tuple[list[bytes], list[int]]:
@@ -168,13 +159,6 @@ class TileWrites:
                           np.concatenate([self.states, rows])[order])
 
 
-def entity_bases(prefix: str, entity: str, join_keys: tuple[tuple[str, DType], ...],
-                 keys: pa.Table) -> list[str]:
-    """Each entity's key prefix `{project}:{view}:{version}:{<entity>|<key>}`."""
-    texts = [key_text(from_arrow(keys.column(k), t)) for k, t in join_keys]
-    return [prefix + tag for tag in entity_tags(entity, texts)]
-
-
 def tile_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi: int,
                 visible_at: int, now: int) -> TileWrites:
     """The tiles k_lo..k_hi of every entity in `events` from its events visible at
@@ -198,7 +182,7 @@ def tile_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi:
         bounds = np.append(np.flatnonzero(change), len(raw))
         for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             e, kk = int(pairs[lo, 0]), int(pairs[lo, 1])
-            event_keys.append(g.events_key(bases[e], kk))
+            event_keys.append(events_key(bases[e], g.hop_us, kk))
             blobs.append(records[lo:hi].tobytes())
             event_expiry.append(g.events_expiry_ms(kk, now))
     return TileWrites(g, bases, entity, k, states, event_keys, blobs, event_expiry)

@@ -5,15 +5,15 @@ request needs; neither re-derives that from the definitions."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from featurestore.definitions import FeatureRef, FeatureView, Request, Transform
+from featurestore.definitions import Definitions, FeatureRef, FeatureView, Request, Transform
 from featurestore.definitions.base import micros
-from featurestore.definitions.types import DType
-from featurestore.errors import DefinitionError, UnknownNameError
+from featurestore.definitions.types import DType, Timestamp, dtype_by_name
+from featurestore.errors import DefinitionError, SourceDataError, UnknownNameError
 from featurestore.plan.hashing import content_hash, function_code, version_of
 from featurestore.plan.kernels import Kernel, compile_kernel
-from featurestore.repo import Definitions, RepoConfig
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,17 @@ class ViewPlan:
 
     def dtype(self, feature: str) -> DType:
         return dict(self.features)[feature]
+
+    @classmethod
+    def from_description(cls, d: dict[str, Any]) -> ViewPlan:
+        """The inverse of `describe` (reads what an online registry stored)."""
+        def pairs(items: list[list[str]]) -> tuple[tuple[str, DType], ...]:
+            return tuple((name, dtype_by_name(t)) for name, t in items)
+        aggregates = tuple(AggregatePlan(**{**a, "dtype": dtype_by_name(a["dtype"]),
+                                            "output": dtype_by_name(a["output"])})
+                           for a in d["aggregates"])
+        return cls(d["name"], d["entity"], pairs(d["join_keys"]), d["source"],
+                   pairs(d["features"]), d["ttl_us"], d["online"], d["hash"], aggregates)
 
 
 @dataclass(frozen=True)
@@ -214,24 +225,25 @@ class Plan:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description of every definition (kernels excluded)."""
-        def spec(obj: Any) -> dict[str, Any]:
-            out = {}
-            for name, value in vars(obj).items():
-                if name == "kernel":
-                    continue
-                out[name] = _plain(value)
-            out["version"] = version_of(obj.hash)
-            return out
-
+        """A JSON-ready description of every definition (kernels excluded): the registry's,
+        the golden test's."""
         return {
             "project": self.project,
-            "entities": {n: spec(e) for n, e in sorted(self.entities.items())},
-            "sources": {n: spec(s) for n, s in sorted(self.sources.items())},
-            "feature_views": {n: spec(v) for n, v in sorted(self.views.items())},
-            "transforms": {n: spec(t) for n, t in sorted(self.transforms.items())},
-            "feature_services": {n: spec(s) for n, s in sorted(self.services.items())},
+            "entities": {n: describe(e) for n, e in sorted(self.entities.items())},
+            "sources": {n: describe(s) for n, s in sorted(self.sources.items())},
+            "feature_views": {n: describe(v) for n, v in sorted(self.views.items())},
+            "transforms": {n: describe(t) for n, t in sorted(self.transforms.items())},
+            "feature_services": {n: describe(s) for n, s in sorted(self.services.items())},
         }
+
+
+def describe(definition: Any) -> dict[str, Any]:
+    """The one serialized form of a compiled definition: every field as plain JSON (types by
+    name, kernels left out) plus its version. The offline registry, the online registry and
+    the golden plan all store this; `ViewPlan.from_description` reads it back."""
+    out = {name: _plain(value) for name, value in vars(definition).items() if name != "kernel"}
+    out["version"] = version_of(definition.hash)
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -242,6 +254,26 @@ def _plain(value: Any) -> Any:
     if isinstance(value, InputPlan | AggregatePlan):
         return {k: _plain(v) for k, v in vars(value).items()}
     return value
+
+
+def declared_columns(plan: Plan, src: SourcePlan) -> dict[str, tuple[DType, str]]:
+    """Column -> (type, who declares it) for every column some view reads from this source:
+    what ingest checks in its files and a push in its batches."""
+    out: dict[str, tuple[DType, str]] = {src.timestamp: (Timestamp, "timestamp=")}
+    if src.created:
+        out[src.created] = (Timestamp, "created=")
+    for view in plan.views.values():
+        if view.source != src.name:
+            continue
+        for column, dtype in (*view.join_keys, *view.reads):
+            owner = f"FeatureView {view.name!r}"
+            seen = out.setdefault(column, (dtype, owner))
+            if seen[0] != dtype:
+                raise SourceDataError(
+                    f"Source {src.name!r}: column {column!r} is read as {dtype} by {owner} but "
+                    f"as {seen[0]} by {seen[1]}; declare one type"
+                )
+    return out
 
 
 def _check_output_names(
@@ -264,8 +296,9 @@ def _check_output_names(
             )
 
 
-def build_plan(config: RepoConfig, defs: Definitions, compile: bool = True) -> Plan:
-    """Hash every definition and compile every transform (Numba caches on disk)."""
+def build_plan(project: str, defs: Definitions, kernel_cache: Path | None) -> Plan:
+    """Hash every definition and compile every transform into `kernel_cache` (Numba caches on
+    disk); None hashes only."""
     entities = {
         e.name: EntityPlan(e.name, tuple(e.join_keys.items()),
                            content_hash({"kind": "entity", "name": e.name,
@@ -292,16 +325,15 @@ def build_plan(config: RepoConfig, defs: Definitions, compile: bool = True) -> P
         services[s.name] = ServicePlan(
             s.name, refs, content_hash({"kind": "feature_service", "name": s.name,
                                         "features": hashes}))
-    plan = Plan(config.project, entities, sources, views, transforms, services)
+    plan = Plan(project, entities, sources, views, transforms, services)
     for s in defs.services.values():
         plan.select(service=s.name)  # name clashes inside a service fail at apply
-    if compile:
-        cache = config.root / ".featurestore" / "kernels"
+    if kernel_cache is not None:
         for t in defs.transforms.values():
             tp = transforms[t.name]
             tp.kernel = compile_kernel(
                 t.name, t.fn, [i.dtype for i in tp.inputs], tp.output,
-                [i.default for i in tp.inputs], tp.version, cache,
+                [i.default for i in tp.inputs], tp.version, kernel_cache,
                 f"transform {t.name!r} (at {t.defined_at})")
     return plan
 

@@ -13,18 +13,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
-import polars as pl
-import pyarrow as pa
+
+if TYPE_CHECKING:  # loaded by the methods that convert: a serving system may never need them
+    import polars as pl
+    import pyarrow as pa
 
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import FeatureStoreError
 from featurestore.serving.proto import BY_VALUE_TYPE, WIRE, method, pb, to_numpy
 from featurestore.values.columns import Column, to_arrow
-from featurestore.values.status import STATUS_DTYPE, STATUS_NAMES, Status
+from featurestore.values.status import STATUS_NAMES, Status, status_dtype
 from featurestore.values.strings import Utf8Array
 from featurestore.values.timestamps import EPOCH, to_micros
 
@@ -92,6 +94,8 @@ class OnlineFeatures:
 
     def to_arrow(self, statuses: bool = False) -> pa.Table:
         """Missing values as nulls, typed as in training sets (Timestamp: timestamp[us, UTC])."""
+        import pyarrow as pa
+
         columns = {}
         for name in self.names:
             values = self.values[name]
@@ -108,10 +112,12 @@ class OnlineFeatures:
     def to_polars(self, statuses: bool = False) -> pl.DataFrame:
         """One column per feature, like a training set's; with statuses=True also a
         `<feature>__status` column per feature (PRESENT, NULL, NOT_FOUND, OUTSIDE_TTL)."""
+        import polars as pl
+
         frame = pl.from_arrow(self.to_arrow(statuses))
         assert isinstance(frame, pl.DataFrame)
         if statuses:
-            frame = frame.with_columns(pl.col(f"{n}__status").cast(STATUS_DTYPE) for n in self.names)
+            frame = frame.with_columns(pl.col(f"{n}__status").cast(status_dtype()) for n in self.names)
         return frame
 
     def to_dict(self, statuses: bool = False) -> dict[str, list[Any]]:
@@ -188,6 +194,9 @@ class Client:
              timeout: float | None = None) -> pb.PushEventsResponse:
         """Pushes a batch of events (a Polars or pandas frame, an Arrow table, or a dict of
         column -> values) to a source; retrying with the same batch_id applies it once."""
+        import polars as pl
+        import pyarrow as pa
+
         table = events if isinstance(events, pa.Table) else (
             pa.table(events) if isinstance(events, dict) else pl.DataFrame(events).to_arrow())
         message = pb.PushEventsRequest(source=source, batch_id=batch_id)

@@ -21,10 +21,10 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from featurestore.errors import FeatureStoreError
-from featurestore.feature_store import FeatureStore
+from featurestore.online.reader import OnlineReader
 from featurestore.plan import Plan
+from featurestore.repo import load_plan
 from featurestore.serving.proto import SERVICE, pb
-from featurestore.serving.redis_client import AsyncRedis
 from featurestore.serving.request import RequestError
 from featurestore.serving.service import FeatureServer, ServerOptions
 
@@ -62,9 +62,9 @@ def method_handlers(service: FeatureServer) -> dict[str, grpc.RpcMethodHandler]:
 async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,
               stop: asyncio.Event) -> None:
     """Serves on `address` until `stop` is set."""
-    redis = AsyncRedis(redis_url)
+    reader = OnlineReader(redis_url, plan.project)
     health_servicer = health.aio.HealthServicer()
-    service = FeatureServer(plan, redis, health_servicer, options)
+    service = FeatureServer(plan, reader, health_servicer, options)
     # gRPC sets SO_REUSEPORT by default: a lone server turns it off, so that a second server
     # started on its port fails instead of silently taking half of its connections.
     server = grpc.aio.server(options=[("grpc.so_reuseport", int(options.reuse_port))])
@@ -83,7 +83,7 @@ async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,
     await server.start()
     refresher = asyncio.create_task(service.refresh_forever())
     log.info("serving feature repo project %r on port %d; online store %s", plan.project, port,
-             redis_url)
+             reader.where)
     try:
         await stop.wait()
     finally:
@@ -92,7 +92,7 @@ async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,
         await health_servicer.enter_graceful_shutdown()
         await server.stop(options.grace)
         refresher.cancel()
-        redis.reset()
+        reader.reset()
 
 
 def serve(plan: Plan, redis_url: str, address: str, options: ServerOptions) -> None:
@@ -119,7 +119,7 @@ def serve_repo(repo: Path, redis_url: str, address: str, options: ServerOptions)
     """A worker process's entry point: it compiles (or loads from cache) its own Plan."""
     exit_on_sigterm()
     try:
-        serve(FeatureStore(repo).plan, redis_url, address, options)
+        serve(load_plan(repo), redis_url, address, options)
     except FeatureStoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from exc

@@ -14,20 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import redis
 from grpc_health.v1 import health, health_pb2
 
 from featurestore.definitions.types import DType
-from featurestore.errors import FeatureStoreError, NotAppliedError
-from featurestore.online.keys import registry_key
-from featurestore.online.lookup import Lookup, ServedView
-from featurestore.online.redis_store import parse_registry
+from featurestore.errors import (
+    FeatureStoreError,
+    NotAppliedError,
+    OnlineStoreError,
+    OnlineUnavailable,
+)
+from featurestore.online.lookup import Lookup
+from featurestore.online.reader import OnlineReader
+from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import WindowUnavailable
-from featurestore.plan import Plan, Selection
+from featurestore.plan import Plan, Selection, ViewPlan
 from featurestore.plan.hashing import version_of
 from featurestore.push import DEFAULT_MAX_FUTURE_US, push
 from featurestore.serving.proto import SERVICE, WIRE, pb
-from featurestore.serving.redis_client import AsyncRedis, RedisReplyError, RedisUnavailable
 from featurestore.serving.request import RequestError, columns_table, invalid, read_columns
 from featurestore.serving.wire import ResponseEncoder
 
@@ -57,27 +60,24 @@ class Prepared:
 
 
 class FeatureServer:
-    def __init__(self, plan: Plan, redis: AsyncRedis, health_servicer: health.aio.HealthServicer,
-                 options: ServerOptions):
-        self.plan, self.redis, self.health, self.options = plan, redis, health_servicer, options
+    def __init__(self, plan: Plan, reader: OnlineReader,
+                 health_servicer: health.aio.HealthServicer, options: ServerOptions):
+        self.plan, self.reader, self.health, self.options = plan, reader, health_servicer, options
         self._registry: dict[bytes, bytes] | None = None
-        self._served: dict[str, ServedView] | None = None
+        self._served: dict[str, ViewPlan] | None = None
         self._prepared: dict[tuple[str, ...], Prepared] = {}
         self._healthy: bool | None = None
-        self._pusher: redis.Redis | None = None
+        self._pusher: OnlineStore | None = None
 
     async def refresh(self) -> None:
         """Reads the online registry; marks the server NOT_SERVING while Redis is unreachable."""
         try:
-            reply = await self.redis.execute("HGETALL", registry_key(self.plan.project),
-                                             timeout=self.options.redis_timeout)
-        except (RedisUnavailable, RedisReplyError) as exc:
-            self.redis.reset()  # a connection that failed a command is not trusted again
+            registry, served = await self.reader.served(timeout=self.options.redis_timeout)
+        except (OnlineUnavailable, OnlineStoreError) as exc:
             await self._set_health(False, str(exc))
             return
-        registry = dict(zip(reply[::2], reply[1::2], strict=True))
         if registry != self._registry:
-            self._served, self._registry = parse_registry(registry), registry
+            self._served, self._registry = served, registry
             self._prepared.clear()
         await self._set_health(True, "online store reachable")
 
@@ -108,14 +108,18 @@ class FeatureServer:
             self._check_version(request.feature_service, request.feature_service_version)
         n, entities, inputs = read_columns(request, prepared.selection, self.options.max_batch)
         as_of_us = request.as_of_us or time.time_ns() // 1000
-        keys = prepared.lookup.keys(entities, as_of_us)
-        values = await self._mget(keys, time_remaining) if keys else []
-        extra = prepared.lookup.head_keys(keys, values, n, as_of_us)
-        heads = await self._mget(extra, time_remaining) if extra else []
+        timeout = self.options.redis_timeout
+        if time_remaining is not None:  # answer UNAVAILABLE before the caller's deadline
+            timeout = min(timeout, time_remaining * 0.9)
         try:
-            result = prepared.lookup.assemble(values, n, inputs, as_of_us, heads)
+            result = await self.reader.read(prepared.lookup, entities, inputs, as_of_us, timeout)
         except WindowUnavailable as exc:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+        except OnlineUnavailable as exc:  # health follows at the next refresh, not per request
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"online store unavailable: {exc}") \
+                from exc
+        except OnlineStoreError as exc:
+            raise RequestError(grpc.StatusCode.INTERNAL, f"online store error: {exc}") from exc
         return prepared.encoder.encode(result, n, as_of_us)
 
     async def push_events(self, request: pb.PushEventsRequest,
@@ -127,18 +131,17 @@ class FeatureServer:
             raise invalid("batch_id is required: name the batch so that retries apply once")
         table = columns_table(request.columns)
         if self._pusher is None:
-            self._pusher = redis.Redis.from_url(url, socket_timeout=self.options.redis_timeout)
+            self._pusher = OnlineStore(url, self.plan.project, timeout=self.options.redis_timeout)
         try:
             result = await asyncio.to_thread(push, self.plan, root, self._pusher, request.source,
                                              table, request.batch_id, self.options.max_future_us)
         except NotAppliedError as exc:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+        except (OnlineUnavailable, OnlineStoreError) as exc:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE,
+                               f"{exc}; retry with the same batch_id") from exc
         except FeatureStoreError as exc:
             raise invalid(str(exc)) from exc
-        except redis.RedisError as exc:
-            raise RequestError(grpc.StatusCode.UNAVAILABLE,
-                               f"online store unavailable: {exc}; retry with the same batch_id"
-                               ) from exc
         return pb.PushEventsResponse(rows=result.rows, ingested_at_us=result.ingested_at_us,
                                      duplicate=result.duplicate, tiles=result.tiles,
                                      too_late=result.too_late)
@@ -208,18 +211,6 @@ class FeatureServer:
             self._prepared.clear()
         prepared = self._prepared[key] = Prepared(selection, lookup, ResponseEncoder(selection))
         return prepared
-
-    async def _mget(self, keys: list[str], time_remaining: float | None) -> list[bytes | None]:
-        timeout = self.options.redis_timeout
-        if time_remaining is not None:  # answer UNAVAILABLE before the caller's deadline
-            timeout = min(timeout, time_remaining * 0.9)
-        try:
-            return await self.redis.execute("MGET", *keys, timeout=timeout)  # type: ignore[no-any-return]
-        except RedisUnavailable as exc:  # health follows at the next refresh, not per request
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"online store unavailable: {exc}") \
-                from exc
-        except RedisReplyError as exc:
-            raise RequestError(grpc.StatusCode.INTERNAL, f"online store error: {exc}") from exc
 
     async def _set_health(self, healthy: bool, why: str) -> None:
         if healthy == self._healthy:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.errors import FeatureStoreError
-from featurestore.feature_store import FeatureStore
 from featurestore.online.managed import ManagedRedis
+from featurestore.repo import RepoConfig, load_config, load_plan
 from featurestore.serving.server import exit_on_sigterm, serve, serve_repo
 from featurestore.serving.service import ServerOptions
 
@@ -30,18 +30,17 @@ def run(repo: Path, host: str, port: int, workers: int, options: ServerOptions) 
     if workers > 1 and port == 0:
         raise FeatureStoreError("--port 0 would give each worker its own port; name the port "
                                 "the workers share")
-    store = FeatureStore(repo)
-    plan = store.plan  # definition errors surface here, before anything starts
-    url, managed = _online_store(store)
+    config = load_config(repo)
+    plan = load_plan(config.root)  # definition errors surface here, before anything starts
+    url, managed = _online_store(config)
     address = f"{host}:{port}"
-    options = replace(options, reuse_port=workers > 1, repo_root=store.config.root,
-                      redis_url=url)
+    options = replace(options, reuse_port=workers > 1, repo_root=config.root, redis_url=url)
     try:
         if workers == 1:
             serve(plan, url, address, options)
         else:
             spawn = multiprocessing.get_context("spawn")
-            _supervise([spawn.Process(target=serve_repo, args=(store.config.root, url, address,
+            _supervise([spawn.Process(target=serve_repo, args=(config.root, url, address,
                                                               options),
                                       name=f"worker-{i + 1}") for i in range(workers)])
     finally:
@@ -49,12 +48,12 @@ def run(repo: Path, host: str, port: int, workers: int, options: ServerOptions) 
             managed.stop()
 
 
-def _online_store(store: FeatureStore) -> tuple[str, ManagedRedis | None]:
+def _online_store(config: RepoConfig) -> tuple[str, ManagedRedis | None]:
     """The Redis URL, and the managed redis-server if this call started it (to stop at exit)."""
-    url = os.environ.get("FEATURESTORE_REDIS_URL") or store.config.online_store
+    url = config.online_url
     if url != "managed":
         return url, None
-    managed = ManagedRedis(store.config.root)
+    managed = ManagedRedis(config.root)
     return managed.url, managed if managed.start() else None
 
 

@@ -6,10 +6,12 @@ value reaches a kernel as the same bits on either path."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.values.strings import Utf8Array
@@ -30,6 +32,9 @@ class Column:
 
 
 def from_arrow(array: pa.Array | pa.ChunkedArray, dtype: DType) -> Column:
+    import pyarrow as pa  # here, not at import time: the serving client runs without Arrow
+    import pyarrow.compute as pc
+
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
     if array.type != dtype.arrow:
@@ -44,6 +49,8 @@ def from_arrow(array: pa.Array | pa.ChunkedArray, dtype: DType) -> Column:
 
 
 def to_arrow(column: Column, dtype: DType) -> pa.Array:
+    import pyarrow as pa
+
     mask = ~column.valid
     if dtype is String:
         assert isinstance(column.values, Utf8Array)

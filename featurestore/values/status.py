@@ -1,9 +1,15 @@
 """The status every value carries, with the same numbering offline, online and on the wire."""
 
+from __future__ import annotations
+
 from enum import IntEnum
+from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class Status(IntEnum):
@@ -14,7 +20,15 @@ class Status(IntEnum):
 
 
 STATUS_NAMES = [s.name for s in Status]
-STATUS_DTYPE = pl.Enum(STATUS_NAMES)  # status columns of training sets and client frames
 
 # As NumPy scalars, for hot paths (attribute access on an IntEnum is slow).
 PRESENT, NULL, NOT_FOUND, OUTSIDE_TTL = (np.uint8(s) for s in Status)
+
+
+@cache
+def status_dtype() -> pl.Enum:
+    """The Polars type of status columns (training sets, client frames); Polars is loaded on
+    first use."""
+    import polars as pl
+
+    return pl.Enum(STATUS_NAMES)

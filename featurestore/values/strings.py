@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,8 @@ class Utf8Array:
     @classmethod
     def from_arrow(cls, array: pa.Array) -> Utf8Array:
         """`array` is a pa.string() array without nulls (nulls filled by the caller)."""
+        import pyarrow as pa  # not at import time: the serving client runs without Arrow
+
         array = array.cast(pa.large_string())
         buffers = array.buffers()
         offsets = np.frombuffer(buffers[1], np.int64)[array.offset: array.offset + len(array) + 1]
@@ -48,6 +52,9 @@ class Utf8Array:
         return cls(offsets, np.frombuffer(b"".join(encoded), np.uint8))
 
     def to_arrow(self, mask: np.ndarray) -> pa.Array:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         offsets = pa.py_buffer(self.offsets.tobytes())
         array = pa.LargeStringArray.from_buffers(len(self), offsets, pa.py_buffer(self.data))
         if mask.any():

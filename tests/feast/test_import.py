@@ -227,9 +227,10 @@ def test_cli(tmp_path: Path) -> None:
 def test_online_values_match_feast_in_the_same_redis(tmp_path: Path, redis_url: str) -> None:
     """Both materialize into one real Redis (Feast in database 1, us in 2) and serve the same
     drivers; values agree wherever Feast is right."""
+    from redis_kit import online_of
+
     from featurestore.definitions.types import Int64
-    from featurestore.online.lookup import Lookup, read
-    from featurestore.online.redis_store import OnlineWriter
+    from featurestore.online.lookup import Lookup
     from featurestore.values.columns import from_arrow, to_arrow
 
     base = redis_url.rsplit("/", 1)[0]
@@ -260,10 +261,11 @@ def test_online_values_match_feast_in_the_same_redis(tmp_path: Path, redis_url: 
     client = redis.Redis.from_url(f"{base}/2")
     plan = store.plan
     selection = plan.select(features=features)
-    lookup = Lookup(plan.project, plan, selection, OnlineWriter(client, plan.project).served())
+    online = online_of(client, plan.project)
+    lookup = Lookup(plan.project, plan, selection, online.served())
     as_of = int((end - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
-    result = read(lookup, client, {"driver_id": from_arrow(pa.array(drivers), Int64)}, {},
-                  as_of)
+    result = online.read(lookup, {"driver_id": from_arrow(pa.array(drivers), Int64)}, {}, as_of)
+    online.close()
     client.close()
     latest = events.sort_values(["event_timestamp", "created"]).groupby("driver_id").last()
     expired = 0

@@ -18,12 +18,12 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis_kit import online_of
 from serving_kit import Server, start_server, stop_server
 
 from featurestore import Client, FeatureStore
 from featurestore.online.keys import registry_key
-from featurestore.online.lookup import Lookup, read
-from featurestore.online.redis_store import OnlineWriter
+from featurestore.online.lookup import Lookup
 from featurestore.values.columns import from_arrow, to_arrow
 from featurestore.values.status import STATUS_NAMES
 
@@ -126,10 +126,11 @@ def online(store: FeatureStore, client: redis.Redis, service: str, entities: pl.
     """Feature name -> (values, status names) served online as of `as_of`."""
     plan = store.plan
     selection = plan.select(service=service)
-    lookup = Lookup(plan.project, plan, selection, OnlineWriter(client, plan.project).served())
+    online = online_of(client, plan.project)
+    lookup = Lookup(plan.project, plan, selection, online.served())
     cols = {k: from_arrow(entities[k].to_arrow(), t) for k, t in selection.join_keys.items()}
     reqs = {k: from_arrow(requests[k].to_arrow(), t) for k, t in selection.requests.items()}
-    result = read(lookup, client, cols, reqs,
+    result = online.read(lookup, cols, reqs,
                   int((as_of - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)))
     return {f.name: (pl.Series(f.name, to_arrow(f.column, f.dtype)),
                      np.asarray(STATUS_NAMES)[f.status]) for f in result.features}

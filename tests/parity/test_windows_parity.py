@@ -19,11 +19,11 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis_kit import online_of
 
 from featurestore import FeatureStore, materialization
 from featurestore.definitions.types import Int64
-from featurestore.online.lookup import Lookup, read
-from featurestore.online.redis_store import OnlineWriter
+from featurestore.online.lookup import Lookup
 from featurestore.push import push
 from featurestore.values.columns import from_arrow, to_arrow
 
@@ -77,9 +77,10 @@ def online_values(store: FeatureStore, client: redis.Redis, users: list[int], as
                   ) -> dict[str, list[Any]]:
     plan = store.plan
     selection = plan.select(service="s")
-    lookup = Lookup(plan.project, plan, selection, OnlineWriter(client, plan.project).served())
-    result = read(lookup, client, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)},
-                  {}, as_of)
+    with online_of(client, plan.project) as online:
+        lookup = Lookup(plan.project, plan, selection, online.served())
+        result = online.read(lookup, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)},
+                             {}, as_of)
     return {f.name: to_arrow(f.column, f.dtype).to_pylist() for f in result.features}
 
 
@@ -129,6 +130,7 @@ def test_pushed_windows_match_training_sets(tmp_path_factory: pytest.TempPathFac
     store = write_repo(root, f"w{root.name.replace('-', '')}", frame(sc["history"]), redis_url)
     clock = sc["clock"]
     client = redis.Redis.from_url(redis_url)
+    online = store.online()
     try:
         store.materialize(end=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=clock))
         users = [1, 2, 3, 4]
@@ -136,11 +138,10 @@ def test_pushed_windows_match_training_sets(tmp_path_factory: pytest.TempPathFac
         for i, p in enumerate(sc["pushes"]):
             clock += p["step"]
             batch = frame(p["rows"]).to_arrow()
-            first = push(store.plan, root, client, "tx", batch, f"b{i}", now_us=clock)
+            first = push(store.plan, root, online, "tx", batch, f"b{i}", now=clock)
             assert not first.duplicate
             if p["retry"]:
-                assert push(store.plan, root, client, "tx", batch, f"b{i}", now_us=clock + 5
-                            ).duplicate
+                assert push(store.plan, root, online, "tx", batch, f"b{i}", now=clock + 5).duplicate
             reads.append((clock, online_values(store, client, users, clock)))
         labels = pl.DataFrame({
             "user_id": [u for _, _ in reads for u in users],
@@ -155,6 +156,7 @@ def test_pushed_windows_match_training_sets(tmp_path_factory: pytest.TempPathFac
                     f"{name} at clock {t} (read {j}): online {values} vs offline {expected}"
     finally:
         materialization.TILE_CHUNK = CHUNK
+        online.close()
         client.close()
 
 
@@ -178,13 +180,14 @@ def test_arrival_order_gives_byte_identical_tiles(tmp_path: Path, redis_url: str
             order = np.random.default_rng(seed).permutation(len(rows))
             sizes = np.random.default_rng(seed + 10).integers(1, 40, 50)
             store = write_repo(tmp_path / f"r{run}", f"order{run}", frame([]), redis_url)
+            online = store.online()
             store.materialize(end=datetime(1970, 1, 1, tzinfo=UTC)
                               + timedelta(microseconds=clock))
             at, b = 0, 0
             while at < len(order):
                 chunk = [rows[i] for i in order[at:at + sizes[b]]]
-                push(store.plan, store.config.root, client, "tx", frame(chunk).to_arrow(),
-                     f"b{b}", now_us=clock)
+                push(store.plan, store.config.root, online, "tx", frame(chunk).to_arrow(),
+                     f"b{b}", now=clock)
                 at, b = at + sizes[b], b + 1
             dumps.append(tile_dump(client, f"order{run}"))
     finally:

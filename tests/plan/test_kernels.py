@@ -466,6 +466,6 @@ def test_uncompilable_transform_raises_compile_error(tmp_path: Path, fn_name: st
         """) + body + "\n")
     config, defs = load_repo(tmp_path)
     with pytest.raises(CompileError, match=fn_name) as caught:
-        build_plan(config, defs)
+        build_plan(config.project, defs, config.kernel_cache)
     if "_returns_" in fn_name:  # a wrong return type names the declared output
         assert f"output={output}" in str(caught.value)

@@ -21,14 +21,14 @@ import polars as pl
 import pyarrow as pa
 import pytest
 import redis
+from redis_kit import online_of
 from serving_kit import Server, cli, start_server, stop_server
 
 from featurestore import Client, FeatureStore, FeatureStoreError
 from featurestore.definitions.types import Int64
 from featurestore.errors import NotAppliedError
-from featurestore.online.lookup import Lookup, read
-from featurestore.online.redis_store import OnlineWriter
-from featurestore.push import content_id, read_events_table
+from featurestore.offline.event_log import content_id, read_events_table
+from featurestore.online.lookup import Lookup
 from featurestore.serving.client import ServingError
 from featurestore.values.columns import from_arrow, to_arrow
 
@@ -467,10 +467,10 @@ def direct_read(store: FeatureStore, client: redis.Redis, users: list[int], as_o
                 ) -> list[dict[str, Any]]:
     """An online read without a server."""
     plan = store.plan
-    lookup = Lookup(plan.project, plan, plan.select(service=SERVICE),
-                    OnlineWriter(client, plan.project).served())
-    result = read(lookup, client, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)},
-                  {}, as_of)
+    with online_of(client, plan.project) as online:
+        lookup = Lookup(plan.project, plan, plan.select(service=SERVICE), online.served())
+        result = online.read(lookup, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)},
+                             {}, as_of)
     columns = {f.name: to_arrow(f.column, f.dtype).to_pylist() for f in result.features}
     return [{f: columns[f][i] for f in FEATURES} for i in range(len(users))]
 

@@ -1,0 +1,173 @@
+"""The pushed-event log, the offline record of every pushed batch, and the only code that
+knows its layout:
+
+    <repo>/pushed/<source>/<ingest time, 20 digits>-<batch id>.parquet   one file per batch
+    <repo>/pushed/<source>/.ids/<batch id>                             the batch id's claim
+
+A batch is logged exactly once per batch id, whatever retries, deadlines or concurrent
+senders happen: the claim is created exclusively (a hard link, which fails when the name
+exists) and holds the batch's ingest time, so every sender of one id writes the same file
+name, written under a temporary name and renamed into place. The file holds the batch's
+declared columns in their types plus `__ingested`, its ingest time.
+
+Reading the log needs no writes: ingest (apply, backfill) copies it into the source's table,
+and windowed evaluation reads it directly (`offline/windowed.py`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from featurestore.definitions.types import Timestamp
+from featurestore.errors import FeatureStoreError, SourceDataError
+from featurestore.plan import Plan
+from featurestore.plan.plan import declared_columns
+
+INGESTED = "__ingested"  # when a pushed row arrived; NULL for rows read from the source's files
+LOG_DIR = "pushed"
+BATCH_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def files(root: Path, source: str) -> list[Path]:
+    """The source's logged batches, oldest first (names start with the ingest time)."""
+    return sorted((root / LOG_DIR / source).glob("*.parquet"))
+
+
+def batch_of(path: Path) -> str:
+    return path.name.split("-", 1)[1].removesuffix(".parquet")
+
+
+def ingest_time(path: Path) -> int:
+    return int(path.name.split("-", 1)[0])
+
+
+def batches_until(root: Path, source: str, until_us: int) -> list[str]:
+    """Batch ids ingested at or before `until_us`."""
+    return [batch_of(p) for p in files(root, source) if ingest_time(p) <= until_us]
+
+
+def check_id(batch_id: str) -> None:
+    if not BATCH_ID.match(batch_id):
+        raise FeatureStoreError(
+            f"batch id {batch_id!r}: use 1-128 letters, digits, '_', '.' or '-'")
+
+
+def append(root: Path, source: str, batch_id: str, table: pa.Table, now_us: int) -> int:
+    """Logs a checked batch once; returns its ingest time (the first sender's, for a batch
+    id logged before)."""
+    directory = root / LOG_DIR / source
+    ids = directory / ".ids"
+    ids.mkdir(parents=True, exist_ok=True)
+    ingested = _claim(ids, batch_id, now_us)
+    final = directory / f"{ingested:020d}-{batch_id}.parquet"
+    if not final.exists():  # a first send, or one whose sender died after claiming
+        stamped = table.append_column(
+            INGESTED, pa.array(np.full(table.num_rows, ingested), pa.int64()).cast(Timestamp.arrow))
+        partial = directory / f".{final.name}.{uuid.uuid4().hex}.partial"
+        pq.write_table(stamped, partial)
+        with open(partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        partial.replace(final)
+    return ingested
+
+
+def _claim(ids: Path, batch_id: str, now_us: int) -> int:
+    claim = ids / batch_id
+    staged = ids / f".{batch_id}.{uuid.uuid4().hex}"
+    staged.write_text(str(now_us))
+    try:
+        os.link(staged, claim)  # exclusive: fails when the batch id was claimed before
+        return now_us
+    except FileExistsError:
+        return int(claim.read_text())
+    finally:
+        staged.unlink()
+
+
+def read_events_table(events: Any) -> pa.Table:
+    """A batch given as a Polars or pandas frame, an Arrow table, or a Parquet or CSV path."""
+    if isinstance(events, pa.Table):
+        return events
+    if isinstance(events, str | Path):
+        path = Path(events)
+        try:
+            return pacsv.read_csv(path) if path.suffix == ".csv" else pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise SourceDataError(f"cannot read events file {path}: {exc}") from exc
+    if type(events).__module__.startswith("polars"):
+        return events.to_arrow()
+    if type(events).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(events, preserve_index=False)
+    raise FeatureStoreError(f"events must be a table or a Parquet/CSV path, got {type(events)}")
+
+
+def content_id(table: pa.Table) -> str:
+    """A batch id from the batch's content: the same batch pushed twice is applied once."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return "sha256-" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:32]
+
+
+def check_batch(plan: Plan, source: str, batch: pa.Table, now_us: int,
+                max_future_us: int) -> pa.Table:
+    """The batch's declared columns cast to their types; every problem is reported with the
+    rows and columns at fault, and nothing is kept of a bad batch."""
+    src = plan.sources[source]
+    declared = declared_columns(plan, src)
+    if src.created:
+        declared.pop(src.created)  # a pushed event's created time is its ingest time
+    owner = f"push to source {source!r}"
+    missing = [c for c in declared if c not in batch.column_names]
+    if missing:
+        raise SourceDataError(
+            f"{owner}: the batch has no column(s) {', '.join(missing)}; it has "
+            f"{', '.join(batch.column_names) or 'none'}")
+    if batch.num_rows == 0:
+        raise SourceDataError(f"{owner}: the batch has no rows")
+    columns = {}
+    for column, (dtype, reader) in declared.items():
+        array = batch.column(column)
+        if dtype is Timestamp and pa.types.is_timestamp(array.type) and array.type.tz is None:
+            raise SourceDataError(
+                f"{owner}: column {column!r} holds timestamps without a time zone; send UTC")
+        try:
+            columns[column] = array.cast(dtype.arrow, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SourceDataError(
+                f"{owner}: column {column!r} is {array.type}, but {reader} reads it as "
+                f"{dtype}: {exc}") from exc
+    keys = {k for v in plan.views.values() if v.source == source for k, _ in v.join_keys}
+    for column in [*sorted(keys), src.timestamp]:
+        nulls = _rows(pc.is_null(columns[column]))
+        if nulls:
+            raise SourceDataError(
+                f"{owner}: column {column!r} is null in row(s) {_some(nulls)}; every event "
+                "needs its entity key(s) and event time")
+    ts = columns[src.timestamp].cast(pa.int64())
+    ahead = _rows(pc.greater(ts, now_us + max_future_us))
+    if ahead:
+        raise SourceDataError(
+            f"{owner}: row(s) {_some(ahead)} have an event time more than "
+            f"{max_future_us / 1e6:g} s after now; fix the producer's clock or raise the "
+            "allowed future skew")
+    return pa.table(columns)
+
+
+def _rows(mask: pa.ChunkedArray | pa.Array) -> list[int]:
+    return np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist()
+
+
+def _some(rows: list[int]) -> str:
+    shown = ", ".join(map(str, rows[:10]))
+    return shown + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")

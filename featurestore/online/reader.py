@@ -1,0 +1,46 @@
+"""The online store as the asyncio server reads it: the registry and lookups, over the lean
+client in online/redis_async.py, on one pipelined connection. Raises OnlineUnavailable when
+Redis cannot answer in time and OnlineStoreError when it answers an error."""
+
+from __future__ import annotations
+
+from featurestore.errors import OnlineStoreError, OnlineUnavailable
+from featurestore.online import registry
+from featurestore.online.keys import registry_key
+from featurestore.online.lookup import Lookup, OnlineResult
+from featurestore.online.redis_async import AsyncRedis
+from featurestore.online.urls import redacted
+from featurestore.plan import ViewPlan
+from featurestore.values.columns import Column
+
+
+class OnlineReader:
+    def __init__(self, url: str, project: str):
+        self.project = project
+        self.where = redacted(url)
+        self._redis = AsyncRedis(url)
+
+    async def served(self, timeout: float) -> tuple[dict[bytes, bytes], dict[str, ViewPlan]]:
+        """The raw registry (cheap to compare) and the served version of each view."""
+        try:
+            reply = await self._redis.execute("HGETALL", registry_key(self.project),
+                                              timeout=timeout)
+        except (OnlineUnavailable, OnlineStoreError):
+            self.reset()  # a connection that failed a command is not trusted again
+            raise
+        raw = dict(zip(reply[::2], reply[1::2], strict=True))
+        return raw, registry.parse(raw)
+
+    async def read(self, lookup: Lookup, entities: dict[str, Column],
+                   requests: dict[str, Column], as_of_us: int, timeout: float) -> OnlineResult:
+        pending = lookup.start(entities, as_of_us)
+        values = await self._mget(pending.keys, timeout) if pending.keys else []
+        extra = pending.head_keys(values)
+        heads = await self._mget(extra, timeout) if extra else []
+        return pending.finish(values, requests, heads)
+
+    async def _mget(self, keys: list[str], timeout: float) -> list[bytes | None]:
+        return await self._redis.execute("MGET", *keys, timeout=timeout)  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        self._redis.reset()

@@ -1,0 +1,170 @@
+"""The online store's contract: what every backend behind `OnlineStore` must do, checked
+against a real Redis through the store's face only (redis-py appears here only to look at
+keys). A scale-out backend (Redis Cluster) runs this same module with its own `online_url`."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis_kit import free_port
+
+from featurestore import Aggregate, Entity, FeatureView, Field, Source
+from featurestore.aggregation.events import Events
+from featurestore.definitions import Definitions
+from featurestore.definitions.types import Float64, Int64
+from featurestore.errors import OnlineStoreError, OnlineUnavailable
+from featurestore.online.keys import bases_of_table
+from featurestore.online.lookup import Lookup
+from featurestore.online.store import OnlineStore
+from featurestore.online.tiles import groups, tile_writes
+from featurestore.plan import Plan, build_plan
+from featurestore.values.columns import from_arrow
+from featurestore.values.timestamps import now_us
+
+HOUR = 3_600_000_000
+NOW = (now_us() // HOUR + 1) * HOUR  # a hop boundary; expiries count from the real clock
+projects = itertools.count()
+
+
+def plan_with(ttl: timedelta | None = None, extra_field: bool = False) -> Plan:
+    user = Entity("user", join_keys={"user_id": Int64})
+    src = Source("src", path="unused.parquet", timestamp="ts")
+    fields = [Field("x", Float64)] + ([Field("y", Int64)] if extra_field else [])
+    rows = FeatureView("rows", entity=user, source=src, fields=fields, ttl=ttl)
+    spend = FeatureView("spend", entity=user, source=src, aggregates=[
+        Aggregate("x", "sum", window="2h", hop="1h", name="x_sum_2h"),
+        Aggregate("x", "count", window="2h", hop="1h", name="x_count_2h")])
+    defs = Definitions(entities={"user": user}, sources={"src": src},
+                       views={"rows": rows, "spend": spend})
+    return build_plan(f"contract{next(projects)}", defs, kernel_cache=None)
+
+
+@pytest.fixture
+def store_for(redis_url: str) -> Iterator[Callable[[Plan], OnlineStore]]:
+    """The online store of a plan's project (closed after the test)."""
+    opened: list[OnlineStore] = []
+
+    def open_for(plan: Plan) -> OnlineStore:
+        opened.append(OnlineStore(redis_url, plan.project))
+        return opened[-1]
+    yield open_for
+    for store in opened:
+        store.close()
+
+
+def rows_batch(users: list[int], header: list[tuple[int, int, int]], xs: list[float]
+               ) -> pa.RecordBatch:
+    event, created, seq = (list(c) for c in zip(*header, strict=True))
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.RecordBatch.from_pydict({
+        "user_id": pa.array(users, pa.int64()), "__event_ts": pa.array(event, pa.int64()).cast(ts),
+        "__created": pa.array(created, pa.int64()).cast(ts), "__seq": pa.array(seq, pa.int64()),
+        "x": pa.array(xs, pa.float64())})
+
+
+def read(online: OnlineStore, plan: Plan, features: list[str], users: list[int],
+         as_of: int) -> dict[str, list[object]]:
+    selection = plan.select(features=features)
+    lookup = Lookup(online.project, plan, selection, online.served())
+    result = online.read(lookup, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)}, {},
+                         as_of)
+    return {f.name: [v if s == 0 else None for v, s in
+                     zip(np.asarray(f.column.values).tolist(), f.status.tolist(), strict=True)]
+            for f in result.features}
+
+
+def test_the_registry_serves_what_was_activated(store_for: Callable[[Plan], OnlineStore]
+                                                ) -> None:
+    plan = plan_with(ttl=timedelta(days=3))
+    online = store_for(plan)
+    assert online.served() == {}
+    for view in plan.views.values():
+        online.activate(view, NOW, rows=0)
+    assert online.served() == plan.views  # every field survives the round trip
+
+
+# Rows of one key written in any order and batching: the stored row is the latest in the
+# point-in-time order (event time, then created time, then seq), ties included.
+headers = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+                   min_size=1, max_size=8, unique=True)  # __seq makes rows unique
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=headers, batches=st.integers(1, 4), data=st.data())
+def test_a_row_replaces_the_stored_one_only_if_not_older(
+        store_for: Callable[[Plan], OnlineStore], header: list[tuple[int, int, int]],
+        batches: int, data: st.DataObject) -> None:
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["rows"]
+    order = data.draw(st.permutations(range(len(header))))
+    rows = [(HOUR * (e + 1), HOUR * (e + 1) + c, s, float(i)) for i, (e, c, s) in enumerate(header)]
+    expected = max(rows, key=lambda r: r[:3])[3]  # the brute-force point-in-time winner
+    for chunk in np.array_split(np.array(order), batches):
+        picked = [rows[i] for i in chunk.tolist()]
+        if picked:
+            online.write_rows(view, rows_batch([7] * len(picked), [r[:3] for r in picked],
+                                               [r[3] for r in picked]))
+    online.flush()
+    online.activate(view, NOW, len(rows))
+    assert read(online, plan, ["rows:x"], [7], 100 * HOUR) == {"x": [expected]}
+
+
+def test_a_pushed_batch_is_applied_once(store_for: Callable[[Plan], OnlineStore]) -> None:
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["spend"]
+    online.activate(view, NOW, 0)
+    table = pa.table({"user_id": pa.array([1, 1, 2], pa.int64())})
+    events = Events.from_sorted(
+        table, ["user_id"], ts=np.array([NOW - 10, NOW - 5, NOW - 1], np.int64),
+        created=np.array([NOW - 10, NOW - 5, NOW - 1], np.int64),
+        columns={"x": from_arrow(pa.array([1.5, 2.0, 4.0]), Float64)})
+    bases = bases_of_table(plan.project, view.name, view.version, view.entity, view.join_keys,
+                           events.keys)
+    g = groups(view.aggregates)[0]
+    writes = [tile_writes(g, bases, events, NOW // g.hop_us - g.span + 1, NOW // g.hop_us,
+                          np.iinfo(np.int64).max, NOW)]
+    assert online.push_tiles("src", "b1", writes, NOW) == 2  # one block per user
+    assert online.push_tiles("src", "b1", writes, NOW) is None
+    assert read(online, plan, ["spend:x_sum_2h", "spend:x_count_2h"], [1, 2, 3], NOW) == {
+        "x_sum_2h": [3.5, 4.0, 0.0], "x_count_2h": [2, 1, 0]}
+    online.mark_pushed("src", ["b2"])  # a rebuild that holds b2 already
+    assert online.push_tiles("src", "b2", writes, NOW) is None
+
+
+def test_versions_are_listed_and_dropped_but_never_the_served_one(
+        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+    old, new = plan_with(), plan_with(extra_field=True)
+    old.project = new.project
+    online = store_for(new)
+    v_old, v_new = old.views["rows"], new.views["rows"]
+    assert v_old.version != v_new.version
+    online.write_rows(v_old, rows_batch([1, 2], [(1, 1, 0), (1, 1, 1)], [1.0, 2.0]))
+    batch = rows_batch([1], [(2, 2, 0)], [3.0])
+    online.write_rows(v_new, batch.append_column("y", pa.array([5], pa.int64())))
+    online.flush()
+    online.activate(v_new, NOW, 1)
+    assert online.versions() == {"rows": {v_old.version, v_new.version}}
+    with pytest.raises(OnlineStoreError, match="is the served one"):
+        online.drop_version("rows", v_new.version)
+    assert online.drop_version("rows", v_old.version) == 2
+    assert online.versions() == {"rows": {v_new.version}}
+    assert read(online, new, ["rows:x", "rows:y"], [1, 2], NOW) == {"x": [3.0, None],
+                                                                     "y": [5, None]}
+    keys = redis.Redis.from_url(redis_url).keys(f"{online.project}:rows:*")
+    assert all(v_new.version.encode() in k for k in keys)
+
+
+def test_an_unreachable_store_names_itself_without_its_password() -> None:
+    url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
+    with OnlineStore(url, "p", timeout=0.5) as online, \
+            pytest.raises(OnlineUnavailable, match=r"redis://:\*\*\*@127\.0\.0\.1") as caught:
+        online.served()
+    assert "s3cret-pw" not in str(caught.value)
