@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 from featurestore.errors import FeatureStoreError
 from featurestore.offline import OfflineStore, event_log
-from featurestore.online.keys import bases_of_table
 from featurestore.online.store import OnlineStore
-from featurestore.online.tiles import groups, tile_writes
+from featurestore.online.tiles import view_tile_writes
 from featurestore.plan import Plan, ViewPlan
 from featurestore.progress import QUIET, Reporter
 from featurestore.values.timestamps import now_us
@@ -67,16 +66,11 @@ def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineStore, v
     number of tile blocks written."""
     with reporter.task(f"materializing {view.name}", None) as step:
         events = offline.window_events(plan, view.name, end_us)
-        bases = bases_of_table(plan.project, view.name, view.version, view.entity,
-                               view.join_keys, events.keys)
         blocks, now = 0, now_us()
         for first in range(0, len(events.starts), TILE_CHUNK):
             stop = min(first + TILE_CHUNK, len(events.starts))
             chunk = events.entities(first, stop)
-            for g in groups(view.aggregates):
-                head = end_us // g.hop_us
-                writes = tile_writes(g, bases[first:stop], chunk, head - g.span + 1, head,
-                                     end_us, now)
+            for writes in view_tile_writes(plan.project, view, chunk, end_us, end_us, end_us, now):
                 blocks += writer.write_tiles(writes, now)
             step.advance(f"materializing {view.name}: {stop} of {len(events.starts)} entities, "
                          f"{blocks} tile blocks")

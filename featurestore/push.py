@@ -18,9 +18,8 @@ import pyarrow.compute as pc
 from featurestore.aggregation.events import Events
 from featurestore.errors import FeatureStoreError, NotAppliedError
 from featurestore.offline import event_log
-from featurestore.online.keys import bases_of_table
 from featurestore.online.store import OnlineStore
-from featurestore.online.tiles import TileWrites, groups, tile_writes
+from featurestore.online.tiles import view_tile_writes
 from featurestore.plan import Plan, ViewPlan
 from featurestore.values.columns import from_arrow
 from featurestore.values.timestamps import now_us
@@ -54,7 +53,11 @@ def push(plan: Plan, root: Path, online: OnlineStore, source: str, batch: pa.Tab
                 f"feature view {view.name!r} version {view.version} is not served online; "
                 "run `featurestore materialize` before pushing (nothing of the batch was kept)")
     ingested = event_log.append(root, source, batch_id, table, now)
-    writes = [w for view in views for w in _writes(plan, view, table, ingested, now)]
+    writes = []
+    for view in views:
+        events = _events(view, table, ingested, plan.sources[source].timestamp)
+        writes += view_tile_writes(plan.project, view, events, now, int(events.ts.max()),
+                                   NO_LIMIT, now)
     blocks = online.push_tiles(source, batch_id, writes, now)
     too_late = _too_late(views, table.column(plan.sources[source].timestamp), now)
     return PushResult(source, batch_id, table.num_rows, ingested, blocks is None, blocks or 0,
@@ -83,20 +86,6 @@ def _events(view: ViewPlan, table: pa.Table, ingested: int, ts_column: str) -> E
         table, keys, ts=ts,
         created=np.maximum(ts, ingested),  # visible from the later of event and ingest time
         columns={c: from_arrow(table.column(c), t) for c, t in dtypes.items()})
-
-
-def _writes(plan: Plan, view: ViewPlan, table: pa.Table, ingested: int,
-            now: int) -> list[TileWrites]:
-    events = _events(view, table, ingested, plan.sources[view.source].timestamp)
-    bases = bases_of_table(plan.project, view.name, view.version, view.entity, view.join_keys,
-                           events.keys)
-    out = []
-    for g in groups(view.aggregates):
-        first = now // g.hop_us - g.span + 1
-        last = int(events.ts.max()) // g.hop_us
-        if last >= first:
-            out.append(tile_writes(g, bases, events, first, last, NO_LIMIT, now))
-    return out
 
 
 def _too_late(views: list[ViewPlan], ts: pa.ChunkedArray, now: int) -> int:

@@ -21,8 +21,9 @@ from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, hops, span
 from featurestore.aggregation.tiles import build_tiles, fold_tiles
 from featurestore.errors import FeatureStoreError
-from featurestore.online.keys import block_key, events_key
+from featurestore.online.keys import bases_of_table, block_key, events_key
 from featurestore.online.tile_format import encode_tiles, pack_blocks, per_block, unpack_blocks
+from featurestore.plan import ViewPlan
 from featurestore.plan.plan import AggregatePlan
 
 RAW_FIXED = 3  # ts, created, validity bits; then one int64 per aggregation
@@ -186,3 +187,17 @@ def tile_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi:
             blobs.append(records[lo:hi].tobytes())
             event_expiry.append(g.events_expiry_ms(kk, now))
     return TileWrites(g, bases, entity, k, states, event_keys, blobs, event_expiry)
+
+
+def view_tile_writes(project: str, view: ViewPlan, events: Events, oldest_head_us: int,
+                     newest_us: int, visible_at: int, now: int) -> list[TileWrites]:
+    """Every hop group's tiles of a windowed view from `events`: from the oldest tile a read
+    at `oldest_head_us` covers to the hop of `newest_us`."""
+    bases = bases_of_table(project, view.name, view.version, view.entity, view.join_keys,
+                           events.keys)
+    out = []
+    for g in groups(view.aggregates):
+        first, last = oldest_head_us // g.hop_us - g.span + 1, newest_us // g.hop_us
+        if last >= first:
+            out.append(tile_writes(g, bases, events, first, last, visible_at, now))
+    return out

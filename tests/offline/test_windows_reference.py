@@ -42,6 +42,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featurestore import Aggregate, FeatureStore, FeatureStoreError
+from featurestore.aggregation.accumulators import CODES
+from featurestore.definitions.feature_view import AGGREGATE_FUNCTIONS
 from featurestore.types import Float64, String
 
 MINUTE = 60_000_000
@@ -538,6 +540,12 @@ def test_count_distinct_of_int64(repo: Repo) -> None:
 def test_hop_must_divide_window() -> None:
     with pytest.raises(FeatureStoreError, match="hop"):
         Aggregate("amount", "sum", window="1d", hop="7h")
+
+
+def test_every_function_has_a_reference_and_a_kernel() -> None:
+    """A function added to the definitions' table must be added to this module's reference
+    (FUNCTIONS, checked against the brute force above) and to the accumulators."""
+    assert set(AGGREGATE_FUNCTIONS) == set(FUNCTIONS) == set(CODES)
 
 
 def test_function_must_accept_the_column_type() -> None:

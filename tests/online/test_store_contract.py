@@ -21,10 +21,9 @@ from featurestore.aggregation.events import Events
 from featurestore.definitions import Definitions
 from featurestore.definitions.types import Float64, Int64
 from featurestore.errors import OnlineStoreError, OnlineUnavailable
-from featurestore.online.keys import bases_of_table
 from featurestore.online.lookup import Lookup
 from featurestore.online.store import OnlineStore
-from featurestore.online.tiles import groups, tile_writes
+from featurestore.online.tiles import view_tile_writes
 from featurestore.plan import Plan, build_plan
 from featurestore.values.columns import from_arrow
 from featurestore.values.timestamps import now_us
@@ -126,11 +125,7 @@ def test_a_pushed_batch_is_applied_once(store_for: Callable[[Plan], OnlineStore]
         table, ["user_id"], ts=np.array([NOW - 10, NOW - 5, NOW - 1], np.int64),
         created=np.array([NOW - 10, NOW - 5, NOW - 1], np.int64),
         columns={"x": from_arrow(pa.array([1.5, 2.0, 4.0]), Float64)})
-    bases = bases_of_table(plan.project, view.name, view.version, view.entity, view.join_keys,
-                           events.keys)
-    g = groups(view.aggregates)[0]
-    writes = [tile_writes(g, bases, events, NOW // g.hop_us - g.span + 1, NOW // g.hop_us,
-                          np.iinfo(np.int64).max, NOW)]
+    writes = view_tile_writes(plan.project, view, events, NOW, NOW, np.iinfo(np.int64).max, NOW)
     assert online.push_tiles("src", "b1", writes, NOW) == 2  # one block per user
     assert online.push_tiles("src", "b1", writes, NOW) is None
     assert read(online, plan, ["spend:x_sum_2h", "spend:x_count_2h"], [1, 2, 3], NOW) == {
