@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_REPO := feature_repo
 PROTOS := $(wildcard proto/featurestore/v1/*.proto)
 
-.PHONY: install proto redis test lint demo bench clean
+.PHONY: install proto redis test lint demo bench mutate clean
 
 # Installing also generates featurestore/serving/_proto/ from proto/ (generated code is built,
 # never committed), and a changed .proto makes the next `make test` or `make demo` regenerate.
@@ -33,6 +33,11 @@ lint: install
 
 test: install redis lint
 	$(VENV)/bin/pytest -q
+
+# The standing mutation check (not part of `make test`): semantic mutations of the hot spots,
+# each run against the tests that must kill it; exits 1 when one survives.
+mutate: install redis
+	$(PY) tests/mutation/run.py
 
 DEMO_END := 2025-07-01T00:00:00Z
 DEMO_PORT := 6566

@@ -10,7 +10,7 @@ the same features. Measured, each side in turn:
 - training set: Feast `get_historical_features(...).to_df()` vs `FeatureStore.training_set`
   (inside `session()`), seconds;
 - materialization into the same redis-server (Feast in database 1, ours in 2), rows/s;
-- online, in process: Feast `get_online_features` vs our Lookup over redis-py, batches of 1,
+- online, in process: Feast `get_online_features` vs our OnlineStore.read (redis-py), batches of 1,
   10 and 100 users, p50/p90/p99 ms.
 
 - online over the network: Feast's HTTP feature server (`feast serve`) vs our gRPC server, one
@@ -42,7 +42,6 @@ import grpc
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import redis
 import requests
 from harness import log
 from payloads import OURS_METHOD, encode_request
@@ -53,9 +52,9 @@ from timing import percentiles, time_calls
 from featurestore import Client, FeatureStore
 from featurestore.definitions.types import Float64, Int64
 from featurestore.feast_import import import_feast
-from featurestore.online.lookup import Lookup, read
-from featurestore.online.redis_store import OnlineWriter
-from featurestore.plan import from_arrow
+from featurestore.online.lookup import Lookup
+from featurestore.online.store import OnlineStore
+from featurestore.values.columns import from_arrow
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 30
@@ -335,10 +334,10 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
 def online(theirs: Any, ours: FeatureStore, url: str, users: int,
            args: argparse.Namespace) -> dict[str, Any]:
-    client = redis.Redis.from_url(url.rsplit("/", 1)[0] + "/2")
     plan = ours.plan
+    online_store = OnlineStore(url.rsplit("/", 1)[0] + "/2", plan.project)
     selection = plan.select(service="bench")
-    lookup = Lookup(plan.project, plan, selection, OnlineWriter(client, plan.project).served())
+    lookup = Lookup(plan.project, plan, selection, online_store.served())
     service = theirs.get_feature_service("bench")
     rng = np.random.default_rng(args.seed + 2)
     out = {}
@@ -352,8 +351,8 @@ def online(theirs: Any, ours: FeatureStore, url: str, users: int,
 
         def ours_call(i: int, keys: np.ndarray = keys, amounts: np.ndarray = amounts,
                       now: int = now) -> Any:
-            return read(lookup, client, {"user_id": from_arrow(pa.array(keys[i]), Int64)},
-                        {"amount": from_arrow(pa.array(amounts[i]), Float64)}, now)
+            return online_store.read(lookup, {"user_id": from_arrow(pa.array(keys[i]), Int64)},
+                                     {"amount": from_arrow(pa.array(amounts[i]), Float64)}, now)
 
         def feast_call(i: int, rows: list[Any] = rows) -> Any:
             return theirs.get_online_features(features=service, entity_rows=rows[i]).to_dict()
@@ -362,7 +361,7 @@ def online(theirs: Any, ours: FeatureStore, url: str, users: int,
         out[f"batch_{batch}"] = {"feast": f, "ours": o,
                                  "ratio_p99_feast_over_ours": round(f["p99_ms"] / o["p99_ms"], 2)}
         log(f"in-process batch {batch}: Feast p99 {f['p99_ms']} ms, ours p99 {o['p99_ms']} ms")
-    client.close()
+    online_store.close()
     return out
 
 

@@ -47,7 +47,7 @@ from servers import start_echo, start_ours, start_redis
 from timing import percentiles, ratio, time_sides
 
 from featurestore import Client, FeatureStore
-from featurestore.plan.status import STATUS_NAMES, Status
+from featurestore.values.status import STATUS_NAMES, Status
 
 SEED = 20240617
 END = datetime(2025, 7, 1, tzinfo=UTC)  # data ends here; requests and materialization use it

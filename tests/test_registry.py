@@ -93,7 +93,7 @@ def test_failed_apply_keeps_the_previous_registry_and_tables(tmp_path: Path) -> 
     # A transform Numba rejects: caught before the store is touched.
     (root / "features.py").write_text(PROFILE_DEFS.replace(
         "return amount / limit if limit > 0.0 else 0.0", "return open('f')"))
-    with pytest.raises(CompileError):
+    with pytest.raises(CompileError, match="Numba cannot compile amount_to_limit"):
         store.apply()
     assert active(root) == before
     # The old definitions still serve training sets once restored, without re-applying.

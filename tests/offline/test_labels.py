@@ -261,9 +261,9 @@ def test_other_integer_key_types_are_accepted(store: FeatureStore) -> None:
 
 
 def test_empty_labels(store: FeatureStore) -> None:
-    with pytest.raises(LabelsError):
+    with pytest.raises(LabelsError, match="no rows"):
         run(store, base_labels().clear())
-    with pytest.raises(LabelsError):
+    with pytest.raises(LabelsError, match="no rows"):
         run(store, base_labels().to_arrow().slice(0, 0))
 
 
@@ -290,12 +290,12 @@ def test_unusable_timestamp_column(store: FeatureStore) -> None:
 
 
 def test_unsupported_labels_object(store: FeatureStore, tmp_path: Path) -> None:
-    with pytest.raises(LabelsError):
+    with pytest.raises(LabelsError, match="Polars, pandas or Arrow table or a Parquet path"):
         run(store, [{"user_id": 1}])
-    with pytest.raises(LabelsError):
+    with pytest.raises(LabelsError, match=r"missing\.parquet does not exist"):
         run(store, tmp_path / "missing.parquet")
     (tmp_path / "junk.parquet").write_text("not parquet")
-    with pytest.raises(LabelsError):
+    with pytest.raises(LabelsError, match=r"junk\.parquet is not a readable Parquet file"):
         run(store, tmp_path / "junk.parquet")
 
 

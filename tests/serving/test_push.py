@@ -495,7 +495,7 @@ def test_retrying_a_push_refused_before_materialization_counts_it_once(
     store, client = scratch(tmp_path, redis_url, tx_events([(1, 1.0, now - 30 * MINUTE)]))
     events = tx_events([(1, 10.0, now - 10 * MINUTE)])
     try:
-        with pytest.raises(NotAppliedError):
+        with pytest.raises(NotAppliedError, match="run `featurestore materialize` before pushing"):
             store.push("tx", events, batch_id="b1")
         offline(store, [1], now_us())
         store.materialize()

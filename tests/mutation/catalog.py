@@ -1,0 +1,143 @@
+"""Semantic mutations of the hot spots, each with the tests that must kill it. Every one is a
+plausible bug in code that the offline and online paths share, so only the plain references
+(brute force, hand-built cases) can see it: parity cannot.
+
+A mutation names one snippet that must occur exactly once in its file; when code moves, the
+runner reports the mutation as stale and the catalog is updated, never silently skipped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    file: str
+    find: str
+    replace: str
+    why: str
+    tests: tuple[str, ...]
+
+
+PIT = "tests/offline/test_point_in_time.py"
+WINDOWS_REF = "tests/offline/test_windows_reference.py"
+CONTRACT = "tests/online/test_store_contract.py"
+KERNELS = "tests/plan/test_kernels.py"
+EXACT = "tests/plan/test_exact_sum.py"
+PUSH = "tests/serving/test_push.py"
+WINDOWS_PARITY = "tests/parity/test_windows_parity.py"
+SERVER = "tests/serving/test_server.py"
+READS = "tests/online/test_reads.py"
+LOG = "tests/offline/test_event_log.py"
+
+MUTATIONS: list[Mutation] = [
+    # -- the point-in-time rule, offline ---------------------------------------------------
+    Mutation("pit-created-visibility", "featurestore/offline/feature_tables.py",
+             "greatest({event}, {created}) AS __vis", "{event} AS __vis",
+             "a row is visible from its event time even when it was created later",
+             (PIT,)),
+    Mutation("pit-tie-break-order", "featurestore/offline/feature_tables.py",
+             "arg_max(__seq, (__event_ts, __created, __seq))",
+             "arg_max(__seq, (__event_ts, __seq, __created))",
+             "equal event times broken by file order before created time", (PIT,)),
+    Mutation("pit-tie-break-created", "featurestore/offline/feature_tables.py",
+             "arg_max(__seq, (__event_ts, __created, __seq))",
+             "arg_max(__seq, (__event_ts, -epoch_us(__created), __seq))",
+             "equal event times: the earliest created row wins", (PIT,)),
+    Mutation("ttl-edge-offline", "featurestore/offline/feature_tables.py",
+             "({alias}.__event_ts < {label_ts} - to_microseconds",
+             "({alias}.__event_ts <= {label_ts} - to_microseconds",
+             "a row exactly ttl old counts as expired offline", (PIT,)),
+    # -- online rows -------------------------------------------------------------------------
+    Mutation("ttl-edge-online", "featurestore/online/lookup.py",
+             "event_ts[r] < as_of_us - ttl_us", "event_ts[r] <= as_of_us - ttl_us",
+             "a row exactly ttl old counts as expired online", (READS,)),
+    Mutation("write-if-newer-created", "featurestore/online/store.py",
+             "(nc > oc or (nc == oc", "(nc < oc or (nc == oc",
+             "the online write keeps the earlier created row on an event-time tie", (CONTRACT,)),
+    Mutation("write-if-newer-seq", "featurestore/online/store.py",
+             "ns >= os", "ns <= os",
+             "the online write keeps the lower seq on a full tie of times", (CONTRACT,)),
+    Mutation("status-null-vs-present", "featurestore/online/lookup.py",
+             "PRESENT if ok else NULL if state == PRESENT else state",
+             "PRESENT if ok else NOT_FOUND if state == PRESENT else state",
+             "a stored null is served as NOT_FOUND", (READS,)),
+    Mutation("status-offline-null", "featurestore/plan/execute.py",
+             "np.where((state == PRESENT) & ~valid, NULL, state)",
+             "np.where((state == PRESENT) & ~valid, NOT_FOUND, state)",
+             "a stored null is NOT_FOUND in training sets", (PIT,)),
+    Mutation("row-codec-bit-order", "featurestore/online/codec.py",
+             "valid[i, r] = (buffer[p + i // 8] >> (i % 8)) & 1",
+             "valid[i, r] = (buffer[p + i // 8] >> (7 - i % 8)) & 1",
+             "the validity bitmap read in the wrong bit order", (READS,)),
+    # -- transforms -------------------------------------------------------------------------
+    Mutation("transform-missing-input", "featurestore/plan/kernels.py",
+             'valid = " and ".join(f"m{k}[i]" for k in range(n)) or "True"',
+             'valid = "True"',
+             "a missing transform input is passed as its filler (0, '') instead of NULL",
+             (KERNELS,)),
+    # -- accumulators and exact sums ----------------------------------------------------------
+    Mutation("minmax-negative-zero", "featurestore/aggregation/accumulators.py",
+             "out[i] = bits[i] ^ _MASK63", "out[i] = bits[i] ^ _MASK63 if values[i] != 0.0 else 1",
+             "-0.0 sorts above 0.0 in min/max", (WINDOWS_REF,)),
+    Mutation("nan-not-canonical", "featurestore/aggregation/accumulators.py",
+             "out[i] = CANONICAL_NAN", "out[i] = bits[i]",
+             "NaNs with different payloads order and count as different values", (WINDOWS_REF,)),
+    Mutation("distinct-negative-zero", "featurestore/aggregation/accumulators.py",
+             "if is_float and k == -1:", "if is_float and k == -2:",
+             "count_distinct tells -0.0 from 0.0", (WINDOWS_REF,)),
+    Mutation("distinct-exact-limit", "featurestore/aggregation/accumulators.py",
+             "    if n == EXACT_SET:\n", "    if n == EXACT_SET - 8:\n",
+             "count_distinct switches to the estimate before 32 values", (WINDOWS_REF,)),
+    Mutation("first-last-created-tie", "featurestore/aggregation/accumulators.py",
+             "return created > created2", "return created < created2",
+             "first/last break event-time ties by the earlier created time", (WINDOWS_REF,)),
+    Mutation("first-last-value-tie", "featurestore/aggregation/accumulators.py",
+             "return key > key2", "return key < key2",
+             "first/last break full time ties by the smaller value", (WINDOWS_REF,)),
+    Mutation("variance-divisor", "featurestore/aggregation/accumulators.py",
+             "/ (float(n) * float(n - 1))", "/ (float(n) * float(n))",
+             "population instead of sample variance", (WINDOWS_REF,)),
+    Mutation("exact-sum-rounding", "featurestore/aggregation/exact_sum.py",
+             "if (w & 1) and (sticky or (r & 1)):", "if w & 1:",
+             "the exact sum rounded half up instead of half to even", (WINDOWS_REF,)),
+    Mutation("exact-sum-truncated", "featurestore/aggregation/exact_sum.py",
+             "if (w & 1) and (sticky or (r & 1)):", "if False:",
+             "the exact sum truncated instead of rounded", (WINDOWS_REF,)),
+    # -- windows --------------------------------------------------------------------------------
+    Mutation("window-tail-one-hop-short", "featurestore/aggregation/windows.py",
+             "    tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW]\n    i = lower_bound",
+             "    tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW] + spec[a, HOP]\n"
+             "    i = lower_bound",
+             "offline windows start one hop late", (WINDOWS_REF,)),
+    Mutation("window-head-exclusive", "featurestore/aggregation/windows.py",
+             "while i < hi and ts[i] <= t:", "while i < hi and ts[i] < t:",
+             "an event exactly at T is outside the window", (WINDOWS_REF,)),
+    Mutation("window-created-visibility", "featurestore/aggregation/windows.py",
+             "        if created[i] <= t:\n", "        if created[i] <= t + 1_000_000:\n",
+             "events count a second before they were created", (WINDOWS_REF,)),
+    Mutation("online-window-one-hop-short", "featurestore/online/tile_format.py",
+             "first_full = k_head - spec[a, WINDOW] // spec[a, HOP]",
+             "first_full = k_head - spec[a, WINDOW] // spec[a, HOP] + 1",
+             "online windows merge one tile too few", (READS,)),
+    # -- pushes and the event log ---------------------------------------------------------------
+    Mutation("push-visible-at-event-time", "featurestore/push.py",
+             "created=np.maximum(ts, ingested),", "created=ts,",
+             "pushed events count online from their event time, not their arrival",
+             (WINDOWS_PARITY,)),
+    Mutation("push-mark-ignored", "featurestore/online/store.py",
+             "if pipe.exists(mark):", "if False:",
+             "a retried batch is merged into the tiles again", (CONTRACT,)),
+    Mutation("log-claim-ignored", "featurestore/offline/event_log.py",
+             "return int(claim.read_text())", "return now_us",
+             "a retried batch id is logged again under a new ingest time", (LOG,)),
+    Mutation("log-read-twice", "featurestore/offline/windowed.py",
+             "WHERE {INGESTED} IS NULL)", ")",
+             "training sets count pushed events both from the log and from the last ingest",
+             (LOG,)),
+    # -- past reads -------------------------------------------------------------------------------
+    Mutation("as-of-expired-head-served", "featurestore/online/lookup.py",
+             "if any(b is None for b in blobs):", "if False:",
+             "a past read whose raw head events expired is answered instead of refused", (READS,)),
+]
