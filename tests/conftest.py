@@ -10,7 +10,12 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import Phase, settings
 from redis_kit import RedisServer
+
+# `make mutate` runs tests with --hypothesis-profile=mutation: a failing example is enough to
+# kill a mutation, so it is not shrunk (shrinking a DuckDB-backed example takes minutes).
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ def run_tests(copy: Path, m: Mutation) -> tuple[str, float, str]:
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("FEATURESTORE_REDIS_URL", None)
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-               "--rootdir", str(copy), *m.tests]
+               "--hypothesis-profile=mutation", "--rootdir", str(copy), *m.tests]
     started = time.monotonic()
     try:
         done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True,
