@@ -168,6 +168,32 @@ def test_pushed_windows_match_training_sets(tmp_path_factory: pytest.TempPathFac
         client.close()
 
 
+def test_a_pushed_event_tying_a_stored_one_is_the_later_on_both_paths(
+        tmp_path: Path, redis_url: str) -> None:
+    """Same event time, one event from the files and one pushed later: the pushed one is
+    visible from its arrival, so `last` takes it (and `first` the stored one) online and in
+    the training set alike, whatever their values."""
+    clock = next_day()
+    tie = -20 * MINUTE
+    history = [{"user": 1, "amount": 5.0, "qty": 1, "ts": tie}]
+    store = write_repo(tmp_path, "tie", frame(history, clock), redis_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        store.materialize(end=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=clock))
+        with store.online() as online:
+            push(store.plan, tmp_path, online, "tx",
+                 frame([{"user": 1, "amount": 1.0, "qty": 2, "ts": tie}], clock).to_arrow(),
+                 "tie", now=clock + MINUTE)
+        served = online_values(store, client, [1], clock + 2 * MINUTE)
+        labels = pl.DataFrame({"user_id": [1], "event_timestamp": [
+            datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=clock + 2 * MINUTE)]})
+        offline = store.training_set(labels, service="s")
+        assert served["amount_last_2h"] == offline["amount_last_2h"].to_list() == [1.0]
+        assert served["amount_first_2h"] == offline["amount_first_2h"].to_list() == [5.0]
+    finally:
+        client.close()
+
+
 def tile_dump(client: redis.Redis, project: str) -> dict[bytes, bytes]:
     prefix = f"{project}:spend:".encode()
     return {k[len(prefix):]: client.get(k) for k in client.scan_iter(match=prefix + b"*")
