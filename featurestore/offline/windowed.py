@@ -1,6 +1,7 @@
-"""Windowed views offline: the event log read out of DuckDB, grouped by entity and sorted by
-event time, and the aggregations evaluated over it with the plan's kernels (plan/windows.py),
-at label times for training sets and at hop boundaries for backfill."""
+"""Windowed views offline: a view's events read out of DuckDB (and the pushed-event log),
+grouped by entity and sorted by event time, and the aggregations evaluated over them with the
+aggregation package's kernels, at label times for training sets and at hop boundaries for
+backfill."""
 
 from __future__ import annotations
 

@@ -116,6 +116,32 @@ def test_a_row_replaces_the_stored_one_only_if_not_older(
     assert read(online, plan, ["rows:x"], [7], 100 * HOUR) == {"x": [expected]}
 
 
+TIES = {  # the winner's value is 20.0 in both
+    "created": [(HOUR, HOUR + 5, 2, 10.0), (HOUR, HOUR + 9, 0, 20.0), (HOUR, HOUR + 7, 1, 30.0)],
+    "seq": [(HOUR, HOUR, 5, 10.0), (HOUR, HOUR, 9, 20.0), (HOUR, HOUR, 7, 30.0)],
+}
+
+
+@pytest.mark.parametrize("tie", sorted(TIES))
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+@pytest.mark.parametrize("one_batch", [True, False])
+def test_event_time_ties_go_to_the_later_created_then_the_higher_seq(
+        store_for: Callable[[Plan], OnlineStore], tie: str, order: tuple[int, ...],
+        one_batch: bool) -> None:
+    """Equal event times: the later created row wins, then (created equal too) the row later
+    in the source's order (higher __seq), whatever order the rows are written in."""
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["rows"]
+    rows = TIES[tie]
+    picked = [rows[i] for i in order]
+    for part in ([picked] if one_batch else [[r] for r in picked]):
+        online.write_rows(view, rows_batch([3] * len(part), [r[:3] for r in part],
+                                           [r[3] for r in part]))
+    online.flush()
+    online.activate(view, NOW, 3)
+    assert read(online, plan, ["rows:x"], [3], 100 * HOUR) == {"x": [20.0]}
+
+
 def test_a_pushed_batch_is_applied_once(store_for: Callable[[Plan], OnlineStore]) -> None:
     plan = plan_with()
     online, view = store_for(plan), plan.views["spend"]
