@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -52,18 +52,6 @@ def repo_plan() -> Plan:
         kernel_cache=None)
 
 
-@pytest.fixture
-def online(redis_url: str) -> Iterator[Callable[[Plan], OnlineStore]]:
-    opened: list[OnlineStore] = []
-
-    def open_for(plan: Plan) -> OnlineStore:
-        opened.append(OnlineStore(redis_url, plan.project))
-        return opened[-1]
-    yield open_for
-    for store in opened:
-        store.close()
-
-
 def read(store: OnlineStore, plan: Plan, features: list[str], users: list[int], as_of: int
          ) -> dict[str, list[tuple[str, Any]]]:
     """Feature -> (status name, value or None) per user."""
@@ -92,10 +80,10 @@ offsets = st.sampled_from([0, 1, -1, TTL, TTL - 1, TTL + 1, 5 * MINUTE, 30 * MIN
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=rows_data, offset=offsets, missing=st.integers(1, 3))
 def test_rows_statuses_and_ttl_edges_match_the_reference(
-        online: Callable[[Plan], OnlineStore], rows: list[tuple[int, list[bool], int]],
+        store_for: Callable[[Plan], OnlineStore], rows: list[tuple[int, list[bool], int]],
         offset: int, missing: int) -> None:
     plan = repo_plan()
-    store, view = online(plan), plan.views["rows"]
+    store, view = store_for(plan), plan.views["rows"]
     base = now_us() // MINUTE * MINUTE
     users = list(range(len(rows)))
     columns: dict[str, Any] = {}
@@ -140,10 +128,10 @@ events_data = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 119),
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=events_data, read_minute=st.integers(0, 10))
 def test_windows_read_online_match_the_reference(
-        online: Callable[[Plan], OnlineStore], events: list[tuple[int, int, float]],
+        store_for: Callable[[Plan], OnlineStore], events: list[tuple[int, int, float]],
         read_minute: int) -> None:
     plan = repo_plan()
-    store, view = online(plan), plan.views["spend"]
+    store, view = store_for(plan), plan.views["spend"]
     hop = 10 * MINUTE
     head = now_us() // hop * hop  # reads happen in the head hop, at or after its start
     as_of = head + read_minute * MINUTE - (1 if read_minute == 10 else 0)
@@ -170,9 +158,9 @@ def _events(rows: list[tuple[int, int, float]]) -> Events:
 
 
 def test_a_past_read_whose_raw_events_expired_is_refused(
-        online: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
     plan = repo_plan()
-    store, view = online(plan), plan.views["spend"]
+    store, view = store_for(plan), plan.views["spend"]
     hop = 10 * MINUTE
     head = now_us() // hop * hop
     rows = [(1, head + 2 * SECOND, 5.0), (1, head + 4 * SECOND, 7.0)]

@@ -5,7 +5,7 @@ keys). A scale-out backend (Redis Cluster) runs this same module with its own `o
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
@@ -44,19 +44,6 @@ def plan_with(ttl: timedelta | None = None, extra_field: bool = False) -> Plan:
     defs = Definitions(entities={"user": user}, sources={"src": src},
                        views={"rows": rows, "spend": spend})
     return build_plan(f"contract{next(projects)}", defs, kernel_cache=None)
-
-
-@pytest.fixture
-def store_for(redis_url: str) -> Iterator[Callable[[Plan], OnlineStore]]:
-    """The online store of a plan's project (closed after the test)."""
-    opened: list[OnlineStore] = []
-
-    def open_for(plan: Plan) -> OnlineStore:
-        opened.append(OnlineStore(redis_url, plan.project))
-        return opened[-1]
-    yield open_for
-    for store in opened:
-        store.close()
 
 
 def rows_batch(users: list[int], header: list[tuple[int, int, int]], xs: list[float]
