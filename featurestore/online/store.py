@@ -259,7 +259,8 @@ class OnlineStore:
     def drop_version(self, view: str, version: str) -> int:
         """Deletes every key of one version of a view (never the served one); returns how
         many."""
-        if self.served().get(view) is not None and self.served()[view].version == version:
+        served = self.served().get(view)
+        if served is not None and served.version == version:
             raise OnlineStoreError(
                 f"feature view {view!r} version {version} is the served one; materialize "
                 "another version before dropping it")

@@ -20,7 +20,7 @@ from featurestore import Aggregate, Entity, FeatureView, Field, Source
 from featurestore.aggregation.events import Events
 from featurestore.definitions import Definitions
 from featurestore.definitions.types import Float64, Int64
-from featurestore.errors import OnlineStoreError, OnlineUnavailable
+from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
 from featurestore.online.lookup import Lookup
 from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import view_tile_writes
@@ -75,6 +75,22 @@ def test_the_registry_serves_what_was_activated(store_for: Callable[[Plan], Onli
     for view in plan.views.values():
         online.activate(view, NOW, rows=0)
     assert online.served() == plan.views  # every field survives the round trip
+
+
+def test_a_version_the_registry_cannot_read_is_not_served(
+        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+    """An entry written by an older release (its schema in another shape) is left out, so a
+    lookup asks to materialize instead of reading rows through a guessed schema."""
+    plan = plan_with()
+    online = store_for(plan)
+    online.activate(plan.views["spend"], NOW, 0)
+    client = redis.Redis.from_url(redis_url)
+    client.hset(f"{plan.project}:__registry", mapping={
+        "active:rows": "v0", "schema:rows:v0": '{"entity": "user", "join_keys": [["user_id", "Int64"]]}'})
+    client.close()
+    assert set(online.served()) == {"spend"}
+    with pytest.raises(NotAppliedError, match="'rows' has no materialized version online"):
+        Lookup(plan.project, plan, plan.select(features=["rows:x"]), online.served())
 
 
 # Rows of one key written in any order and batching: the stored row is the latest in the
