@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -55,3 +56,13 @@ class Events:
                       self.starts[first:stop] - lo, self.ends[first:stop] - lo)
 
 
+@numba.njit(cache=True, nogil=True)
+def lower_bound(a, lo, hi, x):  # type: ignore[no-untyped-def]
+    """The first index in [lo, hi) of the sorted a whose value is >= x (hi if none)."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

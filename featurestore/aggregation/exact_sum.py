@@ -161,6 +161,18 @@ def add(acc, x):
 
 
 @_jit
+def subtract(acc, x):
+    """Takes an added x back out: finite values exactly, NaN and infinities from their
+    counters."""
+    if x - x == 0.0:
+        add(acc, -x)
+    elif x != x:
+        acc[NAN] -= 1
+    else:
+        acc[PINF if x > 0 else NINF] -= 1
+
+
+@_jit
 def _add_mul(acc, mx, my, e, negative):
     """acc += ±mx*my * 2**e exactly, for integers mx < 2**53 and my < 2**53, from 26/27-bit
     partial products."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featurestore.aggregation.accumulators import CODES, SPEC_WIDTH, input_row, key_floats, state_width
+from featurestore.aggregation.accumulators import CODES, SPEC_WIDTH, input_row, state_width
 from featurestore.definitions.types import Bool, Float64
 from featurestore.plan.plan import AggregatePlan
 from featurestore.values.columns import Column
@@ -62,17 +62,13 @@ class Layout:
         columns = []
         for a, agg in enumerate(self.aggregations):
             if agg.output is Float64:
-                values = (out_f[a] if CODES[agg.function] in _FLOAT_RESULTS or
-                          agg.dtype is not Float64 else key_floats(out_i[a]))
+                values = out_f[a]
             elif agg.output is Bool:
                 values = out_i[a] != 0
             else:
                 values = out_i[a]
             columns.append(Column(np.where(valid[a], values, values.dtype.type(0)), valid[a]))
         return columns
-
-
-_FLOAT_RESULTS = {CODES[f] for f in ("sum", "mean", "var", "stddev")}
 
 
 def empty_outputs(layout: Layout, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

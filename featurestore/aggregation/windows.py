@@ -18,21 +18,17 @@ import numba
 import numpy as np
 
 from featurestore.aggregation.accumulators import (
-    COUNT_DISTINCT,
-    FUNC,
     HOP,
-    LAST,
-    MAX,
-    MIN,
     OFFSET,
     WINDOW,
     add_event,
+    better,
     finish,
-    later,
-    lower_bound,
     remove_event,
-    subtractable,
+    sweep_kind,
 )
+from featurestore.aggregation.events import lower_bound
+from featurestore.aggregation.unit import DIRECT, SUBTRACT
 
 
 @numba.njit(cache=True, nogil=True)
@@ -98,25 +94,15 @@ def change_points(ts, created, starts, ends, hops, windows):  # type: ignore[no-
     return out_e[:n].copy(), out_t[:n].copy()
 
 
-@numba.njit(cache=True, nogil=True)
-def _better(spec, a, xi, ts, created, i, j):  # type: ignore[no-untyped-def]
-    """Whether event i beats event j for a min/max/first/last aggregation."""
-    f = spec[a, FUNC]
-    if f == MIN:
-        return xi[a, i] < xi[a, j]
-    if f == MAX:
-        return xi[a, i] > xi[a, j]
-    return later(ts[i], created[i], xi[a, i], ts[j], created[j], xi[a, j]) == (f == LAST)
-
-
 @numba.njit(cache=True, nogil=True, parallel=True)
 def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p_ts,
           out_i, out_f, valid):  # type: ignore[no-untyped-def]
     """Every aggregation at each entity's increasing times p_ts[p_starts[e]:p_ends[e]]: the
     same values as `evaluate`, found by sliding each window over the events instead of
-    re-reading it. Sums and counts add entering and subtract leaving events (exactly); min,
-    max, first and last keep a monotonic queue; distinct counts and entities with events
-    visible only after their event time (created later) are evaluated directly."""
+    re-reading it, as each unit's `sweep` says: sums and counts add entering and subtract
+    leaving events (exactly); min, max, first and last keep a monotonic queue of best events;
+    distinct counts, and entities with events visible only after their event time (created
+    later), are evaluated directly."""
     for e in numba.prange(starts.shape[0]):
         s = np.zeros(width, np.int64)
         queue = np.empty(ends[e] - starts[e], np.int64)
@@ -125,30 +111,29 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
         for i in range(lo_e, hi_e):
             late |= created[i] > ts[i]
         for a in range(spec.shape[0]):
-            f, off = spec[a, FUNC], spec[a, OFFSET]
-            direct = late or f == COUNT_DISTINCT
+            kind = DIRECT if late else sweep_kind(spec, a)
             _reset(spec, a, s)
             lo, hi, q_head, q_tail = lo_e, lo_e, 0, 0
             for p in range(p_starts[e], p_ends[e]):
                 t = p_ts[p]
-                if direct:
+                if kind == DIRECT:
                     _direct(spec, a, s, xi, xf, m, ts, created, lo_e, hi_e, t)
                     finish(spec, a, s, p, out_i, out_f, valid)
                     continue
                 tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW]
                 moved_from = (lo, hi)
                 while hi < hi_e and ts[hi] <= t:
-                    if subtractable(f):
+                    if kind == SUBTRACT:
                         add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
                     elif m[a, hi]:
-                        while q_tail > q_head and _better(spec, a, xi, ts, created, hi,
-                                                          queue[q_tail - 1]):
+                        while q_tail > q_head and better(spec, a, xi, ts, created, hi,
+                                                         queue[q_tail - 1]):
                             q_tail -= 1
                         queue[q_tail] = hi
                         q_tail += 1
                     hi += 1
                 while lo < hi and ts[lo] < tail:
-                    if subtractable(f):
+                    if kind == SUBTRACT:
                         remove_event(spec, a, s, xi, xf, m, lo)
                     elif q_tail > q_head and queue[q_head] == lo:
                         q_head += 1
@@ -157,16 +142,9 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     out_i[a, p], out_f[a, p] = out_i[a, p - 1], out_f[a, p - 1]
                     valid[a, p] = valid[a, p - 1]
                     continue
-                if not subtractable(f):
+                if kind != SUBTRACT:  # the state of the window's best event
                     _reset(spec, a, s)
                     if q_tail > q_head:
                         best = queue[q_head]
-                        s[off] = 1
-                        if f in (MIN, MAX):
-                            s[off + 1] = xi[a, best]
-                        else:
-                            s[off + 1], s[off + 2], s[off + 3] = ts[best], created[best], \
-                                xi[a, best]
+                        add_event(spec, a, s, xi, xf, m, best, ts[best], created[best])
                 finish(spec, a, s, p, out_i, out_f, valid)
-
-

@@ -14,23 +14,10 @@ from featurestore.definitions.base import (
     parse_duration,
 )
 from featurestore.definitions.entity import Entity
+from featurestore.definitions.functions import AGGREGATE_FUNCTIONS
 from featurestore.definitions.source import Source
-from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
+from featurestore.definitions.types import DType, Float64
 from featurestore.errors import DefinitionError
-
-# function -> the column types it accepts
-AGGREGATE_FUNCTIONS: dict[str, tuple[DType, ...]] = {
-    "count": (Int64, Float64, Bool, String, Timestamp),
-    "count_distinct": (Int64, Float64, Bool, String, Timestamp),
-    "sum": (Int64, Float64),
-    "mean": (Int64, Float64),
-    "var": (Int64, Float64),
-    "stddev": (Int64, Float64),
-    "min": (Int64, Float64, Timestamp),
-    "max": (Int64, Float64, Timestamp),
-    "first": (Int64, Float64, Bool, Timestamp),
-    "last": (Int64, Float64, Bool, Timestamp),
-}
 
 
 class Field:
@@ -63,10 +50,11 @@ class Aggregate:
             )
         self.function = function
         self.dtype = check_dtype(owner, dtype, where)
-        if self.dtype not in AGGREGATE_FUNCTIONS[function]:
+        accepts = AGGREGATE_FUNCTIONS[function].accepts
+        if self.dtype not in accepts:
             raise DefinitionError(
                 f"{owner}: {function} cannot aggregate a {self.dtype} column; it takes "
-                + ", ".join(t.name for t in AGGREGATE_FUNCTIONS[function])
+                + ", ".join(t.name for t in accepts)
                 + " (declare the column's type with dtype=)"
             )
         self.window = parse_duration(owner, window)
@@ -78,11 +66,7 @@ class Aggregate:
 
     @property
     def output(self) -> DType:
-        if self.function in ("count", "count_distinct"):
-            return Int64
-        if self.function in ("mean", "var", "stddev"):
-            return Float64
-        return self.dtype
+        return AGGREGATE_FUNCTIONS[self.function].output(self.dtype)
 
     def __repr__(self) -> str:
         return f"Aggregate({self.name!r})"

@@ -44,7 +44,7 @@ from hypothesis import strategies as st
 
 from featurestore import Aggregate, FeatureStore, FeatureStoreError
 from featurestore.aggregation.accumulators import CODES
-from featurestore.definitions.feature_view import AGGREGATE_FUNCTIONS
+from featurestore.definitions.functions import AGGREGATE_FUNCTIONS
 from featurestore.types import Float64, String
 
 MINUTE = 60_000_000

@@ -15,19 +15,18 @@ from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, empty_outputs
 from featurestore.aggregation.tiles import add_head_events, build_tiles, finish_rows, merge_tile
 from featurestore.aggregation.windows import evaluate, sweep
+from featurestore.definitions.functions import AGGREGATE_FUNCTIONS
 from featurestore.definitions.types import Float64, Int64
 from featurestore.online.tile_format import encode_tiles, index_blocks, merge_windows, pack_blocks
 from featurestore.plan.plan import AggregatePlan
 from featurestore.values.columns import Column
 
 H = 10  # hop
-FUNCTIONS = ["count", "sum", "mean", "min", "max", "var", "stddev", "first", "last",
-             "count_distinct"]
-AGGS = (*(AggregatePlan(f"{f}_{w}", "x", f, Float64,
-                       Int64 if f in ("count", "count_distinct") else Float64, w, H)
-          for f in FUNCTIONS for w in (20, 50)),
-        AggregatePlan("isum", "k", "sum", Int64, Int64, 30, H),
-        AggregatePlan("imax", "k", "max", Int64, Int64, 30, H))
+# every function of the table, so a new one is covered here the day it is added
+AGGS = (*(AggregatePlan(f"{f}_{w}", "x", f, Float64, sig.output(Float64), w, H)
+          for f, sig in AGGREGATE_FUNCTIONS.items() for w in (20, 50)),
+        *(AggregatePlan(f"i{f}", "k", f, Int64, sig.output(Int64), 30, H)
+          for f, sig in AGGREGATE_FUNCTIONS.items() if Int64 in sig.accepts))
 VALUES = st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 5e-324, 1e308,
                                     -1e308, 1.0, 2.0]), st.floats(-100, 100), st.none())
 

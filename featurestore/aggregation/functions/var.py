@@ -1,0 +1,70 @@
+"""var: the sample variance, null under two events. State: [n, exact sum of x, exact sum of
+x*x]; stddev shares it."""
+
+import numba
+import numpy as np
+
+from featurestore.aggregation import exact_sum
+from featurestore.aggregation.unit import FLOATS, SUBTRACT, Unit, no_better
+
+W = exact_sum.WIDTH
+
+
+@numba.njit(cache=True, nogil=True)
+def add(s, off, flt, k, x, ts, created):  # type: ignore[no-untyped-def]
+    s[off] += 1
+    exact_sum.add(s[off + 1:off + 1 + W], x)
+    exact_sum.add_product(s[off + 1 + W:off + 1 + 2 * W], x, x)
+
+
+@numba.njit(cache=True, nogil=True)
+def remove(s, off, flt, k, x):  # type: ignore[no-untyped-def]
+    s[off] -= 1
+    exact_sum.subtract(s[off + 1:off + 1 + W], x)
+    if np.isfinite(x):
+        exact_sum.add_product(s[off + 1 + W:off + 1 + 2 * W], -x, x)
+    else:
+        exact_sum.subtract(s[off + 1 + W:off + 1 + 2 * W], x * x)
+
+
+@numba.njit(cache=True, nogil=True)
+def merge(s, off, flt, o):  # type: ignore[no-untyped-def]
+    s[off] += o[off]
+    exact_sum.merge(s[off + 1:off + 1 + W], o[off + 1:off + 1 + W])
+    exact_sum.merge(s[off + 1 + W:off + 1 + 2 * W], o[off + 1 + W:off + 1 + 2 * W])
+
+
+@numba.njit(cache=True, nogil=True)
+def normalize(s, off, flt):  # type: ignore[no-untyped-def]
+    exact_sum.normalize(s[off + 1:off + 1 + W])
+    exact_sum.normalize(s[off + 1 + W:off + 1 + 2 * W])
+
+
+@numba.njit(cache=True, nogil=True)
+def variance(s, off):  # type: ignore[no-untyped-def]
+    """Sample variance rounded once from its exact value: n*S2 - S1*S1 = n * sum (x - mean)**2
+    is computed exactly from the exact sums S1 of x and S2 of x*x (the accumulator has room
+    for it up to 2**32 values near the largest double), rounded correctly, and divided by
+    n*(n - 1). NaN when any input was NaN or infinite; inf when n*(n-1)*var passes the largest
+    double (values beyond about 1e150)."""
+    n = s[off]
+    a1, a2 = s[off + 1:off + 1 + W], s[off + 1 + W:off + 1 + 2 * W]
+    if a1[exact_sum.NAN] or a1[exact_sum.PINF] or a1[exact_sum.NINF]:
+        return np.nan
+    exact_sum.normalize(a1)
+    exact_sum.normalize(a2)
+    total = np.zeros(W, np.int64)
+    exact_sum.add_scaled(total, float(n), a2)
+    exact_sum.subtract_square(total, a1)
+    return exact_sum.value(total) / (float(n) * float(n - 1))
+
+
+@numba.njit(cache=True, nogil=True)
+def finish(s, off, flt):  # type: ignore[no-untyped-def]
+    if s[off] < 2:
+        return False, np.int64(0), 0.0
+    return True, np.int64(0), variance(s, off)
+
+
+UNIT = Unit(add, remove, merge, normalize, finish, no_better, widths=(1 + 2 * W, 1 + 2 * W),
+            inputs=(FLOATS, FLOATS), sweep=SUBTRACT)

@@ -1,0 +1,61 @@
+"""What a unit, the kernels of one aggregate function, provides. Every function keeps its
+partial aggregate in its own slots of an int64 state row, from offset `off`, and its state
+must depend on the *set* of events it has seen (exact sums, total orders, sorted sets), never
+on their order: that is what makes late and out-of-order events give the same bits offline,
+in tiles and in pushes.
+
+The kernels, all Numba-jitted with these signatures (`flt`: the input column is Float64):
+
+- add(s, off, flt, k, x, ts, created): adds one event, whose input is k (int64: integers,
+  timestamps, booleans, order keys or hashes, see `inputs`) or x (float64).
+- remove(s, off, flt, k, x): takes an added event back out (SUBTRACT units only).
+- merge(s, off, flt, o): merges the partial state in row o (same offset) into row s.
+- normalize(s, off, flt): makes equal states equal slot for slot, so their bytes are equal.
+- finish(s, off, flt) -> (valid, int64 value, float64 value): the result; a Float64 result
+  goes in the float, every other in the int.
+- better(k, ts, created, k2, ts2, created2): whether the first event wins over the second
+  (QUEUE units only): the state of a set of events is then that of its best one.
+
+and, as plain ints, indexed by `flt`: `widths`, the slots of the state, and `inputs`, how the
+column is encoded (KEYS, FLOATS or HASHES). `sweep` says how the backfill sweep slides a window:
+SUBTRACT (add entering, remove leaving events), QUEUE (a monotonic queue of best events) or
+DIRECT (re-read the window at every step)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numba
+
+KEYS, FLOATS, HASHES = range(3)
+SUBTRACT, QUEUE, DIRECT = range(3)
+Kernel = Callable[..., Any]  # a Numba dispatcher
+
+
+class Unit(NamedTuple):
+    add: Kernel
+    remove: Kernel
+    merge: Kernel
+    normalize: Kernel
+    finish: Kernel
+    better: Kernel
+    widths: tuple[int, int]
+    inputs: tuple[int, int]
+    sweep: int
+
+
+@numba.njit(cache=True, nogil=True)
+def no_remove(s, off, flt, k, x):  # type: ignore[no-untyped-def]
+    """For units that are not SUBTRACT: the sweep never calls it."""
+
+
+@numba.njit(cache=True, nogil=True)
+def no_normalize(s, off, flt):  # type: ignore[no-untyped-def]
+    """For units whose states are canonical as they are."""
+
+
+@numba.njit(cache=True, nogil=True)
+def no_better(k, ts, created, k2, ts2, created2):  # type: ignore[no-untyped-def]
+    """For units that are not QUEUE: the sweep never calls it."""
+    return False
