@@ -38,5 +38,15 @@ class OnlineUnavailable(FeatureStoreError):
     """The online store could not be reached, or did not answer in time; retrying may work."""
 
 
+class OnlineDataLost(OnlineUnavailable):
+    """Redis answers but no longer holds the registry the read was prepared from: it lost its
+    data (restarted without persistence, flushed, replaced). Never served as values."""
+
+
+class RegistryMoved(FeatureStoreError):
+    """A view's served storage changed since the read was prepared (a materialization
+    flipped it): prepare the read again."""
+
+
 class OnlineStoreError(FeatureStoreError):
     """The online store answered with an error: a bug or a misconfiguration, not an outage."""

@@ -1,11 +1,18 @@
-"""Materialization: each online view's latest values as of END, read from the offline store's
-feature tables and written to Redis under the view's version, which becomes the served one
-only once every row is written. Sits above offline/ and online/, which never import each other."""
+"""Materialization: each online view's values as of END, read from the offline store and
+written to Redis. Sits above offline/ and online/, which never import each other.
+
+A full materialization is isolated: it holds the view's lock, writes a new storage (a
+generation of the view's version) that nothing reads, replays into it every pushed batch it
+does not hold, and flips the registry to it in one atomic step that fails while the served
+storage holds a batch the new one misses (then it replays again). A crash at any point
+leaves the served storage as it was; the superseded one expires after RECLAIM_GRACE_MS, and
+what a killed run left is removed by the next run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from featurestore import push
 from featurestore.errors import FeatureStoreError
 from featurestore.offline import OfflineStore, event_log
 from featurestore.online.store import OnlineStore
@@ -15,6 +22,7 @@ from featurestore.progress import QUIET, Reporter
 from featurestore.values.timestamps import now_us
 
 TILE_CHUNK = 2000  # entities whose tiles are built at once (a tile row is a few kB wide)
+RECLAIM_GRACE_MS = 10_000  # reads that started before a flip finish well within this
 
 
 @dataclass(frozen=True)
@@ -34,49 +42,76 @@ def materialize(plan: Plan, offline: OfflineStore, online: OnlineStore, end_us: 
     unknown = [n for n in names if n not in plan.views]
     if unknown:
         raise FeatureStoreError(f"unknown feature view(s) {unknown}; see `featurestore list`")
-    return [_materialize_view(plan, offline, online, name, end_us, start_us, incremental,
-                              reporter) for name in names]
+    done = []
+    for name in names:
+        with online.lock(name):
+            done.append(_materialize_view(plan, offline, online, plan.views[name], end_us,
+                                          start_us, incremental, reporter))
+        offline.record_materialization(plan, name, done[-1].start_us, end_us, done[-1].rows)
+    return done
 
 
-def _materialize_view(plan: Plan, offline: OfflineStore, writer: OnlineStore, name: str,
+def _materialize_view(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPlan,
                       end_us: int, start_us: int | None, incremental: bool,
                       reporter: Reporter) -> Materialized:
-    view = plan.views[name]
-    if view.windowed:
-        return _materialize_tiles(plan, offline, writer, view, end_us, reporter)
-    start = offline.last_materialized_end(plan, name) if incremental else start_us
-    rows = 0
-    with offline.latest_rows(plan, name, end_us, start) as reader, \
-            reporter.task(f"materializing {name}", None) as step:
-        for batch in reader:
-            writer.write_rows(view, batch)
-            rows += batch.num_rows
-            step.advance(f"materializing {name}: {rows} rows")
-        written = writer.flush()  # every row is in Redis before the version is served
-    writer.activate(view, end_us, rows)
-    offline.record_materialization(plan, name, start, end_us, rows)
-    return Materialized(name, view.version, start, end_us, rows, written)
-
-
-def _materialize_tiles(plan: Plan, offline: OfflineStore, writer: OnlineStore, view: ViewPlan,
-                       end_us: int, reporter: Reporter) -> Materialized:
-    """A windowed view's live tiles as of END, rebuilt from the offline event log: every tile
-    a read at END can touch, and the raw events of END's hop. Always a full rebuild (tiles are
-    cheap to recompute, and a rebuild leaves no partial state behind). Its row count is the
-    number of tile blocks written."""
+    online.reclaim(view.name, RECLAIM_GRACE_MS)  # what killed runs left (reads may be on it)
+    served = online.served().get(view.name)
+    start = offline.last_materialized_end(plan, view.name) if incremental else start_us
+    if not view.windowed and start is not None and served is not None \
+            and served.view.version == view.version:
+        # An update of the served storage: rows only ever get newer (write-if-newer).
+        storage, expected = served.storage, served.storage
+    else:
+        start, storage = None, online.new_storage(view)
+        expected = served.storage if served else None
     with reporter.task(f"materializing {view.name}", None) as step:
-        events = offline.window_events(plan, view.name, end_us)
-        blocks, now = 0, now_us()
-        for first in range(0, len(events.starts), TILE_CHUNK):
-            stop = min(first + TILE_CHUNK, len(events.starts))
-            chunk = events.entities(first, stop)
-            for writes in view_tile_writes(plan.project, view, chunk, end_us, end_us, end_us, now):
-                blocks += writer.write_tiles(writes, now)
-            step.advance(f"materializing {view.name}: {stop} of {len(events.starts)} entities, "
-                         f"{blocks} tile blocks")
-        writer.flush()
-    # Batches in the log are in these tiles now: a retry of one must not add it again.
-    writer.mark_pushed(view.source, event_log.batches_until(offline.root, view.source, end_us))
-    writer.activate(view, end_us, blocks)
-    offline.record_materialization(plan, view.name, None, end_us, blocks)
-    return Materialized(view.name, view.version, None, end_us, blocks, blocks)
+        if view.windowed:
+            rows = _write_tiles(plan, offline, online, view, storage, end_us, step)
+            written = rows
+        else:
+            rows = 0
+            with offline.latest_rows(plan, view.name, end_us, start) as reader:
+                for batch in reader:
+                    online.write_rows(view, storage, batch)
+                    rows += batch.num_rows
+                    step.advance(f"materializing {view.name}: {rows} rows")
+            written = online.flush()
+    while online.activate(view, storage, end_us, rows, expected):  # pushes came meanwhile
+        _replay(plan, offline, online, view, storage)
+    online.reclaim(view.name, RECLAIM_GRACE_MS)
+    return Materialized(view.name, view.version, start, end_us, rows, written)
+
+
+def _write_tiles(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPlan,
+                 storage: str, end_us: int, step: Reporter) -> int:
+    """A windowed view's live tiles as of END, rebuilt from its source and the pushed
+    batches logged by END: every tile a read at END can touch, and the raw events of END's
+    hop; then the batches logged since. Returns the number of tile blocks written."""
+    log = [p for p in event_log.files(offline.root, view.source)
+           if event_log.ingest_time(p) <= end_us]
+    events = offline.window_events(plan, view.name, end_us, log)
+    blocks, now = 0, now_us()
+    for first in range(0, len(events.starts), TILE_CHUNK):
+        stop = min(first + TILE_CHUNK, len(events.starts))
+        chunk = events.entities(first, stop)
+        for writes in view_tile_writes(plan.project, view, storage, chunk, end_us, end_us,
+                                       end_us, now):
+            blocks += online.write_tiles(writes, now)
+        step.advance(f"materializing {view.name}: {stop} of {len(events.starts)} entities, "
+                     f"{blocks} tile blocks")
+    online.flush()
+    online.mark_applied(view.name, storage, {event_log.batch_of(p): event_log.ingest_time(p)
+                                             for p in log})
+    _replay(plan, offline, online, view, storage)
+    return blocks
+
+
+def _replay(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPlan,
+            storage: str) -> None:
+    """Merges into the storage every logged batch it does not hold yet."""
+    if not view.windowed:
+        return
+    held = online.applied(view.name, storage)
+    for path in event_log.files(offline.root, view.source):
+        if event_log.batch_of(path) not in held:
+            push.replay(plan, online, view, storage, path)

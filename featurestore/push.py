@@ -8,18 +8,20 @@ counted by a read at or after its arrival, on either path: it is logged but writ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from featurestore.aggregation.events import Events
 from featurestore.errors import FeatureStoreError, NotAppliedError
 from featurestore.offline import event_log
-from featurestore.online.store import OnlineStore
-from featurestore.online.tiles import view_tile_writes
+from featurestore.online.store import APPLIED_RETENTION_US, OnlineStore
+from featurestore.online.tiles import TileWrites, view_tile_writes
 from featurestore.plan import Plan, ViewPlan
 from featurestore.values.columns import from_arrow
 from featurestore.values.timestamps import now_us
@@ -48,20 +50,40 @@ def push(plan: Plan, root: Path, online: OnlineStore, source: str, batch: pa.Tab
     table = event_log.check_batch(plan, source, batch, now, max_future_us)
     served = online.served()
     for view in views:
-        if view.name not in served or served[view.name].version != view.version:
+        if view.name not in served or served[view.name].view.version != view.version:
             raise NotAppliedError(
                 f"feature view {view.name!r} version {view.version} is not served online; "
                 "run `featurestore materialize` before pushing (nothing of the batch was kept)")
     ingested = event_log.append(root, source, batch_id, table, now)
-    writes = []
-    for view in views:
-        events = _events(view, table, ingested, plan.sources[source].timestamp)
-        writes += view_tile_writes(plan.project, view, events, now, int(events.ts.max()),
-                                   NO_LIMIT, now)
-    blocks = online.push_tiles(source, batch_id, writes, now)
+    blocks = None
+    if ingested >= now - APPLIED_RETENTION_US:  # older batch ids are no longer remembered
+        blocks = online.push_tiles(batch_id, ingested, views,
+                                   _builder(plan, table, ingested, now), now)
     too_late = _too_late(views, table.column(plan.sources[source].timestamp), now)
     return PushResult(source, batch_id, table.num_rows, ingested, blocks is None, blocks or 0,
                       too_late)
+
+
+def replay(plan: Plan, online: OnlineStore, view: ViewPlan, storage: str, path: Path) -> bool:
+    """Merges one logged batch into a storage being built, unless it holds it already;
+    whether it did."""
+    now = now_us()
+    ingested = event_log.ingest_time(path)
+    blocks = online.push_tiles(event_log.batch_of(path), ingested, [view],
+                               _builder(plan, pq.read_table(path), ingested, now), now,
+                               into={view.name: storage})
+    return blocks is not None
+
+
+def _builder(plan: Plan, table: pa.Table, ingested: int, now: int
+             ) -> Callable[[ViewPlan, str], list[TileWrites]]:
+    """The tile writes of a batch for one view and storage (called again when the
+    transaction is retried)."""
+    def build(view: ViewPlan, storage: str) -> list[TileWrites]:
+        events = _events(view, table, ingested, plan.sources[view.source].timestamp)
+        return view_tile_writes(plan.project, view, storage, events, now, int(events.ts.max()),
+                                NO_LIMIT, now)
+    return build
 
 
 def _views(plan: Plan, source: str) -> list[ViewPlan]:

@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "offline": STORES,
     "online": STORES,
     "push": STORES | {"offline", "online"},
-    "materialization": STORES | {"offline", "online"},
+    "materialization": STORES | {"offline", "online", "push"},
     "serving.client": VALUES | {"serving.proto"},
     "serving.proto": VALUES,
     "serving": COORDINATED | {"online", "serving.proto"},

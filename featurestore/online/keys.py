@@ -1,14 +1,18 @@
 """Every Redis key the online store uses, spelled here and nowhere else:
 
     {project}:__registry                              the online registry (online/registry.py)
-    {project}:__push:{source}:{batch id}              a pushed batch is in the tiles
-    {project}:{view}:{version}:{<entity>|<key>}       a row view's row for one entity (its base)
+    {project}:__applied:{view}:{storage}              pushed batches a storage holds (a ZSET
+                                                      of batch ids scored by ingest time)
+    {project}:__lock:{view}                           the materialization lock of a view
+    {project}:{view}:{storage}:{<entity>|<key>}       a row view's row for one entity (its base)
     <base>:t{hop_us}:{b}                              a windowed view's tile block b
     <base>:e{hop_us}:{k}                              the raw events of hop k
 
-The braces are a Redis Cluster hash tag naming only the entity and its key, so every key of
-one entity lands in one slot and a lookup of one entity never crosses slots. String keys
-escape the characters the layout uses; composite keys join their parts with '|'."""
+A storage is one generation of one view version, `<version>.<generation>`: every full
+materialization writes a new one where nothing reads it, and the registry flips to it. The
+braces are a Redis Cluster hash tag naming only the entity and its key, so every key of one
+entity lands in one slot and a lookup of one entity never crosses slots. String keys escape
+the characters the layout uses; composite keys join their parts with '|'."""
 
 from __future__ import annotations
 
@@ -26,13 +30,30 @@ def registry_key(project: str) -> str:
     return f"{project}:__registry"
 
 
-def batch_mark(project: str, source: str, batch_id: str) -> str:
-    return f"{project}:__push:{source}:{batch_id}"
+def applied_key(project: str, view: str, storage: str) -> str:
+    return f"{project}:__applied:{view}:{storage}"
 
 
-def version_pattern(project: str, view: str, version: str) -> str:
-    """A SCAN pattern matching every key of one view version."""
-    return f"{project}:{view}:{version}:*"
+def lock_key(project: str, view: str) -> str:
+    return f"{project}:__lock:{view}"
+
+
+def storage_of(version: str, generation: int) -> str:
+    return f"{version}.{generation}"
+
+
+def version_of_storage(storage: str) -> str:
+    return storage.split(".", 1)[0]
+
+
+def view_pattern(project: str, view: str) -> str:
+    """A SCAN pattern matching every data key of every storage of a view."""
+    return f"{project}:{view}:*"
+
+
+def storage_in(key: str) -> str:
+    """The storage a data key (of `view_pattern`) belongs to."""
+    return key.split(":", 3)[2]
 
 
 def key_text(column: Column) -> list[str]:
@@ -42,20 +63,20 @@ def key_text(column: Column) -> list[str]:
     return list(map(str, np.asarray(column.values, np.int64).tolist()))
 
 
-def entity_bases(project: str, view: str, version: str, entity: str,
+def entity_bases(project: str, view: str, storage: str, entity: str,
                  key_texts: list[list[str]]) -> list[str]:
     """Each entity's base key, from each join key's `key_text` (in the entity's key order)."""
     joined = key_texts[0] if len(key_texts) == 1 else [
         "|".join(parts) for parts in zip(*key_texts, strict=True)]
-    prefix = f"{project}:{view}:{version}:"
+    prefix = f"{project}:{view}:{storage}:"
     return [f"{prefix}{{{entity}|{tag}}}" for tag in joined]
 
 
-def bases_of_table(project: str, view: str, version: str, entity: str,
+def bases_of_table(project: str, view: str, storage: str, entity: str,
                    join_keys: tuple[tuple[str, DType], ...],
                    keys: pa.Table | pa.RecordBatch) -> list[str]:
     """`entity_bases` for the key columns of an Arrow table or batch."""
-    return entity_bases(project, view, version, entity,
+    return entity_bases(project, view, storage, entity,
                         [key_text(from_arrow(keys.column(k), t)) for k, t in join_keys])
 
 

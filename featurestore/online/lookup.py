@@ -12,9 +12,10 @@ import numpy as np
 from featurestore.aggregation.layout import empty_outputs
 from featurestore.aggregation.tiles import add_head_events, finish_rows
 from featurestore.definitions.types import DType
-from featurestore.errors import NotAppliedError
+from featurestore.errors import NotAppliedError, OnlineDataLost, RegistryMoved
 from featurestore.online.codec import RowSchema, decode
-from featurestore.online.keys import block_key, entity_bases, events_key, key_text
+from featurestore.online.keys import block_key, entity_bases, events_key, key_text, registry_key
+from featurestore.online.registry import Served
 from featurestore.online.tile_format import head_max_ts, index_blocks, merge_windows
 from featurestore.online.tiles import TileGroup, WindowUnavailable, decode_events, groups
 from featurestore.plan import Plan, Selection, ViewPlan
@@ -40,10 +41,12 @@ class OnlineResult:
 
 @dataclass(frozen=True)
 class RowView:
-    """A row view a selection reads: the served version, its row layout, and the features
-    wanted as (ref, index in the row), with those indices as an array for the kernel."""
+    """A row view a selection reads: the served version and storage, its row layout, and the
+    features wanted as (ref, index in the row), with those indices as an array for the
+    kernel."""
 
     view: ViewPlan
+    storage: str
     schema: RowSchema
     wanted: tuple[tuple[str, int], ...]
     index: np.ndarray
@@ -51,9 +54,10 @@ class RowView:
 
 @dataclass(frozen=True)
 class WindowView:
-    """A windowed view a selection reads: its hop groups and the aggregates wanted."""
+    """A windowed view a selection reads: its storage, hop groups and the aggregates wanted."""
 
     view: ViewPlan
+    storage: str
     groups: tuple[TileGroup, ...]
     wanted: frozenset[str]
 
@@ -79,16 +83,16 @@ class Lookup:
     requests, so it holds nothing that changes per request (that lives in `PendingRead`)."""
 
     def __init__(self, project: str, plan: Plan, selection: Selection,
-                 served: dict[str, ViewPlan]):
+                 served: dict[str, Served]):
         self.project, self.plan, self.selection = project, plan, selection
         rows: list[RowView] = []
         windows: list[WindowView] = []
         for name, wanted in selection.views.items():
-            view = served.get(name)
-            if view is None:
+            if name not in served:
                 raise NotAppliedError(
                     f"feature view {name!r} has no materialized version online; run "
                     "`featurestore materialize`")
+            view, storage = served[name].view, served[name].storage
             index = {f: i for i, (f, _) in enumerate(view.features)}
             dtypes = dict(view.features)
             for feature in wanted:
@@ -97,12 +101,28 @@ class Lookup:
                         f"feature {name}:{feature} is not in the version of {name!r} being served "
                         f"({view.version}); materialize version {plan.views[name].version} first")
             if view.aggregates:
-                windows.append(WindowView(view, tuple(groups(view.aggregates)), frozenset(wanted)))
+                windows.append(WindowView(view, storage, tuple(groups(view.aggregates)),
+                                          frozenset(wanted)))
             else:
-                rows.append(RowView(view, RowSchema(view.features),
+                rows.append(RowView(view, storage, RowSchema(view.features),
                                     tuple((f"{name}:{f}", index[f]) for f in wanted),
                                     np.array([index[f] for f in wanted], np.int64)))
         self.rows, self.windows = tuple(rows), tuple(windows)
+        names = [item.view.name for item in (*self.rows, *self.windows)]
+        self.fence = ("HMGET", registry_key(project), *[f"active:{n}" for n in names])
+        self._storages = [item.storage.encode() for item in (*self.rows, *self.windows)]
+
+    def check_fence(self, active: list[bytes | None]) -> None:
+        """Checks the registry's answer to `fence`, read with the keys: the storages this
+        lookup reads must still be the served ones."""
+        if active == self._storages:
+            return
+        if all(a is None for a in active):
+            raise OnlineDataLost(
+                f"the online store has no registry for project {self.project!r}: Redis lost "
+                "its data (restarted without persistence, flushed or replaced); run "
+                "`featurestore materialize` to restore it")
+        raise RegistryMoved("a feature view's served storage changed; prepare the read again")
 
     def start(self, entities: dict[str, Column], as_of_us: int) -> PendingRead:
         """The keys of one read: every row view's, view after view, then every windowed
@@ -114,7 +134,7 @@ class Lookup:
         for views in (self.rows, self.windows):
             for item in views:
                 v = item.view
-                bases[v.name] = entity_bases(self.project, v.name, v.version, v.entity,
+                bases[v.name] = entity_bases(self.project, v.name, item.storage, v.entity,
                                              [texts[k] for k, _ in v.join_keys])
         for row in self.rows:
             keys += bases[row.view.name]

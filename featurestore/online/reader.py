@@ -9,8 +9,8 @@ from featurestore.online import registry
 from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup, OnlineResult
 from featurestore.online.redis_async import AsyncRedis
+from featurestore.online.registry import Served
 from featurestore.online.urls import redacted
-from featurestore.plan import ViewPlan
 from featurestore.values.columns import Column
 
 
@@ -20,7 +20,7 @@ class OnlineReader:
         self.where = redacted(url)
         self._redis = AsyncRedis(url)
 
-    async def served(self, timeout: float) -> tuple[dict[bytes, bytes], dict[str, ViewPlan]]:
+    async def served(self, timeout: float) -> tuple[dict[bytes, bytes], dict[str, Served]]:
         """The raw registry (cheap to compare) and the served version of each view."""
         try:
             reply = await self._redis.execute("HGETALL", registry_key(self.project),
@@ -33,14 +33,17 @@ class OnlineReader:
 
     async def read(self, lookup: Lookup, entities: dict[str, Column],
                    requests: dict[str, Column], as_of_us: int, timeout: float) -> OnlineResult:
+        """One lookup; the served storages are checked in the same round trip as the keys
+        (RegistryMoved, OnlineDataLost), so a flip or a Redis that lost its data is never
+        read as values."""
         pending = lookup.start(entities, as_of_us)
-        values = await self._mget(pending.keys, timeout) if pending.keys else []
+        commands = [lookup.fence] + ([("MGET", *pending.keys)] if pending.keys else [])
+        replies = await self._redis.execute_all(commands, timeout=timeout)
+        lookup.check_fence(replies[0])
+        values = replies[1] if pending.keys else []
         extra = pending.head_keys(values)
-        heads = await self._mget(extra, timeout) if extra else []
+        heads = await self._redis.execute("MGET", *extra, timeout=timeout) if extra else []
         return pending.finish(values, requests, heads)
-
-    async def _mget(self, keys: list[str], timeout: float) -> list[bytes | None]:
-        return await self._redis.execute("MGET", *keys, timeout=timeout)  # type: ignore[no-any-return]
 
     def reset(self) -> None:
         self._redis.reset()

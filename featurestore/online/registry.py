@@ -1,18 +1,22 @@
-"""The online registry: one Redis hash per project saying which version of each view lookups
-read, and what each version holds.
+"""The online registry: one Redis hash per project saying which storage of each view lookups
+read, and what each holds.
 
-    active:<view>                  the version lookups read
+    active:<view>                  the storage lookups read, `<version>.<generation>`
     schema:<view>:<version>        the version's ViewPlan, in the Plan's one description
-    materialized:<view>:<version>  JSON: end_us, rows, finished_at_us
+    materialized:<view>:<storage>  JSON: end_us, rows, finished_at_us
+    generation:<view>              the last generation handed out (a counter)
 
-A version becomes active only after all of its keys are written."""
+A storage becomes active only after all of its keys are written, in one atomic step
+(`OnlineStore.activate`)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+from featurestore.online.keys import version_of_storage
 from featurestore.plan import ViewPlan
 from featurestore.plan.plan import describe
 from featurestore.values.timestamps import now_us
@@ -20,29 +24,42 @@ from featurestore.values.timestamps import now_us
 log = logging.getLogger("featurestore.online")
 
 
-def parse(raw: dict[bytes, bytes]) -> dict[str, ViewPlan]:
-    """The served version of each view. A version whose description cannot be read (written
+@dataclass(frozen=True)
+class Served:
+    """A view as lookups read it: its version's plan and the storage holding its keys."""
+
+    view: ViewPlan
+    storage: str
+    end_us: int | None  # END of the materialization that wrote the storage
+
+
+def parse(raw: dict[bytes, bytes]) -> dict[str, Served]:
+    """The served storage of each view. A version whose description cannot be read (written
     by an older release) is left out, so its view asks to be materialized again rather than
     being served from a guessed schema."""
     fields = {k.decode(): v.decode() for k, v in raw.items()}
     served = {}
-    for field, version in fields.items():
+    for field, storage in fields.items():
         if not field.startswith("active:"):
             continue
         name = field.removeprefix("active:")
         try:
-            served[name] = ViewPlan.from_description(json.loads(fields[f"schema:{name}:{version}"]))
+            schema = fields[f"schema:{name}:{version_of_storage(storage)}"]
+            view = ViewPlan.from_description(json.loads(schema))
+            done = json.loads(fields.get(f"materialized:{name}:{storage}", "{}"))
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("online registry: cannot read view %r version %s (%r); materialize it "
-                        "again", name, version, exc)
+            log.warning("online registry: cannot read view %r storage %s (%r); materialize it "
+                        "again", name, storage, exc)
+            continue
+        served[name] = Served(view, storage, done.get("end_us"))
     return served
 
 
-def activation(view: ViewPlan, end_us: int, rows: int) -> dict[str, Any]:
-    """The registry fields that make `view`'s version the served one."""
+def activation(view: ViewPlan, storage: str, end_us: int, rows: int) -> dict[str, Any]:
+    """The registry fields that make `storage` of `view` the served one."""
     return {
         f"schema:{view.name}:{view.version}": json.dumps(describe(view), sort_keys=True),
-        f"materialized:{view.name}:{view.version}": json.dumps(
+        f"materialized:{view.name}:{storage}": json.dumps(
             {"end_us": end_us, "rows": rows, "finished_at_us": now_us()}),
-        f"active:{view.name}": view.version,
+        f"active:{view.name}": storage,
     }

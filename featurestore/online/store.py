@@ -2,46 +2,60 @@
 serving reader (online/reader.py) that speaks to Redis. Materialization, pushes, parity and
 tests go through these methods:
 
-    served()                                  the registry: which version of each view is read
-    write_rows(view, batch) / flush()         rows, write-if-newer, pipelined on a thread
+    served()                                  the registry: which storage of each view is read
+    lock(view)                                one materialization of a view at a time
+    new_storage(view)                         a generation nothing reads yet
+    write_rows(view, storage, batch) / flush() rows, write-if-newer, pipelined on a thread
     write_tiles(writes)                       tile blocks and head events, replaced
-    push_tiles(source, batch_id, writes, now) a pushed batch's tiles merged in, exactly once
-    mark_pushed(source, batch_ids)            batches a rebuild already holds
-    activate(view, end_us, rows)              make a version the served one
+    push_tiles(batch_id, ingested, views, build, now, into)
+                                              a pushed batch merged in, once per storage
+    mark_applied(view, storage, batches) / applied(view, storage)
+                                              the pushed batches a storage holds
+    activate(view, storage, end_us, rows, expected)
+                                              flip to a storage, atomically, if it misses no
+                                              pushed batch the served one holds
+    reclaim(view, grace_ms)                   expire every storage of a view but the served one
     read(lookup, entities, requests, as_of)   one lookup, two round trips at most
-    versions() / drop_version(view, version)  what is stored, and reclaiming a version
+    storages()                                what is stored
 
 Redis errors leave as OnlineUnavailable or OnlineStoreError, with the URL's password removed."""
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import redis
 
-from featurestore.errors import OnlineStoreError, OnlineUnavailable
+from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
 from featurestore.online import registry
 from featurestore.online.codec import RowSchema, encode
 from featurestore.online.keys import (
+    applied_key,
     bases_of_table,
-    batch_mark,
+    lock_key,
     registry_key,
-    version_pattern,
+    storage_in,
+    storage_of,
+    view_pattern,
 )
 from featurestore.online.lookup import Lookup, OnlineResult
+from featurestore.online.registry import Served
 from featurestore.online.tiles import TileWrites
 from featurestore.online.urls import redacted, scrub
 from featurestore.plan import ViewPlan
 from featurestore.values.columns import Column, from_arrow
 from featurestore.values.timestamps import now_us
 
-BATCH_MARK_TTL_S = 7 * 86_400  # how long a pushed batch id is remembered online
+APPLIED_RETENTION_US = 7 * 86_400 * 1_000_000  # how long a pushed batch id is remembered online
+LOCK_TTL_MS = 30_000  # a dead materialization's lock frees itself after this
 HEADER_COLUMNS = ("__event_ts", "__created", "__seq")  # a row's point-in-time order
 T = TypeVar("T")
 
@@ -80,8 +94,7 @@ return written
 """
 
 # Writes a push in one command: KEYS are the blocks then the head event keys, ARGV the
-# number of blocks, then value/expiry pairs (blocks replaced, events appended), then the
-# batch mark and its ttl in seconds.
+# number of blocks, then value/expiry pairs (blocks replaced, events appended).
 WRITE_PUSH = """
 local blocks = tonumber(ARGV[1])
 for i = 1, #KEYS do
@@ -93,8 +106,28 @@ for i = 1, #KEYS do
     redis.call('PEXPIREAT', KEYS[i], expire_at)
   end
 end
-redis.call('SET', ARGV[2 * #KEYS + 2], '1', 'EX', ARGV[2 * #KEYS + 3])
 return blocks
+"""
+
+# Makes a storage the served one, atomically: only while the served storage is still the
+# expected one (ARGV[2], '' for none; field ARGV[1]) and the new storage holds every pushed
+# batch the served one holds. KEYS: the registry, the served and the new storage's applied
+# sets; ARGV[3..]: registry field/value pairs. Returns -1 when the served storage changed,
+# else how many batches the new one misses (0: flipped).
+ACTIVATE = """
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if current ~= ARGV[2] then return -1 end
+local missing = redis.call('ZDIFF', 2, KEYS[2], KEYS[3])
+if #missing > 0 then return #missing end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 0
+"""
+
+# Extends (ARGV[2] ms) or releases (ARGV[2] = 0) a lock, only if it still holds token ARGV[1].
+LOCK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
 
@@ -109,6 +142,8 @@ class OnlineStore:
         self._client = redis.Redis.from_url(url, socket_timeout=timeout)
         self._rows_script = self._client.register_script(WRITE_IF_NEWER)
         self._push_script = self._client.register_script(WRITE_PUSH)
+        self._activate_script = self._client.register_script(ACTIVATE)
+        self._lock_script = self._client.register_script(LOCK)
         self._io: ThreadPoolExecutor | None = None
         self._pending: deque[Future[list[Any]]] = deque()
         self._in_flight, self._written = in_flight, 0
@@ -126,23 +161,67 @@ class OnlineStore:
 
     # -- registry ------------------------------------------------------------------------
 
-    def served(self) -> dict[str, ViewPlan]:
+    def served(self) -> dict[str, Served]:
         return self._call(lambda: registry.parse(self._client.hgetall(registry_key(self.project))))
 
-    def activate(self, view: ViewPlan, end_us: int, rows: int) -> None:
-        """Make the version the served one, recording what was materialized."""
-        self._call(lambda: self._client.hset(registry_key(self.project),
-                                             mapping=registry.activation(view, end_us, rows)))
+    def new_storage(self, view: ViewPlan) -> str:
+        """A new generation of the view's version: keys nothing reads until `activate`."""
+        generation = self._call(lambda: self._client.hincrby(
+            registry_key(self.project), f"generation:{view.name}", 1))
+        return storage_of(view.version, int(generation))
+
+    def activate(self, view: ViewPlan, storage: str, end_us: int, rows: int,
+                 expected: str | None) -> int:
+        """Makes `storage` the served one in one atomic step, if the served storage is still
+        `expected` and `storage` holds every pushed batch it holds. Returns how many batches
+        it misses (0: done); replay them and call again."""
+        current = applied_key(self.project, view.name, expected or "")
+        fields = registry.activation(view, storage, end_us, rows)
+        missing = self._call(lambda: self._activate_script(
+            keys=[registry_key(self.project), current,
+                  applied_key(self.project, view.name, storage)],
+            args=[f"active:{view.name}", expected or "",
+                  *[x for pair in fields.items() for x in pair]]))
+        if missing < 0:
+            raise OnlineStoreError(
+                f"feature view {view.name!r}: the served storage changed during this "
+                "materialization (another materializer ran without the lock); run it again")
+        return int(missing)
+
+    @contextmanager
+    def lock(self, view: str) -> Iterator[None]:
+        """Holds the view's materialization lock, refreshed while held; a process that dies
+        holding it frees it within LOCK_TTL_MS."""
+        key, token = lock_key(self.project, view), uuid.uuid4().hex
+        if not self._call(lambda: self._client.set(key, token, nx=True, px=LOCK_TTL_MS)):
+            raise OnlineStoreError(
+                f"another materialization of feature view {view!r} is running (it holds "
+                f"{key}); wait for it, or, if it died, for {LOCK_TTL_MS // 1000} s")
+        stop = threading.Event()
+
+        def refresh() -> None:
+            while not stop.wait(LOCK_TTL_MS / 3000):
+                with suppress(redis.RedisError):
+                    self._lock_script(keys=[key], args=[token, LOCK_TTL_MS])
+        beat = threading.Thread(target=refresh, name="featurestore-lock", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
+            with suppress(redis.RedisError):
+                self._lock_script(keys=[key], args=[token, 0])
 
     # -- materialization -----------------------------------------------------------------
 
-    def write_rows(self, view: ViewPlan, batch: pa.RecordBatch) -> None:
-        """Queue one batch of (keys, header columns, features) rows under the view's
-        version; each row replaces the stored one only if it is not older."""
+    def write_rows(self, view: ViewPlan, storage: str, batch: pa.RecordBatch) -> None:
+        """Queue one batch of (keys, header columns, features) rows into `storage`; each row
+        replaces the stored one only if it is not older."""
         n = batch.num_rows
         if n == 0:
             return
-        keys = bases_of_table(self.project, view.name, view.version, view.entity,
+        keys = bases_of_table(self.project, view.name, storage, view.entity,
                               view.join_keys, batch)
         header = np.column_stack([batch.column(c).cast(pa.int64()).to_numpy(zero_copy_only=False)
                                   for c in HEADER_COLUMNS])
@@ -181,35 +260,49 @@ class OnlineStore:
         written, self._written = self._written, 0
         return written
 
-    def mark_pushed(self, source: str, batch_ids: list[str]) -> None:
-        """Remembers batches as applied (a rebuild from the log holds them), so a retry of
-        one is not added again."""
-        def run() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            for batch_id in batch_ids:
-                pipe.set(batch_mark(self.project, source, batch_id), b"1", ex=BATCH_MARK_TTL_S)
-            pipe.execute()
-        self._call(run)
+    def mark_applied(self, view: str, storage: str, batches: dict[str, int]) -> None:
+        """Records batches (id -> ingest time) as held by a storage (a rebuild from the log
+        holds them), so neither a retry nor a replay adds them again."""
+        if batches:
+            self._call(lambda: self._client.zadd(applied_key(self.project, view, storage),
+                                                 batches))
+
+    def applied(self, view: str, storage: str) -> set[str]:
+        members = self._call(lambda: self._client.zrange(
+            applied_key(self.project, view, storage), 0, -1))
+        return {m.decode() for m in members}
 
     # -- pushes --------------------------------------------------------------------------
 
-    def push_tiles(self, source: str, batch_id: str, writes: list[TileWrites],
-                   now: int) -> int | None:
-        """Merges a pushed batch's tiles into the stored blocks in one optimistic
-        transaction (retried when a concurrent push touches the same blocks). Returns the
-        number of blocks written, or None when the batch id was applied before."""
-        mark = batch_mark(self.project, source, batch_id)
-        block_keys = [w.block_keys() for w in writes]
-        keys = [k for ks in block_keys for k in ks]
-        events = [k for w in writes for k in w.event_keys]
+    def push_tiles(self, batch_id: str, ingested: int, views: list[ViewPlan],
+                   build: Callable[[ViewPlan, str], list[TileWrites]], now: int,
+                   into: dict[str, str] | None = None) -> int | None:
+        """Merges a pushed batch into the tiles of each view whose storage does not hold it
+        yet, and records it there, in one optimistic transaction over the registry, the
+        applied sets and the blocks (retried when a concurrent push, flip or replay changes
+        any of them). The storages are the served ones, or `into` (view -> storage: a
+        materialization replaying the log). `build(view, storage)` makes the tile writes.
+        Returns the number of blocks written, or None when every storage held the batch."""
+        registry_name = registry_key(self.project)
 
         def attempt() -> int | None:
             while True:
                 with self._client.pipeline(transaction=True) as pipe:
                     try:
-                        pipe.watch(mark, *keys)
-                        if pipe.exists(mark):
+                        pipe.watch(registry_name)
+                        storages = into or self._pushable(
+                            registry.parse(pipe.hgetall(registry_name)), views)
+                        sets = {v.name: applied_key(self.project, v.name, storages[v.name])
+                                for v in views}
+                        pipe.watch(*sets.values())
+                        todo = [v for v in views if pipe.zscore(sets[v.name], batch_id) is None]
+                        if not todo:
                             return None
+                        writes = [w for v in todo for w in build(v, storages[v.name])]
+                        block_keys = [w.block_keys() for w in writes]
+                        keys = [k for ks in block_keys for k in ks]
+                        if keys:
+                            pipe.watch(*keys)
                         old = pipe.mget(keys) if keys else []
                         values: list[Any] = []
                         at = 0
@@ -218,34 +311,58 @@ class OnlineStore:
                             at += len(ks)
                             for pair in zip(blobs, expiry, strict=True):
                                 values += pair
+                        events = [k for w in writes for k in w.event_keys]
                         for w in writes:
                             for pair in zip(w.events, w.event_expiry_ms, strict=True):
                                 values += pair
                         pipe.multi()
-                        self._push_script(keys=keys + events,
-                                          args=[len(keys), *values, mark, BATCH_MARK_TTL_S],
-                                          client=pipe)
+                        if keys or events:
+                            self._push_script(keys=keys + events, args=[len(keys), *values],
+                                              client=pipe)
+                        for v in todo:
+                            pipe.zadd(sets[v.name], {batch_id: ingested})
+                            pipe.zremrangebyscore(sets[v.name], "-inf",
+                                                  now - APPLIED_RETENTION_US)
                         pipe.execute()
                         return len(keys)
                     except redis.WatchError:
                         continue
         return self._call(attempt)
 
+    @staticmethod
+    def _pushable(served: dict[str, Served], views: list[ViewPlan]) -> dict[str, str]:
+        for v in views:
+            if v.name not in served or served[v.name].view.version != v.version:
+                raise NotAppliedError(
+                    f"feature view {v.name!r} version {v.version} is not served online; run "
+                    "`featurestore materialize` before pushing")
+        return {v.name: served[v.name].storage for v in views}
+
     # -- reads ---------------------------------------------------------------------------
 
     def read(self, lookup: Lookup, entities: dict[str, Column], requests: dict[str, Column],
              as_of_us: int) -> OnlineResult:
-        """One lookup (scripts, tests, parity); the server does the same over asyncio."""
+        """One lookup (scripts, tests, parity); the server does the same over asyncio. Raises
+        RegistryMoved when a flip happened since `lookup` was prepared."""
         pending = lookup.start(entities, as_of_us)
-        values = self._call(lambda: self._client.mget(pending.keys)) if pending.keys else []
+
+        def fetch() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.execute_command(*lookup.fence)
+            if pending.keys:
+                pipe.mget(pending.keys)
+            return pipe.execute()  # type: ignore[no-any-return]
+        replies = self._call(fetch)
+        lookup.check_fence(replies[0])
+        values = replies[1] if pending.keys else []
         extra = pending.head_keys(values)
         heads = self._call(lambda: self._client.mget(extra)) if extra else []
         return pending.finish(values, requests, heads)
 
     # -- versions ------------------------------------------------------------------------
 
-    def versions(self) -> dict[str, set[str]]:
-        """View -> the versions that have keys stored (one SCAN of the project's keys)."""
+    def storages(self) -> dict[str, set[str]]:
+        """View -> the storages that have keys (one SCAN of the project's keys)."""
         found: dict[str, set[str]] = {}
 
         def run() -> None:
@@ -256,26 +373,38 @@ class OnlineStore:
         self._call(run)
         return found
 
-    def drop_version(self, view: str, version: str) -> int:
-        """Deletes every key of one version of a view (never the served one); returns how
-        many."""
+    def reclaim(self, view: str, grace_ms: int) -> int:
+        """Expires, within grace_ms (0: now), every key of every storage of the view but the
+        served one: superseded generations and what killed materializations left. The grace
+        lets reads that started before a flip finish. Returns how many keys."""
         served = self.served().get(view)
-        if served is not None and served.version == version:
-            raise OnlineStoreError(
-                f"feature view {view!r} version {version} is the served one; materialize "
-                "another version before dropping it")
+        keep = served.storage if served else None
 
         def run() -> int:
-            dropped, batch = 0, []
-            for key in self._client.scan_iter(match=version_pattern(self.project, view, version),
+            count, gone = 0, set()
+            pipe = self._client.pipeline(transaction=False)
+            for key in self._client.scan_iter(match=view_pattern(self.project, view),
                                               count=10_000):
-                batch.append(key)
-                if len(batch) >= 10_000:
-                    dropped += self._client.unlink(*batch)
-                    batch = []
-            if batch:
-                dropped += self._client.unlink(*batch)
-            return dropped
+                storage = storage_in(key.decode())
+                if storage == keep:
+                    continue
+                gone.add(storage)
+                if grace_ms:
+                    pipe.pexpire(key, grace_ms, lt=True)
+                else:
+                    pipe.unlink(key)
+                count += 1
+                if len(pipe) >= 10_000:
+                    pipe.execute()
+            prefix = applied_key(self.project, view, "")
+            for key in self._client.scan_iter(match=prefix + "*", count=10_000):
+                gone.add(key.decode().removeprefix(prefix))
+            gone.discard(keep)
+            for storage in gone:
+                pipe.delete(applied_key(self.project, view, storage))
+                pipe.hdel(registry_key(self.project), f"materialized:{view}:{storage}")
+            pipe.execute()
+            return count
         return self._call(run)
 
     # -- plumbing ------------------------------------------------------------------------

@@ -189,11 +189,12 @@ def tile_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi:
     return TileWrites(g, bases, entity, k, states, event_keys, blobs, event_expiry)
 
 
-def view_tile_writes(project: str, view: ViewPlan, events: Events, oldest_head_us: int,
-                     newest_us: int, visible_at: int, now: int) -> list[TileWrites]:
-    """Every hop group's tiles of a windowed view from `events`: from the oldest tile a read
-    at `oldest_head_us` covers to the hop of `newest_us`."""
-    bases = bases_of_table(project, view.name, view.version, view.entity, view.join_keys,
+def view_tile_writes(project: str, view: ViewPlan, storage: str, events: Events,
+                     oldest_head_us: int, newest_us: int, visible_at: int,
+                     now: int) -> list[TileWrites]:
+    """Every hop group's tiles of a windowed view from `events`, in `storage`: from the
+    oldest tile a read at `oldest_head_us` covers to the hop of `newest_us`."""
+    bases = bases_of_table(project, view.name, storage, view.entity, view.join_keys,
                            events.keys)
     out = []
     for g in groups(view.aggregates):

@@ -20,14 +20,17 @@ from featurestore.definitions.types import DType
 from featurestore.errors import (
     FeatureStoreError,
     NotAppliedError,
+    OnlineDataLost,
     OnlineStoreError,
     OnlineUnavailable,
+    RegistryMoved,
 )
 from featurestore.online.lookup import Lookup
 from featurestore.online.reader import OnlineReader
+from featurestore.online.registry import Served
 from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import WindowUnavailable
-from featurestore.plan import Plan, Selection, ViewPlan
+from featurestore.plan import Plan, Selection
 from featurestore.plan.hashing import version_of
 from featurestore.push import DEFAULT_MAX_FUTURE_US, push
 from featurestore.serving.proto import SERVICE, WIRE, pb
@@ -64,7 +67,7 @@ class FeatureServer:
                  health_servicer: health.aio.HealthServicer, options: ServerOptions):
         self.plan, self.reader, self.health, self.options = plan, reader, health_servicer, options
         self._registry: dict[bytes, bytes] | None = None
-        self._served: dict[str, ViewPlan] | None = None
+        self._served: dict[str, Served] | None = None
         self._prepared: dict[tuple[str, ...], Prepared] = {}
         self._healthy: bool | None = None
         self._pusher: OnlineStore | None = None
@@ -75,6 +78,10 @@ class FeatureServer:
             registry, served = await self.reader.served(timeout=self.options.redis_timeout)
         except (OnlineUnavailable, OnlineStoreError) as exc:
             await self._set_health(False, str(exc))
+            return
+        if not served and self._served:  # it served views, and Redis holds none now
+            await self._set_health(False, "the online store lost its data (no registry); run "
+                                          "`featurestore materialize`")
             return
         if registry != self._registry:
             self._served, self._registry = served, registry
@@ -112,7 +119,19 @@ class FeatureServer:
         if time_remaining is not None:  # answer UNAVAILABLE before the caller's deadline
             timeout = min(timeout, time_remaining * 0.9)
         try:
-            result = await self.reader.read(prepared.lookup, entities, inputs, as_of_us, timeout)
+            try:
+                result = await self.reader.read(prepared.lookup, entities, inputs, as_of_us,
+                                                timeout)
+            except RegistryMoved:  # a materialization flipped a view: read the new storage
+                await self.refresh()
+                prepared = self._prepare(request)
+                result = await self.reader.read(prepared.lookup, entities, inputs, as_of_us,
+                                                timeout)
+        except RegistryMoved as exc:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{exc}; retry") from exc
+        except OnlineDataLost as exc:
+            await self._set_health(False, str(exc))
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
         except WindowUnavailable as exc:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
         except OnlineUnavailable as exc:  # health follows at the next refresh, not per request
@@ -159,7 +178,7 @@ class FeatureServer:
     def _active(self, selection: Selection) -> bool:
         """Every view the selection reads is served at the version the loaded plan has."""
         served = self._served or {}
-        return all(v in served and served[v].version == self.plan.views[v].version
+        return all(v in served and served[v].view.version == self.plan.views[v].version
                    for v in selection.views)
 
     def _check_version(self, service: str, wanted: str) -> None:

@@ -98,9 +98,10 @@ def test_rows_statuses_and_ttl_edges_match_the_reference(
         "user_id": pa.array(users, pa.int64()), "__event_ts": pa.array(event, pa.int64()).cast(ts),
         "__created": pa.array(event, pa.int64()).cast(ts),
         "__seq": pa.array(users, pa.int64()), **columns})
-    store.write_rows(view, batch)
+    storage = store.new_storage(view)
+    store.write_rows(view, storage, batch)
     store.flush()
-    store.activate(view, base, len(rows))
+    store.activate(view, storage, base, len(rows), None)
     as_of = max(event) + offset
     asked = users + [len(rows) + k for k in range(missing)]  # never written: NOT_FOUND
     got = read(store, plan, ["rows"], asked, as_of)
@@ -136,9 +137,10 @@ def test_windows_read_online_match_the_reference(
     head = now_us() // hop * hop  # reads happen in the head hop, at or after its start
     as_of = head + read_minute * MINUTE - (1 if read_minute == 10 else 0)
     rows = sorted((u, head - m * MINUTE + (SECOND if m == 0 else 0), x) for u, m, x in events)
-    store.activate(view, head, 0)
-    for writes in view_tile_writes(plan.project, view, _events(rows), as_of, as_of, as_of,
-                                   now_us()):
+    storage = store.new_storage(view)
+    store.activate(view, storage, head, 0, None)
+    for writes in view_tile_writes(plan.project, view, storage, _events(rows), as_of, as_of,
+                                   as_of, now_us()):
         store.write_tiles(writes, now_us())
     store.flush()
     users = [0, 1, 2, 3]
@@ -164,8 +166,9 @@ def test_a_past_read_whose_raw_events_expired_is_refused(
     hop = 10 * MINUTE
     head = now_us() // hop * hop
     rows = [(1, head + 2 * SECOND, 5.0), (1, head + 4 * SECOND, 7.0)]
-    store.activate(view, head, 0)
-    for writes in view_tile_writes(plan.project, view, _events(rows), head + 5 * SECOND,
+    storage = store.new_storage(view)
+    store.activate(view, storage, head, 0, None)
+    for writes in view_tile_writes(plan.project, view, storage, _events(rows), head + 5 * SECOND,
                                    head + 5 * SECOND, head + 5 * SECOND, now_us()):
         store.write_tiles(writes, now_us())
     store.flush()

@@ -24,7 +24,7 @@ from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavail
 from featurestore.online.lookup import Lookup
 from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import view_tile_writes
-from featurestore.plan import Plan, build_plan
+from featurestore.plan import Plan, ViewPlan, build_plan
 from featurestore.values.columns import from_arrow
 from featurestore.values.timestamps import now_us
 
@@ -72,9 +72,14 @@ def test_the_registry_serves_what_was_activated(store_for: Callable[[Plan], Onli
     plan = plan_with(ttl=timedelta(days=3))
     online = store_for(plan)
     assert online.served() == {}
+    storages = {}
     for view in plan.views.values():
-        online.activate(view, NOW, rows=0)
-    assert online.served() == plan.views  # every field survives the round trip
+        storages[view.name] = online.new_storage(view)
+        assert online.activate(view, storages[view.name], NOW, 0, None) == 0
+    served = online.served()
+    assert {n: s.view for n, s in served.items()} == plan.views  # every field round-trips
+    assert {n: s.storage for n, s in served.items()} == storages
+    assert {s.end_us for s in served.values()} == {NOW}
 
 
 def test_a_version_the_registry_cannot_read_is_not_served(
@@ -83,7 +88,7 @@ def test_a_version_the_registry_cannot_read_is_not_served(
     lookup asks to materialize instead of reading rows through a guessed schema."""
     plan = plan_with()
     online = store_for(plan)
-    online.activate(plan.views["spend"], NOW, 0)
+    activate(online, plan.views["spend"])
     client = redis.Redis.from_url(redis_url)
     client.hset(f"{plan.project}:__registry", mapping={
         "active:rows": "v0", "schema:rows:v0": '{"entity": "user", "join_keys": [["user_id", "Int64"]]}'})
@@ -109,13 +114,14 @@ def test_a_row_replaces_the_stored_one_only_if_not_older(
     order = data.draw(st.permutations(range(len(header))))
     rows = [(HOUR * (e + 1), HOUR * (e + 1) + c, s, float(i)) for i, (e, c, s) in enumerate(header)]
     expected = max(rows, key=lambda r: r[:3])[3]  # the brute-force point-in-time winner
+    storage = online.new_storage(view)
     for chunk in np.array_split(np.array(order), batches):
         picked = [rows[i] for i in chunk.tolist()]
         if picked:
-            online.write_rows(view, rows_batch([7] * len(picked), [r[:3] for r in picked],
+            online.write_rows(view, storage, rows_batch([7] * len(picked), [r[:3] for r in picked],
                                                [r[3] for r in picked]))
     online.flush()
-    online.activate(view, NOW, len(rows))
+    online.activate(view, storage, NOW, len(rows), None)
     assert read(online, plan, ["rows:x"], [7], 100 * HOUR) == {"x": [expected]}
 
 
@@ -137,53 +143,121 @@ def test_event_time_ties_go_to_the_later_created_then_the_higher_seq(
     online, view = store_for(plan), plan.views["rows"]
     rows = TIES[tie]
     picked = [rows[i] for i in order]
+    storage = online.new_storage(view)
     for part in ([picked] if one_batch else [[r] for r in picked]):
-        online.write_rows(view, rows_batch([3] * len(part), [r[:3] for r in part],
+        online.write_rows(view, storage, rows_batch([3] * len(part), [r[:3] for r in part],
                                            [r[3] for r in part]))
     online.flush()
-    online.activate(view, NOW, 3)
+    online.activate(view, storage, NOW, 3, None)
     assert read(online, plan, ["rows:x"], [3], 100 * HOUR) == {"x": [20.0]}
 
 
-def test_a_pushed_batch_is_applied_once(store_for: Callable[[Plan], OnlineStore]) -> None:
-    plan = plan_with()
-    online, view = store_for(plan), plan.views["spend"]
-    online.activate(view, NOW, 0)
+def activate(online: OnlineStore, view: ViewPlan, expected: str | None = None) -> str:
+    storage = online.new_storage(view)
+    assert online.activate(view, storage, NOW, 0, expected) == 0
+    return storage
+
+
+def spend_events() -> Events:
     table = pa.table({"user_id": pa.array([1, 1, 2], pa.int64())})
-    events = Events.from_sorted(
+    return Events.from_sorted(
         table, ["user_id"], ts=np.array([NOW - 10, NOW - 5, NOW - 1], np.int64),
         created=np.array([NOW - 10, NOW - 5, NOW - 1], np.int64),
         columns={"x": from_arrow(pa.array([1.5, 2.0, 4.0]), Float64)})
-    writes = view_tile_writes(plan.project, view, events, NOW, NOW, np.iinfo(np.int64).max, NOW)
-    assert online.push_tiles("src", "b1", writes, NOW) == 2  # one block per user
-    assert online.push_tiles("src", "b1", writes, NOW) is None
+
+
+def build(plan: Plan) -> Callable[[ViewPlan, str], list]:
+    return lambda view, storage: view_tile_writes(plan.project, view, storage, spend_events(),
+                                                  NOW, NOW, np.iinfo(np.int64).max, NOW)
+
+
+def test_a_pushed_batch_is_applied_once_per_storage(store_for: Callable[[Plan], OnlineStore]
+                                                    ) -> None:
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["spend"]
+    served = activate(online, view)
+    assert online.push_tiles("b1", NOW, [view], build(plan), NOW) == 2  # one block per user
+    assert online.push_tiles("b1", NOW, [view], build(plan), NOW) is None
     assert read(online, plan, ["spend:x_sum_2h", "spend:x_count_2h"], [1, 2, 3], NOW) == {
         "x_sum_2h": [3.5, 4.0, 0.0], "x_count_2h": [2, 1, 0]}
-    online.mark_pushed("src", ["b2"])  # a rebuild that holds b2 already
-    assert online.push_tiles("src", "b2", writes, NOW) is None
+    assert online.applied("spend", served) == {"b1"}
+    online.mark_applied("spend", served, {"b2": NOW})  # a rebuild that holds b2 already
+    assert online.push_tiles("b2", NOW, [view], build(plan), NOW) is None
+    # A storage being built takes the batch once more, then holds it too.
+    building = online.new_storage(view)
+    into = {"spend": building}
+    assert online.push_tiles("b1", NOW, [view], build(plan), NOW, into=into) == 2
+    assert online.push_tiles("b1", NOW, [view], build(plan), NOW, into=into) is None
 
 
-def test_versions_are_listed_and_dropped_but_never_the_served_one(
+def test_a_push_to_a_view_not_served_at_its_version_is_refused(
+        store_for: Callable[[Plan], OnlineStore]) -> None:
+    plan = plan_with()
+    online = store_for(plan)
+    with pytest.raises(NotAppliedError, match=r"'spend' version .* is not served online"):
+        online.push_tiles("b1", NOW, [plan.views["spend"]], build(plan), NOW)
+    assert online.storages() == {}
+
+
+def test_a_flip_waits_until_the_new_storage_holds_every_pushed_batch(
+        store_for: Callable[[Plan], OnlineStore]) -> None:
+    """The atomic flip of a materialization: refused while the served storage holds a
+    batch the new one misses (pushed after the rebuild's snapshot), done once it holds it."""
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["spend"]
+    served = activate(online, view)
+    building = online.new_storage(view)
+    online.push_tiles("late", NOW, [view], build(plan), NOW)  # lands in the served storage
+    assert online.activate(view, building, NOW, 0, served) == 1
+    assert online.served()["spend"].storage == served
+    online.mark_applied("spend", building, {"late": NOW})
+    assert online.activate(view, building, NOW, 0, served) == 0
+    assert online.served()["spend"].storage == building
+    with pytest.raises(OnlineStoreError, match="served storage changed"):
+        online.activate(view, online.new_storage(view), NOW, 0, served)
+
+
+def test_reclaim_removes_every_storage_but_the_served_one(
         store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
     old, new = plan_with(), plan_with(extra_field=True)
     old.project = new.project
     online = store_for(new)
     v_old, v_new = old.views["rows"], new.views["rows"]
     assert v_old.version != v_new.version
-    online.write_rows(v_old, rows_batch([1, 2], [(1, 1, 0), (1, 1, 1)], [1.0, 2.0]))
-    batch = rows_batch([1], [(2, 2, 0)], [3.0])
-    online.write_rows(v_new, batch.append_column("y", pa.array([5], pa.int64())))
+    s_old = online.new_storage(v_old)
+    online.write_rows(v_old, s_old, rows_batch([1, 2], [(1, 1, 0), (1, 1, 1)], [1.0, 2.0]))
     online.flush()
-    online.activate(v_new, NOW, 1)
-    assert online.versions() == {"rows": {v_old.version, v_new.version}}
-    with pytest.raises(OnlineStoreError, match="is the served one"):
-        online.drop_version("rows", v_new.version)
-    assert online.drop_version("rows", v_old.version) == 2
-    assert online.versions() == {"rows": {v_new.version}}
+    online.activate(v_old, s_old, NOW, 2, None)
+    s_new, s_dead = online.new_storage(v_new), online.new_storage(v_new)
+    batch = rows_batch([1], [(2, 2, 0)], [3.0]).append_column("y", pa.array([5], pa.int64()))
+    online.write_rows(v_new, s_new, batch)
+    online.write_rows(v_new, s_dead, batch)  # a killed run's leftovers
+    online.flush()
+    online.activate(v_new, s_new, NOW, 1, s_old)
+    assert online.storages() == {"rows": {s_old, s_new, s_dead}}
+    client = redis.Redis.from_url(redis_url)
+    assert online.reclaim("rows", 5_000) == 3  # within the grace, old reads still work
+    assert 0 < client.pttl(f"{new.project}:rows:{s_old}:{{user|1}}") <= 5_000
+    assert client.pttl(f"{new.project}:rows:{s_new}:{{user|1}}") == -1
+    assert online.reclaim("rows", 0) == 3
+    assert online.storages() == {"rows": {s_new}}
     assert read(online, new, ["rows:x", "rows:y"], [1, 2], NOW) == {"x": [3.0, None],
                                                                      "y": [5, None]}
-    keys = redis.Redis.from_url(redis_url).keys(f"{online.project}:rows:*")
-    assert all(v_new.version.encode() in k for k in keys)
+    assert all(f":{s_old}".encode() not in k for k in client.hkeys(f"{new.project}:__registry"))
+    client.close()
+
+
+def test_one_materialization_of_a_view_at_a_time(store_for: Callable[[Plan], OnlineStore]
+                                                 ) -> None:
+    online = store_for(plan_with())
+    with online.lock("spend"):
+        with pytest.raises(OnlineStoreError, match="another materialization of feature view "
+                                                   "'spend' is running"), online.lock("spend"):
+            pass
+        with online.lock("rows"):  # another view is independent
+            pass
+    with online.lock("spend"):  # released
+        pass
 
 
 def test_an_unreachable_store_names_itself_without_its_password() -> None:
