@@ -196,7 +196,8 @@ class OnlineStore:
         if not self._call(lambda: self._client.set(key, token, nx=True, px=LOCK_TTL_MS)):
             raise OnlineStoreError(
                 f"another materialization of feature view {view!r} is running (it holds "
-                f"{key}); wait for it, or, if it died, for {LOCK_TTL_MS // 1000} s")
+                f"{key}); wait for it, or, if it died, for {LOCK_TTL_MS // 1000} s (or delete "
+                "that key)")
         stop = threading.Event()
 
         def refresh() -> None:
