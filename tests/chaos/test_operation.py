@@ -15,14 +15,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-import polars as pl
 import pytest
 import redis
 from grpc_health.v1 import health_pb2
+from push_kit import SECOND, SERVICE, drop_project, now_us, tx_events, write_repo
 from redis_kit import online_of
 from serving_kit import Server, health, start_server, stop_server, wait_for
 
@@ -32,32 +31,7 @@ from featurestore.online.keys import lock_key
 from featurestore.parity import check
 from featurestore.serving.client import ServingError
 
-SECOND = 1_000_000
-MINUTE = 60 * SECOND
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 USERS = 400
-DEFS = """
-from featurestore import Aggregate, Entity, FeatureService, FeatureView, Source
-from featurestore.types import Int64
-user = Entity("user", join_keys={"user_id": Int64})
-tx = Source("tx", path="data/tx.parquet", timestamp="event_ts")
-spend = FeatureView("spend", entity=user, source=tx, aggregates=[
-    Aggregate("amount", "sum", window="1h", hop="5m", name="sum_1h"),
-    Aggregate("amount", "count", window="1d", hop="1h", name="count_1d"),
-    Aggregate("amount", "max", window="1d", hop="1h", name="max_1d")])
-spending = FeatureService("spending", features=[spend])
-"""
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def tx_events(rows: list[tuple[int, float, int]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {"user_id": [r[0] for r in rows], "amount": [r[1] for r in rows],
-         "event_ts": [EPOCH + timedelta(microseconds=r[2]) for r in rows]},
-        schema={"user_id": pl.Int64, "amount": pl.Float64, "event_ts": pl.Datetime("us", "UTC")})
 
 
 @dataclass(frozen=True)
@@ -73,29 +47,24 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("chaos")
     project = f"chaos{os.getpid()}"
-    (root / "data").mkdir()
-    (root / "featurestore.yaml").write_text(f"project: {project}\nonline_store: {redis_url}\n")
-    (root / "defs.py").write_text(DEFS)
     rng, t0 = random.Random(7), now_us()
-    tx_events([(u, round(rng.uniform(-50, 50), 2), t0 - rng.randrange(1, 20 * 3600) * SECOND)
-               for u in range(USERS) for _ in range(30)]).write_parquet(root / "data" / "tx.parquet")
-    store = FeatureStore(root)
-    store.apply()
-    store.materialize()
+    store = write_repo(root, project, redis_url, tx_events(
+        [(u, round(rng.uniform(-50, 50), 2), t0 - rng.randrange(1, 20 * 3600) * SECOND)
+         for u in range(USERS) for _ in range(30)]))
+    store.materialize(views=["spend"])
     server = start_server(root, root.parent / f"{root.name}-serve.log")
     r = redis.Redis.from_url(redis_url)
     try:
         yield Env(root, project, store, r, server)
     finally:
         stop_server(server)
-        for key in r.scan_iter(match=f"{project}:*"):
-            r.delete(key)
+        drop_project(r, project)
         r.close()
 
 
 def assert_parity(env: Env) -> None:
     with Client(env.server.target) as client:
-        report = check(env.store, client, "spending", sample=USERS, as_of_us=now_us())
+        report = check(env.store, client, SERVICE, sample=USERS, as_of_us=now_us())
     assert report.values > 0
     assert report.mismatches == [], report.mismatches[:3]
 
@@ -123,7 +92,7 @@ def test_pushes_during_materializations_are_neither_lost_nor_doubled(env: Env) -
     thread.start()
     try:
         for _ in range(3):
-            env.store.materialize()
+            env.store.materialize(views=["spend"])
     finally:
         stop.set()
         thread.join(60)
@@ -140,7 +109,8 @@ def test_a_killed_materialization_changes_nothing_served(env: Env, seed: int) ->
     before = online.served()["spend"].storage
     delay = random.Random(seed).uniform(0.3, 3.0)
     proc = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "materialize", "--repo",
-                             str(env.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(env.root), "--view", "spend"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -148,7 +118,7 @@ def test_a_killed_materialization_changes_nothing_served(env: Env, seed: int) ->
     served = online.served()["spend"].storage
     assert_parity(env)  # whichever storage is served (the old, or the new if it had flipped)
     env.redis.delete(lock_key(env.project, "spend"))  # what an operator does for a dead run
-    env.store.materialize()
+    env.store.materialize(views=["spend"])
     now = online.served()["spend"].storage
     assert now not in (before, served)
     for storage in online.storages()["spend"] - {now}:
@@ -160,7 +130,7 @@ def test_a_killed_materialization_changes_nothing_served(env: Env, seed: int) ->
 def test_a_running_materialization_holds_the_view(env: Env) -> None:
     online = online_of(env.redis, env.project)
     with online.lock("spend"), pytest.raises(Exception, match="another materialization"):
-        env.store.materialize()
+        env.store.materialize(views=["spend"])
 
 
 def test_lost_online_data_is_refused_not_served(env: Env) -> None:
@@ -171,13 +141,13 @@ def test_lost_online_data_is_refused_not_served(env: Env) -> None:
         env.redis.delete(key)
     with Client(env.server.target) as client:
         with pytest.raises(ServingError) as caught:
-            client.get_online_features(service="spending", entities={"user_id": [1, 2]})
+            client.get_online_features(service=SERVICE, entities={"user_id": [1, 2]})
         assert caught.value.code in (grpc.StatusCode.UNAVAILABLE,
                                      grpc.StatusCode.FAILED_PRECONDITION)
         assert "materialize" in str(caught.value)
         wait_for("health NOT_SERVING", lambda: health(env.server.target)
                  == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
-        env.store.materialize()
+        env.store.materialize(views=["spend"])
         wait_for("health SERVING", lambda: health(env.server.target)
                  == health_pb2.HealthCheckResponse.SERVING, timeout=10)
     assert_parity(env)
