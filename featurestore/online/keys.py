@@ -1,6 +1,8 @@
 """Every Redis key the online store uses, spelled here and nowhere else:
 
     {project}:__registry                              the online registry (online/registry.py)
+    {project}:__active:{view}                         the view's served storage, a copy of the
+                                                      registry's that reads fetch with their keys
     {project}:__applied:{view}:{storage}              pushed batches a storage holds (a ZSET
                                                       of batch ids scored by ingest time)
     {project}:__lock:{view}                           the materialization lock of a view
@@ -32,6 +34,10 @@ def registry_key(project: str) -> str:
 
 def applied_key(project: str, view: str, storage: str) -> str:
     return f"{project}:__applied:{view}:{storage}"
+
+
+def active_key(project: str, view: str) -> str:
+    return f"{project}:__active:{view}"
 
 
 def lock_key(project: str, view: str) -> str:

@@ -14,7 +14,7 @@ from featurestore.aggregation.tiles import add_head_events, finish_rows
 from featurestore.definitions.types import DType
 from featurestore.errors import NotAppliedError, OnlineDataLost, RegistryMoved
 from featurestore.online.codec import RowSchema, decode
-from featurestore.online.keys import block_key, entity_bases, events_key, key_text, registry_key
+from featurestore.online.keys import active_key, block_key, entity_bases, events_key, key_text
 from featurestore.online.registry import Served
 from featurestore.online.tile_format import head_max_ts, index_blocks, merge_windows
 from featurestore.online.tiles import TileGroup, WindowUnavailable, decode_events, groups
@@ -108,28 +108,28 @@ class Lookup:
                                     tuple((f"{name}:{f}", index[f]) for f in wanted),
                                     np.array([index[f] for f in wanted], np.int64)))
         self.rows, self.windows = tuple(rows), tuple(windows)
-        names = [item.view.name for item in (*self.rows, *self.windows)]
-        self.fence = ("HMGET", registry_key(project), *[f"active:{n}" for n in names])
+        self.fence = [active_key(project, item.view.name) for item in (*self.rows, *self.windows)]
         self._storages = [item.storage.encode() for item in (*self.rows, *self.windows)]
 
     def check_fence(self, active: list[bytes | None]) -> None:
-        """Checks the registry's answer to `fence`, read with the keys: the storages this
-        lookup reads must still be the served ones."""
+        """Checks the values of the `fence` keys, read with the data keys: the storages
+        this lookup reads must still be the served ones."""
         if active == self._storages:
             return
         if all(a is None for a in active):
             raise OnlineDataLost(
-                f"the online store has no registry for project {self.project!r}: Redis lost "
-                "its data (restarted without persistence, flushed or replaced); run "
-                "`featurestore materialize` to restore it")
+                f"the online store holds no served storage for project {self.project!r}: "
+                "Redis lost its data (restarted without persistence, flushed or replaced); "
+                "run `featurestore materialize` to restore it")
         raise RegistryMoved("a feature view's served storage changed; prepare the read again")
 
     def start(self, entities: dict[str, Column], as_of_us: int) -> PendingRead:
-        """The keys of one read: every row view's, view after view, then every windowed
-        view's tile blocks: per hop group, entity after entity, oldest block first."""
+        """The keys of one read: the fence (each view's served storage), every row view's
+        keys, view after view, then every windowed view's tile blocks: per hop group, entity
+        after entity, oldest block first."""
         n = len(next(iter(entities.values())))
         texts = {k: key_text(column) for k, column in entities.items()}  # shared by views
-        keys: list[str] = []
+        keys: list[str] = list(self.fence)
         bases: dict[str, list[str]] = {}
         for views in (self.rows, self.windows):
             for item in views:
@@ -152,17 +152,25 @@ class PendingRead:
         read = lookup.start(entities, as_of)
         values = MGET(read.keys)
         extra = read.head_keys(values)      # raw head events; almost always empty
-        result = read.finish(values, requests, MGET(extra) if extra else [])"""
+        result = read.finish(values, requests, MGET(extra) if extra else [])
+
+    The first keys are the fence: `head_keys` raises RegistryMoved or OnlineDataLost unless
+    they still name the storages the lookup reads, so a flip or a Redis that lost its data
+    is never read as values."""
 
     def __init__(self, lookup: Lookup, n: int, as_of_us: int, keys: list[str],
                  bases: dict[str, list[str]]):
         self.lookup, self.n, self.as_of_us, self.keys, self.bases = lookup, n, as_of_us, keys, bases
         self._groups: list[GroupRead] | None = None
+        self._values: list[bytes | None] | None = None  # the values after the fence
 
     def head_keys(self, values: list[bytes | None]) -> list[str]:
         """Keys of the raw head events needed where a head tile holds events after as_of."""
+        fence = len(self.lookup.fence)
+        self.lookup.check_fence(values[:fence])
+        self._values = values[fence:]
         out = []
-        for g in self._parse(values):
+        for g in self._parse(self._values):
             base = self.bases[g.window.view.name]
             k_head = self.as_of_us // g.group.hop_us
             out += [events_key(base[r], g.group.hop_us, k_head) for r in np.flatnonzero(g.late)]
@@ -184,6 +192,9 @@ class PendingRead:
 
     def finish(self, values: list[bytes | None], requests: dict[str, Column],
                heads: list[bytes | None] | None = None) -> OnlineResult:
+        if self._values is None:
+            self.head_keys(values)
+        values = self._values
         n, as_of_us = self.n, self.as_of_us
         columns: dict[str, Column] = {}
         statuses: dict[str, np.ndarray] = {}

@@ -33,14 +33,9 @@ class OnlineReader:
 
     async def read(self, lookup: Lookup, entities: dict[str, Column],
                    requests: dict[str, Column], as_of_us: int, timeout: float) -> OnlineResult:
-        """One lookup; the served storages are checked in the same round trip as the keys
-        (RegistryMoved, OnlineDataLost), so a flip or a Redis that lost its data is never
-        read as values."""
+        """One lookup (see PendingRead: the served storages are read with the keys)."""
         pending = lookup.start(entities, as_of_us)
-        commands = [lookup.fence] + ([("MGET", *pending.keys)] if pending.keys else [])
-        replies = await self._redis.execute_all(commands, timeout=timeout)
-        lookup.check_fence(replies[0])
-        values = replies[1] if pending.keys else []
+        values = await self._redis.execute("MGET", *pending.keys, timeout=timeout)
         extra = pending.head_keys(values)
         heads = await self._redis.execute("MGET", *extra, timeout=timeout) if extra else []
         return pending.finish(values, requests, heads)

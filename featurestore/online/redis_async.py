@@ -69,26 +69,20 @@ class AsyncRedis:
     async def execute(self, *args: Any, timeout: float) -> Any:
         """The reply to one command. Raises OnlineUnavailable when Redis cannot be reached or
         does not answer within `timeout` seconds, OnlineStoreError when it answers an error."""
-        return (await self.execute_all([args], timeout=timeout))[0]
-
-    async def execute_all(self, commands: list[tuple[Any, ...]], timeout: float) -> list[Any]:
-        """The replies to commands sent together: one round trip."""
         try:
             async with asyncio.timeout(timeout):
                 protocol = await self._connected()
-                waiters = [protocol.send(args) for args in commands]
-                replies = [await waiter for waiter in waiters]
+                reply = await protocol.send(args)
         except TimeoutError:
             raise OnlineUnavailable(f"Redis did not answer within {timeout * 1000:.0f} ms") from None
         except OSError as exc:
             raise OnlineUnavailable(
                 f"cannot reach Redis at {self.where}: {scrub(str(exc), self.url)}") from None
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                if str(reply).startswith(_TRANSIENT):
-                    raise OnlineUnavailable(f"Redis cannot answer now: {reply}")
-                raise OnlineStoreError(str(reply))
-        return replies
+        if isinstance(reply, hiredis.ReplyError):
+            if str(reply).startswith(_TRANSIENT):
+                raise OnlineUnavailable(f"Redis cannot answer now: {reply}")
+            raise OnlineStoreError(str(reply))
+        return reply
 
     def reset(self) -> None:
         """Drops the connection (the next command reconnects): after a timeout it is not

@@ -38,6 +38,7 @@ from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavail
 from featurestore.online import registry
 from featurestore.online.codec import RowSchema, encode
 from featurestore.online.keys import (
+    active_key,
     applied_key,
     bases_of_table,
     lock_key,
@@ -112,14 +113,16 @@ return blocks
 # Makes a storage the served one, atomically: only while the served storage is still the
 # expected one (ARGV[2], '' for none; field ARGV[1]) and the new storage holds every pushed
 # batch the served one holds. KEYS: the registry, the served and the new storage's applied
-# sets; ARGV[3..]: registry field/value pairs. Returns -1 when the served storage changed,
-# else how many batches the new one misses (0: flipped).
+# sets, the view's active key; ARGV[3]: the new storage, ARGV[4..]: registry field/value
+# pairs. Returns -1 when the served storage changed, else how many batches the new one
+# misses (0: flipped).
 ACTIVATE = """
 local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if current ~= ARGV[2] then return -1 end
 local missing = redis.call('ZDIFF', 2, KEYS[2], KEYS[3])
 if #missing > 0 then return #missing end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('SET', KEYS[4], ARGV[3])
 return 0
 """
 
@@ -179,8 +182,9 @@ class OnlineStore:
         fields = registry.activation(view, storage, end_us, rows)
         missing = self._call(lambda: self._activate_script(
             keys=[registry_key(self.project), current,
-                  applied_key(self.project, view.name, storage)],
-            args=[f"active:{view.name}", expected or "",
+                  applied_key(self.project, view.name, storage),
+                  active_key(self.project, view.name)],
+            args=[f"active:{view.name}", expected or "", storage,
                   *[x for pair in fields.items() for x in pair]]))
         if missing < 0:
             raise OnlineStoreError(
@@ -346,16 +350,7 @@ class OnlineStore:
         """One lookup (scripts, tests, parity); the server does the same over asyncio. Raises
         RegistryMoved when a flip happened since `lookup` was prepared."""
         pending = lookup.start(entities, as_of_us)
-
-        def fetch() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.execute_command(*lookup.fence)
-            if pending.keys:
-                pipe.mget(pending.keys)
-            return pipe.execute()  # type: ignore[no-any-return]
-        replies = self._call(fetch)
-        lookup.check_fence(replies[0])
-        values = replies[1] if pending.keys else []
+        values = self._call(lambda: self._client.mget(pending.keys))
         extra = pending.head_keys(values)
         heads = self._call(lambda: self._client.mget(extra)) if extra else []
         return pending.finish(values, requests, heads)

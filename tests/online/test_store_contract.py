@@ -20,7 +20,13 @@ from featurestore import Aggregate, Entity, FeatureView, Field, Source
 from featurestore.aggregation.events import Events
 from featurestore.definitions import Definitions
 from featurestore.definitions.types import Float64, Int64
-from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
+from featurestore.errors import (
+    NotAppliedError,
+    OnlineDataLost,
+    OnlineStoreError,
+    OnlineUnavailable,
+    RegistryMoved,
+)
 from featurestore.online.lookup import Lookup
 from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import view_tile_writes
@@ -245,6 +251,33 @@ def test_reclaim_removes_every_storage_but_the_served_one(
                                                                      "y": [5, None]}
     assert all(f":{s_old}".encode() not in k for k in client.hkeys(f"{new.project}:__registry"))
     client.close()
+
+
+def test_a_read_prepared_before_a_flip_or_a_data_loss_is_refused(
+        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+    """The fence read with the keys: a lookup of a storage that is no longer served raises
+    RegistryMoved (a new lookup reads the new storage), and one against a Redis that lost
+    the project's keys raises OnlineDataLost, never NOT_FOUND values."""
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["rows"]
+    users = {"user_id": from_arrow(pa.array([1], pa.int64()), Int64)}
+    storages = []
+    for x in (1.0, 2.0):
+        storages.append(online.new_storage(view))
+        online.write_rows(view, storages[-1], rows_batch([1], [(1, 1, 0)], [x]))
+        online.flush()
+        online.activate(view, storages[-1], NOW, 1, storages[0] if x == 2.0 else None)
+        if x == 1.0:
+            stale = Lookup(plan.project, plan, plan.select(features=["rows:x"]), online.served())
+    with pytest.raises(RegistryMoved):
+        online.read(stale, users, {}, NOW)
+    assert read(online, plan, ["rows:x"], [1], NOW) == {"x": [2.0]}
+    fresh = Lookup(plan.project, plan, plan.select(features=["rows:x"]), online.served())
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*client.keys(f"{plan.project}:*"))
+    client.close()
+    with pytest.raises(OnlineDataLost, match="run `featurestore materialize`"):
+        online.read(fresh, users, {}, NOW)
 
 
 def test_one_materialization_of_a_view_at_a_time(store_for: Callable[[Plan], OnlineStore]
