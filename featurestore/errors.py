@@ -43,6 +43,12 @@ class OnlineDataLost(OnlineUnavailable):
     data (restarted without persistence, flushed, replaced). Never served as values."""
 
 
+class PastReadRefused(FeatureStoreError):
+    """The online store cannot answer this as_of exactly (it holds newer state, or no longer
+    holds what the answer needs); the message names the view and the earliest answerable
+    time. Older values come from a training set."""
+
+
 class RegistryMoved(FeatureStoreError):
     """A view's served storage changed since the read was prepared (a materialization
     flipped it): prepare the read again."""

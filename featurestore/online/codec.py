@@ -58,6 +58,7 @@ class DecodedRows:
     schema: RowSchema
     found: np.ndarray
     event_ts: np.ndarray
+    visible: np.ndarray  # when each row became visible: the later of its event and created time
     fixed: np.ndarray
     valid: np.ndarray
     str_offsets: np.ndarray
@@ -142,12 +143,12 @@ def decode(schema: RowSchema, values: list[bytes | None]) -> DecodedRows:
     n = len(values)
     lengths = np.fromiter((len(v) if v is not None else -1 for v in values), np.int64, n)
     buffer = np.frombuffer(b"".join(v for v in values if v is not None), np.uint8)
-    found, event_ts, fixed, valid, str_offsets, str_data = _decode(
+    found, event_ts, visible, fixed, valid, str_offsets, str_data = _decode(
         buffer, lengths, len(schema.features), schema.bitmap_bytes, len(schema.fixed),
         len(schema.strings))
     for array in (fixed, valid, str_offsets, str_data):
         array.flags.writeable = False  # so the columns viewing them reach kernels as they are
-    return DecodedRows(schema, found, event_ts, fixed, valid, str_offsets, str_data)
+    return DecodedRows(schema, found, event_ts, visible, fixed, valid, str_offsets, str_data)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -158,6 +159,7 @@ def _decode(buffer, lengths, n_features, bitmap_bytes, n_fixed, n_str):  # type:
     for r in range(1, n):
         starts[r] = starts[r - 1] + max(lengths[r - 1], 0)
     event_ts = np.zeros(n, np.int64)
+    visible = np.zeros(n, np.int64)
     fixed = np.zeros((n_fixed, n), np.int64)
     valid = np.zeros((max(n_features, 1), n), np.bool_)
     str_offsets = np.zeros((n_str, n + 1), np.int64)
@@ -177,6 +179,7 @@ def _decode(buffer, lengths, n_features, bitmap_bytes, n_fixed, n_str):  # type:
             continue
         p = starts[r]
         event_ts[r] = buffer[p: p + 8].view(np.int64)[0]
+        visible[r] = max(event_ts[r], buffer[p + 8: p + 16].view(np.int64)[0])
         p += HEADER_BYTES
         for i in range(n_features):
             valid[i, r] = (buffer[p + i // 8] >> (i % 8)) & 1
@@ -189,4 +192,4 @@ def _decode(buffer, lengths, n_features, bitmap_bytes, n_fixed, n_str):  # type:
             p += 4
             str_data[str_offsets[s, r]: str_offsets[s, r] + length] = buffer[p: p + length]
             p += length
-    return found, event_ts, fixed, valid, str_offsets, str_data
+    return found, event_ts, visible, fixed, valid, str_offsets, str_data

@@ -5,6 +5,8 @@
                                                       registry's that reads fetch with their keys
     {project}:__applied:{view}:{storage}              pushed batches a storage holds (a ZSET
                                                       of batch ids scored by ingest time)
+    {project}:__fresh:{view}:{storage}                the latest ingest time of a batch pushed
+                                                      into a storage
     {project}:__lock:{view}                           the materialization lock of a view
     {project}:{view}:{storage}:{<entity>|<key>}       a row view's row for one entity (its base)
     <base>:t{hop_us}:{b}                              a windowed view's tile block b
@@ -38,6 +40,10 @@ def applied_key(project: str, view: str, storage: str) -> str:
 
 def active_key(project: str, view: str) -> str:
     return f"{project}:__active:{view}"
+
+
+def fresh_key(project: str, view: str, storage: str) -> str:
+    return f"{project}:__fresh:{view}:{storage}"
 
 
 def lock_key(project: str, view: str) -> str:

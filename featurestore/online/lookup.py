@@ -12,12 +12,19 @@ import numpy as np
 from featurestore.aggregation.layout import empty_outputs
 from featurestore.aggregation.tiles import add_head_events, finish_rows
 from featurestore.definitions.types import DType
-from featurestore.errors import NotAppliedError, OnlineDataLost, RegistryMoved
+from featurestore.errors import NotAppliedError, OnlineDataLost, PastReadRefused, RegistryMoved
 from featurestore.online.codec import RowSchema, decode
-from featurestore.online.keys import active_key, block_key, entity_bases, events_key, key_text
+from featurestore.online.keys import (
+    active_key,
+    block_key,
+    entity_bases,
+    events_key,
+    fresh_key,
+    key_text,
+)
 from featurestore.online.registry import Served
 from featurestore.online.tile_format import head_max_ts, index_blocks, merge_windows
-from featurestore.online.tiles import TileGroup, WindowUnavailable, decode_events, groups
+from featurestore.online.tiles import TileGroup, decode_events, groups
 from featurestore.plan import Plan, Selection, ViewPlan
 from featurestore.plan.execute import run_transforms
 from featurestore.values.columns import Column
@@ -58,6 +65,7 @@ class WindowView:
 
     view: ViewPlan
     storage: str
+    end_us: int  # END of the materialization that wrote the storage
     groups: tuple[TileGroup, ...]
     wanted: frozenset[str]
 
@@ -101,21 +109,36 @@ class Lookup:
                         f"feature {name}:{feature} is not in the version of {name!r} being served "
                         f"({view.version}); materialize version {plan.views[name].version} first")
             if view.aggregates:
-                windows.append(WindowView(view, storage, tuple(groups(view.aggregates)),
-                                          frozenset(wanted)))
+                windows.append(WindowView(view, storage, served[name].end_us or 0,
+                                          tuple(groups(view.aggregates)), frozenset(wanted)))
             else:
                 rows.append(RowView(view, storage, RowSchema(view.features),
                                     tuple((f"{name}:{f}", index[f]) for f in wanted),
                                     np.array([index[f] for f in wanted], np.int64)))
         self.rows, self.windows = tuple(rows), tuple(windows)
-        self.fence = [active_key(project, item.view.name) for item in (*self.rows, *self.windows)]
-        self._storages = [item.storage.encode() for item in (*self.rows, *self.windows)]
+        views = (*self.rows, *self.windows)
+        self.fence = [active_key(project, item.view.name) for item in views] + [
+            fresh_key(project, w.view.name, w.storage) for w in self.windows]
+        self._storages = [item.storage.encode() for item in views]
 
-    def check_fence(self, active: list[bytes | None]) -> None:
+    def check_fence(self, fence: list[bytes | None], as_of_us: int) -> None:
         """Checks the values of the `fence` keys, read with the data keys: the storages
-        this lookup reads must still be the served ones."""
-        if active == self._storages:
-            return
+        this lookup reads must still be the served ones, and a windowed view is read as of
+        its materialization's END or later, and not before the last push it holds (the tiles
+        hold every event visible by then, so an earlier as_of cannot be answered exactly)."""
+        active = fence[:len(self._storages)]
+        if active != self._storages:
+            self._moved(active)
+        for w, fresh in zip(self.windows, fence[len(self._storages):], strict=True):
+            earliest = max(w.end_us, int(fresh or 0))
+            if as_of_us < earliest:
+                raise PastReadRefused(
+                    f"feature view {w.view.name!r} cannot be read online as of {as_of_us}: its "
+                    f"tiles hold events visible up to {earliest} (materialized or pushed), "
+                    f"so the earliest as_of it answers exactly is {earliest}; read older "
+                    "values from a training set")
+
+    def _moved(self, active: list[bytes | None]) -> None:
         if all(a is None for a in active):
             raise OnlineDataLost(
                 f"the online store holds no served storage for project {self.project!r}: "
@@ -167,7 +190,7 @@ class PendingRead:
     def head_keys(self, values: list[bytes | None]) -> list[str]:
         """Keys of the raw head events needed where a head tile holds events after as_of."""
         fence = len(self.lookup.fence)
-        self.lookup.check_fence(values[:fence])
+        self.lookup.check_fence(values[:fence], self.as_of_us)
         self._values = values[fence:]
         out = []
         for g in self._parse(self._values):
@@ -201,6 +224,13 @@ class PendingRead:
         event_ts: dict[str, np.ndarray] = {}
         for k, row in enumerate(self.lookup.rows):
             rows = decode(row.schema, values[k * n:(k + 1) * n])
+            newer = rows.found & (rows.visible > as_of_us)
+            if newer.any():
+                raise PastReadRefused(
+                    f"feature view {row.view.name!r} cannot be read online as of {as_of_us}: "
+                    f"it holds rows of {int(newer.sum())} of these entities that became visible "
+                    f"later; the earliest as_of it answers exactly for them is "
+                    f"{int(rows.visible[newer].max())}; read older values from a training set")
             ttl = row.view.ttl_us
             valid, status = _visibility(rows.found, rows.event_ts, rows.valid, row.index,
                                         -1 if ttl is None else ttl, as_of_us)
@@ -218,7 +248,7 @@ class PendingRead:
                 late = np.flatnonzero(g.late)
                 blobs, pending = pending[:len(late)], pending[len(late):]
                 if any(b is None for b in blobs):
-                    raise WindowUnavailable(
+                    raise PastReadRefused(
                         f"feature view {name!r}: the raw events of the hop holding "
                         f"as_of {as_of_us} have expired online; read windowed features as of "
                         "now, or as of the past from a training set")

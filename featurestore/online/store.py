@@ -41,6 +41,7 @@ from featurestore.online.keys import (
     active_key,
     applied_key,
     bases_of_table,
+    fresh_key,
     lock_key,
     registry_key,
     storage_in,
@@ -299,10 +300,14 @@ class OnlineStore:
                             registry.parse(pipe.hgetall(registry_name)), views)
                         sets = {v.name: applied_key(self.project, v.name, storages[v.name])
                                 for v in views}
-                        pipe.watch(*sets.values())
+                        fresh = {v.name: fresh_key(self.project, v.name, storages[v.name])
+                                 for v in views}
+                        pipe.watch(*sets.values(), *fresh.values())
                         todo = [v for v in views if pipe.zscore(sets[v.name], batch_id) is None]
                         if not todo:
                             return None
+                        newer = [fresh[v.name] for v in todo
+                                 if int(pipe.get(fresh[v.name]) or 0) < ingested]
                         writes = [w for v in todo for w in build(v, storages[v.name])]
                         block_keys = [w.block_keys() for w in writes]
                         keys = [k for ks in block_keys for k in ks]
@@ -324,6 +329,8 @@ class OnlineStore:
                         if keys or events:
                             self._push_script(keys=keys + events, args=[len(keys), *values],
                                               client=pipe)
+                        for key in newer:
+                            pipe.set(key, ingested)
                         for v in todo:
                             pipe.zadd(sets[v.name], {batch_id: ingested})
                             pipe.zremrangebyscore(sets[v.name], "-inf",
@@ -397,7 +404,8 @@ class OnlineStore:
                 gone.add(key.decode().removeprefix(prefix))
             gone.discard(keep)
             for storage in gone:
-                pipe.delete(applied_key(self.project, view, storage))
+                pipe.delete(applied_key(self.project, view, storage),
+                            fresh_key(self.project, view, storage))
                 pipe.hdel(registry_key(self.project), f"materialized:{view}:{storage}")
             pipe.execute()
             return count

@@ -20,17 +20,12 @@ import numpy as np
 from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, hops, span
 from featurestore.aggregation.tiles import build_tiles, fold_tiles
-from featurestore.errors import FeatureStoreError
 from featurestore.online.keys import bases_of_table, block_key, events_key
 from featurestore.online.tile_format import encode_tiles, pack_blocks, per_block, unpack_blocks
 from featurestore.plan import ViewPlan
 from featurestore.plan.plan import AggregatePlan
 
 RAW_FIXED = 3  # ts, created, validity bits; then one int64 per aggregation
-
-
-class WindowUnavailable(FeatureStoreError):
-    """The raw events needed for an exact head at this as-of time have expired."""
 
 
 @dataclass(frozen=True)

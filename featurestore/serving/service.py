@@ -23,13 +23,13 @@ from featurestore.errors import (
     OnlineDataLost,
     OnlineStoreError,
     OnlineUnavailable,
+    PastReadRefused,
     RegistryMoved,
 )
 from featurestore.online.lookup import Lookup
 from featurestore.online.reader import OnlineReader
 from featurestore.online.registry import Served
 from featurestore.online.store import OnlineStore
-from featurestore.online.tiles import WindowUnavailable
 from featurestore.plan import Plan, Selection
 from featurestore.plan.hashing import version_of
 from featurestore.push import DEFAULT_MAX_FUTURE_US, push
@@ -132,7 +132,7 @@ class FeatureServer:
         except OnlineDataLost as exc:
             await self._set_health(False, str(exc))
             raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
-        except WindowUnavailable as exc:
+        except PastReadRefused as exc:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
         except OnlineUnavailable as exc:  # health follows at the next refresh, not per request
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"online store unavailable: {exc}") \

@@ -25,6 +25,7 @@ from featurestore.errors import (
     OnlineDataLost,
     OnlineStoreError,
     OnlineUnavailable,
+    PastReadRefused,
     RegistryMoved,
 )
 from featurestore.online.lookup import Lookup
@@ -278,6 +279,27 @@ def test_a_read_prepared_before_a_flip_or_a_data_loss_is_refused(
     client.close()
     with pytest.raises(OnlineDataLost, match="run `featurestore materialize`"):
         online.read(fresh, users, {}, NOW)
+
+
+def test_a_windowed_read_before_what_the_tiles_hold_is_refused(
+        store_for: Callable[[Plan], OnlineStore]) -> None:
+    """The tiles hold every event visible by the materialization's END and by the last push
+    they took: an earlier as_of cannot be answered exactly and is refused, naming the view
+    and the earliest as_of that can."""
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["spend"]
+    activate(online, view)  # END = NOW
+    features = ["spend:x_sum_2h"]
+    with pytest.raises(PastReadRefused, match=f"'spend'.*earliest as_of it answers exactly is {NOW}"):
+        read(online, plan, features, [1], NOW - 1)
+    assert read(online, plan, features, [1], NOW) == {"x_sum_2h": [0.0]}
+    online.push_tiles("b1", NOW + 5, [view], build(plan), NOW)  # ingested at NOW + 5
+    with pytest.raises(PastReadRefused, match=f"exactly is {NOW + 5}"):
+        read(online, plan, features, [1], NOW)
+    assert read(online, plan, features, [1], NOW + 5) == {"x_sum_2h": [3.5]}
+    online.push_tiles("b0", NOW + 2, [view], build(plan), NOW)  # an older ingest time
+    with pytest.raises(PastReadRefused, match=f"exactly is {NOW + 5}"):  # moves no earlier
+        read(online, plan, features, [1], NOW + 4)
 
 
 def test_one_materialization_of_a_view_at_a_time(store_for: Callable[[Plan], OnlineStore]

@@ -17,13 +17,15 @@ def test_parity_holds_at_the_materialization_time(example: Example, server: Serv
     assert "151 entities, 3624 values" in proc.stdout, proc.stdout
 
 
-def test_a_time_the_online_store_does_not_describe_is_reported(example: Example,
+def test_a_time_the_online_store_cannot_answer_is_refused(example: Example,
                                                                 server: Server) -> None:
     earlier = (END - timedelta(days=120)).isoformat()
     proc = cli("parity", "--service", "fraud_v1", "--sample", "150", "--repo", example.repo,
                "--target", server.target, "--as-of", earlier, expect=1)
-    assert "mismatches" in proc.stdout and "parity holds" not in proc.stdout, proc.stdout
-    assert "user_profile" not in proc.stderr
+    # The server refuses a past read it cannot answer exactly, naming the view and the
+    # earliest time it can, instead of answering with values that would mismatch.
+    assert "parity holds" not in proc.stdout, proc.stdout
+    assert "FAILED_PRECONDITION" in proc.stderr and "earliest as_of" in proc.stderr, proc.stderr
 
 
 def test_unknown_service_is_an_error(example: Example, server: Server) -> None:
