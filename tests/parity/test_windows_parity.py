@@ -1,7 +1,8 @@
 """Windowed aggregations, online vs offline: events materialized from files and then pushed in
 random order, random batch sizes and with retries; each online read, taken right after a push
 at that moment's clock, must equal the training set built afterwards at the same times, bit
-for bit. And the same events in two arrival orders leave byte-identical tiles."""
+for bit, and a read as of before the latest write is refused rather than answered. And the
+same events in two arrival orders leave byte-identical tiles."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from redis_kit import online_of
 
 from featurestore import FeatureStore, materialization
 from featurestore.definitions.types import Int64
+from featurestore.errors import PastReadRefused
 from featurestore.online.lookup import Lookup
 from featurestore.push import push
 from featurestore.values.columns import from_arrow, to_arrow
@@ -123,8 +125,15 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         # late, on time and slightly-future events, in any order
         batch = event_rows(draw, draw(st.integers(1, 6)), -3 * 60 * MINUTE,
                            3 * 60 * MINUTE + 4 * MINUTE)
-        pushes.append({"step": step, "rows": batch, "retry": draw(st.booleans())})
-    return {"history": history, "pushes": pushes}
+        pushes.append({"step": step, "rows": batch, "retry": draw(st.booleans()),
+                       "read_at": draw(AS_OF_OFFSETS)})
+    return {"history": history, "pushes": pushes, "read_at": draw(AS_OF_OFFSETS)}
+
+
+# where a read is taken, relative to the latest write (materialization END, then each push):
+# before it (refused: the tiles hold later events) or at it (a later as_of would be a guess
+# about events still to come)
+AS_OF_OFFSETS = st.sampled_from([-30 * MINUTE, -1, 0])
 
 
 @settings(max_examples=25, deadline=None,
@@ -142,7 +151,16 @@ def test_pushed_windows_match_training_sets(tmp_path_factory: pytest.TempPathFac
     try:
         store.materialize(end=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=clock))
         users = [1, 2, 3, 4]
-        reads = []
+        reads: list[tuple[int, dict[str, list[Any]]]] = []
+
+        def read_at(offset: int) -> None:
+            """A read `offset` after the latest write: exact, or refused naming that write."""
+            if offset < 0:
+                with pytest.raises(PastReadRefused, match=f"answers exactly is {clock}"):
+                    online_values(store, client, users, clock + offset)
+            else:
+                reads.append((clock + offset, online_values(store, client, users, clock + offset)))
+        read_at(sc["read_at"])
         for i, p in enumerate(sc["pushes"]):
             clock += p["step"]
             batch = frame(p["rows"], start).to_arrow()
@@ -151,6 +169,7 @@ def test_pushed_windows_match_training_sets(tmp_path_factory: pytest.TempPathFac
             if p["retry"]:
                 assert push(store.plan, root, online, "tx", batch, f"b{i}", now=clock + 5).duplicate
             reads.append((clock, online_values(store, client, users, clock)))
+            read_at(p["read_at"])
         labels = pl.DataFrame({
             "user_id": [u for _, _ in reads for u in users],
             "event_timestamp": [datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t)
