@@ -38,6 +38,14 @@ class OnlineUnavailable(FeatureStoreError):
     """The online store could not be reached, or did not answer in time; retrying may work."""
 
 
+class OnlineTimeout(OnlineUnavailable):
+    """Redis did not answer within the time given."""
+
+
+class DeadlineExceeded(FeatureStoreError):
+    """The caller's deadline passed before the work's point of no return: nothing was kept."""
+
+
 class OnlineDataLost(OnlineUnavailable):
     """Redis answers but no longer holds the registry the read was prepared from: it lost its
     data (restarted without persistence, flushed, replaced). Never served as values."""

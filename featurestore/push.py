@@ -8,6 +8,7 @@ counted by a read at or after its arrival, on either path: it is logged but writ
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurestore.aggregation.events import Events
-from featurestore.errors import FeatureStoreError, NotAppliedError
+from featurestore.errors import DeadlineExceeded, FeatureStoreError, NotAppliedError
 from featurestore.offline import event_log
 from featurestore.online.store import APPLIED_RETENTION_US, OnlineStore
 from featurestore.online.tiles import TileWrites, view_tile_writes
@@ -43,7 +44,10 @@ class PushResult:
 
 def push(plan: Plan, root: Path, online: OnlineStore, source: str, batch: pa.Table,
          batch_id: str, max_future_us: int = DEFAULT_MAX_FUTURE_US,
-         now: int | None = None) -> PushResult:
+         now: int | None = None, deadline: float | None = None) -> PushResult:
+    """Logging the batch is the point of no return: a `deadline` (time.monotonic()) that has
+    passed before it refuses the push with nothing kept; after it, the push completes, and a
+    retry with the same batch id reports the batch as a duplicate."""
     now = now if now is not None else now_us()
     views = _views(plan, source)
     event_log.check_id(batch_id)
@@ -54,6 +58,10 @@ def push(plan: Plan, root: Path, online: OnlineStore, source: str, batch: pa.Tab
             raise NotAppliedError(
                 f"feature view {view.name!r} version {view.version} is not served online; "
                 "run `featurestore materialize` before pushing (nothing of the batch was kept)")
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded(
+            f"push of batch {batch_id!r} to source {source!r}: the deadline passed before the "
+            "batch was logged; nothing was kept, retry with the same batch_id")
     ingested = event_log.append(root, source, batch_id, table, now)
     blocks = None
     if ingested >= now - APPLIED_RETENTION_US:  # older batch ids are no longer remembered

@@ -32,6 +32,7 @@ from featurestore.definitions.types import Timestamp
 from featurestore.errors import FeatureStoreError, SourceDataError
 from featurestore.plan import Plan
 from featurestore.plan.plan import declared_columns
+from featurestore.values.timestamps import MIN_TIME_US
 
 INGESTED = "__ingested"  # when a pushed row arrived; NULL for rows read from the source's files
 LOG_DIR = "pushed"
@@ -155,6 +156,11 @@ def check_batch(plan: Plan, source: str, batch: pa.Table, now_us: int,
                 f"{owner}: column {column!r} is null in row(s) {_some(nulls)}; every event "
                 "needs its entity key(s) and event time")
     ts = columns[src.timestamp].cast(pa.int64())
+    outside = _rows(pc.less(ts, MIN_TIME_US))
+    if outside:
+        raise SourceDataError(
+            f"{owner}: row(s) {_some(outside)} have an event time before 0001-01-01; fix the "
+            "producer (a zero or sentinel timestamp?)")
     ahead = _rows(pc.greater(ts, now_us + max_future_us))
     if ahead:
         raise SourceDataError(

@@ -17,7 +17,7 @@ from typing import Any
 import hiredis
 from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
-from featurestore.errors import OnlineStoreError, OnlineUnavailable
+from featurestore.errors import OnlineStoreError, OnlineTimeout, OnlineUnavailable
 from featurestore.online.urls import redacted, scrub
 
 # Replies that say Redis is there but cannot answer now: a restart still loading its data, a
@@ -74,7 +74,7 @@ class AsyncRedis:
                 protocol = await self._connected()
                 reply = await protocol.send(args)
         except TimeoutError:
-            raise OnlineUnavailable(f"Redis did not answer within {timeout * 1000:.0f} ms") from None
+            raise OnlineTimeout(f"Redis did not answer within {timeout * 1000:.1f} ms") from None
         except OSError as exc:
             raise OnlineUnavailable(
                 f"cannot reach Redis at {self.where}: {scrub(str(exc), self.url)}") from None

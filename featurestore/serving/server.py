@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -35,14 +36,21 @@ Method = Callable[[Any, float | None], Awaitable[Any]]
 
 def _unary(method: Method, request_type: Any, serializer: Callable[[Any], bytes] | None
            ) -> grpc.RpcMethodHandler:
-    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def behaviour(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as exc:  # a client's bug: one line in the log, no traceback
+            log.warning("malformed %s from %s: %s", request_type.DESCRIPTOR.name, context.peer(),
+                        exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"malformed {request_type.DESCRIPTOR.full_name}: {exc}")
         try:
             return await method(request, context.time_remaining())
         except RequestError as exc:
             await context.abort(exc.code, str(exc))
 
     return grpc.unary_unary_rpc_method_handler(
-        behaviour, request_deserializer=request_type.FromString, response_serializer=serializer)
+        behaviour, request_deserializer=None, response_serializer=serializer)
 
 
 def method_handlers(service: FeatureServer) -> dict[str, grpc.RpcMethodHandler]:

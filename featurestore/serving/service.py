@@ -18,10 +18,12 @@ from grpc_health.v1 import health, health_pb2
 
 from featurestore.definitions.types import DType
 from featurestore.errors import (
+    DeadlineExceeded,
     FeatureStoreError,
     NotAppliedError,
     OnlineDataLost,
     OnlineStoreError,
+    OnlineTimeout,
     OnlineUnavailable,
     PastReadRefused,
     RegistryMoved,
@@ -36,6 +38,7 @@ from featurestore.push import DEFAULT_MAX_FUTURE_US, push
 from featurestore.serving.proto import SERVICE, WIRE, pb
 from featurestore.serving.request import RequestError, columns_table, invalid, read_columns
 from featurestore.serving.wire import ResponseEncoder
+from featurestore.values.timestamps import MAX_TIME_US, MIN_TIME_US
 
 log = logging.getLogger("featurestore.serving")
 
@@ -114,9 +117,13 @@ class FeatureServer:
         if request.feature_service_version:
             self._check_version(request.feature_service, request.feature_service_version)
         n, entities, inputs = read_columns(request, prepared.selection, self.options.max_batch)
+        if not MIN_TIME_US <= request.as_of_us <= MAX_TIME_US:
+            raise invalid(f"as_of_us {request.as_of_us} is outside 0001-01-01 .. 9999-12-31 "
+                          "(microseconds since 1970-01-01 UTC; 0 means now)")
         as_of_us = request.as_of_us or time.time_ns() // 1000
         timeout = self.options.redis_timeout
-        if time_remaining is not None:  # answer UNAVAILABLE before the caller's deadline
+        bound = time_remaining is not None and time_remaining * 0.9 < timeout
+        if time_remaining is not None:  # answer before the caller's deadline
             timeout = min(timeout, time_remaining * 0.9)
         try:
             try:
@@ -129,6 +136,12 @@ class FeatureServer:
                                                 timeout)
         except RegistryMoved as exc:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{exc}; retry") from exc
+        except OnlineTimeout as exc:
+            if bound:
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   f"the deadline passed while waiting for Redis: {exc}") from exc
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"online store unavailable: {exc}") \
+                from exc
         except OnlineDataLost as exc:
             await self._set_health(False, str(exc))
             raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
@@ -152,8 +165,12 @@ class FeatureServer:
         if self._pusher is None:
             self._pusher = OnlineStore(url, self.plan.project, timeout=self.options.redis_timeout)
         try:
+            deadline = None if time_remaining is None else time.monotonic() + time_remaining
             result = await asyncio.to_thread(push, self.plan, root, self._pusher, request.source,
-                                             table, request.batch_id, self.options.max_future_us)
+                                             table, request.batch_id, self.options.max_future_us,
+                                             deadline=deadline)
+        except DeadlineExceeded as exc:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from exc
         except NotAppliedError as exc:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
         except (OnlineUnavailable, OnlineStoreError) as exc:

@@ -8,6 +8,10 @@ from datetime import UTC, datetime, timedelta
 from featurestore.errors import FeatureStoreError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# the times featurestore takes (event times, as_of): 0001-01-01 .. 9999-12-31, what every
+# part (Python datetimes, Arrow, DuckDB) represents
+MIN_TIME_US = -62_135_596_800_000_000
+MAX_TIME_US = 253_402_300_799_999_999
 
 
 def to_micros(when: datetime) -> int:

@@ -39,9 +39,10 @@ from serving_kit import Server, cli, start_server, stop_server
 
 from featurestore import Client, FeatureStore, FeatureStoreError
 from featurestore.definitions.types import Int64
-from featurestore.errors import NotAppliedError
+from featurestore.errors import DeadlineExceeded, NotAppliedError
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.online.lookup import Lookup
+from featurestore.push import push
 from featurestore.serving.client import ServingError
 from featurestore.values.columns import from_arrow, to_arrow
 
@@ -177,7 +178,15 @@ BAD_BATCHES: dict[str, tuple[Callable[[int], Any], dict[str, Any], list[str]]] =
         pl.col("event_ts").dt.replace_time_zone(None)).to_pandas(), {},
         ["column 'event_ts' holds timestamps without a time zone"]),
     "invalid batch id": (good_batch, {"batch_id": "a b/c"}, ["batch id 'a b/c'"]),
+    "event time at the int64 minimum": (lambda now: ancient_times(now), {},
+                                        ["row(s) 1 have an event time before 0001-01-01"]),
 }
+
+
+def ancient_times(now: int) -> pa.Table:
+    table = good_batch(now).to_arrow()
+    ts = pa.array([now, -2**63 + 1, now, now], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return table.set_column(table.schema.get_field_index("event_ts"), "event_ts", ts)
 
 
 def assert_refused_whole(env: Env, attempt: Callable[[], Any],
@@ -206,6 +215,15 @@ def test_bad_batches_are_refused_whole(env: Env, case: str) -> None:
     assert not isinstance(exc, NotAppliedError), exc
     for message in messages:
         assert message in str(exc), str(exc)
+
+
+def test_a_push_whose_deadline_passed_before_logging_keeps_nothing(env: Env) -> None:
+    """The log is the point of no return: a deadline already past refuses the push whole."""
+    with online_of(env.redis, env.project) as online:
+        exc = assert_refused_whole(env, lambda: push(
+            env.store.plan, env.root, online, "tx", good_batch(now_us()).to_arrow(), "late-one",
+            deadline=time.monotonic() - 0.001), DeadlineExceeded)
+    assert "nothing was kept, retry with the same batch_id" in str(exc)
 
 
 def test_bad_batches_without_a_batch_id_are_refused_whole(env: Env) -> None:

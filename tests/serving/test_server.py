@@ -197,6 +197,9 @@ ERRORS = {
         "txn_ts": pb.Values(timestamp_values=[0])}), INVALID, "different lengths"),
     "batch over the limit": (raw_request(10_001), grpc.StatusCode.RESOURCE_EXHAUSTED,
                              "10001 entities"),
+    "as_of after 9999": (raw_request(as_of_us=253_402_300_800_000_000), INVALID,
+                         "as_of_us 253402300800000000 is outside 0001-01-01 .. 9999-12-31"),
+    "as_of before 0001": (raw_request(as_of_us=-2**63), INVALID, "is outside 0001-01-01"),
 }
 
 
@@ -205,6 +208,20 @@ def test_errors(server: Server, case: str) -> None:
     request, code, message = ERRORS[case]
     got, details = call(server.target, request)
     assert (got, message in details) == (code, True), details
+
+
+def test_a_malformed_message_is_invalid_and_logged_in_one_line(server: Server) -> None:
+    """Garbage bytes get INVALID_ARGUMENT and one warning line each, never a traceback."""
+    with grpc.insecure_channel(server.target) as channel:
+        stub = channel.unary_unary(method("GetOnlineFeatures"))
+        for garbage in (b"\xff\xff\xff", b"\x0a\x05ab"):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub(garbage, timeout=5)
+            assert caught.value.code() == INVALID, caught.value.details()
+            assert "malformed featurestore.v1.GetOnlineFeaturesRequest" in caught.value.details()
+    log = server.log.read_text()
+    assert log.count("malformed GetOnlineFeaturesRequest") >= 2
+    assert "Traceback" not in log
 
 
 def test_integer_amounts_are_numbers_and_the_limit_is_inclusive(server: Server) -> None:
@@ -275,7 +292,7 @@ def test_deadline_is_honoured_when_redis_stalls(server: Server, own_redis: Onlin
     start = time.monotonic()
     code, details = call(server.target, raw_request(), timeout=0.3)
     elapsed = time.monotonic() - start
-    assert code == grpc.StatusCode.UNAVAILABLE, details
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED, details
     assert elapsed < 0.5, f"answered after {elapsed:.2f} s, past the 0.3 s deadline"
     wait_for("requests answered after the pause",
              lambda: call(server.target, raw_request()) == (grpc.StatusCode.OK, ""), timeout=10)
