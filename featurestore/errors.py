@@ -34,6 +34,10 @@ class ReadOnlyError(FeatureStoreError):
 
 
 
+class OfflineStoreBusy(FeatureStoreError):
+    """Another process holds the offline store's file (DuckDB takes one writer process)."""
+
+
 class OnlineUnavailable(FeatureStoreError):
     """The online store could not be reached, or did not answer in time; retrying may work."""
 

@@ -87,6 +87,7 @@ def _write_tiles(plan: Plan, offline: OfflineStore, online: OnlineStore, view: V
     """A windowed view's live tiles as of END, rebuilt from its source and the pushed
     batches logged by END: every tile a read at END can touch, and the raw events of END's
     hop; then the batches logged since. Returns the number of tile blocks written."""
+    event_log.remove_leftovers(offline.root, view.source)
     log = [p for p in event_log.files(offline.root, view.source)
            if event_log.ingest_time(p) <= end_us]
     events = offline.window_events(plan, view.name, end_us, log)

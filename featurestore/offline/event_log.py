@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 import uuid
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from featurestore.values.timestamps import MIN_TIME_US
 INGESTED = "__ingested"  # when a pushed row arrived; NULL for rows read from the source's files
 LOG_DIR = "pushed"
 BATCH_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+LEFTOVER_AGE_S = 3600.0
 
 
 def files(root: Path, source: str) -> list[Path]:
@@ -80,6 +83,20 @@ def append(root: Path, source: str, batch_id: str, table: pa.Table, now_us: int)
             os.fsync(handle.fileno())
         partial.replace(final)
     return ingested
+
+
+def remove_leftovers(root: Path, source: str, older_than_s: float = LEFTOVER_AGE_S) -> int:
+    """Deletes what killed pushes left: half-written batch files and staged claims older
+    than `older_than_s` (a live push finishes within seconds). Returns how many."""
+    directory = root / LOG_DIR / source
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in [*directory.glob(".*.partial"), *(directory / ".ids").glob(".*")]:
+        with suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def _claim(ids: Path, batch_id: str, now_us: int) -> int:

@@ -4,8 +4,10 @@ copies the log into the source's table."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,6 +74,24 @@ def test_concurrent_senders_of_one_batch_id_log_it_once(store: FeatureStore) -> 
         s.join()
     assert len(set(times)) == 1
     assert len(event_log.files(store.config.root, "tx")) == 1
+
+
+def test_leftovers_of_killed_pushes_are_removed_once_old(store: FeatureStore) -> None:
+    """A push killed mid-write leaves a .partial file or a staged claim; they are removed
+    once older than any live push, while logged batches and fresh leftovers stay."""
+    append(store, "kept", [(1, 5.0, T0)], T0)
+    directory = store.config.root / event_log.LOG_DIR / "tx"
+    old = [directory / ".x-dead.parquet.1.partial", directory / ".ids" / ".dead.2"]
+    fresh = directory / ".y-live.parquet.3.partial"
+    for path in [*old, fresh]:
+        path.write_bytes(b"half")
+    for path in old:
+        os.utime(path, (time.time() - 2 * event_log.LEFTOVER_AGE_S,) * 2)
+    assert event_log.remove_leftovers(store.config.root, "tx") == 2
+    assert not any(p.exists() for p in old) and fresh.exists()
+    assert [p.name.split("-", 1)[1] for p in event_log.files(store.config.root, "tx")] == \
+        ["kept.parquet"]
+    assert (directory / ".ids" / "kept").exists()
 
 
 def test_training_sets_count_logged_events_once_before_and_after_ingest(
