@@ -131,6 +131,19 @@ def backfill(repo: Repo = Path("feature_repo"),
         out.print(f"built feature table {name}: {rows} rows")
 
 
+@app.command("compact-log")
+def compact_log(repo: Repo = Path("feature_repo"),
+                older_than: Annotated[str, typer.Option(
+                    help="merge batches ingested longer ago than this (90s, 5m, 1h, 7d)")] = "1d",
+                source: Annotated[list[str] | None, typer.Option(
+                    help="only this source (repeatable)")] = None) -> None:
+    """Merge the pushed-event log's old batch files into one file per source."""
+    store = _store(repo)
+    merged = _guard(lambda: store.compact_log(older_than, source or None))
+    for name, count in merged.items():
+        out.print(f"{name}: {count} batches merged")
+
+
 @app.command("training-set")
 def training_set(
     labels: Annotated[Path, typer.Argument(help="labels file (.parquet or .csv)")],

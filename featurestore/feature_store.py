@@ -4,15 +4,16 @@ the stores; the work happens in those modules."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from featurestore.errors import OnlineUnavailable
+from featurestore.definitions.base import micros, parse_duration
+from featurestore.errors import FeatureStoreError, OnlineUnavailable
 from featurestore.materialization import Materialized, materialize
-from featurestore.offline import ApplyResult, OfflineStore
+from featurestore.offline import ApplyResult, OfflineStore, event_log
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
 from featurestore.offline.sql import run
@@ -123,6 +124,19 @@ class FeatureStore:
                 raise OnlineUnavailable(
                     f"{exc}; push again with batch id {batch_id!r} (it is logged offline and "
                     "will be applied once)") from None
+
+    def compact_log(self, older_than: str | timedelta = "1d",
+                    sources: list[str] | None = None) -> dict[str, int]:
+        """Merges the pushed-event log's files of batches ingested more than `older_than` ago
+        into one file per source (the log otherwise grows a file per batch); exactly-once
+        holds throughout, for readers and retries. Returns the batches merged per source."""
+        before = now_us() - micros(parse_duration("compact_log older_than", older_than))
+        names = sources or sorted(self.plan.sources)
+        unknown = [s for s in names if s not in self.plan.sources]
+        if unknown:
+            raise FeatureStoreError(f"unknown source(s) {unknown}; sources: "
+                                    f"{', '.join(sorted(self.plan.sources))}")
+        return {s: event_log.compact(self.config.root, s, before) for s in names}
 
     def sql(self, query: str) -> pl.DataFrame:
         """Read-only SQL over the offline store, with transforms callable as functions."""

@@ -88,9 +88,10 @@ def _write_tiles(plan: Plan, offline: OfflineStore, online: OnlineStore, view: V
     batches logged by END: every tile a read at END can touch, and the raw events of END's
     hop; then the batches logged since. Returns the number of tile blocks written."""
     event_log.remove_leftovers(offline.root, view.source)
-    log = [p for p in event_log.files(offline.root, view.source)
-           if event_log.ingest_time(p) <= end_us]
-    events = offline.window_events(plan, view.name, end_us, log)
+    log = {path: {b: t for b, t in event_log.batches(path).items() if t <= end_us}
+           for path in event_log.files(offline.root, view.source)}
+    log = {path: held for path, held in log.items() if held}
+    events = offline.window_events(plan, view.name, end_us, list(log))
     blocks, now = 0, now_us()
     for first in range(0, len(events.starts), TILE_CHUNK):
         stop = min(first + TILE_CHUNK, len(events.starts))
@@ -101,8 +102,8 @@ def _write_tiles(plan: Plan, offline: OfflineStore, online: OnlineStore, view: V
         step.advance(f"materializing {view.name}: {stop} of {len(events.starts)} entities, "
                      f"{blocks} tile blocks")
     online.flush()
-    online.mark_applied(view.name, storage, {event_log.batch_of(p): event_log.ingest_time(p)
-                                             for p in log})
+    online.mark_applied(view.name, storage, {b: t for held in log.values()
+                                             for b, t in held.items()})
     _replay(plan, offline, online, view, storage)
     return blocks
 
@@ -114,5 +115,6 @@ def _replay(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPl
         return
     held = online.applied(view.name, storage)
     for path in event_log.files(offline.root, view.source):
-        if event_log.batch_of(path) not in held:
-            push.replay(plan, online, view, storage, path)
+        for batch_id, ingested in event_log.batches(path).items():
+            if batch_id not in held:
+                push.replay(plan, online, view, storage, path, batch_id, ingested)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from featurestore.aggregation.events import Events
 from featurestore.errors import DeadlineExceeded, FeatureStoreError, NotAppliedError
@@ -72,14 +71,14 @@ def push(plan: Plan, root: Path, online: OnlineStore, source: str, batch: pa.Tab
                       too_late)
 
 
-def replay(plan: Plan, online: OnlineStore, view: ViewPlan, storage: str, path: Path) -> bool:
+def replay(plan: Plan, online: OnlineStore, view: ViewPlan, storage: str, path: Path,
+           batch_id: str, ingested: int) -> bool:
     """Merges one logged batch into a storage being built, unless it holds it already;
     whether it did."""
     now = now_us()
-    ingested = event_log.ingest_time(path)
-    blocks = online.push_tiles(event_log.batch_of(path), ingested, [view],
-                               _builder(plan, pq.read_table(path), ingested, now), now,
-                               into={view.name: storage})
+    blocks = online.push_tiles(batch_id, ingested, [view],
+                               _builder(plan, event_log.batch_table(path, batch_id), ingested,
+                                        now), now, into={view.name: storage})
     return blocks is not None
 
 

@@ -25,10 +25,11 @@ import redis
 from grpc_health.v1 import health_pb2
 from push_kit import SECOND, SERVICE, drop_project, now_us, tx_events, write_repo
 from redis_kit import RedisServer, online_of
-from serving_kit import Server, health, start_server, stop_server, wait_for
+from serving_kit import Server, cli, health, start_server, stop_server, wait_for
 
 from featurestore import Client, FeatureStore, materialization
 from featurestore.materialization import RECLAIM_GRACE_MS
+from featurestore.offline import event_log
 from featurestore.online.keys import lock_key
 from featurestore.parity import check
 from featurestore.serving.client import ServingError
@@ -286,3 +287,20 @@ def test_redis_memory_does_not_grow_across_rematerializations(
     assert env.redis.dbsize() == keys
     assert after < memory * 1.1
     assert_parity(env)
+
+
+def test_a_compacted_log_keeps_parity_and_exactly_once(env: Env) -> None:
+    """`featurestore compact-log` merges the batch files pushed so far; materializing from
+    the compacted log keeps parity, and retries of compacted batch ids stay duplicates."""
+    env.store.push("tx", tx_events([(1, 2.0, now_us() - SECOND)]), batch_id="to-compact")
+    before = len(list((env.root / "pushed" / "tx").glob("*.parquet")))
+    time.sleep(1.1)
+    proc = cli("compact-log", "--repo", env.root, "--older-than", "1s")
+    assert f"tx: {before} batches merged" in proc.stdout, proc.stdout
+    assert list((env.root / "pushed" / "tx").glob("*.parquet")) == []
+    env.store.materialize(views=["spend"])
+    assert_parity(env)
+    retry = env.store.push("tx", tx_events([(1, 1.0, now_us())]), batch_id="to-compact")
+    assert retry.duplicate
+    assert sum(b == "to-compact" for path in event_log.files(env.root, "tx")
+               for b in event_log.batches(path)) == 1

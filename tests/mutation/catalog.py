@@ -141,7 +141,7 @@ MUTATIONS: list[Mutation] = [
              "a materialization flips to a storage missing batches pushed meanwhile",
              (CONTRACT,)),
     Mutation("log-claim-ignored", "featurestore/offline/event_log.py",
-             "return int(claim.read_text())", "return now_us",
+             "return int(claim.read_text().split()[0]), False", "return now_us, True",
              "a retried batch id is logged again under a new ingest time", (LOG,)),
     Mutation("log-read-twice", "featurestore/offline/windowed.py",
              "WHERE {INGESTED} IS NULL)", ")",

@@ -110,3 +110,54 @@ def test_training_sets_count_logged_events_once_before_and_after_ingest(
     early = store.training_set(labels.with_columns(pl.lit(T0 + timedelta(minutes=30))
                                                    .alias("event_timestamp")), features=["spend"])
     assert early["sum_1d"].to_list() == [1.0, 2.0, 0.0]
+
+
+def logged_batches(fs: FeatureStore) -> list[str]:
+    """Every batch id the log holds, once per holding (a batch in two files appears twice)."""
+    return sorted(b for path in event_log.files(fs.config.root, "tx")
+                  for b in event_log.batches(path))
+
+
+def test_compaction_merges_old_batches_and_keeps_each_once(store: FeatureStore) -> None:
+    for k in range(5):  # batch k ingested at T0 + k hours, one event of user 1 and k + 1
+        append(store, f"b{k}", [(1, 1.0, T0 + timedelta(hours=k)), (k + 1, 10.0 ** k, T0)],
+               T0 + timedelta(hours=k))
+    labels = pl.DataFrame({"user_id": [1, 2, 3, 4, 5],
+                           "event_timestamp": [T0 + timedelta(hours=5)] * 5})
+    before = store.training_set(labels, features=["spend"]).to_dict(as_series=False)
+    root = store.config.root
+    assert event_log.compact(root, "tx", to_micros(T0 + timedelta(hours=3))) == 3
+    paths = event_log.files(root, "tx")
+    assert [p.parent.name for p in paths] == ["compacted", "tx", "tx"]
+    assert event_log.batches(paths[0]) == {f"b{k}": to_micros(T0 + timedelta(hours=k))
+                                           for k in range(3)}
+    assert event_log.batch_table(paths[0], "b1")["amount"].to_pylist() == [1.0, 10.0]
+    assert logged_batches(store) == ["b0", "b1", "b2", "b3", "b4"]
+    assert store.training_set(labels, features=["spend"]).to_dict(as_series=False) == before
+    # A retry of a compacted batch keeps its first ingest time and writes nothing.
+    assert append(store, "b1", [(1, 1.0, T0)], T0 + timedelta(days=3)) == \
+        to_micros(T0 + timedelta(hours=1))
+    assert logged_batches(store) == ["b0", "b1", "b2", "b3", "b4"]
+    assert event_log.compact(root, "tx", to_micros(T0 + timedelta(days=1))) == 2
+    assert logged_batches(store) == ["b0", "b1", "b2", "b3", "b4"]
+    store.backfill()  # ingest reads compacted files like any other
+    assert store.training_set(labels, features=["spend"]).to_dict(as_series=False) == before
+
+
+def test_retries_racing_a_compaction_log_each_batch_once(store: FeatureStore) -> None:
+    """A sender that died after claiming leaves a claim and no file; its retries race a
+    compaction of the other batches: every batch ends up in exactly one file."""
+    for k in range(20):
+        append(store, f"b{k}", [(1, 1.0, T0)], T0 + timedelta(minutes=k))
+    ids = store.config.root / event_log.LOG_DIR / "tx" / ".ids"
+    (ids / "orphan").write_text(str(to_micros(T0)))  # claimed, never written
+    retries = [threading.Thread(target=lambda b=b: append(store, b, [(1, 1.0, T0)],
+                                                           T0 + timedelta(days=1)))
+               for b in ["orphan", *(f"b{k}" for k in range(20))] * 2]
+    compaction = threading.Thread(target=lambda: event_log.compact(
+        store.config.root, "tx", to_micros(T0 + timedelta(hours=1))))
+    for t in [*retries[:10], compaction, *retries[10:]]:
+        t.start()
+    for t in [*retries, compaction]:
+        t.join()
+    assert logged_batches(store) == sorted(["orphan", *(f"b{k}" for k in range(20))])
