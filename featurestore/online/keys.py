@@ -30,6 +30,11 @@ from featurestore.values.strings import Utf8Array
 _ESCAPES = str.maketrans({"%": "%25", "|": "%7C", "{": "%7B", "}": "%7D"})
 
 
+# Row keys of views with a ttl outlive the ttl by this margin, so a read as of the last minute
+# never meets a key expired while its row was still inside the ttl.
+EXPIRY_MARGIN_US = 60_000_000
+
+
 def registry_key(project: str) -> str:
     return f"{project}:__registry"
 

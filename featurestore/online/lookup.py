@@ -15,6 +15,7 @@ from featurestore.definitions.types import DType
 from featurestore.errors import NotAppliedError, OnlineDataLost, PastReadRefused, RegistryMoved
 from featurestore.online.codec import RowSchema, decode
 from featurestore.online.keys import (
+    EXPIRY_MARGIN_US,
     active_key,
     block_key,
     entity_bases,
@@ -29,6 +30,7 @@ from featurestore.plan import Plan, Selection, ViewPlan
 from featurestore.plan.execute import run_transforms
 from featurestore.values.columns import Column
 from featurestore.values.status import NOT_FOUND, NULL, OUTSIDE_TTL, PRESENT
+from featurestore.values.timestamps import now_us
 
 
 @dataclass
@@ -54,6 +56,7 @@ class RowView:
 
     view: ViewPlan
     storage: str
+    created_us: int  # the storage's oldest write: keys of a ttl view expire from then on
     schema: RowSchema
     wanted: tuple[tuple[str, int], ...]
     index: np.ndarray
@@ -112,7 +115,8 @@ class Lookup:
                 windows.append(WindowView(view, storage, served[name].end_us or 0,
                                           tuple(groups(view.aggregates)), frozenset(wanted)))
             else:
-                rows.append(RowView(view, storage, RowSchema(view.features),
+                rows.append(RowView(view, storage, served[name].created_us or 0,
+                                    RowSchema(view.features),
                                     tuple((f"{name}:{f}", index[f]) for f in wanted),
                                     np.array([index[f] for f in wanted], np.int64)))
         self.rows, self.windows = tuple(rows), tuple(windows)
@@ -224,6 +228,7 @@ class PendingRead:
         event_ts: dict[str, np.ndarray] = {}
         for k, row in enumerate(self.lookup.rows):
             rows = decode(row.schema, values[k * n:(k + 1) * n])
+            _check_expiry(row, rows.found, as_of_us)
             newer = rows.found & (rows.visible > as_of_us)
             if newer.any():
                 raise PastReadRefused(
@@ -267,6 +272,23 @@ class PendingRead:
         return OnlineResult(
             [FeatureValues(o.name, o.dtype, columns[o.ref], statuses[o.ref])
              for o in selection.outputs], event_ts, errors)
+
+
+def _check_expiry(row: RowView, found: np.ndarray, as_of_us: int) -> None:
+    """A missing key of a view with a ttl is either a never-seen entity or a key Redis
+    expired, whose row may still have been inside the ttl at an as_of more than
+    EXPIRY_MARGIN_US ago: such a read is refused once any key of the storage can have
+    expired (ttl after the storage's creation)."""
+    ttl = row.view.ttl_us
+    now = now_us()
+    if ttl is None or found.all() or as_of_us >= now - EXPIRY_MARGIN_US \
+            or now < row.created_us + ttl:
+        return
+    raise PastReadRefused(
+        f"feature view {row.view.name!r} cannot be read online as of {as_of_us}: some of these "
+        "entities have no key, and keys expire ttl after their event time, so they may have "
+        f"had a value then; the earliest as_of it answers exactly is {now - EXPIRY_MARGIN_US}; "
+        "read older values from a training set")
 
 
 def _tiles(g: TileGroup, blocks: list[bytes | None], n: int, numbers: range, as_of_us: int

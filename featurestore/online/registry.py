@@ -5,6 +5,7 @@ read, and what each holds.
     schema:<view>:<version>        the version's ViewPlan, in the Plan's one description
     materialized:<view>:<storage>  JSON: end_us, rows, finished_at_us
     generation:<view>              the last generation handed out (a counter)
+    created:<view>:<storage>       when the storage was created: none of its keys is older
 
 A storage becomes active only after all of its keys are written, in one atomic step
 (`OnlineStore.activate`)."""
@@ -31,6 +32,7 @@ class Served:
     view: ViewPlan
     storage: str
     end_us: int | None  # END of the materialization that wrote the storage
+    created_us: int | None  # when the storage was created (its oldest write)
 
 
 def parse(raw: dict[bytes, bytes]) -> dict[str, Served]:
@@ -51,7 +53,9 @@ def parse(raw: dict[bytes, bytes]) -> dict[str, Served]:
             log.warning("online registry: cannot read view %r storage %s (%r); materialize it "
                         "again", name, storage, exc)
             continue
-        served[name] = Served(view, storage, done.get("end_us"))
+        created = fields.get(f"created:{name}:{storage}")
+        served[name] = Served(view, storage, done.get("end_us"),
+                              int(created) if created is not None else None)
     return served
 
 

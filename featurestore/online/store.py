@@ -38,6 +38,7 @@ from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavail
 from featurestore.online import registry
 from featurestore.online.codec import RowSchema, encode
 from featurestore.online.keys import (
+    EXPIRY_MARGIN_US,
     active_key,
     applied_key,
     bases_of_table,
@@ -170,9 +171,13 @@ class OnlineStore:
 
     def new_storage(self, view: ViewPlan) -> str:
         """A new generation of the view's version: keys nothing reads until `activate`."""
+        registry_name = registry_key(self.project)
         generation = self._call(lambda: self._client.hincrby(
-            registry_key(self.project), f"generation:{view.name}", 1))
-        return storage_of(view.version, int(generation))
+            registry_name, f"generation:{view.name}", 1))
+        storage = storage_of(view.version, int(generation))
+        self._call(lambda: self._client.hset(registry_name, f"created:{view.name}:{storage}",
+                                             now_us()))
+        return storage
 
     def activate(self, view: ViewPlan, storage: str, end_us: int, rows: int,
                  expected: str | None) -> int:
@@ -406,7 +411,8 @@ class OnlineStore:
             for storage in gone:
                 pipe.delete(applied_key(self.project, view, storage),
                             fresh_key(self.project, view, storage))
-                pipe.hdel(registry_key(self.project), f"materialized:{view}:{storage}")
+                pipe.hdel(registry_key(self.project), f"materialized:{view}:{storage}",
+                          f"created:{view}:{storage}")
             pipe.execute()
             return count
         return self._call(run)
@@ -442,8 +448,10 @@ class OnlineStore:
 
 
 def _expiry(view: ViewPlan, event_ts: np.ndarray) -> list[int | str]:
-    """Keys expire ttl after the later of their event time and now, so a value goes on
-    reporting OUTSIDE_TTL for a while before Redis reclaims it (then it is NOT_FOUND)."""
+    """Keys expire ttl (plus EXPIRY_MARGIN_US) after the later of their event time and now,
+    so a value goes on reporting OUTSIDE_TTL for a while before Redis reclaims it (then it is
+    NOT_FOUND)."""
     if view.ttl_us is None:
         return ["0"] * len(event_ts)
-    return ((np.maximum(event_ts, now_us()) + view.ttl_us) // 1000 + 1).tolist()
+    return ((np.maximum(event_ts, now_us()) + view.ttl_us + EXPIRY_MARGIN_US) // 1000
+            + 1).tolist()

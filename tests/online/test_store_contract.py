@@ -302,6 +302,30 @@ def test_a_windowed_read_before_what_the_tiles_hold_is_refused(
         read(online, plan, features, [1], NOW + 4)
 
 
+def test_a_past_read_that_may_meet_an_expired_key_is_refused(
+        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+    """With a ttl, Redis expires keys: a missing key at a past as_of may be a row that was
+    inside the ttl then. Once the storage is older than its ttl, such a read is refused; reads
+    as of the last minute, or finding every key, are answered."""
+    plan = plan_with(ttl=timedelta(days=1))
+    online, view = store_for(plan), plan.views["rows"]
+    now = now_us()
+    storage = online.new_storage(view)
+    online.write_rows(view, storage, rows_batch([1], [(now - 600_000_000, 0, 0)], [7.0]))
+    online.flush()
+    online.activate(view, storage, now, 1, None)
+    past = now - 300_000_000
+    assert read(online, plan, ["rows:x"], [1, 2], past) == {"x": [7.0, None]}  # storage new
+    client = redis.Redis.from_url(redis_url)
+    client.hset(f"{plan.project}:__registry", f"created:rows:{storage}",
+                now - 2 * 86_400_000_000)  # as if written two days ago
+    client.close()
+    with pytest.raises(PastReadRefused, match=r"'rows'.*some of these entities have no key"):
+        read(online, plan, ["rows:x"], [1, 2], past)
+    assert read(online, plan, ["rows:x"], [1], past) == {"x": [7.0]}  # every key found
+    assert read(online, plan, ["rows:x"], [1, 2], now_us()) == {"x": [7.0, None]}
+
+
 def test_one_materialization_of_a_view_at_a_time(store_for: Callable[[Plan], OnlineStore]
                                                  ) -> None:
     online = store_for(plan_with())
