@@ -1,7 +1,7 @@
 """`featurestore parity`: checks a live deployment. For a sample of entities, the values a
 server returns at T must equal the training-set values at T, bit for bit, with the same
 statuses; T defaults to the end of the last materialization, the moment the online store
-describes."""
+describes (or the latest push to a windowed view's source, if later)."""
 
 from __future__ import annotations
 
@@ -119,6 +119,10 @@ def check(store: FeatureStore, client: Client, service: str, sample: int = 1000,
                 f"service {service!r} reads views that were never materialized in their current "
                 "version: run `featurestore materialize` first, or pass --as-of")
         as_of_us = min(e for e in ends if e is not None)
+        # windowed views are exact from their latest push on (earlier reads are refused)
+        pushes = [store.offline.last_push_us(plan.views[v].source) for v in selection.views
+                  if plan.views[v].windowed]
+        as_of_us = max([as_of_us, *(p for p in pushes if p is not None)])
     labels = sample_labels(store, service, sample, as_of_us, seed)
     offline = store.training_set(labels, service=service, statuses=True)
     online = client.get_online_features(

@@ -107,6 +107,11 @@ class OfflineStore:
             return training.training_set(con, plan, selection, labels, timestamp, timezone,
                                          statuses, self._logs(plan))
 
+    def last_push_us(self, source: str) -> int | None:
+        """The ingest time of the latest batch pushed to a source, if any."""
+        return max((t for path in event_log.files(self.root, source)
+                    for t in event_log.batches(path).values()), default=None)
+
     def _logs(self, plan: Plan) -> dict[str, list[Path]]:
         return {name: event_log.files(self.root, name) for name in plan.sources}
 

@@ -119,6 +119,10 @@ def test_pushes_during_materializations_are_neither_lost_nor_doubled(env: Env) -
     assert len(acked) >= 10
     logged_once(env, acked)
     assert_parity(env)
+    with Client(env.server.target) as client:  # `featurestore parity`'s default time
+        report = check(env.store, client, SERVICE, sample=USERS)
+    assert report.as_of_us == env.store.offline.last_push_us("tx")
+    assert report.values > 0 and report.mismatches == []
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
