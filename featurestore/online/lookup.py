@@ -228,17 +228,18 @@ class PendingRead:
         event_ts: dict[str, np.ndarray] = {}
         for k, row in enumerate(self.lookup.rows):
             rows = decode(row.schema, values[k * n:(k + 1) * n])
-            _check_expiry(row, rows.found, as_of_us)
-            newer = rows.found & (rows.visible > as_of_us)
-            if newer.any():
+            ttl = row.view.ttl_us
+            valid, status, newer, latest, missing = _visibility(
+                rows.found, rows.event_ts, rows.visible, rows.valid, row.index,
+                -1 if ttl is None else ttl, as_of_us)
+            if newer:
                 raise PastReadRefused(
                     f"feature view {row.view.name!r} cannot be read online as of {as_of_us}: "
-                    f"it holds rows of {int(newer.sum())} of these entities that became visible "
-                    f"later; the earliest as_of it answers exactly for them is "
-                    f"{int(rows.visible[newer].max())}; read older values from a training set")
-            ttl = row.view.ttl_us
-            valid, status = _visibility(rows.found, rows.event_ts, rows.valid, row.index,
-                                        -1 if ttl is None else ttl, as_of_us)
+                    f"it holds rows of {newer} of these entities that became visible later; "
+                    f"the earliest as_of it answers exactly for them is {latest}; read older "
+                    "values from a training set")
+            if missing:
+                _check_expiry(row, as_of_us)
             valid.flags.writeable = False  # kernels take read-only inputs (see plan.kernels)
             for j, (ref, i) in enumerate(row.wanted):
                 columns[ref] = Column(rows.values(i), valid[j])
@@ -274,15 +275,14 @@ class PendingRead:
              for o in selection.outputs], event_ts, errors)
 
 
-def _check_expiry(row: RowView, found: np.ndarray, as_of_us: int) -> None:
+def _check_expiry(row: RowView, as_of_us: int) -> None:
     """A missing key of a view with a ttl is either a never-seen entity or a key Redis
     expired, whose row may still have been inside the ttl at an as_of more than
     EXPIRY_MARGIN_US ago: such a read is refused once any key of the storage can have
     expired (ttl after the storage's creation)."""
     ttl = row.view.ttl_us
     now = now_us()
-    if ttl is None or found.all() or as_of_us >= now - EXPIRY_MARGIN_US \
-            or now < row.created_us + ttl:
+    if ttl is None or as_of_us >= now - EXPIRY_MARGIN_US or now < row.created_us + ttl:
         return
     raise PastReadRefused(
         f"feature view {row.view.name!r} cannot be read online as of {as_of_us}: some of these "
@@ -306,15 +306,22 @@ def _tiles(g: TileGroup, blocks: list[bytes | None], n: int, numbers: range, as_
 
 
 @numba.njit(cache=True, nogil=True)
-def _visibility(found, event_ts, valid, index, ttl_us, as_of_us):  # type: ignore[no-untyped-def]
+def _visibility(found, event_ts, visible, valid, index, ttl_us, as_of_us):  # type: ignore[no-untyped-def]
     """Validity and status of the features read from a view's rows: NOT_FOUND without a row,
     OUTSIDE_TTL when the row's event is older than as_of - ttl (ttl_us < 0: none), else
-    PRESENT or NULL. The same rule the offline join states in SQL."""
+    PRESENT or NULL. The same rule the offline join states in SQL. Also: how many rows
+    became visible after as_of and the latest such time (a past read the row cannot answer),
+    and whether any key was missing."""
     k, n = index.shape[0], found.shape[0]
     out_valid = np.zeros((k, n), np.bool_)
     status = np.empty((k, n), np.uint8)
+    newer, latest, missing = 0, np.int64(0), False
     for r in range(n):
+        if found[r] and visible[r] > as_of_us:
+            newer += 1
+            latest = max(latest, visible[r])
         if not found[r]:
+            missing = True
             state = NOT_FOUND
         elif ttl_us >= 0 and event_ts[r] < as_of_us - ttl_us:
             state = OUTSIDE_TTL
@@ -324,4 +331,4 @@ def _visibility(found, event_ts, valid, index, ttl_us, as_of_us):  # type: ignor
             ok = state == PRESENT and valid[index[j], r]
             out_valid[j, r] = ok
             status[j, r] = PRESENT if ok else NULL if state == PRESENT else state
-    return out_valid, status
+    return out_valid, status, newer, latest, missing
