@@ -111,6 +111,7 @@ def measure_backfill(store: FeatureStore, reps: int) -> dict[str, Any]:
 def measure_push(target: str, users: int, batches: int, size: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     times = []
+    run = time.time_ns()  # batch ids unique per run: a reused --workdir keeps its event log
     with Client(target, timeout=30) as client:
         for b in range(batches):
             now = time.time_ns() // 1000
@@ -120,7 +121,7 @@ def measure_push(target: str, users: int, batches: int, size: int, seed: int) ->
                 "event_ts": pa.array(now - rng.integers(0, 3_600_000_000, size), pa.int64()
                                      ).cast(pa.timestamp("us", tz="UTC"))})
             began = time.perf_counter()
-            reply = client.push("tx", batch, f"bench-{seed}-{b}")
+            reply = client.push("tx", batch, f"bench-{seed}-{run}-{b}")
             times.append(time.perf_counter() - began)
             assert reply.rows == size and not reply.duplicate
     total = sum(times)
