@@ -31,6 +31,7 @@ from featurestore.online.reader import OnlineReader
 from featurestore.online.redis_async import AsyncRedis
 from featurestore.serving.proto import pb
 from featurestore.serving.request import read_columns
+from featurestore.serving.request import Call
 from featurestore.serving.service import FeatureServer, ServerOptions
 
 BATCHES = (1, 10, 100)
@@ -49,7 +50,7 @@ async def measure(store: FeatureStore, url: str, reps: int, count: int) -> dict[
         prepared = server._prepare(requests[0])
         keys = [prepared.lookup.start(read_columns(r, prepared.selection, batch)[1],
                                       online.END_US).keys for r in requests]
-        sides = {"ours": [(server.online_features, (r, None)) for r in requests],
+        sides = {"ours": [(server.online_features, (r, Call(None))) for r in requests],
                  "floor": [(partial(floor_client.execute, timeout=1.0), ("MGET", *k))
                            for k in keys]}
         samples: dict[str, list[float]] = {"ours": [], "floor": []}

@@ -11,6 +11,8 @@ from typing import Annotated, Any, TypeVar
 
 import polars as pl
 import typer
+import yaml
+from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +27,8 @@ from featurestore.parity import ParityReport
 from featurestore.parity import check as check_parity
 from featurestore.scaffold import scaffold
 from featurestore.serving.client import Client, OnlineFeatures
+from featurestore.serving.logs import FORMATS, LEVELS
+from featurestore.serving.security import TlsFiles, Tokens, new_token, token_hash
 from featurestore.serving.service import ServerOptions
 from featurestore.serving.workers import run as run_server
 from featurestore.values.status import STATUS_NAMES, Status
@@ -38,6 +42,33 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 Repo = Annotated[Path, typer.Option("--repo", help="feature repo directory")]
 T = TypeVar("T")
+# How commands that talk to a server reach it; the token itself never goes on a command line.
+Tls = Annotated[bool, typer.Option("--tls", help="use TLS, trusting the system's CAs (or "
+                                                 "--tls-ca)", envvar="FEATURESTORE_TLS")]
+TlsCa = Annotated[Path | None, typer.Option("--tls-ca", help="CA certificate to trust (implies "
+                                                             "--tls)",
+                                            envvar="FEATURESTORE_TLS_CA")]
+TlsCert = Annotated[Path | None, typer.Option("--tls-cert", help="client certificate, for "
+                                                                 "mutual TLS",
+                                              envvar="FEATURESTORE_TLS_CERT")]
+TlsKey = Annotated[Path | None, typer.Option("--tls-key", help="client key, for mutual TLS",
+                                             envvar="FEATURESTORE_TLS_KEY")]
+TokenFile = Annotated[Path | None, typer.Option(
+    "--token-file", help="file holding the bearer token (else FEATURESTORE_TOKEN or "
+                         "FEATURESTORE_TOKEN_FILE)")]
+
+
+def _client(target: str, tls: bool, tls_ca: Path | None, tls_cert: Path | None,
+            tls_key: Path | None, token_file: Path | None, timeout: float | None = 5.0) -> Client:
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise FeatureStoreError(f"--token-file {token_file}: cannot read it "
+                                    f"({exc.strerror})") from exc
+    return Client(target, timeout, token=token, tls=tls, ca_cert=tls_ca, client_cert=tls_cert,
+                  client_key=tls_key)
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -246,11 +277,9 @@ def materialize_incremental(repo: Repo = Path("feature_repo"), end: End = None,
 
 
 def _print_materialized(done: list[Materialized]) -> None:
-    def iso(us: int | None) -> str:
-        return "" if us is None else (EPOCH + timedelta(microseconds=us)).isoformat()
     table = Table("view", "version", "from", "to", "rows", "written", title="materialized")
     for m in done:
-        table.add_row(m.view, m.version, iso(m.start_us), iso(m.end_us), str(m.rows),
+        table.add_row(m.view, m.version, _iso(m.start_us, ""), _iso(m.end_us, ""), str(m.rows),
                       str(m.written))
     out.print(table)
 
@@ -284,7 +313,8 @@ def push(source: Annotated[str, typer.Argument(help="the source the events belon
              help="names the batch so a retry applies once (default: a hash of the file)")] = None,
          server: Annotated[str | None, typer.Option(
              help="push through a running server (host:port) instead of directly")] = None,
-         ) -> None:
+         tls: Tls = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
+         token_file: TokenFile = None) -> None:
     """Push a batch of events: logged offline and folded into the online windowed features."""
     def run() -> str:
         if server is None:
@@ -293,7 +323,7 @@ def push(source: Annotated[str, typer.Argument(help="the source the events belon
                     f"{r.source} (batch {r.batch_id}): {r.tiles} tile blocks written, {r.too_late} "
                     "older than every window")
         table = read_events_table(file)
-        with Client(server) as client:
+        with _client(server, tls, tls_ca, tls_cert, tls_key, token_file) as client:
             reply = client.push(source, table, batch_id or content_id(table))
         return (f"{reply.rows} events {'already applied' if reply.duplicate else 'pushed'} to "
                 f"{source} through {server}: {reply.tiles} tile blocks written, {reply.too_late} "
@@ -307,10 +337,73 @@ def serve(repo: Repo = Path("feature_repo"),
           = "127.0.0.1",
           port: Annotated[int, typer.Option(help="gRPC port")] = 6566,
           workers: Annotated[int, typer.Option(help="server processes sharing the port")] = 1,
-          max_batch: Annotated[int, typer.Option(help="most entities per request")] = 10_000
+          max_batch: Annotated[int, typer.Option(help="most entities per request")] = 10_000,
+          tls_cert: Annotated[Path | None, typer.Option(
+              "--tls-cert", help="server certificate (PEM): serve over TLS")] = None,
+          tls_key: Annotated[Path | None, typer.Option(
+              "--tls-key", help="the server certificate's private key (PEM)")] = None,
+          tls_client_ca: Annotated[Path | None, typer.Option(
+              "--tls-client-ca", help="require client certificates signed by this CA "
+                                      "(mutual TLS)")] = None,
+          tokens: Annotated[Path | None, typer.Option(
+              "--tokens", envvar="FEATURESTORE_TOKENS",
+              help="YAML file of token hashes and scopes: callers must send one "
+                   "(see `featurestore token`)")] = None,
+          reflection: Annotated[bool, typer.Option(help="gRPC server reflection")] = True,
+          metrics_port: Annotated[int | None, typer.Option(
+              help="serve Prometheus metrics on this port (HTTP, on --host)")] = None,
+          log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+          log_format: Annotated[str, typer.Option(help="json (one object per line) or text")]
+          = "json",
+          access_log_sample: Annotated[float, typer.Option(
+              help="share of successful requests logged, 0..1 (failed ones always are)")] = 0.0,
           ) -> None:
     """Serve online features over gRPC (with health checking and reflection) until stopped."""
-    _guard(lambda: run_server(repo, host, port, workers, ServerOptions(max_batch=max_batch)))
+    def run() -> None:
+        if bool(tls_cert) != bool(tls_key):
+            raise FeatureStoreError("--tls-cert and --tls-key go together")
+        if tls_client_ca and not tls_cert:
+            raise FeatureStoreError("--tls-client-ca needs --tls-cert and --tls-key")
+        _check_choice(log_level, LEVELS, "--log-level")
+        _check_choice(log_format, FORMATS, "--log-format")
+        if not 0 <= access_log_sample <= 1:
+            raise FeatureStoreError(f"--access-log-sample must be between 0 and 1, got "
+                                    f"{access_log_sample}")
+        if metrics_port is not None and not 0 < metrics_port < 65536:
+            raise FeatureStoreError(f"--metrics-port must be 1..65535, got {metrics_port}")
+        tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
+        if tokens is not None:
+            Tokens(tokens)  # a bad token file fails here, before anything starts
+        run_server(repo, host, port, workers, ServerOptions(
+            max_batch=max_batch, tls=tls, tokens=tokens, reflection=reflection,
+            log_level=log_level, log_format=log_format, access_log_sample=access_log_sample),
+            metrics_port)
+
+    _guard(run)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], option: str) -> None:
+    if value not in choices:
+        raise FeatureStoreError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@app.command()
+def token(name: Annotated[str, typer.Argument(help="who the token is for (shown in logs)")],
+          read: Annotated[list[str] | None, typer.Option(
+              help="feature service it may read; '*' for all (repeatable)")] = None,
+          push: Annotated[list[str] | None, typer.Option(
+              help="source it may push to; '*' for all (repeatable)")] = None,
+          admin: Annotated[bool, typer.Option(help="may ask for the server's status")] = False
+          ) -> None:
+    """Make a new bearer token: prints the token (give it to the caller) and the entry to add
+    to the server's --tokens file (which keeps only its hash)."""
+    secret = new_token()
+    entry = {"name": name, "sha256": token_hash(secret), "read": read or [], "push": push or [],
+             "admin": admin}
+    err.print("the token (shown once; the server keeps only its hash):", highlight=False)
+    out.print(secret, highlight=False)
+    err.print("add this entry under `tokens:` in the server's --tokens file:\n"
+              + yaml.safe_dump([entry], sort_keys=False), highlight=False)
 
 
 @app.command()
@@ -321,13 +414,15 @@ def parity(service: Annotated[str, typer.Option(help="feature service to check")
            as_of: Annotated[str | None, typer.Option(
                "--as-of", help="ISO time with zone; default: end of the last materialization")]
            = None,
-           seed: Annotated[int, typer.Option(help="sampling seed")] = 0) -> None:
+           seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+           tls: Tls = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
+           tls_key: TlsKey = None, token_file: TokenFile = None) -> None:
     """Compare a live server with the training set, value by value; exit 1 on any mismatch."""
     store = _store(repo)
 
     def run() -> ParityReport:
         when = _time(as_of, "--as-of")
-        with Client(target, timeout=60) as client:
+        with _client(target, tls, tls_ca, tls_cert, tls_key, token_file, 60) as client:
             return check_parity(store, client, service, sample,
                                 to_micros(when) if when is not None else None, seed)
 
@@ -346,6 +441,51 @@ def parity(service: Annotated[str, typer.Option(help="feature service to check")
     out.print("[green]parity holds[/]")
 
 
+@app.command()
+def status(target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
+           tls: Tls = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
+           tls_key: TlsKey = None, token_file: TokenFile = None,
+           fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table"
+           ) -> None:
+    """What a running server serves: health, feature services, and each view's served version,
+    materialization and latest push. Exit 1 when it is not SERVING."""
+    def fetch() -> Any:
+        _check_choice(fmt, ("table", "json"), "--format")
+        with _client(target, tls, tls_ca, tls_cert, tls_key, token_file) as client:
+            return client.server_status()
+
+    reply = _guard(fetch)
+    if fmt == "json":
+        out.print_json(json_format.MessageToJson(reply, always_print_fields_with_no_presence=True))
+    else:
+        out.print(f"project {reply.project!r} on {target}: "
+                  + ("[green]SERVING[/]" if reply.serving else "[red]NOT_SERVING[/]")
+                  + f" ({reply.health_detail}); pid {reply.pid}, featurestore "
+                  f"{reply.featurestore_version}, up since {_iso(reply.started_at_us)}, "
+                  f"definitions loaded {_iso(reply.definitions_loaded_at_us)}; online store "
+                  f"{reply.online_store}", highlight=False)
+        services = Table("feature service", "version", "active", "views")
+        for s in reply.feature_services:
+            services.add_row(s.name, s.version, "yes" if s.active else "[red]no[/]",
+                             ", ".join(s.feature_views))
+        out.print(services)
+        views = Table("feature view", "version", "served storage", "active", "materialized end",
+                      "materialized at", "latest push")
+        for v in reply.feature_views:
+            views.add_row(v.name, v.version, v.storage or "-", "yes" if v.active else "[red]no[/]",
+                          _iso(v.materialized_end_us), _iso(v.materialized_at_us),
+                          _iso(v.last_push_us))
+        out.print(views)
+    if not reply.serving:
+        raise typer.Exit(1)
+
+
+def _iso(us: int | None, missing: str = "-") -> str:
+    """UTC epoch microseconds as ISO 8601; `missing` for None (and 0, which protobuf sends for
+    "none")."""
+    return (EPOCH + timedelta(microseconds=us)).isoformat() if us else missing
+
+
 Columns = Annotated[list[str] | None, typer.Option(help="NAME=V1,V2,... (repeatable)")]
 
 
@@ -359,15 +499,16 @@ def get(service: Annotated[str | None, typer.Option(help="feature service")] = N
         target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
         statuses: Annotated[bool, typer.Option(help="csv, json: add <feature>__status columns")]
         = False,
-        fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table"
-        ) -> None:
+        fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+        tls: Tls = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None, tls_key: TlsKey = None,
+        token_file: TokenFile = None) -> None:
     """Ask a running server for online features and print them.
 
     The table has a row per feature and a column per entity, where a missing value shows its
     status; csv and json have a row per entity."""
 
     def fetch() -> tuple[dict[str, list[Any]], OnlineFeatures]:
-        with Client(target) as client:
+        with _client(target, tls, tls_ca, tls_cert, tls_key, token_file) as client:
             schema = client.feature_service(service) if service else None
             keys = _columns(entity, schema.entity_keys if schema else None)
             inputs = _columns(request, schema.request_inputs if schema else None)

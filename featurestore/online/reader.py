@@ -4,9 +4,12 @@ Redis cannot answer in time and OnlineStoreError when it answers an error."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from featurestore.errors import OnlineStoreError, OnlineUnavailable
 from featurestore.online import registry
-from featurestore.online.keys import registry_key
+from featurestore.online.keys import fresh_key, registry_key
 from featurestore.online.lookup import Lookup, OnlineResult
 from featurestore.online.redis_async import AsyncRedis
 from featurestore.online.registry import Served
@@ -15,16 +18,29 @@ from featurestore.values.columns import Column
 
 
 class OnlineReader:
-    def __init__(self, url: str, project: str):
+    def __init__(self, url: str, project: str, observe: Callable[[bool], None] | None = None):
+        """`observe(ok)`: told of every round trip and whether Redis answered it."""
         self.project = project
         self.where = redacted(url)
         self._redis = AsyncRedis(url)
+        self._observe = observe
+
+    async def _execute(self, *args: Any, timeout: float) -> Any:
+        if self._observe is None:
+            return await self._redis.execute(*args, timeout=timeout)
+        try:
+            reply = await self._redis.execute(*args, timeout=timeout)
+        except Exception:
+            self._observe(False)
+            raise
+        self._observe(True)
+        return reply
 
     async def served(self, timeout: float) -> tuple[dict[bytes, bytes], dict[str, Served]]:
         """The raw registry (cheap to compare) and the served version of each view."""
         try:
-            reply = await self._redis.execute("HGETALL", registry_key(self.project),
-                                              timeout=timeout)
+            reply = await self._execute("HGETALL", registry_key(self.project),
+                                        timeout=timeout)
         except (OnlineUnavailable, OnlineStoreError):
             self.reset()  # a connection that failed a command is not trusted again
             raise
@@ -35,10 +51,21 @@ class OnlineReader:
                    requests: dict[str, Column], as_of_us: int, timeout: float) -> OnlineResult:
         """One lookup (see PendingRead: the served storages are read with the keys)."""
         pending = lookup.start(entities, as_of_us)
-        values = await self._redis.execute("MGET", *pending.keys, timeout=timeout)
+        values = await self._execute("MGET", *pending.keys, timeout=timeout)
         extra = pending.head_keys(values)
-        heads = await self._redis.execute("MGET", *extra, timeout=timeout) if extra else []
+        heads = await self._execute("MGET", *extra, timeout=timeout) if extra else []
         return pending.finish(values, requests, heads)
+
+    async def last_pushes(self, served: dict[str, Served], timeout: float
+                          ) -> dict[str, int | None]:
+        """The ingest time of the latest pushed batch each served storage holds (None: no
+        push since it was materialized)."""
+        if not served:
+            return {}
+        reply = await self._execute(
+            "MGET", *(fresh_key(self.project, v, s.storage) for v, s in served.items()),
+            timeout=timeout)
+        return {v: int(r) if r else None for v, r in zip(served, reply, strict=True)}
 
     def reset(self) -> None:
         self._redis.reset()

@@ -10,9 +10,11 @@ feature list, from the Python values (bool, int, float, str, datetime, or NumPy 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -146,11 +148,26 @@ class Client:
     """A thin synchronous client over one gRPC channel; use one per thread or process and
     close it (or use it as a context manager) when done."""
 
-    def __init__(self, target: str = "127.0.0.1:6566", timeout: float | None = 5.0):
-        """`timeout`: the default deadline of each call, in seconds."""
+    def __init__(self, target: str = "127.0.0.1:6566", timeout: float | None = 5.0, *,
+                 token: str | None = None, tls: bool = False, ca_cert: str | Path | None = None,
+                 client_cert: str | Path | None = None, client_key: str | Path | None = None):
+        """`timeout`: the default deadline of each call, in seconds. `token`: the bearer token
+        to send (default: FEATURESTORE_TOKEN, or the file FEATURESTORE_TOKEN_FILE names).
+        TLS when `tls` or a certificate is given: `ca_cert` is the CA to trust (default: the
+        system's), `client_cert` and `client_key` the certificate for mutual TLS."""
         self.target, self.timeout = target, timeout
-        self._channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", -1)])  # large batches make large responses
+        options = [("grpc.max_receive_message_length", -1)]  # large batches, large responses
+        if tls or ca_cert or client_cert or client_key:
+            if bool(client_cert) != bool(client_key):
+                raise FeatureStoreError("mutual TLS needs both a client certificate and its key")
+            credentials = grpc.ssl_channel_credentials(
+                _pem(ca_cert, "CA certificate"), _pem(client_key, "client key"),
+                _pem(client_cert, "client certificate"))
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        token = token or _token_from_environment()
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._schemas: dict[str, FeatureServiceSchema] = {}
 
         def unary(name: str, request_type: Any, response_type: Any) -> Any:
@@ -164,6 +181,8 @@ class Client:
         self._get_feature_service = unary("GetFeatureService", pb.GetFeatureServiceRequest,
                                           pb.FeatureService)
         self._push_events = unary("PushEvents", pb.PushEventsRequest, pb.PushEventsResponse)
+        self._server_status = unary("GetServerStatus", pb.GetServerStatusRequest,
+                                    pb.ServerStatus)
 
     def get_online_features(
         self,
@@ -218,6 +237,10 @@ class Client:
         response = self._call(self._list_feature_services, pb.ListFeatureServicesRequest())
         return [FeatureServiceSchema.from_proto(s) for s in response.feature_services]
 
+    def server_status(self) -> pb.ServerStatus:
+        """What the server process that answers serves (an admin token when tokens are on)."""
+        return self._call(self._server_status, pb.GetServerStatusRequest())
+
     def close(self) -> None:
         self._channel.close()
 
@@ -229,9 +252,33 @@ class Client:
 
     def _call(self, stub: Any, message: Any, timeout: float | None = None) -> Any:
         try:
-            return stub(message, timeout=timeout if timeout is not None else self.timeout)
+            return stub(message, timeout=timeout if timeout is not None else self.timeout,
+                        metadata=self._metadata)
         except grpc.RpcError as exc:
             raise ServingError(exc.code(), f"{exc.details()} (server {self.target})") from exc
+
+
+def _pem(path: str | Path | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise FeatureStoreError(f"cannot read the {what} {path}: {exc.strerror}") from exc
+
+
+def _token_from_environment() -> str | None:
+    """FEATURESTORE_TOKEN, or the first line of the file FEATURESTORE_TOKEN_FILE names."""
+    if os.environ.get("FEATURESTORE_TOKEN"):
+        return os.environ["FEATURESTORE_TOKEN"].strip()
+    path = os.environ.get("FEATURESTORE_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise FeatureStoreError(f"FEATURESTORE_TOKEN_FILE {path}: cannot read it "
+                                f"({exc.strerror})") from exc
 
 
 _ARROW_TYPES = {"int64": Int64, "int32": Int64, "double": Float64, "float": Float64,

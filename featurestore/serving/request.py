@@ -5,6 +5,7 @@ Redis keys and kernel inputs anyway)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -28,6 +29,18 @@ class RequestError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
         self.code = code
+
+
+@dataclass
+class Call:
+    """One call as the methods see it: the caller's deadline and grant, and what the methods
+    report back for the access log and metrics."""
+
+    time_remaining: float | None  # seconds until the caller's deadline; None: no deadline
+    request_id: str = ""
+    caller: str = ""  # the token's name when tokens are on
+    service: str = ""  # the feature service (or "features" for a list), or the push source
+    size: int = 0  # entities asked for, or events pushed
 
 
 def invalid(message: str) -> RequestError:

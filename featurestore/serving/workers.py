@@ -19,11 +19,14 @@ from typing import Any
 from featurestore.errors import FeatureStoreError
 from featurestore.online.managed import ManagedRedis
 from featurestore.repo import RepoConfig, load_config, load_plan
+from featurestore.serving.metrics import serve_metrics, worker_files
 from featurestore.serving.server import exit_on_sigterm, serve, serve_repo
 from featurestore.serving.service import ServerOptions
 
 
-def run(repo: Path, host: str, port: int, workers: int, options: ServerOptions) -> None:
+def run(repo: Path, host: str, port: int, workers: int, options: ServerOptions,
+        metrics_port: int | None = None) -> None:
+    """`metrics_port`: answer Prometheus scrapes there (on `host`), for all workers."""
     exit_on_sigterm()
     if workers < 1:
         raise FeatureStoreError(f"--workers must be at least 1, got {workers}")
@@ -34,15 +37,21 @@ def run(repo: Path, host: str, port: int, workers: int, options: ServerOptions) 
     plan = load_plan(config.root)  # definition errors surface here, before anything starts
     url, managed = _online_store(config)
     address = f"{host}:{port}"
-    options = replace(options, reuse_port=workers > 1, repo_root=config.root, redis_url=url)
+    options = replace(options, reuse_port=workers > 1, repo_root=config.root, redis_url=url,
+                      metrics=metrics_port is not None)
     try:
         if workers == 1:
+            if metrics_port is not None:
+                serve_metrics(host, metrics_port)
             serve(plan, url, address, options)
         else:
-            spawn = multiprocessing.get_context("spawn")
-            _supervise([spawn.Process(target=serve_repo, args=(config.root, url, address,
-                                                              options),
-                                      name=f"worker-{i + 1}") for i in range(workers)])
+            with worker_files():
+                if metrics_port is not None:
+                    serve_metrics(host, metrics_port)
+                spawn = multiprocessing.get_context("spawn")
+                _supervise([spawn.Process(target=serve_repo, args=(config.root, url, address,
+                                                                  options),
+                                          name=f"worker-{i + 1}") for i in range(workers)])
     finally:
         if managed is not None:
             managed.stop()

@@ -4,6 +4,7 @@ health follows Redis through an outage, and reflection describes the service."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -211,7 +212,9 @@ def test_errors(server: Server, case: str) -> None:
 
 
 def test_a_malformed_message_is_invalid_and_logged_in_one_line(server: Server) -> None:
-    """Garbage bytes get INVALID_ARGUMENT and one warning line each, never a traceback."""
+    """Garbage bytes get INVALID_ARGUMENT and one JSON access-log line each (a warning with the
+    request id, method, status and error), never a traceback."""
+    before = len(server.log.read_text().splitlines())
     with grpc.insecure_channel(server.target) as channel:
         stub = channel.unary_unary(method("GetOnlineFeatures"))
         for garbage in (b"\xff\xff\xff", b"\x0a\x05ab"):
@@ -219,9 +222,15 @@ def test_a_malformed_message_is_invalid_and_logged_in_one_line(server: Server) -
                 stub(garbage, timeout=5)
             assert caught.value.code() == INVALID, caught.value.details()
             assert "malformed featurestore.v1.GetOnlineFeaturesRequest" in caught.value.details()
-    log = server.log.read_text()
-    assert log.count("malformed GetOnlineFeaturesRequest") >= 2
-    assert "Traceback" not in log
+    lines = [json.loads(line) for line in server.log.read_text().splitlines()[before:]]
+    bad = [line for line in lines if "malformed" in line.get("error", "")]
+    assert len(bad) == 2, lines
+    for line in bad:
+        assert (line["level"], line["logger"], line["method"], line["status"]) == (
+            "warning", "featurestore.access", "GetOnlineFeatures", "INVALID_ARGUMENT"), line
+        assert line["request_id"] and line["latency_ms"] >= 0
+    assert bad[0]["request_id"] != bad[1]["request_id"]
+    assert "Traceback" not in server.log.read_text()
 
 
 def test_integer_amounts_are_numbers_and_the_limit_is_inclusive(server: Server) -> None:
