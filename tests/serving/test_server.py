@@ -283,7 +283,8 @@ def test_health_and_reflection(server: Server) -> None:
             <= set(database.get_services())
         service = DescriptorPool(database).FindServiceByName(SERVICE)
         assert [m.name for m in service.methods] == ["GetOnlineFeatures", "ListFeatureServices",
-                                                      "GetFeatureService", "PushEvents"]
+                                                      "GetFeatureService", "PushEvents",
+                                                      "GetServerStatus"]
         assert service.file.name == "featurestore/v1/serving.proto"
 
 
