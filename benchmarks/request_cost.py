@@ -30,8 +30,7 @@ from featurestore import FeatureStore
 from featurestore.online.reader import OnlineReader
 from featurestore.online.redis_async import AsyncRedis
 from featurestore.serving.proto import pb
-from featurestore.serving.request import read_columns
-from featurestore.serving.request import Call
+from featurestore.serving.request import Call, read_columns
 from featurestore.serving.service import FeatureServer, ServerOptions
 
 BATCHES = (1, 10, 100)

@@ -55,9 +55,15 @@ def cli(*args: str | Path, expect: int = 0, env: dict[str, str] | None = None
     return proc
 
 
-def health(target: str, service: str = "") -> int:
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+def channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    return (grpc.secure_channel(target, credentials) if credentials is not None
+            else grpc.insecure_channel(target))
+
+
+def health(target: str, service: str = "", credentials: grpc.ChannelCredentials | None = None
+           ) -> int:
+    with channel(target, credentials) as opened:
+        stub = health_pb2_grpc.HealthStub(opened)
         return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
 
 
@@ -76,9 +82,10 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> Non
 
 
 def start_server(repo: Path, log: Path, *args: str, workers: int = 1,
-                 env: dict[str, str] | None = None) -> Server:
+                 env: dict[str, str] | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> Server:
     """Returns once every worker logged that it serves and health says SERVING. `env`: the
-    server's whole environment (default: the tests')."""
+    server's whole environment (default: the tests'); `credentials`: TLS to ask health with."""
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -90,7 +97,7 @@ def start_server(repo: Path, log: Path, *args: str, workers: int = 1,
         if process.poll() is not None:
             pytest.fail(f"featurestore serve exited {process.returncode}:\n{log.read_text()}")
         return log.read_text().count("serving feature repo") == workers and \
-            health(target) == SERVING
+            health(target, credentials=credentials) == SERVING
 
     wait_for(f"server {target} to be SERVING", serving)
     return Server(target, process, log)

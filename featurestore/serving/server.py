@@ -60,7 +60,9 @@ _SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
 
 
 def _unary(name: str, method: Method, spec: Spec, tokens: Tokens | None, access: AccessLog,
-           metrics: bool) -> grpc.RpcMethodHandler:
+           metrics: bool, known: Callable[[str], bool]) -> grpc.RpcMethodHandler:
+    """`known(label)`: whether a service label names something of the repo (names callers
+    make up are counted as "unknown", so that they cannot make endless time series)."""
     request_type = spec.request_type
     latency = LATENCY.labels(name)
     batch = BATCH.labels(name)
@@ -96,7 +98,8 @@ def _unary(name: str, method: Method, spec: Spec, tokens: Tokens | None, access:
         finally:
             elapsed = time.perf_counter() - started
             if metrics:
-                REQUESTS.labels(name, call.service, code.name).inc()
+                REQUESTS.labels(name, call.service if known(call.service) else "unknown",
+                                code.name).inc()
                 latency.observe(elapsed)
                 if call.size:
                     batch.observe(call.size)
@@ -146,7 +149,7 @@ def method_handlers(service: FeatureServer, tokens: Tokens | None = None,
     }
     access = access or AccessLog(0.0)
     return {name: _unary(name, methods[name], SPECS[name], tokens, access,
-                         service.options.metrics) for name in SPECS}
+                         service.options.metrics, service.knows) for name in SPECS}
 
 
 async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,

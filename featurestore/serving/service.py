@@ -173,6 +173,12 @@ class FeatureServer:
                 "views": {v: p.version for v, p in plan.views.items()}}})
             return True
 
+    def knows(self, name: str) -> bool:
+        """A feature service or source of the definitions, "features" (a feature list), or
+        "" (a method without one)."""
+        return name in self.plan.services or name in self.plan.sources or \
+            name in ("", "features")
+
     def _still_served(self, plan: Plan) -> bool:
         """Some view is served at this plan's version and not at the newest plan's."""
         served = self._served or {}
