@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,9 +75,11 @@ class AccessLog:
         self._next = 0
         self._prefix = f"{os.getpid():x}-"
 
-    def request_id(self, given: str | None) -> str:
-        """The caller's x-request-id when it sent a sane one, else one unique to this process."""
-        if given and len(given) <= 128 and given.isprintable():
+    def request_id(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+        """The caller's x-request-id when it sent a sane one, else one unique to this process
+        (made only for calls that are logged)."""
+        given = next((v for k, v in metadata or () if k == "x-request-id"), None)
+        if isinstance(given, str) and 0 < len(given) <= 128 and given.isprintable():
             return given
         self._next += 1
         return f"{self._prefix}{self._next:x}"

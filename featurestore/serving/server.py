@@ -70,9 +70,7 @@ def _unary(name: str, method: Method, spec: Spec, tokens: Tokens | None, access:
     async def behaviour(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         metadata = context.invocation_metadata()
-        given = next((v for k, v in metadata or () if k == "x-request-id"), None)
-        call = Call(context.time_remaining(), access.request_id(
-            given if isinstance(given, str) else None))
+        call = Call(context.time_remaining())
         code, message = grpc.StatusCode.OK, ""
         try:
             try:
@@ -93,6 +91,7 @@ def _unary(name: str, method: Method, spec: Spec, tokens: Tokens | None, access:
             code, message = exc.code, str(exc)
         except Exception as exc:  # a bug: the caller gets INTERNAL, the log one line
             code, message = grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
+            call.request_id = access.request_id(metadata)
             log.error("%s failed", name, exc_info=exc,
                       extra={"fields": {"request_id": call.request_id}})
         finally:
@@ -104,6 +103,7 @@ def _unary(name: str, method: Method, spec: Spec, tokens: Tokens | None, access:
                 if call.size:
                     batch.observe(call.size)
             if code is not grpc.StatusCode.OK or access.sample:
+                call.request_id = call.request_id or access.request_id(metadata)
                 fields = {"request_id": call.request_id, "method": name,
                           "service": call.service, "size": call.size, "status": code.name,
                           "latency_ms": round(elapsed * 1000, 3), "peer": context.peer()}

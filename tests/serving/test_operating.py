@@ -37,6 +37,7 @@ from serving_kit import (
 
 from featurestore import Client, FeatureStore
 from featurestore.serving.client import ServingError
+from featurestore.serving.proto import method, pb
 from featurestore.serving.security import Tokens, token_hash
 from featurestore.values.status import Status
 
@@ -333,3 +334,17 @@ def test_definitions_reload_under_load_without_a_failed_request(
         worker.join()
         log = stop_server(running)
     assert "definitions reloaded" in log
+
+
+def test_a_callers_request_id_names_its_log_line_and_comes_back(server: Server) -> None:
+    with channel(server.target) as opened:
+        stub = opened.unary_unary(method("GetOnlineFeatures"))
+        with pytest.raises(grpc.RpcError) as raised:
+            stub(pb.GetOnlineFeaturesRequest(features=["nope:x"]).SerializeToString(),
+                 timeout=5, metadata=(("x-request-id", "checkout-42"),))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("x-request-id", "checkout-42") in tuple(raised.value.trailing_metadata())
+    lines = [json.loads(line) for line in server.log.read_text().splitlines()
+             if "checkout-42" in line]
+    assert [(line["request_id"], line["status"]) for line in lines] == [
+        ("checkout-42", "INVALID_ARGUMENT")]
