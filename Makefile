@@ -43,7 +43,8 @@ DEMO_END := 2025-07-01T00:00:00Z
 DEMO_PORT := 6566
 DEMO_SOCKET := $(DEMO_REPO)/.featurestore/redis/redis.sock
 
-# Offline: data, apply, a training set and SQL. Online: materialize into the repo's managed
+# Offline: data, apply, a training set and SQL (which reads only the store's objects, so its
+# labels are the transactions source). Online: materialize into the repo's managed
 # redis-server, serve, ask for a feature vector, check parity; then stop all it started.
 demo: install redis
 	rm -rf $(DEMO_REPO)/pushed $(DEMO_REPO)/.featurestore/redis  # earlier demos' pushes and online store
@@ -53,9 +54,12 @@ demo: install redis
 	$(VENV)/bin/featurestore training-set $(DEMO_REPO)/data/labels.parquet \
 		-o $(DEMO_REPO)/data/training_set.parquet --service fraud_v1 --repo $(DEMO_REPO)
 	$(VENV)/bin/featurestore sql --repo $(DEMO_REPO) \
-		"SELECT is_foreign, count(*) AS n, round(avg(is_fraud::INT), 4) AS fraud_rate, \
+		"CREATE TEMP VIEW labels AS SELECT user_id, event_ts AS event_timestamp, amount, \
+		        country AS txn_country, is_fraud FROM sources.transactions; \
+		 SELECT is_foreign(txn_country, country) AS is_foreign, count(*) AS n, \
+		        round(avg(is_fraud::INT), 4) AS fraud_rate, \
 		        round(avg(amount_to_limit(amount, credit_limit)), 4) AS avg_amount_to_limit \
-		 FROM read_parquet('$(DEMO_REPO)/data/training_set.parquet') GROUP BY 1 ORDER BY 1"
+		 FROM features.user_profile_asof('labels') GROUP BY 1 ORDER BY 1"
 	$(VENV)/bin/featurestore materialize --repo $(DEMO_REPO) --end $(DEMO_END)
 	@set -e; \
 	$(VENV)/bin/featurestore serve --repo $(DEMO_REPO) --port $(DEMO_PORT) & server=$$!; \

@@ -75,7 +75,7 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except FeatureStoreError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(1) from exc
 
 
@@ -214,7 +214,8 @@ def training_set(
 def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an interactive shell")]
         = None, repo: Repo = Path("feature_repo"),
         fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table") -> None:
-    """Read-only SQL over the offline store (sources.*, features.*, transforms as functions)."""
+    """Read-only SQL over the offline store's objects (sources.*, features.*, transforms as
+    functions); files, other databases, settings and extensions are out of reach."""
     store = _store(repo)
     if query is not None:
         _print_frame(_guard(lambda: store.sql(query)), fmt)
@@ -233,7 +234,7 @@ def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an inter
             try:
                 _print_frame(store.sql(statement), fmt)
             except FeatureStoreError as exc:
-                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+                err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
 
 
 def _time(text: str | None, option: str) -> datetime | None:

@@ -139,10 +139,12 @@ class FeatureStore:
         return {s: event_log.compact(self.config.root, s, before) for s in names}
 
     def sql(self, query: str) -> pl.DataFrame:
-        """Read-only SQL over the offline store, with transforms callable as functions."""
+        """SQL over the offline store's sources.* and features.* objects, with transforms
+        callable as functions; nothing else (no files, settings, extensions or other
+        databases): see README "Sandbox". Each call has its own sandboxed connection, also
+        inside `session()`, so temporary views last for one call."""
         con = self.offline.sql_session(self.plan)
         try:
-            relation = run(con, query)
-            return relation.pl() if relation is not None else pl.DataFrame()
+            return run(con, query)
         finally:
             con.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -40,14 +39,19 @@ def test_writes_are_refused(store: FeatureStore, statement: str) -> None:
         store.sql(statement)
 
 
-def test_asof_macro_and_transform_functions_match_the_training_set(store: FeatureStore,
-                                                                   tmp_path: Path) -> None:
+def values(frame: pl.DataFrame) -> str:
+    """The labels as a SQL VALUES list (analysts' SQL cannot read files)."""
+    rows = [f"({i}, {r['user_id']}, TIMESTAMPTZ '{r['event_timestamp']}', "
+            f"{'NULL' if r['amount'] is None else repr(r['amount'])}::DOUBLE)"
+            for i, r in enumerate(frame.to_dicts())]
+    return f"(VALUES {', '.join(rows)}) AS t(i, user_id, event_timestamp, amount)"
+
+
+def test_asof_macro_and_transform_functions_match_the_training_set(store: FeatureStore) -> None:
     frame = labels()
     expected = store.training_set(frame, service="fraud_v1")
-    path = tmp_path / "labels.parquet"
-    frame.with_row_index("i").write_parquet(path)
     got = store.sql(f"""
-        CREATE TEMP VIEW labels AS SELECT * FROM read_parquet('{path}');
+        CREATE TEMP VIEW labels AS SELECT * FROM {values(frame)};
         SELECT i, age, country, credit_limit, is_premium,
                amount_to_limit(amount, credit_limit) AS amount_to_limit
         FROM features.user_profile_asof('labels') ORDER BY i""")

@@ -314,17 +314,28 @@ def test_training_set_is_point_in_time_correct(example: Example,
 
 def test_sql_transform_matches_training_set(example: Example,
                                            training: tuple[Path, pl.DataFrame]) -> None:
-    path, frame = training
+    """Analysts' SQL reads no files, so it rebuilds the labels from the transactions source
+    (the labels are all of its rows) and looks them up with the point-in-time macro."""
+    _, frame = training
     proc = featurestore(
         "sql", "--repo", example.repo, "--format", "csv",
-        "SELECT amount_to_limit(amount, credit_limit) AS v "
-        f"FROM read_parquet('{path}', file_row_number = true) ORDER BY file_row_number",
+        "CREATE TEMP VIEW labels AS SELECT user_id, event_ts AS event_timestamp, amount "
+        "FROM sources.transactions; "
+        "SELECT user_id, epoch_us(event_timestamp) AS t, amount, "
+        "amount_to_limit(amount, credit_limit) AS v FROM features.user_profile_asof('labels')",
         cwd=example.cwd)
     lines = proc.stdout.splitlines()
-    assert lines[0] == "v" and len(lines) == frame.height + 1
-    values = [float(v) if v else None for v in lines[1:]]
-    assert None in values and 0.0 in values
-    assert all(same(a, b) for a, b in zip(values, frame["amount_to_limit"], strict=True))
+    assert lines[0] == "user_id,t,amount,v"
+    got = {}
+    for line in lines[1:]:
+        user, t, amount, v = line.split(",")
+        key = (int(user) if user else None, int(t), float(amount) if amount else None)
+        got[key] = float(v) if v else None
+    expected = {(r["user_id"], micros(r["event_timestamp"]), r["amount"]): r["amount_to_limit"]
+                for r in frame.iter_rows(named=True)}
+    assert got.keys() == expected.keys()
+    assert all(same(got[k], v) for k, v in expected.items())
+    assert None in got.values() and 0.0 in got.values()
 
 
 @pytest.mark.parametrize("statement", ["DELETE FROM _fs.registry",
