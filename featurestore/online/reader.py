@@ -10,15 +10,14 @@ from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup, OnlineResult
 from featurestore.online.redis_async import AsyncRedis
 from featurestore.online.registry import Served
-from featurestore.online.urls import redacted
 from featurestore.values.columns import Column
 
 
 class OnlineReader:
     def __init__(self, url: str, project: str):
         self.project = project
-        self.where = redacted(url)
         self._redis = AsyncRedis(url)
+        self.where = self._redis.where  # the URL without its password, for messages
 
     async def served(self, timeout: float) -> tuple[dict[bytes, bytes], dict[str, Served]]:
         """The raw registry (cheap to compare) and the served version of each view."""
