@@ -85,6 +85,8 @@ class AsyncRedis:
             message = self.settings.scrub(str(reply))
             if message.startswith(_TRANSIENT):
                 raise OnlineUnavailable(f"Redis cannot answer now: {message}")
+            if message.startswith("NOAUTH"):  # the URL has no password; redis-py: unavailable
+                raise OnlineUnavailable(f"Redis at {self.where} refused the command: {message}")
             raise OnlineStoreError(message)
         return reply
 
