@@ -124,6 +124,14 @@ def test_url_forms(authority: Authority) -> None:
         assert_no_secret(settings.where, repr(settings))
 
 
+def test_scrub_removes_the_password_decoded_and_as_written() -> None:
+    """What a Redis or socket error would echo, in either spelling, never leaves."""
+    settings = parse(f"redis://app:{ENCODED}@h/0")
+    text = settings.scrub(f"ERR with args beginning with: '{PASSWORD}' (URL form {ENCODED})")
+    assert text == "ERR with args beginning with: '***' (URL form ***)"
+    assert parse("redis://h/0").scrub(text) == text
+
+
 def test_redis_py_reads_every_url_as_we_do(authority: Authority) -> None:
     """Our settings are what redis-py itself would make of the same URL."""
     for url, _ in url_forms(authority):
