@@ -10,12 +10,14 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -37,6 +39,7 @@ from featurestore.plan import Plan, build_plan
 
 CONFIG_FILE = "featurestore.yaml"
 _CONFIG_KEYS = {"project", "offline_store", "online_store", "description"}
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,17 @@ class RepoConfig:
     root: Path
     project: str
     offline_store: Path
-    online_store: str  # "managed" (start a local redis-server) or a redis:// URL
+    # "managed" (start a local redis-server) or a URL, as written (${NAME} not replaced yet)
+    online_store: str = field(repr=False)
 
     @property
     def online_url(self) -> str:
-        """FEATURESTORE_REDIS_URL if set, else online_store ('managed' or a URL)."""
-        return os.environ.get("FEATURESTORE_REDIS_URL") or self.online_store
+        """FEATURESTORE_REDIS_URL if set, else online_store ('managed' or a URL) with each
+        ${NAME} replaced by the environment variable NAME, percent-encoded: a password can
+        stay out of the file, and may hold any character. Replaced here, on use, so that
+        commands that never reach Redis do not need the variable."""
+        return os.environ.get("FEATURESTORE_REDIS_URL") or _VARIABLE.sub(_variable,
+                                                                         self.online_store)
 
     @property
     def kernel_cache(self) -> Path:
@@ -85,10 +93,21 @@ def load_config(root: str | Path) -> RepoConfig:
     offline = Path(str(raw.get("offline_store", "offline.duckdb")))
     online = str(raw.get("online_store", "managed"))
     if online != "managed" and not online.startswith(("redis://", "rediss://", "unix://")):
-        raise FeatureStoreError(
-            f"{path}: online_store must be 'managed' or a redis:// URL, got {online!r}"
+        raise FeatureStoreError(  # the value is not shown: it may hold a password
+            f"{path}: online_store must be 'managed' or a redis://, rediss:// or unix:// URL"
         )
     return RepoConfig(root, project, offline if offline.is_absolute() else root / offline, online)
+
+
+def _variable(match: re.Match[str]) -> str:
+    name = match.group(1)
+    value = os.environ.get(name)
+    if value is None:
+        raise FeatureStoreError(
+            f"{CONFIG_FILE}: online_store refers to ${{{name}}}, but the environment variable "
+            f"{name} is not set; set it (to the Redis password, for example) or set "
+            "FEATURESTORE_REDIS_URL")
+    return quote(value, safe="")
 
 
 def definition_files(root: Path) -> list[Path]:

@@ -13,7 +13,6 @@ from featurestore.online.keys import fresh_key, registry_key
 from featurestore.online.lookup import Lookup, OnlineResult
 from featurestore.online.redis_async import AsyncRedis
 from featurestore.online.registry import Served
-from featurestore.online.urls import redacted
 from featurestore.values.columns import Column
 
 
@@ -21,8 +20,8 @@ class OnlineReader:
     def __init__(self, url: str, project: str, observe: Callable[[bool], None] | None = None):
         """`observe(ok)`: told of every round trip and whether Redis answered it."""
         self.project = project
-        self.where = redacted(url)
         self._redis = AsyncRedis(url)
+        self.where = self._redis.where  # the URL without its password, for messages
         self._observe = observe
 
     async def _execute(self, *args: Any, timeout: float) -> Any:

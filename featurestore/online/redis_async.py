@@ -5,20 +5,19 @@ Why not redis.asyncio: measured on this machine, an MGET of 3 keys over loopback
 p50 144 us through redis.asyncio and 49 us through this client (300 keys: 581 vs 212 us);
 redis-py's per-call machinery (pool checkout, command packing, response callbacks) was most of
 a lookup's Redis time. This client does only what serving needs: connect (TCP, TLS or unix
-socket, with AUTH and SELECT from the URL), send a command, await its reply or a timeout."""
+socket, with AUTH and SELECT, all as online/urls.py reads the URL, the same settings redis-py
+gets), send a command, await its reply or a timeout."""
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import deque
 from typing import Any
 
 import hiredis
-from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
-from featurestore.errors import OnlineStoreError, OnlineTimeout, OnlineUnavailable
-from featurestore.online.urls import redacted, scrub
+from featurestore.errors import FeatureStoreError, OnlineStoreError, OnlineTimeout, OnlineUnavailable
+from featurestore.online.urls import parse
 
 # Replies that say Redis is there but cannot answer now: a restart still loading its data, a
 # busy script, a replica without its master.
@@ -47,11 +46,11 @@ class _Protocol(asyncio.Protocol):
         while self.waiting:
             waiter = self.waiting.popleft()
             if not waiter.done():
-                waiter.set_exception(OnlineUnavailable(f"connection lost: {exc or 'closed'}"))
+                waiter.set_exception(ConnectionError(f"connection lost: {exc or 'closed'}"))
 
     def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         if self.transport is None:
-            raise OnlineUnavailable("connection lost")
+            raise ConnectionError("connection lost")
         waiter = asyncio.get_running_loop().create_future()
         self.waiting.append(waiter)
         self.transport.write(hiredis.pack_command(args))
@@ -60,9 +59,13 @@ class _Protocol(asyncio.Protocol):
 
 class AsyncRedis:
     def __init__(self, url: str):
-        self.url = url
-        self.where = redacted(url)  # for messages
-        self._options = parse_url(url)
+        self.settings = parse(url)
+        self.where = self.settings.where  # for messages
+        try:
+            self._tls = self.settings.tls.context() if self.settings.tls else None
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise FeatureStoreError(f"online store {self.where}: cannot load its TLS "
+                                    f"certificates or key: {exc}") from None
         self._protocol: _Protocol | None = None
         self._connecting = asyncio.Lock()
 
@@ -77,11 +80,14 @@ class AsyncRedis:
             raise OnlineTimeout(f"Redis did not answer within {timeout * 1000:.1f} ms") from None
         except OSError as exc:
             raise OnlineUnavailable(
-                f"cannot reach Redis at {self.where}: {scrub(str(exc), self.url)}") from None
+                f"cannot reach Redis at {self.where}: {self.settings.scrub(str(exc))}") from None
         if isinstance(reply, hiredis.ReplyError):
-            if str(reply).startswith(_TRANSIENT):
-                raise OnlineUnavailable(f"Redis cannot answer now: {reply}")
-            raise OnlineStoreError(str(reply))
+            message = self.settings.scrub(str(reply))
+            if message.startswith(_TRANSIENT):
+                raise OnlineUnavailable(f"Redis cannot answer now: {message}")
+            if message.startswith("NOAUTH"):  # the URL has no password; redis-py: unavailable
+                raise OnlineUnavailable(f"Redis at {self.where} refused the command: {message}")
+            raise OnlineStoreError(message)
         return reply
 
     def reset(self) -> None:
@@ -101,25 +107,22 @@ class AsyncRedis:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        options = self._options
-        if options.get("connection_class") is UnixDomainSocketConnection:
-            _, protocol = await loop.create_unix_connection(_Protocol, options["path"])
+        settings = self.settings
+        if settings.path is not None:
+            _, protocol = await loop.create_unix_connection(_Protocol, settings.path)
         else:
-            tls = ssl.create_default_context() if options.get("connection_class") is SSLConnection \
-                else None
-            _, protocol = await loop.create_connection(
-                _Protocol, options.get("host", "localhost"), options.get("port", 6379), ssl=tls)
-        handshake = []
-        if options.get("password"):
-            handshake.append(("AUTH", *filter(None, [options.get("username")]),
-                              options["password"]))
-        if options.get("db"):
-            handshake.append(("SELECT", options["db"]))
+            _, protocol = await loop.create_connection(_Protocol, settings.host, settings.port,
+                                                       ssl=self._tls)
+        auth = settings.auth()
+        handshake = [auth] if auth else []
+        if settings.db:
+            handshake.append(("SELECT", str(settings.db)))
         try:
             for command in handshake:
                 reply = await protocol.send(command)
                 if isinstance(reply, hiredis.ReplyError):
-                    raise OnlineUnavailable(f"Redis at {self.where} refused {command[0]}: {reply}")
+                    raise OnlineUnavailable(f"Redis at {self.where} refused {command[0]}: "
+                                            f"{settings.scrub(str(reply))}")
         except BaseException:  # including a timeout's cancellation: no half-open connection
             if protocol.transport is not None:
                 protocol.transport.abort()

@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
 from featurestore.online import registry
@@ -52,7 +54,7 @@ from featurestore.online.keys import (
 from featurestore.online.lookup import Lookup, OnlineResult
 from featurestore.online.registry import Served
 from featurestore.online.tiles import TileWrites
-from featurestore.online.urls import redacted, scrub
+from featurestore.online.urls import parse
 from featurestore.plan import ViewPlan
 from featurestore.values.columns import Column, from_arrow
 from featurestore.values.timestamps import now_us
@@ -143,8 +145,13 @@ class OnlineStore:
 
     def __init__(self, url: str, project: str, timeout: float | None = None,
                  batch_rows: int = 2000, in_flight: int = 2):
-        self.url, self.project, self.batch_rows = url, project, batch_rows
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout)
+        self.project, self.batch_rows = project, batch_rows
+        self.settings = parse(url)
+        # Three retries within 0.7 s: a blip is absorbed, while a stopped Redis, a wrong
+        # password or an untrusted certificate is reported at once (redis-py 6+'s default
+        # backoff took 3 to 8 s to say so; redis-py 5 did not retry at all).
+        self._client = redis.Redis(**self.settings.redis_py(), socket_timeout=timeout,
+                                   retry=Retry(ExponentialBackoff(cap=0.4, base=0.05), 3))
         self._rows_script = self._client.register_script(WRITE_IF_NEWER)
         self._push_script = self._client.register_script(WRITE_PUSH)
         self._activate_script = self._client.register_script(ACTIVATE)
@@ -440,11 +447,11 @@ class OnlineStore:
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise OnlineUnavailable(
-                f"online store {redacted(self.url)} unavailable: {scrub(str(exc), self.url)}") from None
+            raise OnlineUnavailable(f"online store {self.settings.where} unavailable: "
+                                    f"{self.settings.scrub(str(exc))}") from None
         except redis.RedisError as exc:
-            raise OnlineStoreError(
-                f"online store {redacted(self.url)} failed: {scrub(str(exc), self.url)}") from None
+            raise OnlineStoreError(f"online store {self.settings.where} failed: "
+                                   f"{self.settings.scrub(str(exc))}") from None
 
 
 def _expiry(view: ViewPlan, event_ts: np.ndarray) -> list[int | str]:

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -73,7 +73,8 @@ class ServerOptions:
     grace: float = 5.0  # seconds in-flight requests may finish in at shutdown
     reuse_port: bool = False  # share the port (SO_REUSEPORT) with other worker processes
     repo_root: Path | None = None  # where pushed batches are logged; None refuses pushes
-    redis_url: str | None = None  # for pushes, which run on a synchronous client in a thread
+    # for pushes, which run on a synchronous client in a thread; may hold a password
+    redis_url: str | None = field(default=None, repr=False)
     max_future_us: int = DEFAULT_MAX_FUTURE_US  # how far ahead of now a pushed event may be
     tls: TlsFiles | None = None  # None: plain text
     tokens: Path | None = None  # the token file; None: no authentication
