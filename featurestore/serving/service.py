@@ -37,6 +37,7 @@ from featurestore.plan.hashing import version_of
 from featurestore.push import DEFAULT_MAX_FUTURE_US, push
 from featurestore.serving.proto import SERVICE, WIRE, pb
 from featurestore.serving.request import RequestError, columns_table, invalid, read_columns
+from featurestore.serving.samples import Sampler
 from featurestore.serving.wire import ResponseEncoder
 from featurestore.values.timestamps import MAX_TIME_US, MIN_TIME_US
 
@@ -56,6 +57,7 @@ class ServerOptions:
     repo_root: Path | None = None  # where pushed batches are logged; None refuses pushes
     redis_url: str | None = None  # for pushes, which run on a synchronous client in a thread
     max_future_us: int = DEFAULT_MAX_FUTURE_US  # how far ahead of now a pushed event may be
+    sample_rate: float = 0.0  # requests logged for `parity --from-log` (serving/samples.py)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class FeatureServer:
         self._prepared: dict[tuple[str, ...], Prepared] = {}
         self._healthy: bool | None = None
         self._pusher: OnlineStore | None = None
+        self._sampler = Sampler(plan, options.sample_rate, options.repo_root)
 
     async def refresh(self) -> None:
         """Reads the online registry; marks the server NOT_SERVING while Redis is unreachable."""
@@ -152,7 +155,9 @@ class FeatureServer:
                 from exc
         except OnlineStoreError as exc:
             raise RequestError(grpc.StatusCode.INTERNAL, f"online store error: {exc}") from exc
-        return prepared.encoder.encode(result, n, as_of_us)
+        response = prepared.encoder.encode(result, n, as_of_us)
+        self._sampler.offer(request, prepared.lookup, self._served, entities, as_of_us, response)
+        return response
 
     async def push_events(self, request: pb.PushEventsRequest,
                           time_remaining: float | None) -> pb.PushEventsResponse:
