@@ -6,11 +6,12 @@ corrupted in Redis, reports exactly that feature and the transform reading it.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 import redis
-from serving_kit import END, Example, Server, cli, start_server, stop_server
+from serving_kit import END, Example, Server, cli, start_server, stop_server, wait_for
 
 from featurestore import Client
 from featurestore.online.codec import RowSchema, decode, encode
@@ -43,6 +44,7 @@ FEATURE_LIST = ["user_spend", "amount_to_limit"]
 LIST_NAME = "features:user_spend,amount_to_limit"
 PROFILE_DEPENDENTS = {"age", "country", "credit_limit", "is_premium", "account_opened_at",
                       "amount_to_limit", "is_foreign", "account_age_days"}
+FAR = datetime(2100, 1, 1, tzinfo=UTC)  # the wall time of a forged sample, after every real one
 LATE = "user_profile had rows visible after the end of its materialization (not materialized)"
 
 
@@ -54,37 +56,40 @@ def sampled(example: Example) -> Iterator[Server]:
     stop_server(running)
 
 
-def later_keys(example: Example, view: str, keys: str, after: datetime) -> set[Any]:
-    rows = example.store.sql(f"SELECT {keys} FROM features.{view} "
-                             f"WHERE visible_at > TIMESTAMPTZ '{after.isoformat()}'")
-    return set(rows.iter_rows()) if "," in keys else set(rows[keys].to_list())
+def visible_after(example: Example, view: str, keys: list[str], after: datetime,
+                  until: datetime | None = None) -> pl.DataFrame:
+    """The keys of a view's feature-table rows that became visible in (after, until]."""
+    until_sql = f" AND visible_at <= TIMESTAMPTZ '{until.isoformat()}'" if until else ""
+    return example.store.sql(
+        f"SELECT DISTINCT {', '.join(keys)} FROM features.{view} "
+        f"WHERE visible_at > TIMESTAMPTZ '{after.isoformat()}'{until_sql}")
 
 
 def requests(example: Example, t: int) -> list[dict[str, Any]]:
     """Batches and single entities of the service (its views, windows and request-time
-    transforms) and of a feature list, at T, at T2 (after some profiles changed offline
-    without being materialized) and now. Only T2's batch holds users with such rows."""
-    late_users = later_keys(example, "user_profile", "user_id", END)
-    late_pairs = later_keys(example, "user_merchant_history", "user_id, merchant_id", END)
+    transforms) and of a feature list, at T, now, and at T2, after some profiles changed
+    offline without being materialized: only T2's batch holds such users."""
+    t2 = max(from_micros(t), END + timedelta(days=4))
+    pair = ["user_id", "merchant_id"]
     pairs = (pl.read_parquet(example.repo / "data" / "user_merchant_daily.parquet")
-             .select("user_id", "merchant_id").unique().sort("user_id", "merchant_id"))
-    clean = pairs.filter(~pl.col("user_id").is_in(list(late_users))
-                         & ~pl.struct("user_id", "merchant_id").is_in(
-                             [{"user_id": u, "merchant_id": m} for u, m in late_pairs]))
-    late = pairs.filter(pl.col("user_id").is_in(list(late_users))
-                        & ~pl.struct("user_id", "merchant_id").is_in(
-                            [{"user_id": u, "merchant_id": m} for u, m in late_pairs])).head(6)
+             .select(pair).unique().sort(pair)
+             .join(visible_after(example, "user_merchant_history", pair, END), on=pair,
+                   how="anti"))
+    clean = pairs.join(visible_after(example, "user_profile", ["user_id"], END), on="user_id",
+                       how="anti")
+    late = pairs.join(visible_after(example, "user_profile", ["user_id"], END, t2),
+                      on="user_id").head(6)
     batch = pl.concat([clean.head(40), pl.DataFrame({"user_id": [10**9], "merchant_id": ["M0"]})])
-    t2 = max(t, to_micros(END + timedelta(days=4)))
 
-    def service(frame: pl.DataFrame, as_of: int | None) -> dict[str, Any]:
+    def service(frame: pl.DataFrame, as_of: datetime | int | None) -> dict[str, Any]:
         n = frame.height
-        amounts = [[50.0 + i, float("nan"), -0.0, float("inf"), None][i % 5] for i in range(n)]
         return {"service": SERVICE, "as_of": as_of,
-                "entities": {"user_id": frame["user_id"].to_list(),
-                             "merchant_id": frame["merchant_id"].to_list()},
-                "request": {"amount": amounts, "txn_country": [["US", "FR", "日本"][i % 3] for i in range(n)],
-                            "txn_ts": [END - timedelta(days=i) for i in range(n)]}}
+                "entities": {k: frame[k].to_list() for k in pair},
+                "request": {
+                    "amount": [[50.0 + i, float("nan"), -0.0, float("inf"), None][i % 5]
+                               for i in range(n)],
+                    "txn_country": [["US", "FR", "日本"][i % 3] for i in range(n)],
+                    "txn_ts": [END - timedelta(days=i) for i in range(n)]}}
 
     def features(users: list[int], as_of: int | None) -> dict[str, Any]:
         return {"features": FEATURE_LIST, "as_of": as_of, "entities": {"user_id": users},
@@ -101,7 +106,13 @@ def send(target: str, asks: list[dict[str, Any]]) -> list[Any]:
         return [client.get_online_features(**ask) for ask in asks]
 
 
-def monitor(example: Example, since: int, expect: int) -> tuple[str, dict[str, Any]]:
+def monitor(example: Example, since: int, expect: int, logged: int
+            ) -> tuple[str, dict[str, Any]]:
+    """`parity --from-log --since`, once the server's writer thread has logged `logged`
+    requests."""
+    folder = samples_dir(example.repo)
+    wait_for("the samples to be written",
+             lambda: folder.exists() and len(read_samples(folder, since)[0]) == logged)
     at = from_micros(since).isoformat()
     proc = cli("parity", "--from-log", "--since", at, "--repo", example.repo, expect=expect)
     return proc.stdout, read_summary(samples_dir(example.repo))
@@ -118,7 +129,7 @@ def test_live_requests_recompute_exactly_until_a_stored_value_is_corrupted(
     asks = requests(example, t)
     since = now_us()
     answers = send(sampled.target, asks)
-    out, summary = monitor(example, since, expect=0)
+    out, summary = monitor(example, since, 0, len(asks))
     assert "parity holds" in out, out
     assert summary["samples"] == len(asks) and summary["unreadable"] == 0
     assert by_feature(summary, "mismatched") == {}
@@ -148,7 +159,7 @@ def test_live_requests_recompute_exactly_until_a_stored_value_is_corrupted(
         client.set(key, with_credit_limit(view.features, original, 1e6), keepttl=True)
         since = now_us()
         send(sampled.target, asks)
-        out, summary = monitor(example, since, expect=1)
+        out, summary = monitor(example, since, 1, len(asks))
     finally:
         client.set(key, original, keepttl=True)
         client.close()
@@ -158,6 +169,43 @@ def test_live_requests_recompute_exactly_until_a_stored_value_is_corrupted(
         (LIST_NAME, "amount_to_limit"): present[LIST_NAME, "amount_to_limit"]}
     assert all(n > 0 for n in present.values())
     assert "mismatches" in out and "credit_limit" in out, out
+
+
+def test_windows_served_from_an_earlier_materialization_are_not_compared(
+        example: Example, sampled: Server) -> None:
+    """A sample whose user_spend was read from a materialization that ended 30 days before its
+    as_of: the windowed values of users with source events since then are not reproducible
+    (the tiles could not hold them); every other value is compared, and matches."""
+    t = default_as_of(example.store, SERVICE)
+    ask = requests(example, t)[0]
+    since = now_us()
+    send(sampled.target, [ask])
+    folder = samples_dir(example.repo)
+    wait_for("the sample", lambda: len(read_samples(folder, since)[0]) == 1)
+    line = next(json.loads(line) for path in folder.glob("samples-*.jsonl")
+                for line in path.read_text().splitlines() if json.loads(line)["wall_us"] >= since)
+    earlier = t - 30 * 86_400_000_000
+    line["views"]["user_spend"][2] = earlier
+    line["wall_us"] = to_micros(FAR)
+    forged = folder / f"samples-{FAR:%Y%m%d}-0-0.jsonl"
+    forged.write_text(json.dumps(line) + "\n")
+    try:
+        out, summary = monitor(example, to_micros(FAR), 0, 1)
+    finally:
+        forged.unlink()
+    busy = set(example.store.sql(
+        "SELECT DISTINCT user_id FROM sources.transactions WHERE __ingested IS NULL "
+        f"AND event_ts > make_timestamptz({earlier}) AND event_ts <= make_timestamptz({t})"
+    )["user_id"].to_list())
+    rows = sum(u in busy for u in ask["entities"]["user_id"])
+    assert rows > 0
+    windowed = {"amount_sum_7d", "amount_count_1d", "amount_max_1h", "amount_stddev_7d",
+                "merchant_id_count_distinct_1d", "amount_share_of_week"}
+    assert by_feature(summary, "not_reproducible") == {(SERVICE, f): rows for f in windowed}
+    assert summary["not_reproducible"] == {
+        "user_spend had rows visible after the end of its materialization (not materialized)":
+            rows * len(windowed)}
+    assert by_feature(summary, "mismatched") == {} and "parity holds" in out
 
 
 def corruptible_user(asks: list[dict[str, Any]], answers: list[Any]
