@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,10 +23,12 @@ import redis
 from serving_kit import END, Example, Server, cli, start_server, stop_server, wait_for
 
 from featurestore import Client
+from featurestore.definitions.types import Float64
 from featurestore.online.codec import RowSchema, decode, encode
 from featurestore.online.keys import entity_bases
 from featurestore.online.lookup import Lookup
-from featurestore.parity import default_as_of
+from featurestore.parity import DIFFERENT, EXPIRED, SAME, compare, default_as_of
+from featurestore.plan import OutputFeature
 from featurestore.serving.proto import pb
 from featurestore.serving.request import read_columns
 from featurestore.serving.samples import (
@@ -314,3 +317,16 @@ def test_options_are_checked_and_no_samples_is_said(example: Example) -> None:
                example.repo)
     assert "no sampled requests" in proc.stdout and "--log-sample" in proc.stdout, proc.stdout
     assert read_summary(samples_dir(example.repo))["samples"] == 0
+
+
+def test_the_comparison_is_bit_for_bit() -> None:
+    """NaN payloads and -0.0 differ; statuses must agree, except a key Redis reclaimed."""
+    nan, other_nan = (struct.unpack("<d", struct.pack("<Q", bits))[0]
+                      for bits in (0x7FF8000000000000, 0x7FF8000000000001))
+    out = OutputFeature("x", Float64, "x")
+    offline = pl.DataFrame({"x": [nan, nan, 0.0, 1.0, None, None],
+                            "x__status": ["PRESENT"] * 4 + ["OUTSIDE_TTL", "NULL"]})
+    online = pl.DataFrame({"x": [nan, other_nan, -0.0, 1.0, None, None],
+                           "x__status": ["PRESENT"] * 4 + ["NOT_FOUND", "NOT_FOUND"]})
+    assert compare(out, offline, online).tolist() == [SAME, DIFFERENT, DIFFERENT, SAME, EXPIRED,
+                                                      DIFFERENT]
