@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import polars as pl
 import typer
@@ -23,11 +23,12 @@ from featurestore.feature_store import FeatureStore
 from featurestore.materialization import Materialized
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
-from featurestore.parity import ParityReport
+from featurestore.parity import LogReport, ParityReport, check_samples
 from featurestore.parity import check as check_parity
 from featurestore.scaffold import scaffold
 from featurestore.serving.client import Client, OnlineFeatures
 from featurestore.serving.logs import FORMATS, LEVELS
+from featurestore.serving.samples import SUMMARY, check_rate, samples_dir
 from featurestore.serving.security import TlsFiles, Tokens, new_token, token_hash
 from featurestore.serving.service import ServerOptions
 from featurestore.serving.workers import run as run_server
@@ -75,8 +76,12 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except FeatureStoreError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line
-        raise typer.Exit(1) from exc
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line
+    raise typer.Exit(1)
 
 
 def _store(repo: Path) -> FeatureStore:
@@ -358,6 +363,9 @@ def serve(repo: Repo = Path("feature_repo"),
           = "json",
           access_log_sample: Annotated[float, typer.Option(
               help="share of successful requests logged, 0..1 (failed ones always are)")] = 0.0,
+          log_sample: Annotated[float, typer.Option(
+              help="fraction of requests (by entity key) logged for `parity --from-log`; "
+                   "0 is off")] = 0.0,
           ) -> None:
     """Serve online features over gRPC (with health checking and reflection) until stopped."""
     def run() -> None:
@@ -377,7 +385,8 @@ def serve(repo: Repo = Path("feature_repo"),
             Tokens(tokens)  # a bad token file fails here, before anything starts
         run_server(repo, host, port, workers, ServerOptions(
             max_batch=max_batch, tls=tls, tokens=tokens, reflection=reflection,
-            log_level=log_level, log_format=log_format, access_log_sample=access_log_sample),
+            log_level=log_level, log_format=log_format, access_log_sample=access_log_sample,
+            sample_rate=check_rate(log_sample)),
             metrics_port)
 
     _guard(run)
@@ -408,7 +417,8 @@ def token(name: Annotated[str, typer.Argument(help="who the token is for (shown 
 
 
 @app.command()
-def parity(service: Annotated[str, typer.Option(help="feature service to check")],
+def parity(service: Annotated[str | None, typer.Option(
+               help="feature service to check (not with --from-log)")] = None,
            repo: Repo = Path("feature_repo"),
            sample: Annotated[int, typer.Option(help="entities to sample")] = 1000,
            target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
@@ -416,10 +426,25 @@ def parity(service: Annotated[str, typer.Option(help="feature service to check")
                "--as-of", help="ISO time with zone; default: end of the last materialization")]
            = None,
            seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+           from_log: Annotated[bool, typer.Option(
+               "--from-log", help="recompute the requests servers logged (serve --log-sample)")]
+           = False,
+           since: Annotated[str | None, typer.Option(
+               help="with --from-log: only requests served from this ISO time on")] = None,
            tls: Tls = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
            tls_key: TlsKey = None, token_file: TokenFile = None) -> None:
     """Compare a live server with the training set, value by value; exit 1 on any mismatch."""
     store = _store(repo)
+    if from_log:
+        if service is not None or as_of is not None:
+            _fail("--service and --as-of do not apply to --from-log: every logged request is "
+                  "recomputed at the time it was served; use --since")
+        when = _guard(lambda: _time(since, "--since"))
+        _print_log_report(_guard(lambda: check_samples(
+            store, to_micros(when) if when is not None else None)), store)
+        return
+    if service is None or since is not None:
+        _fail("--service is required (or --from-log, which --since goes with)")
 
     def run() -> ParityReport:
         when = _time(as_of, "--as-of")
@@ -485,6 +510,41 @@ def _iso(us: int | None, missing: str = "-") -> str:
     """UTC epoch microseconds as ISO 8601; `missing` for None (and 0, which protobuf sends for
     "none")."""
     return (EPOCH + timedelta(microseconds=us)).isoformat() if us else missing
+
+
+def _print_log_report(report: LogReport, store: FeatureStore) -> None:
+    folder = samples_dir(store.config.root)
+    since = "" if report.since_us is None else \
+        f" since {(EPOCH + timedelta(microseconds=report.since_us)).isoformat()}"
+    skipped = f"; {report.unreadable} unreadable lines skipped" if report.unreadable else ""
+    if not report.samples:
+        out.print(f"no sampled requests in {folder}{since}{skipped}: nothing to check. Start "
+                  "servers with `featurestore serve --log-sample RATE` (e.g. 0.01)",
+                  highlight=False)
+        return
+    table = Table("selection", "feature", "checked", "mismatched", "rate", "not reproducible",
+                  title=f"parity of {report.samples} sampled requests{since}")
+    for (selection, feature), c in sorted(report.features.items()):
+        rate = f"{c.mismatched / c.checked:.2%}" if c.checked else "-"
+        table.add_row(selection, feature, str(c.checked), str(c.mismatched), rate,
+                      str(c.not_reproducible))
+    out.print(table)
+    for reason, count in report.not_reproducible.most_common():
+        out.print(f"not reproducible: {reason}: {count} values", highlight=False)
+    checked = sum(c.checked for c in report.features.values())
+    if report.mismatches:
+        table = Table("selection", "feature", "as_of", "keys", "offline", "online",
+                      title="mismatches")
+        for m in report.mismatches[:50]:
+            at = (EPOCH + timedelta(microseconds=m.as_of_us or 0)).isoformat()
+            table.add_row(m.selection, m.feature, at, str(m.keys),
+                          f"{m.offline!r} {m.offline_status}", f"{m.online!r} {m.online_status}")
+        out.print(table)
+        out.print(f"{len(report.mismatches)} mismatches in {checked} values checked{skipped}; "
+                  f"summary in {folder / SUMMARY}", highlight=False)
+        raise typer.Exit(1)
+    out.print(f"[green]parity holds[/] for the {checked} values checked{skipped}; summary in "
+              f"{folder / SUMMARY}", highlight=False)
 
 
 Columns = Annotated[list[str] | None, typer.Option(help="NAME=V1,V2,... (repeatable)")]

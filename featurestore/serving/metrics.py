@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from prometheus_client import (
@@ -52,11 +53,12 @@ PUSH_AGE = Gauge("featurestore_view_last_push_age_seconds", "Age of the latest p
                  "the served storage holds, by feature view", ["view"],
                  multiprocess_mode="mostrecent")
 PARITY_CHECKED = Gauge("featurestore_parity_checked_values", "Values the latest `featurestore "
-                       "parity --from-log` recomputed, by feature", ["feature"],
-                       multiprocess_mode="mostrecent")
+                       "parity --from-log` recomputed, by service (or feature list) and "
+                       "feature", ["selection", "feature"], multiprocess_mode="mostrecent")
 PARITY_MISMATCHED = Gauge("featurestore_parity_mismatched_values", "Values the latest "
-                          "`featurestore parity --from-log` found different, by feature",
-                          ["feature"], multiprocess_mode="mostrecent")
+                          "`featurestore parity --from-log` found different, by service (or "
+                          "feature list) and feature", ["selection", "feature"],
+                          multiprocess_mode="mostrecent")
 
 
 class ValueCounter:
@@ -96,11 +98,11 @@ def set_freshness(ages: dict[str, tuple[float | None, float | None]]) -> None:
             PUSH_AGE.labels(view).set(pushed)
 
 
-def set_parity(summary: dict[str, tuple[int, int]]) -> None:
-    """feature -> (values checked, values mismatched) of the latest monitor run."""
-    for feature, (checked, mismatched) in summary.items():
-        PARITY_CHECKED.labels(feature).set(checked)
-        PARITY_MISMATCHED.labels(feature).set(mismatched)
+def set_parity(summary: dict[str, Any]) -> None:
+    """The counts of the latest monitor run (samples.read_summary)."""
+    for row in summary.get("features", []):
+        PARITY_CHECKED.labels(row["selection"], row["feature"]).set(row["checked"])
+        PARITY_MISMATCHED.labels(row["selection"], row["feature"]).set(row["mismatched"])
 
 
 def serve_metrics(host: str, port: int) -> None:

@@ -55,6 +55,7 @@ from featurestore.serving.request import (
     invalid,
     read_columns,
 )
+from featurestore.serving.samples import SUMMARY, Sampler, read_summary, samples_dir
 from featurestore.serving.security import TlsFiles
 from featurestore.serving.wire import ResponseEncoder
 from featurestore.values.timestamps import MAX_TIME_US, MIN_TIME_US, now_us
@@ -83,6 +84,7 @@ class ServerOptions:
     access_log_sample: float = 0.0  # share of OK requests logged (failed ones always are)
     log_level: str = "info"
     log_format: str = "json"
+    sample_rate: float = 0.0  # requests logged for `parity --from-log` (serving/samples.py)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,9 @@ class FeatureServer:
         self._prepared: dict[tuple[str, ...], Prepared] = {}
         self._healthy: bool | None = None
         self._health_detail = "starting"
+        self._parity_stamp = 0
         self._pusher: OnlineStore | None = None
+        self._sampler = Sampler(options.sample_rate, options.repo_root)
 
     async def refresh(self) -> None:
         """Reads the online registry (NOT_SERVING while Redis is unreachable) and reloads the
@@ -141,6 +145,7 @@ class FeatureServer:
             self._prepared.clear()
         if self.options.metrics:
             await self._observe_freshness(served)
+            self._observe_parity()
         await self._set_health(True, "online store reachable")
 
     async def _reload(self) -> bool:
@@ -186,6 +191,22 @@ class FeatureServer:
         return any(name in served and served[name].view.version == view.version and
                    (name not in self.plan.views or self.plan.views[name].version != view.version)
                    for name, view in plan.views.items())
+
+    def _observe_parity(self) -> None:
+        """Exports the latest `parity --from-log` summary when a run has replaced it."""
+        if self._root is None:
+            return
+        folder = samples_dir(self._root)
+        try:
+            stamp = (folder / SUMMARY).stat().st_mtime_ns
+        except OSError:
+            return
+        if stamp != self._parity_stamp:
+            self._parity_stamp = stamp
+            try:
+                metrics.set_parity(read_summary(folder))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("cannot read the parity summary %s: %s", folder / SUMMARY, exc)
 
     async def _observe_freshness(self, served: dict[str, Served]) -> None:
         try:
@@ -262,7 +283,9 @@ class FeatureServer:
             raise RequestError(grpc.StatusCode.INTERNAL, f"online store error: {exc}") from exc
         if self.options.metrics:
             prepared.counter.count(np.array([f.status for f in result.features], np.uint8))
-        return prepared.encoder.encode(result, n, as_of_us)
+        response = prepared.encoder.encode(result, n, as_of_us)
+        self._sampler.offer(request, prepared.lookup, self._served, entities, as_of_us, response)
+        return response
 
     async def push_events(self, request: pb.PushEventsRequest, call: Call
                           ) -> pb.PushEventsResponse:

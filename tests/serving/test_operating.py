@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import urllib.request
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 import yaml
 from certs import Authority, make_authority
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 from redis_kit import free_port
 from repo_kit import PROFILE_DEFS, T0, write_repo
 from serving_kit import (
@@ -30,6 +28,7 @@ from serving_kit import (
     channel,
     cli,
     health,
+    scrape,
     start_server,
     stop_server,
     wait_for,
@@ -176,13 +175,6 @@ def test_mutual_tls(example: Example, authority: Authority, tmp_path: Path) -> N
         stop_server(running)
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
 def test_metrics_and_access_logs_across_two_workers(example: Example, tmp_path: Path) -> None:
     metrics_port = free_port()
     running = start_server(example.repo, tmp_path / "metrics.log", "--metrics-port",
@@ -207,7 +199,7 @@ def test_metrics_and_access_logs_across_two_workers(example: Example, tmp_path: 
         stop_server(running)
 
     def value(name: str, **labels: str) -> float:
-        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+        return samples.get((name, frozenset(labels.items())), 0.0)
 
     assert value("featurestore_requests_total", method="GetOnlineFeatures", service="fraud_v1",
                  code="OK") == 12
