@@ -48,7 +48,7 @@ DEMO_SOCKET := $(DEMO_REPO)/.featurestore/redis/redis.sock
 # redis-server, serve, ask for a feature vector, check parity; then stop all it started.
 demo: install redis
 	rm -rf $(DEMO_REPO)/pushed $(DEMO_REPO)/.featurestore/redis  # earlier demos' pushes and online store
-	$(PY) $(DEMO_REPO)/datagen/generate.py --out $(DEMO_REPO)/data
+	$(PY) $(DEMO_REPO)/datagen/generate.py --out $(DEMO_REPO)/data --end $(DEMO_END)
 	$(VENV)/bin/featurestore apply --repo $(DEMO_REPO)
 	$(PY) $(DEMO_REPO)/datagen/labels.py --repo $(DEMO_REPO) --out $(DEMO_REPO)/data/labels.parquet
 	$(VENV)/bin/featurestore training-set $(DEMO_REPO)/data/labels.parquet \

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -23,8 +24,11 @@ from featurestore.feature_store import FeatureStore
 from featurestore.materialization import Materialized
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
+from featurestore.online.managed import ManagedRedis
+from featurestore.online.urls import redacted
 from featurestore.parity import LogReport, ParityReport, check_samples
 from featurestore.parity import check as check_parity
+from featurestore.repo import CONFIG_FILE, load_config
 from featurestore.scaffold import scaffold
 from featurestore.serving.client import Client, OnlineFeatures
 from featurestore.serving.logs import FORMATS, LEVELS
@@ -269,8 +273,10 @@ def materialize(repo: Repo = Path("feature_repo"), end: End = None,
                 view: Views = None) -> None:
     """Write online views' latest values as of --end to the online store (Redis)."""
     store = _store(repo)
-    _print_materialized(_guard(lambda: store.materialize(
-        end=_time(end, "--end"), start=_time(start, "--start"), views=view or None)))
+    until, since = _guard(lambda: (_time(end, "--end"), _time(start, "--start")))
+    _start_managed(store, repo)
+    _print_materialized(_guard(lambda: store.materialize(end=until, start=since,
+                                                         views=view or None)))
 
 
 @app.command("materialize-incremental")
@@ -278,8 +284,22 @@ def materialize_incremental(repo: Repo = Path("feature_repo"), end: End = None,
                             view: Views = None) -> None:
     """Materialize what became visible since each view's last materialization ended."""
     store = _store(repo)
-    _print_materialized(_guard(lambda: store.materialize(
-        end=_time(end, "--end"), views=view or None, incremental=True)))
+    until = _guard(lambda: _time(end, "--end"))
+    _start_managed(store, repo)
+    _print_materialized(_guard(lambda: store.materialize(end=until, views=view or None,
+                                                         incremental=True)))
+
+
+def _start_managed(store: FeatureStore, repo: Path) -> None:
+    """Starts the repo's managed redis-server for a command that writes online, and says so:
+    it keeps running after the command (also when the command fails)."""
+    if store.config.online_url != "managed":
+        return
+    managed = ManagedRedis(store.config.root)
+    if _guard(managed.start):
+        err.print(f"started the repo's managed redis-server (pid {managed.pid()}, socket "
+                  f"{managed.socket}); it keeps running: stop it with `featurestore redis stop "
+                  f"--repo {repo}`", highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_materialized(done: list[Materialized]) -> None:
@@ -324,7 +344,9 @@ def push(source: Annotated[str, typer.Argument(help="the source the events belon
     """Push a batch of events: logged offline and folded into the online windowed features."""
     def run() -> str:
         if server is None:
-            r = _store(repo).push(source, file, batch_id)
+            store = _store(repo)
+            _start_managed(store, repo)
+            r = store.push(source, file, batch_id)
             return (f"{r.rows} events {'already applied' if r.duplicate else 'pushed'} to "
                     f"{r.source} (batch {r.batch_id}): {r.tiles} tile blocks written, {r.too_late} "
                     "older than every window")
@@ -339,9 +361,12 @@ def push(source: Annotated[str, typer.Argument(help="the source the events belon
 
 @app.command()
 def serve(repo: Repo = Path("feature_repo"),
-          host: Annotated[str, typer.Option(help="interface to listen on; 0.0.0.0 for all")]
+          host: Annotated[str, typer.Option(help=(
+              "address to listen on: 127.0.0.1 (the default) takes connections from this "
+              "machine only; 0.0.0.0 from every network interface (other machines, and a "
+              "container's published port, need it); another address, that interface only"))]
           = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="gRPC port")] = 6566,
+          port: Annotated[int, typer.Option(help="gRPC port; it must be free")] = 6566,
           workers: Annotated[int, typer.Option(help="server processes sharing the port")] = 1,
           max_batch: Annotated[int, typer.Option(help="most entities per request")] = 10_000,
           tls_cert: Annotated[Path | None, typer.Option(
@@ -414,6 +439,25 @@ def token(name: Annotated[str, typer.Argument(help="who the token is for (shown 
     out.print(secret, highlight=False)
     err.print("add this entry under `tokens:` in the server's --tokens file:\n"
               + yaml.safe_dump([entry], sort_keys=False), highlight=False)
+
+
+@app.command()
+def health(target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
+           service: Annotated[str, typer.Option(
+               help="a gRPC service to ask about; default: the server as a whole")] = "",
+           timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 3.0,
+           tls: Tls = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
+           tls_key: TlsKey = None) -> None:
+    """Ask a server's gRPC health check; exit 0 when it is SERVING, 1 otherwise (NOT_SERVING,
+    unreachable, or an unknown --service). For container health checks and probes."""
+    def ask() -> str:
+        with _client(target, tls, tls_ca, tls_cert, tls_key, None, timeout) as client:
+            return client.health(service)
+
+    status = _guard(ask)
+    out.print(f"{target}{f' {service}' if service else ''}: {status}", highlight=False)
+    if status != "SERVING":
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -636,6 +680,61 @@ def _print_frame(frame: pl.DataFrame, fmt: str) -> None:
     else:
         with pl.Config(tbl_rows=50, tbl_cols=30, tbl_width_chars=200):
             print(frame)
+
+
+redis_app = typer.Typer(help="The repo's managed redis-server (online_store: managed): "
+                             "status, start, stop.", no_args_is_help=True)
+app.add_typer(redis_app, name="redis")
+
+
+def _managed(repo: Path) -> ManagedRedis:
+    config = load_config(repo)
+    if config.online_store != "managed":
+        raise FeatureStoreError(
+            f"{config.root / CONFIG_FILE}: online_store is {redacted(config.online_store)}, not "
+            "'managed', so featurestore does not run that Redis: start and stop it where it runs")
+    return ManagedRedis(config.root)
+
+
+@redis_app.command("status")
+def redis_status(repo: Repo = Path("feature_repo")) -> None:
+    """Whether the managed redis-server runs, with its pid, socket, data dir and memory."""
+    status = _guard(lambda: _managed(repo)).status()
+    rows = {"state": "running" if status.running else "not running"}
+    if status.running:
+        rows |= {"pid": str(status.pid), "socket": str(status.socket),
+                 "memory": f"{status.memory} used", "keys": str(status.keys),
+                 "version": str(status.version)}
+    rows["data dir"] = f"{status.dir} ({status.disk_bytes / 1e3:,.0f} kB on disk)"
+    for name, value in rows.items():
+        out.print(f"{name:<9} {value}", highlight=False, markup=False, soft_wrap=True)
+    if status.running:
+        out.print(f"stop it with `featurestore redis stop --repo {repo}`", highlight=False,
+                  markup=False, soft_wrap=True)
+    if os.environ.get("FEATURESTORE_REDIS_URL"):
+        out.print("FEATURESTORE_REDIS_URL is set: featurestore commands use that Redis, not this "
+                  "one", highlight=False)
+
+
+@redis_app.command("start")
+def redis_start(repo: Repo = Path("feature_repo")) -> None:
+    """Start the managed redis-server (materialize, push and serve start it when needed)."""
+    managed = _guard(lambda: _managed(repo))
+    started = _guard(managed.start)
+    out.print(f"{'started' if started else 'already running:'} managed redis-server, pid "
+              f"{managed.pid()}, socket {managed.socket}; stop it with `featurestore redis stop "
+              f"--repo {repo}`", highlight=False, markup=False, soft_wrap=True)
+
+
+@redis_app.command("stop")
+def redis_stop(repo: Repo = Path("feature_repo")) -> None:
+    """Stop the managed redis-server; its data stays in its data dir for the next start."""
+    managed = _guard(lambda: _managed(repo))
+    pid = managed.pid()
+    stopped = _guard(managed.stop)
+    out.print(f"stopped managed redis-server (pid {pid}); its data stays in {managed.dir}"
+              if stopped else "managed redis-server is not running", highlight=False,
+              markup=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

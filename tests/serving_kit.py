@@ -26,7 +26,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "feature_repo"
 END = datetime(2025, 7, 1, tzinfo=UTC)  # where the generator's transactions end
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-SMALL_DATA = ["--users", "300", "--merchants", "50", "--transactions", "3000", "--seed", "3"]
+SMALL_DATA = ["--users", "300", "--merchants", "50", "--transactions", "3000", "--seed", "3",
+              "--end", END.isoformat()]
 
 
 @dataclass(frozen=True)

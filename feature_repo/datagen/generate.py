@@ -6,17 +6,19 @@ data has to exercise what the feature store promises, which real exports show on
 accident: profile changes that reach the lake days late, same-time corrections and exact
 ties, accounts and merchants whose data goes stale (ttl), cardholders without a profile,
 nulls, NaN and -0.0 values, rows without a key, and a composite (user, merchant) key.
-The same --seed writes the same files, bit for bit.
+Transactions cover the half year before --end (default now, so that a freshly generated
+example serves present values rather than values past their ttl); the same --seed and --end
+write the same files, bit for bit.
 
-    python feature_repo/datagen/generate.py --out feature_repo/data [--users N --merchants M
-        --transactions T --seed S]
+    python feature_repo/datagen/generate.py --out feature_repo/data [--end 2025-07-01T00:00:00Z
+        --users N --merchants M --transactions T --seed S]
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +30,9 @@ US_PER_DAY = 24 * US_PER_HOUR
 US_PER_YEAR = int(365.2425 * US_PER_DAY)
 
 
-def epoch_us(year: int, month: int, day: int) -> int:
-    return int(datetime(year, month, day, tzinfo=UTC).timestamp()) * US_PER_SECOND
-
-
-FEED_START = epoch_us(2024, 10, 1)  # profile and merchant feeds start here
-START = epoch_us(2025, 1, 1)  # transactions cover [START, END)
-END = epoch_us(2025, 7, 1)
-FIRST_MONDAY = epoch_us(2024, 9, 30)  # merchants are rescored on Mondays at 03:00 UTC
+TRANSACTION_DAYS = 181  # transactions cover the half year before the end
+FEED_LEAD_DAYS = 92  # the profile and merchant feeds start a quarter earlier
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 COUNTRIES = np.array(["US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "BR", "IN"])
 COUNTRY_WEIGHTS = np.array([0.34, 0.12, 0.12, 0.10, 0.07, 0.06, 0.05, 0.07, 0.04, 0.03])
@@ -87,8 +84,28 @@ class Merchants:
     risk: np.ndarray  # the risk team's base score in [0, 1]
     popularity: np.ndarray  # probabilities summing to 1
     onboarded: np.ndarray  # epoch micros
-    rescoring_stops: np.ndarray  # epoch micros; stale merchants stop before END
+    rescoring_stops: np.ndarray  # epoch micros; stale merchants stop before the end
     zero_ticket: np.ndarray  # True: the acquirer reports 0 for the average ticket
+
+
+@dataclass(frozen=True)
+class Span:
+    """The generated period, in epoch micros: transactions cover [start, end), the profile and
+    merchant feeds start at feed_start, merchants are rescored on Mondays at 03:00 UTC from
+    first_monday on. With end 2025-07-01 it is the period the example was written for."""
+    feed_start: int
+    start: int
+    end: int
+    first_monday: int
+
+
+def span_ending(end: int) -> Span:
+    midnight = end - end % US_PER_DAY
+    start = midnight - TRANSACTION_DAYS * US_PER_DAY
+    feed_start = start - FEED_LEAD_DAYS * US_PER_DAY
+    days = feed_start // US_PER_DAY
+    monday = days - (days + 3) % 7  # 1970-01-01 was a Thursday
+    return Span(feed_start, start, end, monday * US_PER_DAY)
 
 
 def timestamps(micros: np.ndarray | pl.Series) -> pl.Series:
@@ -96,7 +113,7 @@ def timestamps(micros: np.ndarray | pl.Series) -> pl.Series:
     return pl.Series(micros, dtype=pl.Int64).cast(UTC_US)
 
 
-def make_merchants(rng: np.random.Generator, n: int) -> Merchants:
+def make_merchants(rng: np.random.Generator, n: int, span: Span) -> Merchants:
     names = list(CATEGORIES)
     category = rng.choice(len(names), n, p=CATEGORY_WEIGHTS)
     mean_ticket = np.array([CATEGORIES[names[c]][0] for c in category])
@@ -105,8 +122,8 @@ def make_merchants(rng: np.random.Generator, n: int) -> Merchants:
     popularity = 1.0 / np.arange(1, n + 1) ** 0.9
     rng.shuffle(popularity)
     onboarded = np.where(rng.random(n) < 0.9,
-                         FEED_START - rng.integers(0, 4 * US_PER_YEAR, n),
-                         rng.integers(FEED_START, END - 60 * US_PER_DAY, n))
+                         span.feed_start - rng.integers(0, 4 * US_PER_YEAR, n),
+                         rng.integers(span.feed_start, span.end - 60 * US_PER_DAY, n))
     stale = rng.random(n) < 0.05
     return Merchants(
         ids=np.array([f"M{i:05d}" for i in range(1, n + 1)]),
@@ -116,16 +133,18 @@ def make_merchants(rng: np.random.Generator, n: int) -> Merchants:
         risk=np.clip(base_risk + rng.normal(0.0, 0.08, n), 0.01, 0.99),
         popularity=popularity / popularity.sum(),
         onboarded=onboarded,
-        rescoring_stops=np.where(stale, rng.integers(START, END - 45 * US_PER_DAY, n), END),
+        rescoring_stops=np.where(stale, rng.integers(span.start, span.end - 45 * US_PER_DAY, n),
+                                 span.end),
         zero_ticket=rng.random(n) < 0.01,
     )
 
 
-def make_users(rng: np.random.Generator, n: int, merchants: Merchants) -> Users:
-    birth = START - (np.clip(rng.normal(41.0, 13.0, n), 18.0, 88.0) * US_PER_YEAR).astype(np.int64)
+def make_users(rng: np.random.Generator, n: int, merchants: Merchants, span: Span) -> Users:
+    age = np.clip(rng.normal(41.0, 13.0, n), 18.0, 88.0)
+    birth = span.start - (age * US_PER_YEAR).astype(np.int64)
     late_opener = rng.random(n) < 0.08  # accounts opened while transactions are recorded
-    opened = np.where(late_opener, rng.integers(START, END - 30 * US_PER_DAY, n),
-                      np.maximum(START - (rng.exponential(2.5, n) * US_PER_YEAR).astype(np.int64),
+    opened = np.where(late_opener, rng.integers(span.start, span.end - 30 * US_PER_DAY, n),
+                      np.maximum(span.start - (rng.exponential(2.5, n) * US_PER_YEAR).astype(np.int64),
                                  birth + 18 * US_PER_YEAR) - US_PER_DAY)
     premium = rng.random(n) < 0.12
     credit_limit = rng.choice(CREDIT_LIMITS, n, p=LIMIT_WEIGHTS) * np.where(premium, 3.0, 1.0)
@@ -140,14 +159,15 @@ def make_users(rng: np.random.Generator, n: int, merchants: Merchants) -> Users:
         credit_limit=credit_limit,
         premium=premium,
         has_profile=rng.random(n) >= 0.07,
-        feed_stops=np.where(dormant, rng.integers(FEED_START, START + 30 * US_PER_DAY, n), END),
+        feed_stops=np.where(dormant, rng.integers(span.feed_start, span.start + 30 * US_PER_DAY, n),
+                            span.end),
         activity=rng.lognormal(0.0, 1.0, n),
         favorites=rng.choice(len(merchants.ids), (n, MAX_FAVORITES), p=merchants.popularity),
         n_favorites=n_favorites,
     )
 
 
-def profile_rows(rng: np.random.Generator, users: Users) -> pl.DataFrame:
+def profile_rows(rng: np.random.Generator, users: Users, span: Span) -> pl.DataFrame:
     """The customer database's change feed: a row when an account opens, then a refresh every
     few weeks, with occasional limit increases, premium upgrades and moves abroad."""
     cols: dict[str, list[object]] = {k: [] for k in ("user_id", "updated_at", "ingested_at", "age",
@@ -156,7 +176,8 @@ def profile_rows(rng: np.random.Generator, users: Users) -> pl.DataFrame:
     for u in np.flatnonzero(users.has_profile):
         limit, premium, home = float(users.credit_limit[u]), bool(users.premium[u]), users.home[u]
         times = [int(users.opened[u])]
-        t = max(int(users.opened[u]), FEED_START) + int(rng.integers(US_PER_DAY, 30 * US_PER_DAY))
+        t = max(int(users.opened[u]), span.feed_start) + \
+            int(rng.integers(US_PER_DAY, 30 * US_PER_DAY))
         while t < users.feed_stops[u]:
             times.append(t)
             t += int(rng.integers(20 * US_PER_DAY, 40 * US_PER_DAY))
@@ -214,12 +235,12 @@ def profile_rows(rng: np.random.Generator, users: Users) -> pl.DataFrame:
             .drop("__shuffle"))
 
 
-def merchant_rows(rng: np.random.Generator, merchants: Merchants) -> pl.DataFrame:
+def merchant_rows(rng: np.random.Generator, merchants: Merchants, span: Span) -> pl.DataFrame:
     """Weekly rescoring by the risk team, Mondays 03:00 UTC, from onboarding on. A merchant's
     first week inside the feed has no average ticket yet; stale merchants stop being rescored."""
-    weeks = FIRST_MONDAY + 3 * US_PER_HOUR + 7 * US_PER_DAY * np.arange(
-        (END - FIRST_MONDAY) // (7 * US_PER_DAY) + 1)
-    weeks = weeks[weeks < END]
+    weeks = span.first_monday + 3 * US_PER_HOUR + 7 * US_PER_DAY * np.arange(
+        (span.end - span.first_monday) // (7 * US_PER_DAY) + 1)
+    weeks = weeks[weeks < span.end]
     live = (weeks[None, :] >= merchants.onboarded[:, None]) & \
         (weeks[None, :] < merchants.rescoring_stops[:, None])
     week, m = np.nonzero(live.T)  # week-major: the file grows week by week
@@ -228,7 +249,7 @@ def merchant_rows(rng: np.random.Generator, merchants: Merchants) -> pl.DataFram
     avg_ticket[merchants.zero_ticket[m]] = 0.0
     first_week = np.zeros(n, np.bool_)
     first_week[np.unique(m, return_index=True)[1]] = True
-    no_history = first_week & (merchants.onboarded[m] >= FEED_START)
+    no_history = first_week & (merchants.onboarded[m] >= span.feed_start)
     return pl.DataFrame({
         "merchant_id": merchants.ids[m],
         "updated_at": timestamps(weeks[week]),
@@ -240,7 +261,7 @@ def merchant_rows(rng: np.random.Generator, merchants: Merchants) -> pl.DataFram
 
 
 def transaction_rows(rng: np.random.Generator, users: Users, merchants: Merchants,
-                     n: int) -> pl.DataFrame:
+                     n: int, span: Span) -> pl.DataFrame:
     """Card payments. Cardholders mostly pay their favourite merchants at home; fraud goes to
     risky merchants, for larger amounts, often from abroad. A few payments are split in two
     at the same instant (same card, merchant and timestamp)."""
@@ -253,8 +274,8 @@ def transaction_rows(rng: np.random.Generator, users: Users, merchants: Merchant
     risky = rng.choice(len(merchants.ids), base, p=merchants.risk**2 / (merchants.risk**2).sum())
     m = np.where(fraud, np.where(rng.random(base) < 0.7, risky, anywhere),
                  np.where(rng.random(base) < 0.85, favorite, anywhere))
-    opens = np.maximum(np.maximum(users.opened[u], merchants.onboarded[m]), START)
-    t = opens + (rng.random(base) * (END - opens)).astype(np.int64)
+    opens = np.maximum(np.maximum(users.opened[u], merchants.onboarded[m]), span.start)
+    t = opens + (rng.random(base) * (span.end - opens)).astype(np.int64)
     amount = merchants.mean_ticket[m] * rng.lognormal(0.0, 0.6, base) * \
         np.where(fraud, rng.uniform(2.0, 8.0, base), 1.0)
     abroad = (users.home[u] + rng.integers(1, len(COUNTRIES), base)) % len(COUNTRIES)
@@ -275,7 +296,7 @@ def transaction_rows(rng: np.random.Generator, users: Users, merchants: Merchant
     })
 
 
-def pair_rows(rng: np.random.Generator, transactions: pl.DataFrame) -> pl.DataFrame:
+def pair_rows(rng: np.random.Generator, transactions: pl.DataFrame, span: Span) -> pl.DataFrame:
     """The nightly job: for each (user, merchant) whose counters changed during a UTC day, one
     row with the counters as of the following midnight (snapshot_ts). Chargebacks arrive 3 to
     45 days after a fraudulent payment. The job finishes after 02:00, some nights a day late."""
@@ -289,7 +310,7 @@ def pair_rows(rng: np.random.Generator, transactions: pl.DataFrame) -> pl.DataFr
         is_fraud="is_fraud").filter("is_fraud").drop("is_fraud")
     daily = (pl.concat([payments, chargebacks])
              .with_columns(snapshot_ts=(pl.col("at") // US_PER_DAY + 1) * US_PER_DAY)
-             .filter(pl.col("snapshot_ts") <= END)
+             .filter(pl.col("snapshot_ts") <= span.end)
              .group_by(*keys, "snapshot_ts")
              .agg(pl.col("txn").sum(), pl.col("cb").sum(), pl.col("txn_at").max())
              .sort(*keys, "snapshot_ts")
@@ -328,26 +349,37 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=2_000, help="cardholders")
     parser.add_argument("--merchants", type=int, default=300)
     parser.add_argument("--transactions", type=int, default=50_000, help="card payments")
-    parser.add_argument("--seed", type=int, default=7, help="same seed, same files")
+    parser.add_argument("--seed", type=int, default=7, help="same seed and end, same files")
+    parser.add_argument("--end", default=None,
+                        help="when the data ends, an ISO time with zone such as "
+                             "2025-07-01T00:00:00Z (default: now)")
     args = parser.parse_args()
     if min(args.users, args.merchants) < 1 or args.transactions < 100:
         parser.error("need at least 1 user, 1 merchant and 100 transactions")
+    try:
+        args.end = datetime.now(UTC) if args.end is None else datetime.fromisoformat(args.end)
+    except ValueError:
+        parser.error(f"--end {args.end!r} is not an ISO time such as 2025-07-01T00:00:00Z")
+    if args.end.tzinfo is None:
+        parser.error(f"--end {args.end.isoformat()!r} has no time zone; add one, e.g. Z for UTC")
     return args
 
 
 def main() -> None:
     args = parse_args()
+    span = span_ending((args.end - EPOCH) // timedelta(microseconds=1))
     rng = np.random.default_rng(args.seed)
-    merchants = make_merchants(rng, args.merchants)
-    users = make_users(rng, args.users, merchants)
-    transactions = transaction_rows(rng, users, merchants, args.transactions)
+    merchants = make_merchants(rng, args.merchants, span)
+    users = make_users(rng, args.users, merchants, span)
+    transactions = transaction_rows(rng, users, merchants, args.transactions, span)
     frames = {
-        "profiles": profile_rows(rng, users),
-        "merchants": merchant_rows(rng, merchants),
+        "profiles": profile_rows(rng, users, span),
+        "merchants": merchant_rows(rng, merchants, span),
         "transactions": transactions,
-        "user_merchant_daily": pair_rows(rng, transactions),
+        "user_merchant_daily": pair_rows(rng, transactions, span),
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    print(f"data ends {args.end.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
     for name, frame in frames.items():
         path = args.out / f"{name}.parquet"
         frame.write_parquet(path)

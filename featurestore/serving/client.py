@@ -237,6 +237,18 @@ class Client:
         response = self._call(self._list_feature_services, pb.ListFeatureServicesRequest())
         return [FeatureServiceSchema.from_proto(s) for s in response.feature_services]
 
+    def health(self, service: str = "", timeout: float | None = None) -> str:
+        """The gRPC health status (SERVING, NOT_SERVING, ...) of the server, or of one of its
+        services; health needs no token."""
+        from grpc_health.v1 import health_pb2
+
+        check = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        reply = self._call(check, health_pb2.HealthCheckRequest(service=service), timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
     def server_status(self) -> pb.ServerStatus:
         """What the server process that answers serves (an admin token when tokens are on)."""
         return self._call(self._server_status, pb.GetServerStatusRequest())

@@ -2,15 +2,22 @@
 Linux, so the kernel spreads connections over them), plus the repo's managed redis-server when
 the repo asks for one, stopped on exit when this command started it.
 
+The port must be free before anything starts: SO_REUSEPORT would as well let the workers share
+it with any other server that sets it (another `serve --workers`, of any project), and the
+kernel would then split connections between the two at random.
+
 Workers are spawned, not forked: gRPC and Numba's runtime do not survive a fork, and each
 worker loads the compiled kernels from the on-disk cache the parent has just filled."""
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
+import sys
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -33,6 +40,8 @@ def run(repo: Path, host: str, port: int, workers: int, options: ServerOptions,
     if workers > 1 and port == 0:
         raise FeatureStoreError("--port 0 would give each worker its own port; name the port "
                                 "the workers share")
+    if port != 0:
+        check_port_free(host, port)
     config = load_config(repo)
     plan = load_plan(config.root)  # definition errors surface here, before anything starts
     url, managed = _online_store(config)
@@ -63,7 +72,39 @@ def _online_store(config: RepoConfig) -> tuple[str, ManagedRedis | None]:
     if url != "managed":
         return url, None
     managed = ManagedRedis(config.root)
-    return managed.url, managed if managed.start() else None
+    if not managed.start():
+        return managed.url, None
+    print(f"started the repo's managed redis-server (pid {managed.pid()}, socket "
+          f"{managed.socket}); it stops when this server stops", file=sys.stderr, flush=True)
+    return managed.url, managed
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fails unless nothing listens on host:port: a plain bind (no SO_REUSEPORT; SO_REUSEADDR,
+    so that an earlier server's connections in TIME_WAIT do not count) is refused while any
+    socket listens there. A server that starts listening between this check and the workers'
+    own bind is not caught."""
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise FeatureStoreError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    for family, kind, proto, _, address in addresses:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # e.g. IPv6 disabled: gRPC will not listen there either
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise FeatureStoreError(
+                        f"port {port} is already in use on {host}: another server listens there "
+                        "(perhaps of another project); stop it or pass another --port") from exc
+                raise FeatureStoreError(f"cannot listen on {host}:{port}: {exc.strerror}"
+                                        ) from exc
 
 
 def _supervise(workers: list[BaseProcess]) -> None:

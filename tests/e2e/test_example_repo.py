@@ -27,7 +27,8 @@ import polars as pl
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "feature_repo"
-SMALL_DATA = ["--users", "300", "--merchants", "50", "--transactions", "3000", "--seed", "3"]
+SMALL_DATA = ["--users", "300", "--merchants", "50", "--transactions", "3000", "--seed", "3",
+              "--end", "2025-07-01T00:00:00Z"]  # a fixed end: the same files every run
 LABEL_COLUMNS = ["user_id", "merchant_id", "event_timestamp", "amount", "txn_country", "txn_ts",
                  "is_fraud"]
 

@@ -154,6 +154,8 @@ def test_cli_commands_take_tls_and_a_token_file(secured: Server, authority: Auth
                             ).stdout)
     assert status["serving"] and {v["name"] for v in status["featureViews"]} >= {
         "user_profile", "merchant_profile"}
+    assert cli("health", "--target", target, "--tls-ca", authority.ca).stdout == \
+        f"{target}: SERVING\n"  # no token needed
     refused = cli("status", "--target", target, "--tls-ca", authority.ca, expect=1,
                   env={"FEATURESTORE_TOKEN": TOKENS["reader"]})
     assert "PERMISSION_DENIED" in refused.stderr and "admin" not in refused.stdout
