@@ -25,7 +25,6 @@ from featurestore.materialization import Materialized
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
 from featurestore.online.managed import ManagedRedis
-from featurestore.online.urls import redacted
 from featurestore.parity import LogReport, ParityReport, check_samples
 from featurestore.parity import check as check_parity
 from featurestore.repo import CONFIG_FILE, load_config
@@ -691,8 +690,8 @@ def _managed(repo: Path) -> ManagedRedis:
     config = load_config(repo)
     if config.online_store != "managed":
         raise FeatureStoreError(
-            f"{config.root / CONFIG_FILE}: online_store is {redacted(config.online_store)}, not "
-            "'managed', so featurestore does not run that Redis: start and stop it where it runs")
+            f"{config.root / CONFIG_FILE}: online_store is a Redis URL, not 'managed', so "
+            "featurestore does not run that Redis: start and stop it where it runs")
     return ManagedRedis(config.root)
 
 

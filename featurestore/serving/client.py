@@ -238,15 +238,20 @@ class Client:
         return [FeatureServiceSchema.from_proto(s) for s in response.feature_services]
 
     def health(self, service: str = "", timeout: float | None = None) -> str:
-        """The gRPC health status (SERVING, NOT_SERVING, ...) of the server, or of one of its
-        services; health needs no token."""
+        """The gRPC health status of the server, or of one of its services: SERVING,
+        NOT_SERVING or SERVICE_UNKNOWN. Health needs no token."""
         from grpc_health.v1 import health_pb2
 
         check = self._channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
-        reply = self._call(check, health_pb2.HealthCheckRequest(service=service), timeout)
+        try:
+            reply = self._call(check, health_pb2.HealthCheckRequest(service=service), timeout)
+        except ServingError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:  # how health says it has no such service
+                return "SERVICE_UNKNOWN"
+            raise
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def server_status(self) -> pb.ServerStatus:
