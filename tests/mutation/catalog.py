@@ -33,6 +33,9 @@ WINDOWS_PARITY = "tests/parity/test_windows_parity.py"
 SERVER = "tests/serving/test_server.py"
 READS = "tests/online/test_reads.py"
 LOG = "tests/offline/test_event_log.py"
+OPERATING = "tests/serving/test_operating.py"
+SANDBOX = "tests/offline/test_sql_sandbox.py"
+REDIS_SECURITY = "tests/online/test_redis_security.py"
 
 MUTATIONS: list[Mutation] = [
     # -- the point-in-time rule, offline ---------------------------------------------------
@@ -164,4 +167,16 @@ MUTATIONS: list[Mutation] = [
     Mutation("as-of-expired-head-served", "featurestore/online/lookup.py",
              "if any(b is None for b in blobs):", "if False:",
              "a past read whose raw head events expired is answered instead of refused", (READS,)),
+    # -- security ---------------------------------------------------------------------------
+    Mutation("scope-read-any", "featurestore/serving/security.py",
+             "return ALL in self.read or (bool(service) and service in self.read)",
+             "return True", "a token reads feature services outside its scope",
+             (OPERATING + "::test_tls_tokens_and_scopes",)),
+    Mutation("sandbox-external-access", "featurestore/offline/sql.py",
+             'con.execute("SET enable_external_access = false")', "pass",
+             "analysts' SQL reads and writes files outside the store", (SANDBOX,)),
+    Mutation("redis-errors-unscrubbed", "featurestore/online/urls.py",
+             'text = text.replace(secret, "***")', "pass",
+             "a Redis error that quotes the password reaches a log line or a caller",
+             (REDIS_SECURITY,)),
 ]
