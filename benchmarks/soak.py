@@ -173,8 +173,8 @@ def setup_repo(repo: Path, url: str, args: argparse.Namespace) -> dict[str, Any]
 
 
 def paying_pairs(repo: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`n` (user, merchant) pairs for reads: 95% from the transactions (their history row
-    exists), 5% never seen (NOT_FOUND)."""
+    """`n` (user, merchant) pairs for reads: 95% drawn from the transactions (so most have a
+    history row), 5% with a never-seen user (NOT_FOUND)."""
     paid = pl.read_parquet(repo / "data" / "transactions.parquet",
                            columns=["user_id", "merchant_id"]).sample(n, with_replacement=True,
                                                                      seed=seed)
@@ -188,6 +188,8 @@ def paying_pairs(repo: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 def sample(started: float, serve: Group, groups: dict[str, int], client: redis.Redis
            ) -> dict[str, Any]:
+    """The server's RSS (in all and per process), Redis memory and keys, and the cumulative
+    CPU of each group, `t_s` seconds after `started`."""
     rss = tree_rss(serve.process.pid)
     memory = client.info("memory")
     return {"t_s": round(time.time() - started, 1),
