@@ -131,8 +131,9 @@ class Child:
             raise RuntimeError(f"{self.name} failed: {payload}")
         return payload
 
-    def stop(self) -> None:
-        self.process.join(10)
+    def stop(self, grace: float = 10.0) -> None:
+        """Waits `grace` seconds for the process to end, then kills it."""
+        self.process.join(grace)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -39,13 +40,15 @@ def health(target: str) -> int:
         return health_pb2_grpc.HealthStub(channel).Check(request, timeout=2).status
 
 
-def start_ours(repo: Path, workers: int, workdir: Path) -> tuple[Group, str]:
-    """`featurestore serve`, ready once every worker logged that it serves and health says
-    SERVING (with several workers one may answer health while another still loads)."""
+def start_ours(repo: Path, workers: int, workdir: Path, options: Sequence[str] = ()
+               ) -> tuple[Group, str]:
+    """`featurestore serve` (with further command-line `options`), ready once every worker
+    logged that it serves and health says SERVING (with several workers one may answer health
+    while another still loads)."""
     port = free_port()
     group = start_group(f"featurestore serve --workers {workers}", [
         sys.executable, "-m", "featurestore.cli", "serve", "--repo", str(repo), "--port",
-        str(port), "--workers", str(workers)], workdir / f"serve-{workers}w-{port}.log")
+        str(port), "--workers", str(workers), *options], workdir / f"serve-{workers}w-{port}.log")
     target = f"127.0.0.1:{port}"
     wait_for(group, f"{target} to be SERVING", lambda: (
         group.log.read_text().count("serving feature repo") == workers
