@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -291,12 +291,13 @@ def latency_cases(ours: str, echo: str, cases: list[Case], block: int, groups: d
 
 
 def latency_phase(repo: Path, workdir: Path, rows: pl.DataFrame, counts: Counts,
-                  redis_pgid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+                  redis_pgid: int, serve_options: Sequence[str] = ()
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Ours with 1 worker and one echo process: the sanity check, then every case from one
     spawned client process. Returns (sanity, cases)."""
     cases = [Case(service, batch, counts.latency[batch], counts.warmup[batch])
              for batch in counts.latency for service in (SERVICE, SERVICE_T3)]
-    with owned(start_ours(repo, 1, workdir)) as (ours_group, ours), \
+    with owned(start_ours(repo, 1, workdir, serve_options)) as (ours_group, ours), \
             owned(start_echo(False, workdir)) as (echo_group, echo):
         log(f"serving on {ours} (1 worker), echo on {echo}")
         checks = sanity(ours, rows)
@@ -308,15 +309,16 @@ def latency_phase(repo: Path, workdir: Path, rows: pl.DataFrame, counts: Counts,
 # --- throughput ------------------------------------------------------------------------------
 
 
-def throughput_phase(repo: Path, workdir: Path, counts: Counts, redis_pgid: int
-                     ) -> dict[str, Any]:
+def throughput_phase(repo: Path, workdir: Path, counts: Counts, redis_pgid: int,
+                     serve_options: Sequence[str] = ()) -> dict[str, Any]:
     """Ours with 2 workers and the echo as 2 processes sharing a port; every client shape on
     both, the side that goes first alternating."""
     columns = request_columns(TARGET_SERVICE, 1, 1000, SEED + 7)
     payloads = encode_columns(TARGET_SERVICE, columns)
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "echo": []}
     with contextlib.ExitStack() as stack:
-        ours_group, ours = stack.enter_context(owned(start_ours(repo, 2, workdir)))
+        ours_group, ours = stack.enter_context(owned(start_ours(repo, 2, workdir,
+                                                                serve_options)))
         echo_port = free_port()
         echo_groups = [stack.enter_context(owned(start_echo(True, workdir, echo_port)))[0]
                        for _ in range(2)]
@@ -412,8 +414,9 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                                   counts.materialize_repeat)
         client.close()
 
-        checks, latency = latency_phase(repo, workdir, rows, counts, redis_group.pgid)
-        throughput = throughput_phase(repo, workdir, counts, redis_group.pgid)
+        options = serve_options(args)
+        checks, latency = latency_phase(repo, workdir, rows, counts, redis_group.pgid, options)
+        throughput = throughput_phase(repo, workdir, counts, redis_group.pgid, options)
 
     target_batch_1 = latency[f"{TARGET_SERVICE}/batch_1"]
     values = {
@@ -468,6 +471,19 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
+def serve_options(args: argparse.Namespace) -> tuple[str, ...]:
+    """What an operator turns on, for measuring its cost: metrics (scraped by nobody), the
+    access log of every request, request sampling for the parity monitor."""
+    options: list[str] = []
+    if args.metrics:
+        options += ["--metrics-port", str(free_port())]
+    if args.access_log_sample:
+        options += ["--access-log-sample", str(args.access_log_sample)]
+    if args.log_sample:
+        options += ["--log-sample", str(args.log_sample)]
+    return tuple(options)
+
+
 def parse_config(text: str) -> tuple[int, int, int]:
     processes, channels, in_flight = (int(v) for v in text.split(","))
     return processes, channels, in_flight
@@ -484,6 +500,12 @@ def main() -> None:
     parser.add_argument("--throughput-config", action="append", metavar="P,C,F",
                         help="throughput client shape instead of the default sweep: P processes, "
                              "C channels each, F requests in flight each (repeatable)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve with --metrics-port (measures what recording metrics costs)")
+    parser.add_argument("--access-log-sample", type=float, default=0.0,
+                        help="serve with this --access-log-sample")
+    parser.add_argument("--log-sample", type=float, default=0.0,
+                        help="serve with this --log-sample (parity monitor sampling)")
     args = parser.parse_args()
     # A plain SIGTERM would skip the finally blocks that stop the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
