@@ -86,9 +86,11 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> Non
 
 def start_server(repo: Path, log: Path, *args: str, workers: int = 1,
                  env: dict[str, str] | None = None,
-                 credentials: grpc.ChannelCredentials | None = None) -> Server:
-    """Returns once every worker logged that it serves and health says SERVING. `env`: the
-    server's whole environment (default: the tests'); `credentials`: TLS to ask health with."""
+                 credentials: grpc.ChannelCredentials | None = None,
+                 ready: str = "logged") -> Server:
+    """Returns once every worker logged that it serves (unless `ready` is "SERVING": a log
+    level above info hides that line) and health says SERVING. `env`: the server's whole
+    environment (default: the tests'); `credentials`: TLS to ask health with."""
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -99,8 +101,8 @@ def start_server(repo: Path, log: Path, *args: str, workers: int = 1,
     def serving() -> bool:
         if process.poll() is not None:
             pytest.fail(f"featurestore serve exited {process.returncode}:\n{log.read_text()}")
-        return log.read_text().count("serving feature repo") == workers and \
-            health(target, credentials=credentials) == SERVING
+        logged = ready == "SERVING" or log.read_text().count("serving feature repo") == workers
+        return logged and health(target, credentials=credentials) == SERVING
 
     wait_for(f"server {target} to be SERVING", serving)
     return Server(target, process, log)

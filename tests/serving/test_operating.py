@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+import push_kit
 import pytest
 import yaml
 from certs import Authority, make_authority
@@ -255,6 +256,15 @@ def test_token_command_makes_an_entry_the_server_loads(tmp_path: Path) -> None:
     assert "sha256" in refused.stderr and "entry 1" in refused.stderr
 
 
+def reloads(server: Server, service: str, removed: str = "") -> int:
+    """Workers that logged reloading definitions which hold `service` (or dropped `removed`)."""
+    lines = [json.loads(line) for line in server.log.read_text().splitlines()
+             if '"definitions reloaded"' in line]
+    return len({line["pid"] for line in lines
+                if (not service or service in line["services"])
+                and (not removed or removed in line["removed"])})
+
+
 RELOAD_DEFS = PROFILE_DEFS + """
 @transform(inputs={"age": user_profile["age"]}, output=Int64)
 def age_next_year(age):
@@ -266,8 +276,8 @@ fraud_v2 = FeatureService("fraud_v2", features=[user_profile, age_next_year])
 
 def test_definitions_reload_under_load_without_a_failed_request(
         tmp_path: Path, online_store: OnlineStore) -> None:
-    """apply + materialize of a changed view and a new service while requests flow: every
-    request succeeds with the old or the new version's values (never a mix), the new
+    """apply + materialize of a changed view and a new service while requests flow to two
+    workers: every request succeeds with the old or the new version's values (never a mix), the new
     service appears, and a removed one gets NOT_FOUND saying so."""
     root = write_repo(tmp_path / "repo", project=f"reload{os.getpid()}")
     config = root / "featurestore.yaml"
@@ -276,22 +286,23 @@ def test_definitions_reload_under_load_without_a_failed_request(
     store.apply()
     end = T0 + timedelta(days=3)
     store.materialize(end=end)
-    running = start_server(root, tmp_path / "serve.log")
+    running = start_server(root, tmp_path / "serve.log", workers=2)
     as_of = T0 + timedelta(days=15)  # user 2's row (day 1) is inside a 20-day ttl, not a 10-day
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
     stop = threading.Event()
 
     def load() -> None:
-        with Client(running.target) as client:
-            while not stop.is_set():
-                try:
-                    got = client.get_online_features(service="fraud_v1",
-                                                     entities={"user_id": [2]},
-                                                     request={"amount": [10.0]}, as_of=as_of)
-                    outcomes[Status(int(got.statuses["age"][0])).name] += 1
-                except ServingError as exc:
-                    failures.append(str(exc))
+        while not stop.is_set():  # a connection per few requests: both workers take some
+            with Client(running.target) as client:
+                for _ in range(5):
+                    try:
+                        got = client.get_online_features(service="fraud_v1",
+                                                         entities={"user_id": [2]},
+                                                         request={"amount": [10.0]}, as_of=as_of)
+                        outcomes[Status(int(got.statuses["age"][0])).name] += 1
+                    except ServingError as exc:
+                        failures.append(str(exc))
 
     worker = threading.Thread(target=load)
     worker.start()
@@ -302,10 +313,12 @@ def test_definitions_reload_under_load_without_a_failed_request(
         store = FeatureStore(root)
         store.apply()
         store.materialize(end=end)
+        wait_for("both workers to load fraud_v2", lambda: reloads(running, "fraud_v2") == 2)
         with Client(running.target) as client:
             wait_for("fraud_v2 to be served", lambda: any(
                 s.name == "fraud_v2" and s.active for s in client.list_feature_services()))
-            wait_for("the 20-day ttl to serve", lambda: outcomes["PRESENT"] > 20)
+            seen = outcomes["PRESENT"]
+            wait_for("the 20-day ttl to serve", lambda: outcomes["PRESENT"] > seen + 40)
             v2 = client.get_online_features(service="fraud_v2", entities={"user_id": [2]},
                                             as_of=as_of)
             assert v2.to_dict()["age_next_year"] == [41]
@@ -315,19 +328,17 @@ def test_definitions_reload_under_load_without_a_failed_request(
                                                                                outcomes)
         (root / "features.py").write_text(PROFILE_DEFS.replace("days=10", "days=20"))
         FeatureStore(root).apply()
-        with Client(running.target) as client:
-            def removed() -> bool:
-                try:
-                    client.get_online_features(service="fraud_v2", entities={"user_id": [2]})
-                except ServingError as exc:
-                    return exc.code == grpc.StatusCode.NOT_FOUND and "removed" in exc.details
-                return False
-            wait_for("fraud_v2 to be refused as removed", removed, timeout=20)
+        wait_for("both workers to drop fraud_v2", lambda: reloads(running, "", "fraud_v2") == 2)
+        for _ in range(6):  # a connection each: both workers refuse it
+            with Client(running.target) as client, pytest.raises(ServingError) as raised:
+                client.get_online_features(service="fraud_v2", entities={"user_id": [2]})
+            assert raised.value.code == grpc.StatusCode.NOT_FOUND
+            assert "removed from the repo's definitions" in raised.value.details
     finally:
         stop.set()
         worker.join()
         log = stop_server(running)
-    assert "definitions reloaded" in log
+    assert log.count('"definitions reloaded"') == 2 * 2  # each worker, after each apply
 
 
 def test_a_callers_request_id_names_its_log_line_and_comes_back(server: Server) -> None:
@@ -342,3 +353,47 @@ def test_a_callers_request_id_names_its_log_line_and_comes_back(server: Server) 
              if "checkout-42" in line]
     assert [(line["request_id"], line["status"]) for line in lines] == [
         ("checkout-42", "INVALID_ARGUMENT")]
+
+
+def test_push_metrics_freshness_and_log_level(tmp_path: Path, online_store: OnlineStore) -> None:
+    """Pushed events by outcome (applied, duplicate, too late) and the age of the latest push
+    reach the metrics; --log-level warning keeps sampled OK requests out of the log and the
+    refused ones in."""
+    start = push_kit.now_us()
+    store = push_kit.write_repo(tmp_path / "repo", f"pushmetrics{os.getpid()}", online_store.url,
+                                push_kit.tx_events([(1, 5.0, start - push_kit.HOUR)]))
+    store.materialize(end=push_kit.at(start))
+    metrics_port = free_port()
+    running = start_server(store.config.root, tmp_path / "serve.log", "--metrics-port",
+                           str(metrics_port), "--access-log-sample", "1", "--log-level", "warning",
+                           ready="SERVING")
+    try:
+        now = push_kit.now_us()
+        batch = push_kit.tx_events([(1, 2.0, now - push_kit.MINUTE), (2, 3.0, now),
+                                    (3, 1.0, now - 3 * push_kit.DAY)])  # the last: too late
+        with Client(running.target) as client:
+            first = client.push("tx", batch, "b-1")
+            again = client.push("tx", batch, "b-1")
+            assert (first.rows, first.too_late, again.duplicate) == (3, 1, True)
+            client.get_online_features(service=push_kit.SERVICE, entities={"user_id": [1]})
+            with pytest.raises(ServingError):
+                client.push("tx", batch.drop("amount"), "b-2")
+        wait_for("the push to show in the freshness gauge", lambda: 0 <= dict(
+            (dict(k[1]).get("view"), v) for k, v in scrape(metrics_port).items()
+            if k[0] == "featurestore_view_last_push_age_seconds").get("spend", -1) < 60)
+        samples = scrape(metrics_port)
+    finally:
+        log = stop_server(running)
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, frozenset(labels.items())), 0.0)
+
+    assert value("featurestore_pushed_events_total", source="tx", outcome="applied") == 2
+    assert value("featurestore_pushed_events_total", source="tx", outcome="too_late") == 1
+    assert value("featurestore_pushed_events_total", source="tx", outcome="duplicate") == 3
+    assert value("featurestore_requests_total", method="PushEvents", service="tx",
+                 code="INVALID_ARGUMENT") == 1
+    assert value("featurestore_request_entities_sum", method="PushEvents") == 3 * 3
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert {line["level"] for line in lines} <= {"warning", "error"}, lines
+    assert [line["method"] for line in lines if line.get("status")] == ["PushEvents"]
