@@ -8,6 +8,7 @@
     {project}:__fresh:{view}:{storage}                the latest ingest time of a batch pushed
                                                       into a storage
     {project}:__lock:{view}                           the materialization lock of a view
+    {project}:__pushlock:{view}:{storage}             held while a push merges into a storage
     {project}:{view}:{storage}:{<entity>|<key>}       a row view's row for one entity (its base)
     <base>:t{hop_us}:{b}                              a windowed view's tile block b
     <base>:e{hop_us}:{k}                              the raw events of hop k
@@ -53,6 +54,10 @@ def fresh_key(project: str, view: str, storage: str) -> str:
 
 def lock_key(project: str, view: str) -> str:
     return f"{project}:__lock:{view}"
+
+
+def push_lock_key(project: str, view: str, storage: str) -> str:
+    return f"{project}:__pushlock:{view}:{storage}"
 
 
 def storage_of(version: str, generation: int) -> str:

@@ -22,7 +22,9 @@ Redis errors leave as OnlineUnavailable or OnlineStoreError, with the URL's pass
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -46,6 +48,7 @@ from featurestore.online.keys import (
     bases_of_table,
     fresh_key,
     lock_key,
+    push_lock_key,
     registry_key,
     storage_in,
     storage_of,
@@ -98,21 +101,49 @@ end
 return written
 """
 
-# Writes a push in one command: KEYS are the blocks then the head event keys, ARGV the
-# number of blocks, then value/expiry pairs (blocks replaced, events appended).
+# Writes a pushed batch into the storages of its views in one atomic step, fenced: only while
+# this pusher holds every storage's push lock (so the blocks it read are still the stored
+# ones), while each storage is still the served one (or is the one a materialization
+# replays into), and while none holds the batch yet. KEYS: the registry, then per view its
+# push lock, applied set and fresh key, then the blocks, then the head event keys. ARGV:
+# views, blocks, lock token, batch id, ingest time, applied-set floor, then per view the
+# registry field and storage that must be served ('' when replaying), then value/expiry
+# pairs (blocks replaced, events appended). Returns the blocks written, or PUSH_RETRY.
 WRITE_PUSH = """
-local blocks = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local value, expire_at = ARGV[2 * i], ARGV[2 * i + 1]
-  if i <= blocks then
+local views, blocks = tonumber(ARGV[1]), tonumber(ARGV[2])
+local token, batch, ingested, floor = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+for v = 1, views do
+  local lock, applied = KEYS[3 * v - 1], KEYS[3 * v]
+  local field, storage = ARGV[5 + 2 * v], ARGV[6 + 2 * v]
+  if redis.call('GET', lock) ~= token then return -1 end
+  if field ~= '' and redis.call('HGET', KEYS[1], field) ~= storage then return -1 end
+  if redis.call('ZSCORE', applied, batch) then return -1 end
+end
+local first = 2 + 3 * views
+local at = 7 + 2 * views
+for i = first, #KEYS do
+  local value, expire_at = ARGV[at], ARGV[at + 1]
+  at = at + 2
+  if i < first + blocks then
     redis.call('SET', KEYS[i], value, 'PXAT', expire_at)
   else
     redis.call('APPEND', KEYS[i], value)
     redis.call('PEXPIREAT', KEYS[i], expire_at)
   end
 end
+for v = 1, views do
+  local applied, fresh = KEYS[3 * v], KEYS[3 * v + 1]
+  redis.call('ZADD', applied, ingested, batch)
+  redis.call('ZREMRANGEBYSCORE', applied, '-inf', floor)
+  if tonumber(redis.call('GET', fresh) or '0') < tonumber(ingested) then
+    redis.call('SET', fresh, ingested)
+  end
+end
 return blocks
 """
+PUSH_RETRY = -1
+PUSH_LOCK_MS = 30_000  # a pusher that dies holding it delays that view's pushes this long
+PUSH_ATTEMPTS = 100
 
 # Makes a storage the served one, atomically: only while the served storage is still the
 # expected one (ARGV[2], '' for none; field ARGV[1]) and the new storage holds every pushed
@@ -296,62 +327,95 @@ class OnlineStore:
                    build: Callable[[ViewPlan, str], list[TileWrites]], now: int,
                    into: dict[str, str] | None = None) -> int | None:
         """Merges a pushed batch into the tiles of each view whose storage does not hold it
-        yet, and records it there, in one optimistic transaction over the registry, the
-        applied sets and the blocks (retried when a concurrent push, flip or replay changes
-        any of them). The storages are the served ones, or `into` (view -> storage: a
-        materialization replaying the log). `build(view, storage)` makes the tile writes.
-        Returns the number of blocks written, or None when every storage held the batch."""
+        yet, and records it there, atomically. The storages are the served ones, or `into`
+        (view -> storage: a materialization replaying the log). Each storage's push lock is
+        held while its blocks are read, merged and written, and the write is fenced by the
+        lock, the registry and the applied set (WRITE_PUSH): a flip, a concurrent push of the
+        same batch or a lost lock makes it start over. `build(view, storage)` makes the tile
+        writes. Returns the number of blocks written, or None when every storage held the
+        batch."""
         registry_name = registry_key(self.project)
+        token = uuid.uuid4().hex
 
         def attempt() -> int | None:
-            while True:
-                with self._client.pipeline(transaction=True) as pipe:
-                    try:
-                        pipe.watch(registry_name)
-                        storages = into or self._pushable(
-                            registry.parse(pipe.hgetall(registry_name)), views)
-                        sets = {v.name: applied_key(self.project, v.name, storages[v.name])
-                                for v in views}
-                        fresh = {v.name: fresh_key(self.project, v.name, storages[v.name])
-                                 for v in views}
-                        pipe.watch(*sets.values(), *fresh.values())
-                        todo = [v for v in views if pipe.zscore(sets[v.name], batch_id) is None]
-                        if not todo:
-                            return None
-                        newer = [fresh[v.name] for v in todo
-                                 if int(pipe.get(fresh[v.name]) or 0) < ingested]
-                        writes = [w for v in todo for w in build(v, storages[v.name])]
-                        block_keys = [w.block_keys() for w in writes]
-                        keys = [k for ks in block_keys for k in ks]
-                        if keys:
-                            pipe.watch(*keys)
-                        old = pipe.mget(keys) if keys else []
-                        values: list[Any] = []
-                        at = 0
-                        for w, ks in zip(writes, block_keys, strict=True):
-                            blobs, expiry = w.blocks(old[at:at + len(ks)], now)
-                            at += len(ks)
-                            for pair in zip(blobs, expiry, strict=True):
-                                values += pair
-                        events = [k for w in writes for k in w.event_keys]
-                        for w in writes:
-                            for pair in zip(w.events, w.event_expiry_ms, strict=True):
-                                values += pair
-                        pipe.multi()
-                        if keys or events:
-                            self._push_script(keys=keys + events, args=[len(keys), *values],
-                                              client=pipe)
-                        for key in newer:
-                            pipe.set(key, ingested)
-                        for v in todo:
-                            pipe.zadd(sets[v.name], {batch_id: ingested})
-                            pipe.zremrangebyscore(sets[v.name], "-inf",
-                                                  now - APPLIED_RETENTION_US)
-                        pipe.execute()
-                        return len(keys)
-                    except redis.WatchError:
-                        continue
+            for _ in range(PUSH_ATTEMPTS):
+                storages = into or self._pushable(
+                    registry.parse(self._client.hgetall(registry_name)), views)
+                sets = {v.name: applied_key(self.project, v.name, storages[v.name])
+                        for v in views}
+                with self._client.pipeline(transaction=False) as pipe:
+                    for v in views:
+                        pipe.zscore(sets[v.name], batch_id)
+                    held = pipe.execute()
+                todo = [v for v, score in zip(views, held, strict=True) if score is None]
+                if not todo:
+                    return None
+                locks = [push_lock_key(self.project, v.name, storages[v.name]) for v in todo]
+                self._take(locks, token)
+                try:
+                    written = self._write_push(batch_id, ingested, todo, storages, sets, locks,
+                                               token, build, now, check_served=into is None)
+                finally:
+                    self._release(locks, token)
+                if written != PUSH_RETRY:
+                    return written
+            raise OnlineStoreError(
+                f"push of batch {batch_id!r}: {PUSH_ATTEMPTS} attempts met a flip, a "
+                "concurrent push of the same batch or a lost push lock; retry with the same "
+                "batch_id")
         return self._call(attempt)
+
+    def _write_push(self, batch_id: str, ingested: int, views: list[ViewPlan],
+                    storages: dict[str, str], sets: dict[str, str], locks: list[str],
+                    token: str, build: Callable[[ViewPlan, str], list[TileWrites]], now: int,
+                    check_served: bool) -> int:
+        writes = [w for v in views for w in build(v, storages[v.name])]
+        block_keys = [w.block_keys() for w in writes]
+        keys = [k for ks in block_keys for k in ks]
+        old = self._client.mget(keys) if keys else []
+        values: list[Any] = []
+        at = 0
+        for w, ks in zip(writes, block_keys, strict=True):
+            blobs, expiry = w.blocks(old[at:at + len(ks)], now)
+            at += len(ks)
+            for pair in zip(blobs, expiry, strict=True):
+                values += pair
+        events = [k for w in writes for k in w.event_keys]
+        for w in writes:
+            for pair in zip(w.events, w.event_expiry_ms, strict=True):
+                values += pair
+        fenced: list[Any] = [registry_key(self.project)]
+        served: list[Any] = []
+        for v, lock in zip(views, locks, strict=True):
+            fenced += [lock, sets[v.name], fresh_key(self.project, v.name, storages[v.name])]
+            served += [f"active:{v.name}", storages[v.name]] if check_served else ["", ""]
+        return int(self._push_script(
+            keys=fenced + keys + events,
+            args=[len(views), len(keys), token, batch_id, ingested,
+                  now - APPLIED_RETENTION_US, *served, *values]))
+
+    def _take(self, locks: list[str], token: str) -> None:
+        """Takes every lock, all at once (never some while waiting for others, so pushes of
+        several views cannot deadlock), waiting while other pushes hold them."""
+        deadline = time.monotonic() + PUSH_LOCK_MS / 1000 + 1
+        while True:
+            with self._client.pipeline(transaction=False) as pipe:
+                for lock in locks:
+                    pipe.set(lock, token, nx=True, px=PUSH_LOCK_MS)
+                taken = pipe.execute()
+            if all(taken):
+                return
+            self._release([lock for lock, ok in zip(locks, taken, strict=True) if ok], token)
+            if time.monotonic() > deadline:
+                raise OnlineUnavailable(f"the push locks {', '.join(locks)} stayed held for "
+                                        f"{PUSH_LOCK_MS // 1000} s; retry with the same batch_id")
+            time.sleep(0.001 + 0.004 * random.random())
+
+    def _release(self, locks: list[str], token: str) -> None:
+        with self._client.pipeline(transaction=False) as pipe:
+            for lock in locks:
+                self._lock_script(keys=[lock], args=[token, 0], client=pipe)
+            pipe.execute()
 
     @staticmethod
     def _pushable(served: dict[str, Served], views: list[ViewPlan]) -> dict[str, str]:

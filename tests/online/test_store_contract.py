@@ -5,6 +5,7 @@ keys). A scale-out backend (Redis Cluster) runs this same module with its own `o
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -195,6 +196,59 @@ def test_a_pushed_batch_is_applied_once_per_storage(store_for: Callable[[Plan], 
     into = {"spend": building}
     assert online.push_tiles("b1", NOW, [view], build(plan), NOW, into=into) == 2
     assert online.push_tiles("b1", NOW, [view], build(plan), NOW, into=into) is None
+
+
+def test_concurrent_pushes_all_count_and_a_batch_sent_twice_at_once_counts_once(
+        store_for: Callable[[Plan], OnlineStore]) -> None:
+    """Eight senders push at the same moment into the same blocks: four distinct batches
+    and two copies each of two more. Every distinct batch counts, each exactly once."""
+    plan = plan_with()
+    view = plan.views["spend"]
+    served = activate(store_for(plan), view)
+    ids = ["a", "b", "c", "d", "e", "e", "f", "f"]
+    stores = [store_for(plan) for _ in ids]
+    start = threading.Barrier(len(ids))
+    outcomes: list[int | None] = []
+
+    def send(online: OnlineStore, batch_id: str) -> None:
+        start.wait()
+        outcomes.append(online.push_tiles(batch_id, NOW, [view], build(plan), NOW))
+
+    threads = [threading.Thread(target=send, args=pair) for pair in zip(stores, ids, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes, key=str) == [2] * 6 + [None] * 2  # each copy pair: one applies
+    batches = len(set(ids))
+    assert read(stores[0], plan, ["spend:x_sum_2h", "spend:x_count_2h"], [1, 2], NOW) == {
+        "x_sum_2h": [3.5 * batches, 4.0 * batches], "x_count_2h": [2 * batches, batches]}
+    assert stores[0].applied("spend", served) == set(ids)
+
+
+def test_a_push_that_lost_its_lock_writes_nothing_and_starts_over(
+        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+    """A pusher stalled past its lock's expiry, while another took the lock: its write is
+    refused and it merges again from what is stored then."""
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["spend"]
+    served = activate(online, view)
+    client = redis.Redis.from_url(redis_url)
+    lock = f"{plan.project}:__pushlock:spend:{served}"
+    calls = []
+
+    def stalled(v: ViewPlan, storage: str) -> list:
+        calls.append(client.get(lock))
+        if len(calls) == 1:  # while the pusher builds, its lock passes to someone else
+            client.set(lock, "someone-else", px=50)
+        return build(plan)(v, storage)
+
+    assert online.push_tiles("b1", NOW, [view], stalled, NOW) == 2
+    assert len(calls) == 2 and calls[0] is not None
+    assert read(online, plan, ["spend:x_sum_2h", "spend:x_count_2h"], [1, 2], NOW) == {
+        "x_sum_2h": [3.5, 4.0], "x_count_2h": [2, 1]}
+    assert client.get(lock) is None  # released
+    client.close()
 
 
 def test_a_push_to_a_view_not_served_at_its_version_is_refused(
