@@ -72,7 +72,7 @@ def _materialize_view(plan: Plan, offline: OfflineStore, online: OnlineStore, vi
             rows = 0
             with offline.latest_rows(plan, view.name, end_us, start) as reader:
                 for batch in reader:
-                    online.write_rows(view, storage, batch)
+                    online.write_rows(view, storage, batch, fresh=storage != expected)
                     rows += batch.num_rows
                     step.advance(f"materializing {view.name}: {rows} rows")
             written = online.flush()

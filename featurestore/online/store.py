@@ -101,6 +101,21 @@ end
 return written
 """
 
+# Writes a batch of rows into a storage nothing else writes (a full materialization's new
+# one, where each entity comes once): no comparison with stored rows. ARGV: row, expiry
+# pairs (0: none).
+WRITE_ROWS = """
+for i = 1, #KEYS do
+  local expire_at = ARGV[2 * i]
+  if expire_at ~= '0' then
+    redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PXAT', expire_at)
+  else
+    redis.call('SET', KEYS[i], ARGV[2 * i - 1])
+  end
+end
+return #KEYS
+"""
+
 # Writes a pushed batch into the storages of its views in one atomic step, fenced: only while
 # this pusher holds every storage's push lock (so the blocks it read are still the stored
 # ones), while each storage is still the served one (or is the one a materialization
@@ -184,6 +199,7 @@ class OnlineStore:
         self._client = redis.Redis(**self.settings.redis_py(), socket_timeout=timeout,
                                    retry=Retry(ExponentialBackoff(cap=0.4, base=0.05), 3))
         self._rows_script = self._client.register_script(WRITE_IF_NEWER)
+        self._fresh_rows_script = self._client.register_script(WRITE_ROWS)
         self._push_script = self._client.register_script(WRITE_PUSH)
         self._activate_script = self._client.register_script(ACTIVATE)
         self._lock_script = self._client.register_script(LOCK)
@@ -264,9 +280,12 @@ class OnlineStore:
 
     # -- materialization -----------------------------------------------------------------
 
-    def write_rows(self, view: ViewPlan, storage: str, batch: pa.RecordBatch) -> None:
+    def write_rows(self, view: ViewPlan, storage: str, batch: pa.RecordBatch,
+                   fresh: bool = False) -> None:
         """Queue one batch of (keys, header columns, features) rows into `storage`; each row
-        replaces the stored one only if it is not older."""
+        replaces the stored one only if it is not older. `fresh`: the storage is new and
+        gets each entity once, so rows are written without that comparison (a third of the
+        cost in Redis)."""
         n = batch.num_rows
         if n == 0:
             return
@@ -285,7 +304,8 @@ class OnlineStore:
             args: list[Any] = [None] * (2 * (stop - start))
             args[0::2] = rows[start:stop]
             args[1::2] = expire[start:stop]
-            self._rows_script(keys=keys[start:stop], args=args, client=pipe)
+            script = self._fresh_rows_script if fresh else self._rows_script
+            script(keys=keys[start:stop], args=args, client=pipe)
         self._queue(pipe.execute)
 
     def write_tiles(self, writes: TileWrites, now: int) -> int:

@@ -133,6 +133,26 @@ def test_a_row_replaces_the_stored_one_only_if_not_older(
     assert read(online, plan, ["rows:x"], [7], 100 * HOUR) == {"x": [expected]}
 
 
+def test_a_fresh_storage_takes_each_entitys_row_as_written(
+        store_for: Callable[[Plan], OnlineStore]) -> None:
+    """A full materialization writes each entity once into a storage nobody else writes:
+    rows go in without comparison, with the view's ttl expiry, and are counted."""
+    plan = plan_with(ttl=timedelta(hours=3))
+    online, view = store_for(plan), plan.views["rows"]
+    storage = online.new_storage(view)
+    users = list(range(1, 5001))
+    online.write_rows(view, storage, rows_batch(users, [(NOW - HOUR, NOW - HOUR, 0)] * len(users),
+                                                [u / 2 for u in users]), fresh=True)
+    assert online.flush() == len(users)
+    online.activate(view, storage, NOW, len(users), None)
+    assert read(online, plan, ["rows:x"], [1, 2500, 5000, 5001], NOW) == {
+        "x": [0.5, 1250.0, 2500.0, None]}
+    client = redis.Redis(**online.settings.redis_py())
+    key = next(client.scan_iter(match=f"{plan.project}:rows:*", count=10_000))
+    assert 0 < client.pttl(key) <= 3 * 3_600_000 + 60_000  # ttl after the event, plus a minute
+    client.close()
+
+
 TIES = {  # the winner's value is 20.0 in both
     "created": [(HOUR, HOUR + 5, 2, 10.0), (HOUR, HOUR + 9, 0, 20.0), (HOUR, HOUR + 7, 1, 30.0)],
     "seq": [(HOUR, HOUR, 5, 10.0), (HOUR, HOUR, 9, 20.0), (HOUR, HOUR, 7, 30.0)],
