@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # loaded by the methods that convert: a serving system may ne
 
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import FeatureStoreError
-from featurestore.serving.proto import BY_VALUE_TYPE, WIRE, method, pb, to_numpy
+from featurestore.serving.proto import BY_VALUE_TYPE, WIRE, WireType, method, pb, to_numpy
 from featurestore.values.columns import Column, to_arrow
 from featurestore.values.status import STATUS_NAMES, Status, status_dtype
 from featurestore.values.strings import Utf8Array
@@ -62,29 +63,33 @@ class FeatureServiceSchema:
 
 class OnlineFeatures:
     """One response. Per feature: `values[name]` (a NumPy array, or a list of str; a neutral
-    0, False or "" where the value is missing) and `statuses[name]` (uint8 Status codes)."""
+    0, False or "" where the value is missing) and `statuses[name]` (uint8 Status codes).
 
-    def __init__(self, response: pb.GetOnlineFeaturesResponse):
+    Built from the response message or its bytes, as received. A response costs a few NumPy
+    calls per value type and an array view per feature, nothing per value: what depends only
+    on which features it holds (their types, which of them share a list) is worked out once
+    per feature service."""
+
+    def __init__(self, message: pb.GetOnlineFeaturesResponse | bytes):
+        response = (pb.GetOnlineFeaturesResponse.FromString(message)
+                    if isinstance(message, bytes) else message)
         n = self.num_entities = response.num_entities
-        self.names: list[str] = list(response.feature_names)
-        self.dtypes: dict[str, DType] = {}
-        by_type: dict[DType, list[str]] = {}
-        for name, value_type in zip(self.names, response.feature_types, strict=True):
-            dtype = self.dtypes[name] = BY_VALUE_TYPE[value_type].dtype
-            by_type.setdefault(dtype, []).append(name)
+        names = tuple(response.feature_names)
+        dtypes, groups = _layout(names, tuple(response.feature_types))
+        self.names: list[str] = list(names)
+        self.dtypes: dict[str, DType] = dict(dtypes)  # the cached one stays unchanged
         statuses = to_numpy(response.statuses, np.dtype(np.uint8)).reshape(len(self.names), n)
         self.statuses: dict[str, np.ndarray] = dict(zip(self.names, statuses, strict=True))
         self.values: dict[str, np.ndarray | list[str]] = {}
-        for dtype, names in by_type.items():
-            wire = WIRE[dtype]
+        for wire, of_type in groups:
             raw = getattr(response.values, wire.field)
             if wire.numpy is None:
                 strings = list(raw)
                 self.values.update((name, strings[k * n:(k + 1) * n])
-                                   for k, name in enumerate(names))
+                                   for k, name in enumerate(of_type))
             else:
-                self.values.update(zip(names, to_numpy(raw, wire.numpy).reshape(len(names), n),
-                                       strict=True))
+                self.values.update(zip(
+                    of_type, to_numpy(raw, wire.numpy).reshape(len(of_type), n), strict=True))
         self.event_timestamps: dict[str, np.ndarray] = {
             view: to_numpy(v.timestamp_values, np.dtype(np.int64))
             for view, v in response.event_timestamps.items()}
@@ -144,6 +149,18 @@ class OnlineFeatures:
         return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
+@lru_cache(maxsize=256)  # one entry per feature service or feature list a process asks for
+def _layout(names: tuple[str, ...], value_types: tuple[int, ...]
+            ) -> tuple[dict[str, DType], list[tuple[WireType, list[str]]]]:
+    """What a response's feature names and types imply: each feature's type, and per type
+    the features whose values share its list in `values`, in response order."""
+    wires = [BY_VALUE_TYPE[t] for t in value_types]
+    groups: dict[int, tuple[WireType, list[str]]] = {}
+    for name, wire in zip(names, wires, strict=True):
+        groups.setdefault(wire.value_type, (wire, []))[1].append(name)
+    return {name: w.dtype for name, w in zip(names, wires, strict=True)}, list(groups.values())
+
+
 class Client:
     """A thin synchronous client over one gRPC channel; use one per thread or process and
     close it (or use it as a context manager) when done."""
@@ -173,9 +190,10 @@ class Client:
         def unary(name: str, request_type: Any, response_type: Any) -> Any:
             return self._channel.unary_unary(
                 method(name), request_serializer=request_type.SerializeToString,
-                response_deserializer=response_type.FromString, _registered_method=True)
-        self._get_online_features = unary("GetOnlineFeatures", pb.GetOnlineFeaturesRequest,
-                                          pb.GetOnlineFeaturesResponse)
+                response_deserializer=response_type.FromString if response_type else None,
+                _registered_method=True)
+        # its response as bytes, which OnlineFeatures parses: one path, whoever receives them
+        self._get_online_features = unary("GetOnlineFeatures", pb.GetOnlineFeaturesRequest, None)
         self._list_feature_services = unary("ListFeatureServices", pb.ListFeatureServicesRequest,
                                             pb.ListFeatureServicesResponse)
         self._get_feature_service = unary("GetFeatureService", pb.GetFeatureServiceRequest,
@@ -197,16 +215,8 @@ class Client:
         """Values for a batch of entities: `entities` maps each join key, and `request` each
         request input, to one value per entity. `as_of` (a zone-aware datetime, or UTC epoch
         microseconds) defaults to now. `version`: fail unless the service is active at it."""
-        types = self.feature_service(service) if service else None
-        message = pb.GetOnlineFeaturesRequest(
-            feature_service=service or "", features=list(features or []),
-            feature_service_version=version or "",
-            as_of_us=0 if as_of is None else as_of if isinstance(as_of, int) else to_micros(as_of))
-        for target, given, declared in [
-                (message.entities, entities or {}, types.entity_keys if types else {}),
-                (message.request_inputs, request or {}, types.request_inputs if types else {})]:
-            for name, values in given.items():
-                _fill(target[name], name, values, declared.get(name))
+        schema = self.feature_service(service) if service else None
+        message = encode_request(service, features, entities, request, as_of, version, schema)
         return OnlineFeatures(self._call(self._get_online_features, message, timeout))
 
     def push(self, source: str, events: Any, batch_id: str,
@@ -275,6 +285,25 @@ class Client:
             raise ServingError(exc.code(), f"{exc.details()} (server {self.target})") from exc
 
 
+def encode_request(service: str | None = None, features: Sequence[str] | None = None,
+                   entities: Mapping[str, Any] | None = None,
+                   request: Mapping[str, Any] | None = None, as_of: datetime | int | None = None,
+                   version: str | None = None, schema: FeatureServiceSchema | None = None
+                   ) -> pb.GetOnlineFeaturesRequest:
+    """The request Client.get_online_features sends (arguments as there). `schema`, the
+    service's (Client.feature_service), types the columns; without it their values do."""
+    message = pb.GetOnlineFeaturesRequest(
+        feature_service=service or "", features=list(features or []),
+        feature_service_version=version or "",
+        as_of_us=0 if as_of is None else as_of if isinstance(as_of, int) else to_micros(as_of))
+    for target, given, declared in [
+            (message.entities, entities or {}, schema.entity_keys if schema else {}),
+            (message.request_inputs, request or {}, schema.request_inputs if schema else {})]:
+        for name, values in given.items():
+            _fill(target[name], name, values, declared.get(name))
+    return message
+
+
 def _pem(path: str | Path | None, what: str) -> bytes | None:
     if not path:
         return None
@@ -324,15 +353,17 @@ def _fill(target: pb.Values, name: str, values: Any, dtype: DType | None) -> Non
     dtype = dtype or _infer(array)
     if dtype is None:  # no values: an empty column of any type
         return
+    wire = WIRE[dtype]
     try:
         if dtype is Timestamp:
             data = _micros(array)
         elif dtype is String:
             data = array.tolist()
         else:
-            data = array.astype(WIRE[dtype].numpy, casting="same_kind").tolist()
-        getattr(target, WIRE[dtype].field).extend(data)
-        target.nulls.extend(nulls)
+            data = array.astype(wire.numpy, casting="same_kind").tolist()
+        getattr(target, wire.field).extend(data)
+        if nulls:
+            target.nulls.extend(nulls)
     except (TypeError, ValueError) as exc:
         raise FeatureStoreError(f"column {name!r} ({dtype}) cannot hold {values!r}: {exc}") from exc
 

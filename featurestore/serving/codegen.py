@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parents[2] / "proto"
@@ -23,6 +22,8 @@ OUT = Path(__file__).resolve().parent / "_proto"
 def generate() -> None:
     """Writes _proto/serving_pb2.py (and .pyi). Each file is replaced atomically, so server
     worker processes generating at the same time never import half a file."""
+    import tempfile  # here: importing the generated code, the common case, needs none of this
+
     try:
         from grpc_tools import protoc
     except ImportError as exc:
