@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+import hiredis
 import numpy as np
 import pyarrow as pa
 import redis
@@ -99,21 +100,6 @@ for i = 1, #KEYS do
   end
 end
 return written
-"""
-
-# Writes a batch of rows into a storage nothing else writes (a full materialization's new
-# one, where each entity comes once): no comparison with stored rows. ARGV: row, expiry
-# pairs (0: none).
-WRITE_ROWS = """
-for i = 1, #KEYS do
-  local expire_at = ARGV[2 * i]
-  if expire_at ~= '0' then
-    redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PXAT', expire_at)
-  else
-    redis.call('SET', KEYS[i], ARGV[2 * i - 1])
-  end
-end
-return #KEYS
 """
 
 # Writes a pushed batch into the storages of its views in one atomic step, fenced: only while
@@ -199,7 +185,6 @@ class OnlineStore:
         self._client = redis.Redis(**self.settings.redis_py(), socket_timeout=timeout,
                                    retry=Retry(ExponentialBackoff(cap=0.4, base=0.05), 3))
         self._rows_script = self._client.register_script(WRITE_IF_NEWER)
-        self._fresh_rows_script = self._client.register_script(WRITE_ROWS)
         self._push_script = self._client.register_script(WRITE_PUSH)
         self._activate_script = self._client.register_script(ACTIVATE)
         self._lock_script = self._client.register_script(LOCK)
@@ -284,8 +269,8 @@ class OnlineStore:
                    fresh: bool = False) -> None:
         """Queue one batch of (keys, header columns, features) rows into `storage`; each row
         replaces the stored one only if it is not older. `fresh`: the storage is new and
-        gets each entity once, so rows are written without that comparison (a third of the
-        cost in Redis)."""
+        gets each entity once, so rows are plain SETs, packed natively and sent as one
+        buffer (Redis spends about half the time of the comparing script on them)."""
         n = batch.num_rows
         if n == 0:
             return
@@ -298,14 +283,20 @@ class OnlineStore:
         raw = buffer.tobytes()
         rows = [raw[offsets[i]:offsets[i + 1]] for i in range(n)]
         expire = _expiry(view, header[:, 0])
+        if fresh:
+            pack = hiredis.pack_command
+            commands = b"".join(
+                pack(("SET", key, row, "PXAT", when)) if when != "0" else pack(("SET", key, row))
+                for key, row, when in zip(keys, rows, expire, strict=True))
+            self._queue(lambda: self._send(commands, n))
+            return
         pipe = self._client.pipeline(transaction=False)
         for start in range(0, n, self.batch_rows):
             stop = min(start + self.batch_rows, n)
             args: list[Any] = [None] * (2 * (stop - start))
             args[0::2] = rows[start:stop]
             args[1::2] = expire[start:stop]
-            script = self._fresh_rows_script if fresh else self._rows_script
-            script(keys=keys[start:stop], args=args, client=pipe)
+            self._rows_script(keys=keys[start:stop], args=args, client=pipe)
         self._queue(pipe.execute)
 
     def write_tiles(self, writes: TileWrites, now: int) -> int:
@@ -509,6 +500,23 @@ class OnlineStore:
         return self._call(run)
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def _send(self, commands: bytes, count: int) -> list[Any]:
+        """Sends `count` packed commands at once and reads their replies: [count] when all
+        succeeded (redis-py's pipeline costs several microseconds of Python per command)."""
+        connection = self._client.connection_pool.get_connection()
+        try:
+            connection.send_packed_command([commands])
+            replies = [connection.read_response() for _ in range(count)]
+        except BaseException:
+            connection.disconnect()  # replies may still be in flight: never reuse it
+            raise
+        finally:
+            self._client.connection_pool.release(connection)
+        failed = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
+        if failed is not None:
+            raise failed
+        return [count]
 
     def _queue(self, execute: Callable[[], list[Any]]) -> None:
         if self._io is None:
