@@ -1,147 +1,112 @@
-"""featurestore and Feast side by side, on the same data, in the same run, on one Redis.
+"""featurestore and Feast side by side, on the same data, in the same run, on one Redis, with
+Feast in its best local configuration.
 
-    .venv/bin/python benchmarks/feast_compare.py [--quick] [--out benchmarks/results]
+    .venv/bin/python benchmarks/feast_compare.py [--quick] [--workers 2] [--out benchmarks/results]
 
-One Feast repo is generated (2M events of 100k users for two feature views of 20 and 50
-float features, 500k labels, an on-demand feature view in python mode with 3 outputs) and
-converted with `featurestore import-feast`, so both systems read the same files and define
-the same features. Measured, each side in turn:
+One Feast repo is generated (feast_repo.py: 2M events of 100k users for two feature views of
+20 and 50 float features, 500k labels, a python-mode on-demand view with 3 outputs, and two
+feature services: `bench` with the on-demand view, `bench_plain` without) and converted with
+`featurestore import-feast`, so both systems read the same files and define the same features
+(the on-demand view becomes 3 @transform). Every measure is taken for both services. Feast
+runs with its DuckDB offline store (the primary configuration) and, for training sets and
+materialization, also with its default file (Dask) store. Measured:
 
 - training set: Feast `get_historical_features(...).to_df()` vs `FeatureStore.training_set`
-  (inside `session()`), seconds;
-- materialization into the same redis-server (Feast in database 1, ours in 2), rows/s;
-- online, in process: Feast `get_online_features` vs our OnlineStore.read (redis-py), batches of 1,
-  10 and 100 users, p50/p90/p99 ms.
+  inside `session()`, seconds; each configuration warmed once on 1,000 labels, then timed
+  --repeat times with the sides alternating (the file store once: a call takes a minute);
+- materialization into the same redis-server (Feast in database 1, emptied before each of its
+  runs so every row is written; ours in 2), entity rows/s;
+- online, in process: Feast's SDK `get_online_features` (columnar entity rows) vs our
+  `OnlineStore.read`, batches of 1, 10 and 100 users, the four sides (2 systems x 2 services)
+  taking turns in blocks of 50 requests;
+- online over the network, from a separate client process, both servers with --workers
+  workers: Feast's HTTP feature server (`feast serve -w N --no-access-log --max-requests 0`)
+  through one kept-alive `http.client.HTTPConnection` (JSON encoded and decoded per call),
+  asked for the features by reference (its fastest call) and, as a third side, by the feature
+  service's name, vs `featurestore serve --workers N` through one `featurestore.Client` (one
+  gRPC channel), all six sides taking turns as above;
+- throughput: batch-1 requests/s on the same servers, from a client process of 4 closed-loop
+  threads sending prebuilt requests (each thread its own kept-alive HTTP connection or gRPC
+  channel), --rounds rounds alternating the sides, the best round reported.
 
-- online over the network: Feast's HTTP feature server (`feast serve`) vs our gRPC server, one
-  worker each, called from this process, batches of 1, 10 and 100.
+Ours reads as of the materialization's end (inside every view's ttl, so its values are
+PRESENT: Feast does not apply ttl online); an untimed check first compares both systems'
+values for 100 users.
 
-- throughput: batch-1 requests/s with 2 server workers each (`feast serve -w 2`,
-  `featurestore serve --workers 2`), from a client process of 4 closed-loop threads sending
-  prebuilt requests.
-
-Also writes `feast_compare.png`, every ratio on one chart.
-
-Writes `feast_compare.json` and `feast_compare.md` (every figure with the ratio Feast/ours)
-to --out. --quick shrinks the data to run in about a minute."""
+Writes `feast_compare.json`, `feast_compare.md` (feast_report.py: every figure with how many
+times faster featurestore was) and `feast_compare.png` (those ratios) to --out. --quick
+shrinks the data to run in a few minutes."""
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import statistics
 import subprocess
 import sys
-import textwrap
+import threading
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import feast
 import grpc
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import requests
-from harness import log
+import redis
+from feast_repo import (
+    DAYS,
+    FEATURE_REFS,
+    OFFLINE_STORES,
+    SERVICES,
+    T0,
+    WIDTHS,
+    feast_store,
+    labels,
+    write_feast_repo,
+)
+from feast_report import chart, table
+from harness import log, machine_info
 from payloads import OURS_METHOD, encode_request
 from processes import Group, free_port, in_process, owned, start_group, wait_for
 from servers import start_ours, start_redis
-from timing import percentiles, time_calls
+from timing import percentiles, time_sides
 
 from featurestore import Client, FeatureStore
 from featurestore.definitions.types import Float64, Int64
 from featurestore.feast_import import import_feast
-from featurestore.online.lookup import Lookup
+from featurestore.online.lookup import Lookup, OnlineResult
 from featurestore.online.store import OnlineStore
 from featurestore.values.columns import from_arrow
+from featurestore.values.status import PRESENT
+from featurestore.values.timestamps import to_micros
 
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-DAYS = 30
-DEFINITIONS = """
-from datetime import timedelta
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource
-from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Float64
-
-user = Entity(name="user", join_keys=["user_id"])
-def view(name, n):
-    source = FileSource(name=f"{name}_source", path=f"data/{name}.parquet",
-                        timestamp_field="event_timestamp")
-    return FeatureView(name=name, entities=[user], ttl=timedelta(days=30), source=source,
-                       schema=[Field(name=f"{name}_f{i:02d}", dtype=Float64) for i in range(n)])
-profile = view("profile", 20)
-stats = view("stats", 50)
-request = RequestSource(name="txn", schema=[Field(name="amount", dtype=Float64)])
-
-@on_demand_feature_view(sources=[profile, stats, request], mode="python",
-                        schema=[Field(name="amount_ratio", dtype=Float64),
-                                Field(name="amount_gap", dtype=Float64),
-                                Field(name="score", dtype=Float64)])
-def per_txn(inputs):
-    return {
-        "amount_ratio": [a / (p + 1.0) if p is not None else None
-                         for a, p in zip(inputs["amount"], inputs["profile_f00"])],
-        "amount_gap": [a - s if s is not None else None
-                       for a, s in zip(inputs["amount"], inputs["stats_f00"])],
-        "score": [p * 0.5 + s * 0.25 if p is not None and s is not None else None
-                  for p, s in zip(inputs["profile_f01"], inputs["stats_f01"])],
-    }
-
-service = FeatureService(name="bench", features=[profile, stats, per_txn])
-"""
+END = T0 + timedelta(days=DAYS, seconds=1)  # materialized up to; ours reads as of it
+FEAST_SERVE_OPTIONS = ["--no-access-log", "--max-requests", "0"]
+BATCHES = (1, 10, 100)
 
 
-def write_feast_repo(root: Path, users: int, rows: int, redis_host: str, seed: int) -> Path:
-    repo = root / "feast_repo"
-    (repo / "data").mkdir(parents=True)
-    (repo / "feature_store.yaml").write_text(textwrap.dedent(f"""
-        project: bench
-        registry: data/registry.db
-        provider: local
-        online_store:
-            type: redis
-            connection_string: "{redis_host},db=1"
-        entity_key_serialization_version: 3
-        """))
-    (repo / "definitions.py").write_text(DEFINITIONS)
-    rng = np.random.default_rng(seed)
-    for name, width in (("profile", 20), ("stats", 50)):
-        n = rows // 2
-        columns: dict[str, Any] = {
-            "user_id": rng.integers(0, users, n),
-            "event_timestamp": pd.to_datetime(T0 + pd.to_timedelta(
-                rng.integers(0, DAYS * 86400, n), unit="s"), utc=True)}
-        for i in range(width):
-            columns[f"{name}_f{i:02d}"] = rng.random(n)
-        pd.DataFrame(columns).to_parquet(repo / "data" / f"{name}.parquet")
-    return repo
-
-
-def labels(users: int, n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "user_id": rng.integers(0, users, n),
-        "event_timestamp": pd.to_datetime(T0 + pd.to_timedelta(
-            rng.integers(86400, DAYS * 86400, n), unit="s"), utc=True),
-        "amount": rng.random(n) * 100})
-
-
-def timed(fn: Any) -> tuple[float, Any]:
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     began = time.perf_counter()
     value = fn()
     return time.perf_counter() - began, value
 
 
-def latency(call: Any, requests: int) -> dict[str, float]:
-    return percentiles(time_calls(call, requests, min(20, requests)))
-
-
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     users, rows, n_labels = (2000, 40_000, 10_000) if args.quick else (100_000, 2_000_000,
                                                                        500_000)
-    result: dict[str, Any] = {"config": {"users": users, "rows": rows, "labels": n_labels,
-                                         "feast": feast.__version__}}
+    result: dict[str, Any] = {"config": {
+        "users": users, "rows": rows, "labels": n_labels, "feast": feast.__version__,
+        "workers": args.workers, "feast_serve": ["feast", "serve", "-w", str(args.workers),
+                                                 *FEAST_SERVE_OPTIONS],
+        "services": {"with_transforms": "bench: 70 features + 3 transforms (Feast: a "
+                     "python-mode on-demand view; ours: 3 @transform)",
+                     "without_transforms": "bench_plain: the same 70 features"},
+        "as_of": END.isoformat(), "repeat": args.repeat, "rounds": args.rounds,
+        "machine": machine_info()}}
     with owned(start_redis(workdir)) as (_, url):
         base = url.rsplit("/", 1)[0]
         repo = write_feast_repo(workdir, users, rows, base.removeprefix("redis://"), args.seed)
@@ -151,148 +116,304 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         config.write_text(config.read_text().replace("managed", f"{base}/2"))
         subprocess.run([sys.executable, "-m", "feast.cli.cli", "apply"], cwd=repo, check=True,
                        capture_output=True)
-        theirs = feast.FeatureStore(repo_path=str(repo))
+        theirs = {side: feast_store(repo, side) for side in OFFLINE_STORES}
         ours = FeatureStore(workdir / "ours")
         ours.apply()
         frame = labels(users, n_labels, args.seed + 1)
-        log("training sets")
-        feast_s, feast_df = timed(lambda: theirs.get_historical_features(
-            entity_df=frame, features=theirs.get_feature_service("bench")).to_df())
-        with ours.session():
-            ours.training_set(frame.head(1000), service="bench")  # warm the session
-            ours_s, ours_df = timed(lambda: ours.training_set(frame, service="bench"))
-        result["training_set"] = {"feast_s": round(feast_s, 3), "ours_s": round(ours_s, 3),
-                                  "feast_rows": len(feast_df), "ours_rows": ours_df.height}
-        log(f"training set: Feast {feast_s:.2f} s, ours {ours_s:.2f} s")
-        end = T0 + timedelta(days=DAYS, seconds=1)
-        feast_m, _ = timed(lambda: theirs.materialize(start_date=T0, end_date=end))
-        ours_m, done = timed(lambda: ours.materialize(end=end))
-        written = sum(m.rows for m in done)
-        result["materialization"] = {
-            "feast_s": round(feast_m, 3), "ours_s": round(ours_m, 3), "ours_rows": written,
-            "feast_rows_per_s": round(written / feast_m), "ours_rows_per_s": round(written / ours_m)}
-        log(f"materialization: Feast {feast_m:.2f} s, ours {ours_m:.2f} s ({written} rows)")
-        result["online_in_process"] = online(theirs, ours, url, users, args)
-        result["online_network"] = network(repo, workdir, users, args)
-        result["throughput"] = throughput(repo, workdir, users, args)
+        result["training_set"] = training_sets(theirs, ours, frame, args.repeat)
+        result["materialization"] = materialization(theirs, ours, base)
+        with OnlineStore(f"{base}/2", ours.plan.project) as online_store:
+            lookups = {v: Lookup(ours.plan.project, ours.plan, ours.plan.select(service=s),
+                                 online_store.served()) for v, s in SERVICES.items()}
+            result["sanity"] = same_values(theirs["feast_duckdb"], online_store, lookups, users,
+                                           args.seed + 5)
+            result["online_in_process"] = in_process_latency(
+                theirs["feast_duckdb"], online_store, lookups, users, args)
+        with owned(start_feast_server(repo, workdir, args.workers)) as (_, feast_target), \
+                owned(start_ours(workdir / "ours", args.workers, workdir)) as (_, ours_target):
+            result["online_network"] = in_process(network_worker, feast_target, ours_target,
+                                                  users, args.requests, args.seed + 3)
+            result["throughput"] = throughput(feast_target, ours_target, users, args)
     return result
 
 
+def training_sets(theirs: dict[str, feast.FeatureStore], ours: FeatureStore, frame: Any,
+                  repeat: int) -> dict[str, Any]:
+    """Seconds of each configuration's training set for the same labels."""
+    out: dict[str, Any] = {}
+    with ours.session():
+        for variant, service in SERVICES.items():
+            calls = {side: feast_training_set(store, service) for side, store in theirs.items()}
+            calls["ours"] = ours_training_set(ours, service)
+            for call in calls.values():
+                call(frame.head(1000))
+            runs: dict[str, list[float]] = {side: [] for side in calls}
+            counts: dict[str, int] = {}
+            order = ["feast_duckdb", "ours"]
+            for rep in range(repeat):
+                for side in order + (["feast_file"] if rep == 0 else []):
+                    seconds, counts[side] = timed(lambda c=calls[side]: c(frame))
+                    runs[side].append(round(seconds, 3))
+                    log(f"training set {service}, {side}: {seconds:.2f} s")
+                order.reverse()
+            out[variant] = {side: {"runs_s": runs[side],
+                                   "median_s": round(statistics.median(runs[side]), 3),
+                                   "rows": counts[side]} for side in calls}
+            for side in theirs:
+                out[variant][f"ratio_{side}_over_ours"] = round(
+                    out[variant][side]["median_s"] / out[variant]["ours"]["median_s"], 2)
+    return out
+
+
+def feast_training_set(store: feast.FeatureStore, service: str) -> Callable[[Any], int]:
+    return lambda frame: len(store.get_historical_features(
+        entity_df=frame, features=store.get_feature_service(service)).to_df())
+
+
+def ours_training_set(store: FeatureStore, service: str) -> Callable[[Any], int]:
+    return lambda frame: store.training_set(frame, service=service).height
+
+
+def materialization(theirs: dict[str, feast.FeatureStore], ours: FeatureStore, base: str
+                    ) -> dict[str, Any]:
+    """One full materialization each, up to END. Feast's Redis store skips a row no newer
+    than the one it holds, so its database is emptied before each of its runs; the DuckDB
+    store runs last, and its values are the ones served after."""
+    ours_s, done = timed(lambda: ours.materialize(end=END))
+    written = sum(m.rows for m in done)
+    out: dict[str, Any] = {"entity_rows": written, "ours": {
+        "s": round(ours_s, 3), "rows_per_s": round(written / ours_s)}}
+    log(f"materialization, ours: {ours_s:.2f} s ({written} entity rows)")
+    feast_db = redis.Redis.from_url(f"{base}/1")
+    for side in ("feast_file", "feast_duckdb"):
+        feast_db.flushdb()
+        seconds, _ = timed(lambda s=side: theirs[s].materialize(start_date=T0, end_date=END))
+        out[side] = {"s": round(seconds, 3), "rows_per_s": round(written / seconds)}
+        out[f"ratio_ours_over_{side}"] = round(out["ours"]["rows_per_s"]
+                                               / out[side]["rows_per_s"], 2)
+        log(f"materialization, {side}: {seconds:.2f} s")
+    feast_db.close()
+    return out
+
+
+def ours_read(online_store: OnlineStore, lookup: Lookup, keys: list[int],
+              amounts: list[float] | None) -> OnlineResult:
+    requests = {} if amounts is None else {"amount": from_arrow(pa.array(amounts), Float64)}
+    return online_store.read(lookup, {"user_id": from_arrow(pa.array(keys), Int64)}, requests,
+                             to_micros(END))
+
+
+def feast_rows(keys: list[int], amounts: list[float] | None) -> dict[str, list[Any]]:
+    """Columnar entity rows (plus the request input, for the service that needs it)."""
+    return {"user_id": keys} | ({} if amounts is None else {"amount": amounts})
+
+
+def same_values(theirs: feast.FeatureStore, online_store: OnlineStore,
+                lookups: dict[str, Lookup], users: int, seed: int) -> dict[str, Any]:
+    """Both systems serve the same values for 100 random users (untimed): otherwise the
+    comparison would not be like for like, and the run stops."""
+    keys = np.random.default_rng(seed).integers(0, users, 100).tolist()
+    served = ours_read(online_store, lookups["without_transforms"], keys, None)
+    expected = theirs.get_online_features(
+        features=theirs.get_feature_service(SERVICES["without_transforms"]),
+        entity_rows=feast_rows(keys, None)).to_dict()
+    present = differing = 0
+    for feature in served.features:
+        mine = feature.status == PRESENT
+        present += int(mine.sum())
+        other = np.array([np.nan if v is None else v for v in expected[feature.name]])
+        differing += int((mine != ~np.isnan(other)).sum()
+                         + (feature.column.values[mine] != other[mine]).sum())
+    out = {"users": len(keys), "features": sum(WIDTHS.values()), "present": present,
+           "differing": differing}
+    if differing or not present:
+        raise RuntimeError(f"Feast and featurestore do not serve the same values: {out}")
+    return out
+
+
+def in_process_latency(theirs: feast.FeatureStore, online_store: OnlineStore,
+                       lookups: dict[str, Lookup], users: int, args: argparse.Namespace
+                       ) -> dict[str, Any]:
+    """Feast's SDK and our OnlineStore.read in this process, the four sides taking turns."""
+    services = {v: theirs.get_feature_service(s) for v, s in SERVICES.items()}
+    rng = np.random.default_rng(args.seed + 2)
+    out: dict[str, Any] = {v: {} for v in SERVICES}
+    for batch in BATCHES:
+        n = requests_for(batch, args.requests)
+        keys = rng.integers(0, users, (n, batch)).tolist()
+        amounts = (rng.random((n, batch)) * 100).tolist()
+        sides: dict[str, Callable[[int], Any]] = {}
+        for variant in SERVICES:
+            inputs = request_inputs(variant, amounts)
+            sides[f"feast/{variant}"] = lambda i, s=services[variant], k=keys, a=inputs: \
+                theirs.get_online_features(features=s, entity_rows=feast_rows(k[i], a[i])
+                                           ).to_dict()
+            sides[f"ours/{variant}"] = lambda i, lookup=lookups[variant], k=keys, a=inputs: \
+                ours_read(online_store, lookup, k[i], a[i])
+        record(out, f"in-process batch {batch}", batch, n, time_sides(sides, n, 20, 50))
+    return out
+
+
+def request_inputs(variant: str, amounts: list[Any]) -> list[Any]:
+    """Each request's `amount` values where the service has the transforms, else None."""
+    return amounts if variant == "with_transforms" else [None] * len(amounts)
+
+
+def requests_for(batch: int, requests: int) -> int:
+    return max(requests // 5, requests // batch)
+
+
+def record(out: dict[str, Any], what: str, batch: int, n: int, times: dict[str, Any]) -> None:
+    """Percentiles of each side of time_sides() ("<side>/<variant>"), filed by variant, with
+    the ratios Feast/ours."""
+    for variant in SERVICES:
+        stats = {side: percentiles(ns) for side_variant, ns in times.items()
+                 for side, v in [side_variant.split("/")] if v == variant}
+        feast_p, ours_p = stats["feast"], stats["ours"]
+        out[variant][f"batch_{batch}"] = {
+            "requests": n, **stats,
+            "ratio_p50_feast_over_ours": round(feast_p["p50_ms"] / ours_p["p50_ms"], 2),
+            "ratio_p99_feast_over_ours": round(feast_p["p99_ms"] / ours_p["p99_ms"], 2)}
+        log(f"{what}, {variant}: " + ", ".join(
+            f"{side} p50/p99 {p['p50_ms']}/{p['p99_ms']} ms" for side, p in stats.items()))
+
+
 def start_feast_server(repo: Path, workdir: Path, workers: int) -> tuple[Group, str]:
-    """`feast serve` (Feast's HTTP feature server), ready once /health answers."""
+    """`feast serve` (Feast's HTTP feature server: gunicorn with uvicorn workers) without its
+    access log and without recycling workers every 1,000 requests (its defaults), ready once
+    every worker booted and /health answers; returns (group, host:port)."""
     port = free_port()
     group = start_group(f"feast serve -w {workers}", [
         sys.executable, "-m", "feast.cli.cli", "serve", "--host", "127.0.0.1", "-p", str(port),
-        "-w", str(workers)], workdir / f"feast-serve-{port}.log", cwd=repo)
-    target = f"http://127.0.0.1:{port}"
-    wait_for(group, f"{target}/health", lambda: _healthy(target))
+        "-w", str(workers), *FEAST_SERVE_OPTIONS], workdir / f"feast-serve-{port}.log",
+        cwd=repo)
+    target = f"127.0.0.1:{port}"
+    wait_for(group, f"{target}/health", lambda: (
+        group.log.read_text().count("Application startup complete") == workers
+        and _healthy(target)))
     return group, target
 
 
 def _healthy(target: str) -> bool:
     try:
-        return requests.get(f"{target}/health", timeout=2).status_code == 200
-    except requests.ConnectionError:
+        http = FeastHttp(target)
+        http.connection.request("GET", "/health")
+        return http.connection.getresponse().status == 200
+    except OSError:
         return False
 
 
-def network(repo: Path, workdir: Path, users: int, args: argparse.Namespace
-            ) -> dict[str, Any]:
-    """Latency with one worker each, from a separate client process: Feast over HTTP/JSON with
-    a kept-alive session, ours over gRPC with featurestore.Client."""
-    with owned(start_feast_server(repo, workdir, 1)) as (_, feast_target), \
-            owned(start_ours(workdir / "ours", 1, workdir)) as (_, ours_target):
-        return in_process(network_worker, feast_target, ours_target, users, args.requests,
-                          args.seed + 3)  # type: ignore[no-any-return]
+class FeastHttp:
+    """Feast's feature server over one HTTP/1.1 connection kept alive between calls."""
+
+    def __init__(self, target: str):
+        host, port = target.rsplit(":", 1)
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def post(self, body: bytes) -> bytes:
+        self.connection.request("POST", "/get-online-features", body,
+                                {"Content-Type": "application/json"})
+        reply = self.connection.getresponse()
+        data = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"Feast answered {reply.status}: {data[:500]!r}")
+        return data
 
 
-def network_worker(feast_target: str, ours_target: str, users: int, requests_per_batch: int,
-                   seed: int) -> dict[str, Any]:
+def feast_body(features: dict[str, Any], keys: list[int], amounts: list[float] | None
+               ) -> bytes:
+    """A /get-online-features request: `features` is {"features": [refs]} or
+    {"feature_service": name}."""
+    return json.dumps(features | {"entities": feast_rows(keys, amounts)}).encode()
+
+
+def network_worker(feast_target: str, ours_target: str, users: int, requests: int, seed: int
+                   ) -> dict[str, Any]:
+    """Sequential calls from this (spawned) process: Feast over kept-alive HTTP/JSON, ours
+    through featurestore.Client, both services, the four sides taking turns."""
     rng = np.random.default_rng(seed)
-    out = {}
-    with requests.Session() as http, Client(ours_target) as client:
-        client.feature_service("bench")
-        for batch in (1, 10, 100):
-            n = max(50, requests_per_batch // batch)
+    http = FeastHttp(feast_target)
+    out: dict[str, Any] = {v: {} for v in SERVICES}
+    with Client(ours_target) as client:
+        for service in SERVICES.values():
+            client.feature_service(service)
+        for batch in BATCHES:
+            n = requests_for(batch, requests)
             keys = rng.integers(0, users, (n, batch)).tolist()
             amounts = (rng.random((n, batch)) * 100).tolist()
-
-            def feast_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts
-                           ) -> Any:
-                reply = http.post(f"{feast_target}/get-online-features", json={
-                    "feature_service": "bench",
-                    "entities": {"user_id": keys[i], "amount": amounts[i]}}, timeout=30)
-                reply.raise_for_status()
-                return reply.json()
-
-            def ours_call(i: int, keys: list[Any] = keys, amounts: list[Any] = amounts
-                          ) -> Any:
-                return client.get_online_features(service="bench",
-                                                  entities={"user_id": keys[i]},
-                                                  request={"amount": amounts[i]})
-
-            f, o = latency(feast_call, n), latency(ours_call, n)
-            out[f"batch_{batch}"] = {"feast": f, "ours": o, "ratio_p99_feast_over_ours":
-                                     round(f["p99_ms"] / o["p99_ms"], 2)}
-            log(f"network batch {batch}: Feast p99 {f['p99_ms']} ms, ours p99 "
-                f"{o['p99_ms']} ms")
+            sides: dict[str, Callable[[int], Any]] = {}
+            for variant, service in SERVICES.items():
+                inputs = request_inputs(variant, amounts)
+                for side, features in (("feast", {"features": FEATURE_REFS[variant]}),
+                                       ("feast_by_service", {"feature_service": service})):
+                    sides[f"{side}/{variant}"] = lambda i, f=features, k=keys, a=inputs: \
+                        json.loads(http.post(feast_body(f, k[i], a[i])))
+                sides[f"ours/{variant}"] = lambda i, s=service, k=keys, a=inputs: \
+                    client.get_online_features(
+                        service=s, entities={"user_id": k[i]},
+                        request=None if a[i] is None else {"amount": a[i]}, as_of=END)
+            record(out, f"network batch {batch}", batch, n, time_sides(sides, n, 20, 50))
+    http.connection.close()
     return out
 
 
-def throughput(repo: Path, workdir: Path, users: int, args: argparse.Namespace
+def throughput(feast_target: str, ours_target: str, users: int, args: argparse.Namespace
                ) -> dict[str, Any]:
-    """Requests/s of batch-1 requests with 2 server workers each, from one client process of
-    4 threads sending prebuilt requests (JSON bytes for Feast, protobuf bytes for ours) in
-    closed loops for the same number of seconds. On 2 cores the client competes with the
-    servers, so this is a floor for both."""
+    """Requests/s of batch-1 requests from one client process of 4 threads sending prebuilt
+    requests (JSON bytes for Feast, protobuf bytes for ours; responses read, not parsed) in
+    closed loops for --load-seconds, --rounds times per side and service, alternating. On 2
+    cores the client competes with the servers, so this is a floor for both."""
     rng = np.random.default_rng(args.seed + 4)
     keys = rng.integers(0, users, 2000).tolist()
     amounts = (rng.random(2000) * 100).tolist()
-    bodies = {
-        "feast": [json.dumps({"feature_service": "bench", "entities": {
-            "user_id": [k], "amount": [a]}}).encode() for k, a in zip(keys, amounts, strict=True)],
-        "ours": [encode_request("bench", {"user_id": [k]}, {"amount": [a]})
-                 for k, a in zip(keys, amounts, strict=True)]}
+    targets = {"feast": feast_target, "ours": ours_target}
     out: dict[str, Any] = {}
-    with owned(start_feast_server(repo, workdir, 2)) as (_, feast_target), \
-            owned(start_ours(workdir / "ours", 2, workdir)) as (_, ours_target):
-        targets = {"feast": feast_target, "ours": ours_target}
-        for side in ("feast", "ours"):
-            done = in_process(load_worker, side, targets[side], bodies[side], 4,
-                              args.load_seconds)
-            out[side] = {"requests": done, "seconds": args.load_seconds,
-                         "req_per_s": round(done / args.load_seconds)}
-            log(f"throughput {side}: {out[side]['req_per_s']} req/s")
-    out["ratio_ours_over_feast"] = round(out["ours"]["req_per_s"] / out["feast"]["req_per_s"], 2)
+    for variant, service in SERVICES.items():
+        with_inputs = variant == "with_transforms"
+        bodies = {
+            "feast": [feast_body({"features": FEATURE_REFS[variant]}, [k],
+                                 [a] if with_inputs else None)
+                      for k, a in zip(keys, amounts, strict=True)],
+            "ours": [encode_request(service, {"user_id": [k]},
+                                    {"amount": [a]} if with_inputs else {}, to_micros(END))
+                     for k, a in zip(keys, amounts, strict=True)]}
+        rounds: dict[str, list[int]] = {"feast": [], "ours": []}
+        order = ["feast", "ours"]
+        for _ in range(args.rounds):
+            for side in order:
+                done = in_process(load_worker, side, targets[side], bodies[side], 4,
+                                  args.load_seconds)
+                rounds[side].append(round(done / args.load_seconds))
+                log(f"throughput {service}, {side}: {rounds[side][-1]} req/s")
+            order.reverse()
+        out[variant] = {side: {"rounds_req_per_s": r, "req_per_s": max(r)}
+                        for side, r in rounds.items()}
+        out[variant]["ratio_ours_over_feast"] = round(max(rounds["ours"]) / max(rounds["feast"]),
+                                                      2)
+    out["threads"], out["seconds"] = 4, args.load_seconds
     return out
 
 
 def load_worker(side: str, target: str, bodies: list[bytes], threads: int, seconds: float
                 ) -> int:
     """Closed-loop threads until the deadline; returns how many requests completed."""
-    import threading
-
     deadline = time.monotonic() + seconds
     done = [0] * threads
 
     def loop(t: int) -> None:
         if side == "feast":
-            with requests.Session() as http:
-                i = t
-                while time.monotonic() < deadline:
-                    http.post(f"{target}/get-online-features", data=bodies[i % len(bodies)],
-                              headers={"Content-Type": "application/json"},
-                              timeout=30).raise_for_status()
-                    done[t] += 1
-                    i += threads
+            send = FeastHttp(target).post
         else:
-            with grpc.insecure_channel(target) as channel:
-                call = channel.unary_unary(OURS_METHOD)
-                i = t
-                while time.monotonic() < deadline:
-                    call(bodies[i % len(bodies)], timeout=30)
-                    done[t] += 1
-                    i += threads
+            channel = grpc.insecure_channel(target)
+            call = channel.unary_unary(OURS_METHOD)
+
+            def send(body: bytes) -> bytes:
+                return call(body, timeout=30)  # type: ignore[no-any-return]
+        i = t
+        while time.monotonic() < deadline:
+            send(bodies[i % len(bodies)])
+            done[t] += 1
+            i += threads
 
     workers = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
     for w in workers:
@@ -302,94 +423,18 @@ def load_worker(side: str, target: str, bodies: list[bytes], threads: int, secon
     return sum(done)
 
 
-def chart(result: dict[str, Any], path: Path) -> None:
-    """Feast / ours for every figure, on a log scale (higher: featurestore faster)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels, ratios = [], []
-    ts, mat = result["training_set"], result["materialization"]
-    labels += ["training set", "materialization"]
-    ratios += [ts["feast_s"] / ts["ours_s"], mat["ours_rows_per_s"] / mat["feast_rows_per_s"]]
-    for where in ("online_in_process", "online_network"):
-        for batch, r in result[where].items():
-            labels.append(f"{where.removeprefix('online_').replace('_', '-')} {batch} p99")
-            ratios.append(r["feast"]["p99_ms"] / r["ours"]["p99_ms"])
-    labels.append("throughput (2 workers)")
-    ratios.append(result["throughput"]["ratio_ours_over_feast"])
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.barh(labels[::-1], ratios[::-1], color="#3b7dd8")
-    ax.set_xscale("log")
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("Feast / featurestore (times faster, log scale)")
-    ax.set_title(f"featurestore vs Feast {result['config']['feast']}, same data and machine")
-    for y, v in enumerate(ratios[::-1]):
-        ax.text(v, y, f" {v:.1f}x", va="center", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def online(theirs: Any, ours: FeatureStore, url: str, users: int,
-           args: argparse.Namespace) -> dict[str, Any]:
-    plan = ours.plan
-    online_store = OnlineStore(url.rsplit("/", 1)[0] + "/2", plan.project)
-    selection = plan.select(service="bench")
-    lookup = Lookup(plan.project, plan, selection, online_store.served())
-    service = theirs.get_feature_service("bench")
-    rng = np.random.default_rng(args.seed + 2)
-    out = {}
-    for batch in (1, 10, 100):
-        requests = max(50, args.requests // batch)
-        keys = rng.integers(0, users, (requests, batch))
-        amounts = rng.random((requests, batch)) * 100
-        rows = [[{"user_id": int(k), "amount": float(a)} for k, a in zip(ks, am, strict=True)]
-                for ks, am in zip(keys, amounts, strict=True)]
-        now = int(time.time() * 1e6)
-
-        def ours_call(i: int, keys: np.ndarray = keys, amounts: np.ndarray = amounts,
-                      now: int = now) -> Any:
-            return online_store.read(lookup, {"user_id": from_arrow(pa.array(keys[i]), Int64)},
-                                     {"amount": from_arrow(pa.array(amounts[i]), Float64)}, now)
-
-        def feast_call(i: int, rows: list[Any] = rows) -> Any:
-            return theirs.get_online_features(features=service, entity_rows=rows[i]).to_dict()
-
-        f, o = latency(feast_call, requests), latency(ours_call, requests)
-        out[f"batch_{batch}"] = {"feast": f, "ours": o,
-                                 "ratio_p99_feast_over_ours": round(f["p99_ms"] / o["p99_ms"], 2)}
-        log(f"in-process batch {batch}: Feast p99 {f['p99_ms']} ms, ours p99 {o['p99_ms']} ms")
-    online_store.close()
-    return out
-
-
-def table(result: dict[str, Any]) -> str:
-    ts, mat = result["training_set"], result["materialization"]
-    lines = ["| measure | Feast | featurestore | Feast / ours |", "|---|---|---|---|",
-             f"| training set (s) | {ts['feast_s']} | {ts['ours_s']} | "
-             f"{ts['feast_s'] / ts['ours_s']:.1f}x |",
-             f"| materialization (rows/s) | {mat['feast_rows_per_s']:,} | "
-             f"{mat['ours_rows_per_s']:,} | {mat['ours_rows_per_s'] / mat['feast_rows_per_s']:.1f}x "
-             "faster |"]
-    for where in ("online_in_process", "online_network"):
-        for batch, r in result[where].items():
-            for p in ("p50_ms", "p90_ms", "p99_ms"):
-                lines.append(f"| {where.removeprefix('online_').replace('_', '-')} {batch} {p} "
-                             f"| {r['feast'][p]} | {r['ours'][p]} | "
-                             f"{r['feast'][p] / r['ours'][p]:.1f}x |")
-    tp = result["throughput"]
-    lines.append(f"| throughput, 2 workers, batch 1 (req/s) | {tp['feast']['req_per_s']:,} | "
-                 f"{tp['ours']['req_per_s']:,} | {tp['ratio_ours_over_feast']:.1f}x more |")
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="server workers, the same for both servers (default 2)")
+    parser.add_argument("--requests", type=int, default=1000,
+                        help="timed requests per side at batch 1 (batch b: this / b, at least "
+                        "a fifth)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed training sets per side and service (file store: 1)")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds per side")
     parser.add_argument("--load-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--workdir", type=Path)
@@ -397,6 +442,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.load_seconds = min(args.load_seconds, 3.0)
+        args.requests = min(args.requests, 300)
     import tempfile
     with tempfile.TemporaryDirectory(prefix="feast-compare-") as tmp:
         workdir = args.workdir or Path(tmp)
