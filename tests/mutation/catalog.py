@@ -112,7 +112,7 @@ MUTATIONS: list[Mutation] = [
              "the exact sum rounded half up instead of half to even", (WINDOWS_REF,)),
     Mutation("exact-sum-truncated", "featurestore/aggregation/exact_sum.py",
              "if (w & 1) and (sticky or (r & 1)):", "if False:",
-             "the exact sum truncated instead of rounded", (WINDOWS_REF_RANDOM,)),
+             "the exact sum truncated instead of rounded", (EXACT, WINDOWS_REF_RANDOM)),
     # -- windows --------------------------------------------------------------------------------
     Mutation("window-tail-one-hop-short", "featurestore/aggregation/windows.py",
              "    tail = (t // spec[a, HOP]) * spec[a, HOP] - spec[a, WINDOW]\n    i = lower_bound",
