@@ -12,6 +12,7 @@ Layout (little-endian):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -45,6 +46,11 @@ class RowSchema:
         return [(self.strings if t is String else self.fixed).index(i)
                 for i, (_, t) in enumerate(self.features)]
 
+    @cached_property
+    def access(self) -> list[tuple[DType, int]]:
+        """Feature i's type and row in the fixed or the string outputs."""
+        return [(t, p) for (_, t), p in zip(self.features, self.position, strict=True)]
+
     @property
     def bitmap_bytes(self) -> int:
         return (len(self.features) + 7) // 8
@@ -64,18 +70,24 @@ class DecodedRows:
     str_offsets: np.ndarray
     str_data: np.ndarray
 
-    def values(self, i: int) -> np.ndarray | Utf8Array:
-        """Feature i's values (views, no copies; Bool is the one conversion)."""
-        dtype = self.schema.features[i][1]
-        if dtype is String:
-            return Utf8Array(self.str_offsets[self.schema.position[i]], self.str_data)
-        raw = self.fixed[self.schema.position[i]]
-        if dtype is Float64:
-            return raw.view(np.float64)
-        return raw != 0 if dtype is Bool else raw
+    def values_of(self, indices: Sequence[int]) -> list[np.ndarray | Utf8Array]:
+        """Features' values (views, no copies; Bool is the one conversion), in the order
+        asked. One call per view and request: the fixed outputs are split into rows once,
+        and each feature is then one list item, not a NumPy index and view."""
+        ints, floats = list(self.fixed), list(self.fixed.view(np.float64))
+        out: list[np.ndarray | Utf8Array] = []
+        for i in indices:
+            dtype, position = self.schema.access[i]
+            if dtype is Float64:
+                out.append(floats[position])
+            elif dtype is String:
+                out.append(Utf8Array(self.str_offsets[position], self.str_data))
+            else:
+                out.append(ints[position] != 0 if dtype is Bool else ints[position])
+        return out
 
     def column(self, i: int) -> Column:
-        return Column(self.values(i), self.valid[i])
+        return Column(self.values_of((i,))[0], self.valid[i])
 
 
 def encode(schema: RowSchema, header: np.ndarray, columns: list[Column]) -> tuple[np.ndarray, np.ndarray]:
