@@ -152,9 +152,8 @@ def _encode(header, bitmap, fixed, str_offsets, data, data_starts):  # type: ign
 def decode(schema: RowSchema, values: list[bytes | None]) -> DecodedRows:
     """Decode MGET results (None where a key was missing) into columns. Outputs are
     feature-major, so every column is a contiguous view without a copy."""
-    n = len(values)
-    lengths = np.fromiter((len(v) if v is not None else -1 for v in values), np.int64, n)
-    buffer = np.frombuffer(b"".join(v for v in values if v is not None), np.uint8)
+    lengths = np.array([-1 if v is None else len(v) for v in values], np.int64)
+    buffer = np.frombuffer(b"".join(filter(None, values)), np.uint8)  # drops the None
     found, event_ts, visible, fixed, valid, str_offsets, str_data = _decode(
         buffer, lengths, len(schema.features), schema.bitmap_bytes, len(schema.fixed),
         len(schema.strings))
