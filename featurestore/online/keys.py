@@ -90,8 +90,8 @@ def entity_bases(project: str, view: str, storage: str, entity: str,
     """Each entity's base key, from each join key's `key_text` (in the entity's key order)."""
     joined = key_texts[0] if len(key_texts) == 1 else [
         "|".join(parts) for parts in zip(*key_texts, strict=True)]
-    prefix = f"{project}:{view}:{storage}:"
-    return [f"{prefix}{{{entity}|{tag}}}" for tag in joined]
+    head = f"{project}:{view}:{storage}:{{{entity}|"
+    return [f"{head}{tag}}}" for tag in joined]
 
 
 def bases_of_table(project: str, view: str, storage: str, entity: str,

@@ -33,7 +33,7 @@ from featurestore.values.status import NOT_FOUND, NULL, OUTSIDE_TTL, PRESENT
 from featurestore.values.timestamps import now_us
 
 
-@dataclass
+@dataclass(slots=True)  # built per feature and request
 class FeatureValues:
     name: str
     dtype: DType
@@ -51,15 +51,15 @@ class OnlineResult:
 @dataclass(frozen=True)
 class RowView:
     """A row view a selection reads: the served version and storage, its row layout, and the
-    features wanted as (ref, index in the row), with those indices as an array for the
-    kernel."""
+    features wanted: their refs and their indices in the row."""
 
     view: ViewPlan
     storage: str
     created_us: int  # the storage's oldest write: keys of a ttl view expire from then on
     schema: RowSchema
-    wanted: tuple[tuple[str, int], ...]
-    index: np.ndarray
+    refs: tuple[str, ...]
+    indices: tuple[int, ...]
+    index: np.ndarray  # the indices as an array, for the kernel
 
 
 @dataclass(frozen=True)
@@ -117,13 +117,17 @@ class Lookup:
             else:
                 rows.append(RowView(view, storage, served[name].created_us or 0,
                                     RowSchema(view.features),
-                                    tuple((f"{name}:{f}", index[f]) for f in wanted),
+                                    tuple(f"{name}:{f}" for f in wanted),
+                                    tuple(index[f] for f in wanted),
                                     np.array([index[f] for f in wanted], np.int64)))
         self.rows, self.windows = tuple(rows), tuple(windows)
         views = (*self.rows, *self.windows)
         self.fence = [active_key(project, item.view.name) for item in views] + [
             fresh_key(project, w.view.name, w.storage) for w in self.windows]
         self._storages = [item.storage.encode() for item in views]
+        outputs = selection.outputs  # as columns, so that a read maps over them in C
+        self.outputs = (tuple(o.name for o in outputs), tuple(o.dtype for o in outputs),
+                        tuple(o.ref for o in outputs))
 
     def check_fence(self, fence: list[bytes | None], as_of_us: int) -> None:
         """Checks the values of the `fence` keys, read with the data keys: the storages
@@ -241,9 +245,9 @@ class PendingRead:
             if missing:
                 _check_expiry(row, as_of_us)
             valid.flags.writeable = False  # kernels take read-only inputs (see plan.kernels)
-            for j, (ref, i) in enumerate(row.wanted):
-                columns[ref] = Column(rows.values(i), valid[j])
-                statuses[ref] = status[j]
+            columns.update(zip(row.refs, map(Column, rows.values_of(row.indices), valid),
+                               strict=True))
+            statuses.update(zip(row.refs, status, strict=True))
             event_ts[row.view.name] = rows.event_ts
         pending = list(heads or [])
         for g in self._parse(values):
@@ -268,11 +272,11 @@ class PendingRead:
                     column.valid.flags.writeable = False
                     columns[f"{name}:{agg.name}"] = column
                     statuses[f"{name}:{agg.name}"] = np.where(column.valid, PRESENT, NULL)
-        selection = self.lookup.selection
-        errors = run_transforms(selection, columns, statuses, requests)
+        errors = run_transforms(self.lookup.selection, columns, statuses, requests)
+        names, dtypes, refs = self.lookup.outputs
         return OnlineResult(
-            [FeatureValues(o.name, o.dtype, columns[o.ref], statuses[o.ref])
-             for o in selection.outputs], event_ts, errors)
+            list(map(FeatureValues, names, dtypes, map(columns.__getitem__, refs),
+                     map(statuses.__getitem__, refs))), event_ts, errors)
 
 
 def _check_expiry(row: RowView, as_of_us: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from featurestore.definitions.types import String
 from featurestore.online.lookup import OnlineResult
 from featurestore.plan import Selection
 from featurestore.serving.proto import WIRE, pb
@@ -61,6 +62,8 @@ class ResponseEncoder:
             (_VALUES[wire.field].number, wire.numpy,
              np.array([i for i, o in enumerate(outputs) if o.dtype is dtype]))
             for dtype, wire in WIRE.items() if any(o.dtype is dtype for o in outputs)]
+        self.string_key = _read_only(np.frombuffer(
+            varint(_VALUES[WIRE[String].field].number << 3 | _LEN), np.uint8))
         self.view_keys = {view: delimited(_MAP_KEY, view.encode()) for view in selection.views}
 
     def encode(self, result: OnlineResult, n: int, as_of_us: int) -> bytes:
@@ -71,7 +74,7 @@ class ResponseEncoder:
         for number, dtype, indices in self.groups:
             columns = [features[i].column.values for i in indices]
             if dtype is None:
-                values += [_strings(number, column, gone)  # type: ignore[arg-type]
+                values += [_strings(self.string_key, column, gone)  # type: ignore[arg-type]
                            for column, gone in zip(columns, missing[indices], strict=True)]
             else:
                 stacked = np.array(columns, dtype)  # (features of this type, n): a copy
@@ -90,9 +93,9 @@ class ResponseEncoder:
         ])
 
 
-def _strings(number: int, column: Utf8Array, missing: np.ndarray) -> bytes:
-    """A repeated string field's entries; empty strings where the value is missing."""
-    key = np.frombuffer(varint(number << 3 | _LEN), np.uint8)
+def _strings(key: np.ndarray, column: Utf8Array, missing: np.ndarray) -> bytes:
+    """A repeated string field's entries (each led by the field's `key`); empty strings where
+    the value is missing."""
     return _encode_strings(key, _read_only(column.offsets), _read_only(column.data),
                            _read_only(missing)).tobytes()
 
