@@ -51,6 +51,17 @@ def feature_column(rng: np.random.Generator, name: str, dtype: str, index: int, 
     return series
 
 
+def evaluate(values: dict[str, float], targets: dict[str, tuple[str, float]]
+             ) -> dict[str, Any]:
+    """Each target ("<=" or ">=" a limit) with its measured value and pass/fail."""
+    out = {}
+    for name, (op, limit) in targets.items():
+        value = values[name]
+        out[name] = {"value": value, "target": f"{op} {limit:g}",
+                     "pass": value <= limit if op == "<=" else value >= limit}
+    return out
+
+
 def machine_info() -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
