@@ -405,6 +405,8 @@ def serve(repo: Repo = Path("feature_repo"),
         if metrics_port is not None and not 0 < metrics_port < 65536:
             raise FeatureStoreError(f"--metrics-port must be 1..65535, got {metrics_port}")
         tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
+        if tls is not None:
+            tls.server_credentials()  # unreadable files fail here, before anything starts
         if tokens is not None:
             Tokens(tokens)  # a bad token file fails here, before anything starts
         run_server(repo, host, port, workers, ServerOptions(

@@ -35,7 +35,7 @@ from serving_kit import (
     wait_for,
 )
 
-from featurestore import Client, FeatureStore
+from featurestore import Client, FeatureStore, FeatureStoreError
 from featurestore.serving.client import ServingError
 from featurestore.serving.proto import method, pb
 from featurestore.serving.security import Tokens, token_hash
@@ -397,3 +397,41 @@ def test_push_metrics_freshness_and_log_level(tmp_path: Path, online_store: Onli
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert {line["level"] for line in lines} <= {"warning", "error"}, lines
     assert [line["method"] for line in lines if line.get("status")] == ["PushEvents"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tls-cert", "server.crt"], "--tls-cert and --tls-key go together"),
+    (["--tls-client-ca", "ca.crt"], "--tls-client-ca needs --tls-cert and --tls-key"),
+    (["--log-level", "loud"], "--log-level must be one of debug, info, warning, error"),
+    (["--log-format", "xml"], "--log-format must be one of json, text"),
+    (["--access-log-sample", "1.5"], "--access-log-sample must be between 0 and 1"),
+    (["--metrics-port", "70000"], "--metrics-port must be 1..65535"),
+    (["--tls-cert", "missing.crt", "--tls-key", "missing.key"], "--tls-cert missing.crt: cannot "
+                                                                "read it"),
+])
+def test_bad_serve_options_are_refused_before_anything_starts(
+        tmp_path: Path, args: list[str], message: str) -> None:
+    root = write_repo(tmp_path / "repo")  # online_store: managed, which must not start
+    proc = cli("serve", "--repo", root, "--port", str(free_port()), *args, expect=1, env={
+        "FEATURESTORE_REDIS_URL": ""})
+    assert message in proc.stderr, proc.stderr
+    assert not (root / ".featurestore" / "redis").exists()
+
+
+def test_a_client_certificate_needs_its_key(authority: Authority) -> None:
+    with pytest.raises(FeatureStoreError, match="both a client certificate and its key"):
+        Client("localhost:1", ca_cert=authority.ca, client_cert=authority.client.cert)
+    with pytest.raises(FeatureStoreError, match="cannot read the CA certificate"):
+        Client("localhost:1", ca_cert=authority.ca.parent / "nope.crt")
+
+
+def test_an_unreadable_token_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    missing = tmp_path / "no-token"
+    monkeypatch.delenv("FEATURESTORE_TOKEN", raising=False)
+    monkeypatch.setenv("FEATURESTORE_TOKEN_FILE", str(missing))
+    with pytest.raises(FeatureStoreError, match=r"FEATURESTORE_TOKEN_FILE .*no-token: cannot read"):
+        Client("localhost:1")
+    proc = cli("get", "--service", "fraud_v1", "--entity", "user_id=1", "--target",
+               "localhost:1", "--token-file", missing, expect=1)
+    assert f"--token-file {missing}: cannot read it" in proc.stderr, proc.stderr
