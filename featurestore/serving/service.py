@@ -23,7 +23,6 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2
 
 from featurestore.definitions.types import DType
@@ -282,7 +281,7 @@ class FeatureServer:
         except OnlineStoreError as exc:
             raise RequestError(grpc.StatusCode.INTERNAL, f"online store error: {exc}") from exc
         if self.options.metrics:
-            prepared.counter.count(np.array([f.status for f in result.features], np.uint8))
+            prepared.counter.count(result.status[:result.slots.n_outputs])
         response = prepared.encoder.encode(result, n, as_of_us)
         self._sampler.offer(request, prepared.lookup, self._served, entities, as_of_us, response)
         return response
@@ -431,7 +430,7 @@ class FeatureServer:
         if len(self._prepared) >= MAX_PREPARED:
             self._prepared.clear()
         prepared = self._prepared[key] = Prepared(
-            selection, lookup, ResponseEncoder(selection),
+            selection, lookup, ResponseEncoder(selection, lookup.slots),
             metrics.ValueCounter([o.ref for o in selection.outputs]))
         return prepared
 
