@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -40,11 +42,37 @@ from featurestore.values.timestamps import EPOCH, to_micros
 
 app = typer.Typer(help="Features defined once in Python, identical in training and serving.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _version(show: bool) -> None:
+    if show:
+        print(f"featurestore {package_version('featurestore')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print the version and exit")]
+        = False) -> None:
+    """Features defined once in Python, identical in training and serving."""
 # Piped output keeps whole names instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
-Repo = Annotated[Path, typer.Option("--repo", help="feature repo directory")]
+
+
+def _default_repo(ctx: typer.Context, param: typer.CallbackParam, value: Path) -> Path:
+    """Without --repo: the current folder when it is a feature repo, else ./feature_repo."""
+    source = ctx.get_parameter_source(param.name or "repo")
+    if source is not None and source.name == "DEFAULT" and (Path.cwd() / CONFIG_FILE).is_file():
+        return Path(".")
+    return value
+
+
+Repo = Annotated[Path, typer.Option(
+    "--repo", callback=_default_repo,
+    help="feature repo directory [default: the current folder when it holds featurestore.yaml, "
+         "else feature_repo]", show_default=False)]
 T = TypeVar("T")
 # How commands that talk to a server reach it; the token itself never goes on a command line.
 Tls = Annotated[bool, typer.Option("--tls", help="use TLS, trusting the system's CAs (or "
@@ -83,8 +111,28 @@ def _guard(fn: Callable[[], T]) -> T:
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line
+    err.print(f"[bold red]error:[/] {_cli_terms(message)}", highlight=False,
+              soft_wrap=True)  # one line
     raise typer.Exit(1)
+
+
+_LISTS = {"int64_values": "whole numbers", "float64_values": "numbers",
+          "bool_values": "true or false", "string_values": "text",
+          "timestamp_values": "times"}
+_API_WORDS = [
+    (re.compile(r"service= or features="), "--service or --features"),
+    (re.compile(r"pass timezone='UTC'"), "pass --timezone UTC"),
+    (re.compile(r"the request sends (\w+); send (\w+)"),
+     lambda m: f"it was given {_LISTS.get(m[1], m[1])}; give {_LISTS.get(m[2], m[2])}"),
+]
+
+
+def _cli_terms(message: str) -> str:
+    """A library or server message in the words of the command line (its options, not the
+    Python API's arguments or the wire's field names)."""
+    for pattern, words in _API_WORDS:
+        message = pattern.sub(words, message)
+    return message
 
 
 def _store(repo: Path) -> FeatureStore:
@@ -224,6 +272,7 @@ def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an inter
         fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table") -> None:
     """Read-only SQL over the offline store's objects (sources.*, features.*, transforms as
     functions); files, other databases, settings and extensions are out of reach."""
+    _guard(lambda: _check_choice(fmt, FRAME_FORMATS, "--format"))
     store = _store(repo)
     if query is not None:
         _print_frame(_guard(lambda: store.sql(query)), fmt)
@@ -245,23 +294,29 @@ def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an inter
                 err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
 
 
+_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(Z|[+-]\d{2}:\d{2})?")
+TIME_RULE = ("a date (2025-07-01: midnight UTC; 2025-07-01+02:00: midnight at that offset) or a "
+             "time with its zone (2025-07-01T12:30:00Z, 2025-07-01T12:30:00+02:00)")
+
+
 def _time(text: str | None, option: str) -> datetime | None:
-    """An ISO 8601 time with a zone; featurestore never guesses one."""
+    """The CLI's one rule for times (TIME_RULE): a date alone is its midnight, in UTC unless
+    it carries an offset; a time of day needs its zone (featurestore never guesses one)."""
     if text is None:
         return None
+    date = _DATE.fullmatch(text.strip())
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise FeatureStoreError(f"{option} {text!r} is not an ISO 8601 time such as "
-                                "2025-07-01T00:00:00Z") from exc
+        when = datetime.fromisoformat(f"{date[1]}T00:00:00{date[2] or 'Z'}" if date else text)
+    except ValueError:
+        raise FeatureStoreError(f"{option} {text!r} is not a time; write {TIME_RULE}") from None
     if when.tzinfo is None:
-        raise FeatureStoreError(f"{option} {text!r} has no time zone; add one, e.g. "
-                                f"{text}Z for UTC")
+        raise FeatureStoreError(f"{option} {text!r} has a time of day but no zone; add Z for "
+                                f"UTC or an offset: {text}Z or {text}+02:00")
     return when
 
 
-End = Annotated[str | None, typer.Option(help="ISO time with zone, e.g. 2025-07-01T00:00:00Z; "
-                                              "default now")]
+End = Annotated[str | None, typer.Option(help="a date (midnight UTC) or a time with its zone, "
+                                              "e.g. 2025-07-01T00:00:00Z; default now")]
 Views = Annotated[list[str] | None, typer.Option("--view", help="only this view (repeatable)")]
 
 
@@ -365,9 +420,12 @@ def serve(repo: Repo = Path("feature_repo"),
               "machine only; 0.0.0.0 from every network interface (other machines, and a "
               "container's published port, need it); another address, that interface only"))]
           = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="gRPC port; it must be free")] = 6566,
-          workers: Annotated[int, typer.Option(help="server processes sharing the port")] = 1,
-          max_batch: Annotated[int, typer.Option(help="most entities per request")] = 10_000,
+          port: Annotated[int, typer.Option(help="gRPC port (1-65535); it must be free",
+                                            min=1, max=65535)] = 6566,
+          workers: Annotated[int, typer.Option(help="server processes sharing the port",
+                                               min=1)] = 1,
+          max_batch: Annotated[int, typer.Option(help="most entities per request", min=1)]
+          = 10_000,
           tls_cert: Annotated[Path | None, typer.Option(
               "--tls-cert", help="server certificate (PEM): serve over TLS")] = None,
           tls_key: Annotated[Path | None, typer.Option(
@@ -605,8 +663,9 @@ def get(service: Annotated[str | None, typer.Option(help="feature service")] = N
         features: Annotated[str | None, typer.Option(
             help="comma-separated: view:feature, view or transform")] = None,
         entity: Columns = None, request: Columns = None,
-        as_of: Annotated[str | None, typer.Option("--as-of", help="ISO time with zone; "
-                                                                  "default now")] = None,
+        as_of: Annotated[str | None, typer.Option(
+            "--as-of", help="a date (midnight UTC) or a time with its zone; default now")]
+        = None,
         target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
         statuses: Annotated[bool, typer.Option(help="csv, json: add <feature>__status columns")]
         = False,
@@ -617,6 +676,8 @@ def get(service: Annotated[str | None, typer.Option(help="feature service")] = N
 
     The table has a row per feature and a column per entity, where a missing value shows its
     status; csv and json have a row per entity."""
+
+    _guard(lambda: _check_choice(fmt, FRAME_FORMATS, "--format"))
 
     def fetch() -> tuple[dict[str, list[Any]], OnlineFeatures]:
         with _client(target, tls, tls_ca, tls_cert, tls_key, token_file) as client:
@@ -676,6 +737,9 @@ def _value(text: str, dtype: DType | None, name: str) -> Any:
         return _time(text, name)
     assert dtype is String
     return text
+
+
+FRAME_FORMATS = ("table", "csv", "json")
 
 
 def _print_frame(frame: pl.DataFrame, fmt: str) -> None:

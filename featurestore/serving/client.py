@@ -161,6 +161,38 @@ def _layout(names: tuple[str, ...], value_types: tuple[int, ...]
     return {name: w.dtype for name, w in zip(names, wires, strict=True)}, list(groups.values())
 
 
+DEFAULT_PORT = 6566
+
+
+def server_address(target: str) -> str:
+    """HOST:PORT, with DEFAULT_PORT when `target` names no port (gRPC alone would use 443),
+    and a clear error for a port that is not one. Other gRPC target forms (unix:, dns:///,
+    ...) pass unchanged."""
+    if "://" in target or target.startswith(("unix:", "unix-abstract:", "vsock:", "ipv4:",
+                                              "ipv6:", "dns:")):
+        return target
+    if target.startswith("["):  # [IPv6] or [IPv6]:PORT
+        host, _, rest = target.partition("]")
+        host, port = host + "]", rest.removeprefix(":")
+        if not rest:
+            return f"{host}:{DEFAULT_PORT}"
+        if not rest.startswith(":"):
+            port = ""  # refused below
+    elif target.count(":") > 1:  # a bare IPv6 address
+        return f"[{target}]:{DEFAULT_PORT}"
+    else:
+        host, colon, port = target.partition(":")
+        if not colon:
+            return f"{target}:{DEFAULT_PORT}"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise FeatureStoreError(f"server address {target!r}: the port must be 1-65535, as in "
+                                f"host:{DEFAULT_PORT}")
+    if host in ("", "[]"):
+        raise FeatureStoreError(f"server address {target!r} names no host; write HOST:PORT, "
+                                f"e.g. 127.0.0.1:{DEFAULT_PORT}")
+    return f"{host}:{port}"
+
+
 class Client:
     """A thin synchronous client over one gRPC channel; use one per thread or process and
     close it (or use it as a context manager) when done."""
@@ -171,7 +203,9 @@ class Client:
         """`timeout`: the default deadline of each call, in seconds. `token`: the bearer token
         to send (default: FEATURESTORE_TOKEN, or the file FEATURESTORE_TOKEN_FILE names).
         TLS when `tls` or a certificate is given: `ca_cert` is the CA to trust (default: the
-        system's), `client_cert` and `client_key` the certificate for mutual TLS."""
+        system's), `client_cert` and `client_key` the certificate for mutual TLS. A target
+        without a port gets the server's default port (see `server_address`)."""
+        target = server_address(target)
         self.target, self.timeout = target, timeout
         options = [("grpc.max_receive_message_length", -1)]  # large batches, large responses
         if tls or ca_cert or client_cert or client_key:

@@ -407,7 +407,7 @@ def test_cli_materialize_incremental_and_naive_times(example: Example) -> None:
     out = cli("materialize-incremental", "--repo", example.repo, "--end", END.isoformat()).stdout
     assert "user_profile" in out and "merchant_profile" in out
     naive = cli("materialize", "--repo", example.repo, "--end", "2025-07-01T00:00:00", expect=1)
-    assert "no time zone" in naive.stderr
+    assert "has a time of day but no zone" in naive.stderr
 
 
 def test_workers_share_a_port_and_stop_their_managed_redis(tmp_path: Path) -> None:
