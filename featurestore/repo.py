@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -139,10 +140,25 @@ def _import(path: Path, package: str) -> ModuleType:
     return module
 
 
+def _repo_id(config: RepoConfig) -> str:
+    """The repo's identity, kept in .featurestore/id: it travels with the repo when it is
+    copied or moved (together with its compiled kernels, which refer to it), unlike its
+    path. A repo whose folder cannot be written is identified by its path."""
+    path = config.root / ".featurestore" / "id"
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(uuid.uuid4().hex[:12])
+        return path.read_text().strip()
+    except OSError:
+        return hashlib.sha1(str(config.root).encode()).hexdigest()[:12]
+
+
 def load_repo(root: str | Path) -> tuple[RepoConfig, Definitions]:
     config = load_config(root)
-    # Stable across processes: Numba's cache finds compiled transforms' modules by this name.
-    package = f"fsrepo_{config.project}_{hashlib.sha1(str(config.root).encode()).hexdigest()[:12]}"
+    # Stable across processes and copies of the repo: Numba's cache finds compiled transforms'
+    # modules by this name.
+    package = f"fsrepo_{config.project}_{_repo_id(config)}"
     pkg = ModuleType(package)
     pkg.__path__ = [str(config.root)]
     sys.modules[package] = pkg  # kept: compiled transforms refer to their modules by name

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -116,3 +117,19 @@ def test_messages_use_the_command_lines_words(tmp_path: Path) -> None:
     zoned = cli("training-set", labels, "-o", out, "--service", "fraud_v1", "--timezone", "UTC",
                 "--repo", root).stdout
     assert "wrote 1 rows" in zoned
+
+
+def test_a_copied_or_moved_repo_applies_with_its_compiled_kernels(tmp_path: Path) -> None:
+    """Compiled transforms refer to the repo's definition modules by name: a name made from
+    the repo's path broke every copy that kept .featurestore/ (ModuleNotFoundError)."""
+    root = write_repo(tmp_path / "first")
+    cli("apply", "--repo", root)
+    kernels = sorted(p.name for p in (root / ".featurestore" / "kernels").rglob("*.nb[ic]"))
+    assert kernels, "apply compiled no transform into the repo's kernel cache"
+    copied = tmp_path / "copy"
+    shutil.copytree(root, copied)
+    assert "applied" in cli("apply", "--repo", copied).stdout
+    moved = tmp_path / "moved"
+    copied.rename(moved)
+    assert "applied" in cli("apply", "--repo", moved).stdout
+    assert (moved / ".featurestore" / "id").read_text() == (root / ".featurestore" / "id").read_text()
