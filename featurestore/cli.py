@@ -690,8 +690,7 @@ def get(service: Annotated[str | None, typer.Option(help="feature service")] = N
 
     keys, result = _guard(fetch)
     if fmt != "table":
-        _print_frame(pl.concat([pl.DataFrame(keys), result.to_polars(statuses)],
-                               how="horizontal"), fmt)
+        _print_frame(result.to_polars(statuses), fmt)
         return
     entities = [", ".join(map(str, k)) for k in zip(*keys.values(), strict=True)] or \
         [str(i) for i in range(len(result))]

@@ -63,16 +63,21 @@ class FeatureServiceSchema:
 
 class OnlineFeatures:
     """One response. Per feature: `values[name]` (a NumPy array, or a list of str; a neutral
-    0, False or "" where the value is missing) and `statuses[name]` (uint8 Status codes).
+    0, False or "" where the value is missing) and `statuses[name]` (uint8 Status codes);
+    `entities`: the entity key columns asked for (from Client.get_online_features), which
+    lead every conversion (to_polars, to_arrow, to_dict, to_dicts), as in a training set.
 
     Built from the response message or its bytes, as received. A response costs a few NumPy
     calls per value type and an array view per feature, nothing per value: what depends only
     on which features it holds (their types, which of them share a list) is worked out once
     per feature service."""
 
-    def __init__(self, message: pb.GetOnlineFeaturesResponse | bytes):
+    def __init__(self, message: pb.GetOnlineFeaturesResponse | bytes,
+                 entities: Mapping[str, Any] | None = None):
         response = (pb.GetOnlineFeaturesResponse.FromString(message)
                     if isinstance(message, bytes) else message)
+        self.entities: dict[str, list[Any]] = {
+            k: v.tolist() if hasattr(v, "tolist") else list(v) for k, v in (entities or {}).items()}
         n = self.num_entities = response.num_entities
         names = tuple(response.feature_names)
         dtypes, groups = _layout(names, tuple(response.feature_types))
@@ -103,7 +108,7 @@ class OnlineFeatures:
         """Missing values as nulls, typed as in training sets (Timestamp: timestamp[us, UTC])."""
         import pyarrow as pa
 
-        columns = {}
+        columns: dict[str, Any] = {k: pa.array(v) for k, v in self.entities.items()}
         for name in self.names:
             values = self.values[name]
             data = Utf8Array.from_list(values) if isinstance(values, list) else values
@@ -130,7 +135,7 @@ class OnlineFeatures:
     def to_dict(self, statuses: bool = False) -> dict[str, list[Any]]:
         """Feature -> one plain Python value per entity (None where missing; Timestamps as
         UTC datetimes); the columns of to_polars(), without building a DataFrame."""
-        out: dict[str, list[Any]] = {}
+        out: dict[str, list[Any]] = dict(self.entities)
         for name in self.names:
             values = self.values[name]
             listed = values if isinstance(values, list) else values.tolist()
@@ -251,7 +256,7 @@ class Client:
         microseconds) defaults to now. `version`: fail unless the service is active at it."""
         schema = self.feature_service(service) if service else None
         message = encode_request(service, features, entities, request, as_of, version, schema)
-        return OnlineFeatures(self._call(self._get_online_features, message, timeout))
+        return OnlineFeatures(self._call(self._get_online_features, message, timeout), entities)
 
     def push(self, source: str, events: Any, batch_id: str,
              timeout: float | None = None) -> pb.PushEventsResponse:

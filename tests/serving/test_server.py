@@ -109,6 +109,10 @@ def test_served_values_equal_the_training_set(example: Example, server: Server) 
     with Client(server.target) as client:
         online = served(client, frame)
         assert_same(online, offline)
+        # the keys asked for lead the result, as the label columns lead a training set
+        assert online.columns[:2] == ["user_id", "merchant_id"]
+        assert online.select("user_id", "merchant_id").equals(frame.select("user_id",
+                                                                           "merchant_id"))
         for i in range(3):  # a batch of one reads the same as a row of a large batch
             assert_same(served(client, frame[i:i + 1]), offline[i:i + 1])
     seen = set(pl.concat([online[f"{f}__status"].cast(pl.String) for f in VIEW_FEATURES]))
@@ -125,6 +129,8 @@ def test_never_seen_entity_is_not_found(server: Server) -> None:
     assert {n: int(result.statuses[n][0]) for n in TRANSFORMS} == \
         dict.fromkeys(TRANSFORMS, Status.NULL)
     row = result.to_dicts()[0]
+    assert list(row)[:2] == ["user_id", "merchant_id"]
+    assert (row["user_id"], row["merchant_id"]) == (UNSEEN_USER, "nobody")
     assert {row[n] for n in VIEW_FEATURES + TRANSFORMS} == {None}
     # Windows without events: counts and sums are 0, the rest NULL.
     assert {n: (row[n], int(result.statuses[n][0])) for n in WINDOWED} == {
@@ -147,7 +153,7 @@ def test_feature_lists_take_types_from_the_values(server: Server) -> None:
             request={"amount": [250.0], "txn_country": ["US"], "txn_ts": [END]}, as_of=END)
         with pytest.raises(FeatureStoreError, match="'user_id' \\(Int64\\) cannot hold"):
             client.get_online_features(service="fraud_v1", entities={"user_id": ["7"]})
-    assert listed == {k: full.to_dict()[k] for k in ("credit_limit", "amount_to_limit")}
+    assert listed == {k: full.to_dict()[k] for k in ("user_id", "credit_limit", "amount_to_limit")}
 
 
 def raw_request(n: int = 1, **changes: Any) -> pb.GetOnlineFeaturesRequest:
