@@ -140,7 +140,7 @@ def compile_kernel(
     kernel = Kernel(name, input_types, output, defaults, module.kernel)
     try:
         kernel.run([empty(t) for t in input_types])  # compiles now, or loads from the cache
-    except numba.core.errors.NumbaError as exc:
+    except (numba.core.errors.NumbaError, numba.core.errors.UnsupportedBytecodeError) as exc:
         _check_return_type(module.fn, output, where, fn.__name__, path)  # the likelier cause
         raise CompileError(
             f"{where}: Numba cannot compile {fn.__name__}() in nopython mode: "
