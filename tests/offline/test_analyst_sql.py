@@ -5,6 +5,8 @@ last a session, and `store.session()` takes any number of `sql()` calls."""
 
 from __future__ import annotations
 
+import re
+import sys
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -255,3 +257,10 @@ def test_the_interactive_shell_lists_describes_helps_and_keeps_temp_views(
     assert "not run" not in proc.stdout
     assert proc.stderr.splitlines() == ["error: no table, view, macro or transform named "
                                         "'nothing'; `.tables` lists them"]
+
+
+def test_the_readme_runs_no_duckdb_command_the_project_does_not_install() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    commands = {line.split()[0] for block in re.findall(r"```sh\n(.*?)```", readme, re.S)
+                for line in block.splitlines() if line.strip()}
+    assert "duckdb" not in commands or (Path(sys.executable).parent / "duckdb").exists()
