@@ -78,8 +78,7 @@ def _window_udf(view: ViewPlan, windows: WindowValues) -> Callable[..., pa.Array
         labels = pa.table({ROW: pa.array(np.arange(len(rows), dtype=np.int64)),
                            **{k: c.take(rows) for (k, _), c in keys},
                            TS: columns[-1].take(rows)})
-        values = windows(view.name, labels) if len(rows) else [
-            Column(np.zeros(0, a.output.numpy), np.zeros(0, np.bool_)) for a in view.aggregates]
+        values = windows(view.name, labels)
         # Rows with a NULL key or time get a NULL struct (every field NULL once unnested).
         back = pa.array(np.cumsum(valid) - 1, pa.int64(), mask=~valid)
         return pa.StructArray.from_arrays(
