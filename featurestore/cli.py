@@ -26,6 +26,7 @@ from featurestore.feature_store import FeatureStore
 from featurestore.materialization import Materialized
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
+from featurestore.offline.sql import SqlSession
 from featurestore.online.managed import ManagedRedis
 from featurestore.parity import LogReport, ParityReport, check_samples
 from featurestore.parity import check as check_parity
@@ -271,13 +272,33 @@ def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an inter
         = None, repo: Repo = Path("feature_repo"),
         fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table") -> None:
     """Read-only SQL over the offline store's objects (sources.*, features.*, transforms as
-    functions); files, other databases, settings and extensions are out of reach."""
+    functions); files, other databases, settings and extensions are out of reach. SHOW TABLES
+    lists what there is."""
     _guard(lambda: _check_choice(fmt, FRAME_FORMATS, "--format"))
     store = _store(repo)
     if query is not None:
-        _print_frame(_guard(lambda: store.sql(query)), fmt)
+        _print_sql(_guard(lambda: store.sql(query)), fmt)
         return
-    out.print("featurestore sql (read-only). End statements with ';', quit with Ctrl-D.")
+    with _guard(store.sql_session) as session:
+        _shell(session, fmt)
+
+
+SHELL_HELP = """\
+End SQL statements with ';' (they may span lines); temporary views, tables and macros last
+until you quit. Commands (one line, no ';' needed):
+  .tables           what you can query: sources, feature views, point-in-time lookups
+                    (features.<view>_asof('labels')), transform functions, your temporary
+                    objects (also: SHOW TABLES;)
+  .describe NAME    columns of a table or view, or parameters and result of a lookup or
+                    transform (also for tables and views: DESCRIBE NAME;)
+  .help, help       this text
+  .quit             leave (or Ctrl-D)"""
+
+
+def _shell(session: SqlSession, fmt: str) -> None:
+    """The interactive prompt: SQL ending in ';', and the dot commands of SHELL_HELP."""
+    out.print("featurestore sql (read-only). End statements with ';', .help for help, quit with "
+              "Ctrl-D.", highlight=False)
     buffer = ""
     while True:
         try:
@@ -285,13 +306,41 @@ def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an inter
         except EOFError:
             out.print()
             return
+        command = line.strip().removesuffix(";").split()
+        if not buffer and command and (command[0].startswith(".") or command[0] == "help"):
+            if command[0] in (".quit", ".exit"):
+                return
+            _meta(session, command, fmt)
+            continue
         buffer += line + "\n"
         if buffer.strip().endswith(";"):
             statement, buffer = buffer, ""
             try:
-                _print_frame(store.sql(statement), fmt)
+                _print_sql(session.sql(statement), fmt)
             except FeatureStoreError as exc:
                 err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+
+
+def _meta(session: SqlSession, command: list[str], fmt: str) -> None:
+    name, args = command[0], command[1:]
+    try:
+        if name in ("help", ".help"):
+            out.print(SHELL_HELP, highlight=False, markup=False)
+        elif name == ".tables" and not args:
+            _print_sql(session.tables(), fmt)
+        elif name == ".describe" and len(args) == 1:
+            _print_sql(session.describe(args[0]), fmt)
+        elif name in (".tables", ".describe"):
+            raise FeatureStoreError(f"usage: {'.tables' if name == '.tables' else '.describe NAME'}")
+        else:
+            raise FeatureStoreError(f"unknown command {name}; .help lists the commands")
+    except FeatureStoreError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+
+
+def _print_sql(frame: pl.DataFrame, fmt: str) -> None:
+    with pl.Config(fmt_str_lengths=120):  # whole names and signatures
+        _print_frame(frame, fmt)
 
 
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(Z|[+-]\d{2}:\d{2})?")

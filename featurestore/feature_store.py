@@ -16,7 +16,7 @@ from featurestore.materialization import Materialized, materialize
 from featurestore.offline import ApplyResult, OfflineStore, event_log
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
-from featurestore.offline.sql import run
+from featurestore.offline.sql import SqlSession
 from featurestore.online.managed import ManagedRedis
 from featurestore.online.store import OnlineStore
 from featurestore.plan import Plan
@@ -142,9 +142,12 @@ class FeatureStore:
         """SQL over the offline store's sources.* and features.* objects, with transforms
         callable as functions; nothing else (no files, settings, extensions or other
         databases): see README "Sandbox". Each call has its own sandboxed connection, also
-        inside `session()`, so temporary views last for one call."""
-        con = self.offline.sql_session(self.plan)
-        try:
-            return run(con, query)
-        finally:
-            con.close()
+        inside `session()`, so temporary views last for one call (see `sql_session`)."""
+        with self.sql_session() as session:
+            return session.sql(query)
+
+    def sql_session(self) -> SqlSession:
+        """One sandboxed SQL connection for many queries (`with store.sql_session() as s:
+        s.sql(...)`): temporary views, tables and macros last until it is closed. Also
+        `s.tables()` (what SHOW TABLES lists) and `s.describe(name)`."""
+        return self.offline.sql_session(self.plan)
