@@ -251,20 +251,39 @@ def training_set(
         table: Any = labels
         if labels.suffix == ".csv":
             table = pl.read_csv(labels, try_parse_dates=True)
+        if output.suffix not in (".csv", ".parquet", ".pq"):
+            raise FeatureStoreError(f"output {output} must end in .parquet or .csv")
         frame = store.training_set(table, service=service,
                                    features=features.split(",") if features else None,
-                                   timestamp=timestamp, timezone=timezone, statuses=statuses)
+                                   timestamp=timestamp, timezone=timezone, statuses=True)
+        written = frame if statuses else frame.select(
+            c for c in frame.columns if not c.endswith("__status"))
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix == ".csv":
-            frame.write_csv(output)
-        elif output.suffix in (".parquet", ".pq"):
-            frame.write_parquet(output)
+            written.write_csv(output)
         else:
-            raise FeatureStoreError(f"output {output} must end in .parquet or .csv")
+            written.write_parquet(output)
         return frame
 
     frame = _guard(run)
-    out.print(f"wrote {frame.height} rows x {frame.width} columns to {output}")
+    written = frame.width if statuses else sum(not c.endswith("__status") for c in frame.columns)
+    out.print(f"wrote {frame.height} rows x {written} columns to {output}")
+    _print_status_summary(frame)
+
+
+def _print_status_summary(frame: pl.DataFrame) -> None:
+    """Per feature, how many rows got each status: an all-NULL or all-NOT_FOUND feature (a
+    wrong key, a ttl too short, labels older than the data) shows here, not in a model."""
+    table = Table("feature", *STATUS_NAMES, title="statuses")
+    for column in (c for c in frame.columns if c.endswith("__status")):
+        counts = frame[column].cast(pl.String).value_counts()
+        found = dict(zip(counts[column].to_list(), counts["count"].to_list(), strict=True))
+        share = [found.get(s, 0) / max(frame.height, 1) for s in STATUS_NAMES]
+        table.add_row(column.removesuffix("__status"), *(
+            f"{found.get(s, 0)} ({p:.0%})" if s == "PRESENT" or not found.get(s) else
+            f"[yellow]{found.get(s, 0)} ({p:.0%})[/]" for s, p in zip(STATUS_NAMES, share,
+                                                                     strict=True)))
+    out.print(table)
 
 
 @app.command()

@@ -133,3 +133,29 @@ def test_a_copied_or_moved_repo_applies_with_its_compiled_kernels(tmp_path: Path
     copied.rename(moved)
     assert "applied" in cli("apply", "--repo", moved).stdout
     assert (moved / ".featurestore" / "id").read_text() == (root / ".featurestore" / "id").read_text()
+
+
+def test_training_set_prints_each_features_statuses(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo")
+    cli("apply", "--repo", root)
+    labels = tmp_path / "labels.parquet"
+    pl.DataFrame({"user_id": [1, 2, 10**9, 10**9 + 1],
+                  "event_timestamp": [datetime(2025, 7, 1, tzinfo=UTC)] * 4,
+                  "amount": [1.0, 2.0, 3.0, 4.0]}).write_parquet(labels)
+    plain, with_statuses = tmp_path / "plain.parquet", tmp_path / "statuses.parquet"
+    printed = cli("training-set", labels, "-o", plain, "--service", "fraud_v1", "--repo",
+                  root).stdout
+    cli("training-set", labels, "-o", with_statuses, "--service", "fraud_v1", "--statuses",
+        "--repo", root)
+    assert not any(c.endswith("__status") for c in pl.read_parquet(plain).columns)
+    frame = pl.read_parquet(with_statuses)
+    statuses = [c for c in frame.columns if c.endswith("__status")]
+    assert statuses
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in printed.splitlines() if line.count("│") == 6}
+    for column in statuses:  # the printed counts are the file's
+        values = frame[column].cast(pl.String).to_list()
+        assert rows[column.removesuffix("__status")] == [
+            f"{values.count(s)} ({values.count(s) / len(values):.0%})"
+            for s in ("PRESENT", "NULL", "NOT_FOUND", "OUTSIDE_TTL")], column
+    assert rows["credit_limit"][2] == "2 (50%)"  # the two unknown users
