@@ -477,3 +477,31 @@ def test_entity_keys_cannot_be_null(server: Server) -> None:
                                             "txn_ts": [END, END]}, as_of=END)
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "entity key 'user_id' has missing values" in raised.value.details
+
+
+def test_in_process_lookups_answer_what_the_server_answers(example: Example,
+                                                            server: Server) -> None:
+    frame = labels(example.repo)
+    arguments: dict[str, Any] = dict(
+        service="fraud_v1",
+        entities={"user_id": frame["user_id"].to_list(),
+                  "merchant_id": frame["merchant_id"].to_list()},
+        request={"amount": frame["amount"].to_list(),
+                 "txn_country": frame["txn_country"].to_list(),
+                 "txn_ts": frame["txn_ts"].to_list()},
+        as_of=END)
+    local = example.store.get_online_features(**arguments)
+    with Client(server.target) as client:
+        remote = client.get_online_features(**arguments)
+        listed = client.get_online_features(features=["user_profile:credit_limit"],
+                                            entities={"user_id": [1, UNSEEN_USER]}, as_of=END)
+    assert repr(local.to_dict(statuses=True)) == repr(remote.to_dict(statuses=True))  # NaN too
+    assert local.event_timestamps.keys() == remote.event_timestamps.keys()
+    in_process = example.store.get_online_features(
+        features=["user_profile:credit_limit"], entities={"user_id": [1, UNSEEN_USER]}, as_of=END)
+    assert in_process.to_dict(statuses=True) == listed.to_dict(statuses=True)
+    with pytest.raises(FeatureStoreError, match="unknown feature service 'fraud_v9'"):
+        example.store.get_online_features(service="fraud_v9", entities={"user_id": [1]})
+    with pytest.raises(FeatureStoreError, match="missing entity key 'merchant_id'"):
+        example.store.get_online_features(service="fraud_v1", entities={"user_id": [1]},
+                                          request=arguments["request"])
