@@ -193,6 +193,107 @@ def list_(repo: Repo = Path("feature_repo")) -> None:
     out.print(table)
 
 
+@app.command("plan")
+def plan_(repo: Repo = Path("feature_repo")) -> None:
+    """What `apply` would change (definitions added, changed, removed), changing nothing."""
+    store = _store(repo)
+    diff = _guard(store.diff)
+    _print_diff(diff)
+    plan = _guard(lambda: store.plan)
+    touched = [e for e in [*diff.added, *(e for e, _ in diff.changed)]
+               if e.kind in ("source", "feature_view")]
+    for e in touched:
+        work = ("ingest source" if e.kind == "source" else
+                "backfill windows of" if plan.views[e.name].windowed else "build feature table")
+        out.print(f"apply would {work} {e.name} (version {e.version})", highlight=False)
+    if touched or diff.removed:
+        out.print("nothing was changed; run `featurestore apply` to apply this plan")
+
+
+@app.command()
+def describe(name: Annotated[str, typer.Argument(help="a feature view or a feature service")],
+             repo: Repo = Path("feature_repo")) -> None:
+    """A view's or a service's schema, version, source, ttl, what the online store serves,
+    and a summary of the view's values offline."""
+    store = _store(repo)
+    plan = _guard(lambda: store.plan)
+    if name in plan.services:
+        selection = plan.select(service=name)
+        rows = {"feature service": name, "version": plan.services[name].hash[:12],
+                "entity keys": _fields(selection.join_keys.items()),
+                "request inputs": _fields(selection.requests.items()) or "-",
+                "feature views": ", ".join(selection.views),
+                "transforms": ", ".join(t.name for t in selection.transforms) or "-"}
+        _print_rows(rows)
+        table = Table("feature", "type", "from")
+        for o in selection.outputs:
+            table.add_row(o.name, str(o.dtype), o.ref.split(":")[0] if ":" in o.ref
+                          else "transform")
+        out.print(table)
+        return
+    if name not in plan.views:
+        _fail(f"{name!r} is neither a feature view nor a feature service of this repo; "
+              "`featurestore list` lists them")
+    view = plan.views[name]
+    source = plan.sources[view.source]
+    _print_rows({
+        "feature view": name + (" (windowed)" if view.windowed else ""),
+        "version": view.version, "entity": f"{view.entity} ({_fields(view.join_keys)})",
+        "source": f"{source.name}: {source.path or source.table} (event time {source.timestamp}"
+                  + (f", created {source.created}" if source.created else "") + ")",
+        "ttl": str(timedelta(microseconds=view.ttl_us)) if view.ttl_us else "none",
+        "online": _online_state(store, view) if view.online else "offline only"})
+    table = Table("feature", "type", "rows", "nulls", "min", "max", "mean", title="offline values")
+    summary = {} if view.windowed else _guard(lambda: _value_summary(store, name, view.features))
+    for feature, dtype in view.features:
+        table.add_row(feature, str(dtype), *summary.get(feature, ["-"] * 5))
+    out.print(table)
+    if view.windowed:
+        out.print("windowed values depend on the time they are read at: see a training set "
+                  f"or SELECT ... FROM features.{name}_asof('labels')", highlight=False)
+
+
+def _fields(items: Any) -> str:
+    return ", ".join(f"{k} {t}" for k, t in items)
+
+
+def _print_rows(rows: dict[str, str]) -> None:
+    width = max(map(len, rows))
+    for key, value in rows.items():
+        out.print(f"{key:<{width}}  {value}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _online_state(store: FeatureStore, view: Any) -> str:
+    try:
+        with store.online() as online:
+            served = online.served().get(view.name)
+    except FeatureStoreError as exc:
+        return f"unknown (the online store cannot be read: {exc})"
+    if served is None:
+        return "not materialized"
+    end = _iso(served.end_us, "?")
+    if served.view.version != view.version:
+        return f"serves version {served.view.version} (materialized up to {end}); this version " \
+               "is not materialized"
+    return f"served, materialized up to {end}"
+
+
+def _value_summary(store: FeatureStore, name: str, features: Any) -> dict[str, list[str]]:
+    """Per feature of a view's feature table: rows, nulls, and min, max, mean where defined."""
+    columns = []
+    for feature, dtype in features:
+        q = f'"{feature}"'
+        columns += ["count(*)", f"count(*) - count({q})"]
+        if dtype in (Int64, Float64, Timestamp):
+            columns += [f"min({q})::VARCHAR", f"max({q})::VARCHAR",
+                        f"avg({q})::VARCHAR" if dtype is not Timestamp else "NULL"]
+        else:
+            columns += ["NULL", "NULL", "NULL"]
+    row = store.sql(f"SELECT {', '.join(columns)} FROM features.\"{name}\"").row(0)
+    return {feature: [str(v) if v is not None else "-" for v in row[5 * i:5 * i + 5]]
+            for i, (feature, _) in enumerate(features)}
+
+
 def _details(plan: Any, kind: str, name: str) -> str:
     if kind == "feature_view":
         v = plan.views[name]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from repo_kit import write_repo
+from repo_kit import profiles_frame, write_repo
 from serving_kit import cli
 
 from featurestore.cli import _time
@@ -159,3 +159,36 @@ def test_training_set_prints_each_features_statuses(tmp_path: Path) -> None:
             f"{values.count(s)} ({values.count(s) / len(values):.0%})"
             for s in ("PRESENT", "NULL", "NOT_FOUND", "OUTSIDE_TTL")], column
     assert rows["credit_limit"][2] == "2 (50%)"  # the two unknown users
+
+
+def test_describe_a_view_and_a_service(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo")
+    cli("apply", "--repo", root)
+    view = cli("describe", "user_profile", "--repo", root).stdout
+    assert "feature view  user_profile" in view and "ttl           10 days" in view
+    assert "source        profiles: data/profiles.parquet (event time updated_at)" in view
+    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+             for line in view.splitlines() if line.count("│") == 8}
+    data = profiles_frame()  # the feature table holds the source's rows, one per event
+    assert lines["credit_limit"] == ["Float64", str(data.height), "0",
+                                     str(data["credit_limit"].min()),
+                                     str(data["credit_limit"].max()),
+                                     str(data["credit_limit"].mean())]
+    assert lines["country"][:3] == ["String", str(data.height), "0"]
+    service = cli("describe", "fraud_v1", "--repo", root).stdout
+    assert "request inputs   amount Float64" in service and "amount_to_limit" in service
+    unknown = cli("describe", "user_profil", "--repo", root, expect=1).stderr
+    assert "'user_profil' is neither a feature view nor a feature service" in unknown
+
+
+def test_plan_shows_what_apply_would_change_and_changes_nothing(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo")
+    cli("apply", "--repo", root)
+    assert "no definition changed" in cli("plan", "--repo", root).stdout
+    (root / "features.py").write_text(
+        (root / "features.py").read_text().replace("days=10", "days=20"))
+    for _ in range(2):  # the second plan sees the same change: the first changed nothing
+        planned = cli("plan", "--repo", root).stdout
+        assert "changed" in planned and "user_profile" in planned
+        assert "apply would build feature table user_profile" in planned
+    assert "changed, not applied" in cli("list", "--repo", root).stdout
