@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from importlib.metadata import version as package_version
@@ -679,13 +680,26 @@ def health(target: Annotated[str, typer.Option(help="server address")] = "127.0.
            service: Annotated[str, typer.Option(
                help="a gRPC service to ask about; default: the server as a whole")] = "",
            timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 3.0,
+           wait: Annotated[float, typer.Option(
+               help="keep asking for up to this many seconds until it is SERVING (a server "
+                    "that is starting)", min=0)] = 0.0,
            tls: Tls = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
            tls_key: TlsKey = None) -> None:
     """Ask a server's gRPC health check; exit 0 when it is SERVING, 1 otherwise (NOT_SERVING,
     unreachable, or an unknown --service). For container health checks and probes."""
     def ask() -> str:
-        with _client(target, tls, tls_ca, tls_cert, tls_key, None, timeout) as client:
-            return client.health(service)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with _client(target, tls, tls_ca, tls_cert, tls_key, None, timeout) as client:
+                    answer = client.health(service)
+            except FeatureStoreError:
+                if time.monotonic() >= deadline:
+                    raise
+                answer = ""
+            if answer == "SERVING" or time.monotonic() >= deadline:
+                return answer
+            time.sleep(0.25)
 
     status = _guard(ask)
     out.print(f"{target}{f' {service}' if service else ''}: {status}", highlight=False)
