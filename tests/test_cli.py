@@ -192,3 +192,13 @@ def test_plan_shows_what_apply_would_change_and_changes_nothing(tmp_path: Path) 
         assert "changed" in planned and "user_profile" in planned
         assert "apply would build feature table user_profile" in planned
     assert "changed, not applied" in cli("list", "--repo", root).stdout
+
+
+def test_kernels_cached_under_another_repo_name_are_compiled_again(tmp_path: Path) -> None:
+    """Caches written before repos were named by .featurestore/id (by their path) refer to
+    definition modules that no longer exist by that name: they are compiled again."""
+    root = write_repo(tmp_path / "repo")
+    cli("apply", "--repo", root)
+    (root / ".featurestore" / "id").write_text("renamed00000")
+    assert "applied" in cli("apply", "--repo", root).stdout
+    assert "fraud_v1" in cli("list", "--repo", root).stdout
