@@ -53,10 +53,10 @@ class Slots:
     refs: the outputs, in output order, then what only transforms read. Each ref has a
     status row (its position in refs); a fixed-width ref a row of the int64 `fixed` matrix
     (raw bits: a Float64 as its IEEE bits, a Bool as 0/1), the outputs first and grouped by
-    type in FIXED_TYPES order; a stored string of a row view a row of the `strings` offsets;
-    any other string (computed) is kept as a column. Missing values are zero (strings empty)."""
+    type in FIXED_TYPES order; a String ref a row of the `strings` offsets, the outputs
+    first. Missing values are zero (strings empty)."""
 
-    def __init__(self, plan: Plan, selection: Selection, stored: set[str]):
+    def __init__(self, plan: Plan, selection: Selection):
         outputs = [o.ref for o in selection.outputs]
         self.names = tuple(o.name for o in selection.outputs)
         self.dtypes: dict[str, DType] = {o.ref: o.dtype for o in selection.outputs}
@@ -78,21 +78,9 @@ class Slots:
             if refs:
                 self.groups.append((t, at, at + len(refs)))
                 at += len(refs)
-        strings = [r for r in self.refs if self.dtypes[r] is String and r in stored]
+        strings = [r for r in self.refs if self.dtypes[r] is String]  # outputs first
         self.string_row = {ref: i for i, ref in enumerate(strings)}
-        # the string outputs in output order: runs of stored rows (lo, hi), or a computed ref
-        self.string_runs: list[tuple[int, int] | str] = []
-        for ref in outputs:
-            if self.dtypes[ref] is not String:
-                continue
-            row = self.string_row.get(ref)
-            last = self.string_runs[-1] if self.string_runs else None
-            if row is None:
-                self.string_runs.append(ref)
-            elif isinstance(last, tuple) and last[1] == row:
-                self.string_runs[-1] = (last[0], row + 1)
-            else:
-                self.string_runs.append((row, row + 1))
+        self.n_string_outputs = sum(self.dtypes[r] is String for r in outputs)
 
 
 @dataclass
@@ -102,11 +90,17 @@ class OnlineResult:
 
     slots: Slots
     fixed: np.ndarray  # int64 (fixed refs, n)
-    strings: Utf8Array  # the stored strings: `offsets` is (string refs, n + 1) over `data`
+    strings: Utf8Array  # `offsets` is (string refs, n + 1) over `data`
     computed: dict[str, Column]  # transforms' and windowed views' outputs
     status: np.ndarray  # uint8 (refs, n)
-    event_ts: dict[str, np.ndarray]  # view -> event timestamp (micros) of the row served, 0 if none
+    row_views: tuple[str, ...]
+    event_matrix: np.ndarray  # int64 (row views, n): the event time of the row served, 0 if none
     transform_errors: dict[str, int]
+
+    @property
+    def event_ts(self) -> dict[str, np.ndarray]:
+        """Row view -> the event timestamp (micros) of the row served per entity, 0 if none."""
+        return dict(zip(self.row_views, self.event_matrix, strict=True))
 
     def column(self, ref: str) -> Column:
         slots = self.slots
@@ -131,12 +125,16 @@ class OnlineResult:
         and, where the ref has a fixed row, written there with missing values zeroed."""
         self.computed[ref] = column
         self.status[self.slots.status_row[ref]] = computed_status(column.valid)
-        row = self.slots.fixed_row.get(ref)
-        if row is not None:
-            values = column.values
-            assert isinstance(values, np.ndarray)
-            np.copyto(self.fixed[row], values.view(np.int64) if values.dtype == np.float64
-                      else values, where=column.valid)
+        values = column.values
+        if isinstance(values, Utf8Array):  # rare (a String transform): appended to `strings`
+            text = Utf8Array.from_list([v if ok else "" for v, ok in zip(
+                values.to_list(), column.valid.tolist(), strict=True)])
+            offsets = self.strings.offsets
+            offsets[self.slots.string_row[ref]] = text.offsets + len(self.strings.data)
+            self.strings = Utf8Array(offsets, np.concatenate([self.strings.data, text.data]))
+        else:
+            np.copyto(self.fixed[self.slots.fixed_row[ref]], values.view(np.int64)
+                      if values.dtype == np.float64 else values, where=column.valid)
 
     @property
     def features(self) -> list[FeatureValues]:
@@ -235,7 +233,8 @@ class Lookup:
             else:
                 rows.append(RowView(view, storage, served[name].created_us or 0, tuple(wanted)))
         self.rows, self.windows = tuple(rows), tuple(windows)
-        self.slots = Slots(plan, selection, {f"{r.view.name}:{f}" for r in rows for f in r.wanted})
+        self.row_views = tuple(r.view.name for r in rows)
+        self.slots = Slots(plan, selection)
         self._maps = _row_maps(self.rows, self.slots)
         views = (*self.rows, *self.windows)
         self.fence = [active_key(project, item.view.name) for item in views] + [
@@ -359,7 +358,7 @@ class PendingRead:
             if missing[v]:
                 _check_expiry(row, as_of_us)
         result = OnlineResult(slots, fixed, Utf8Array(offsets, data), {}, status,
-                              {row.view.name: event_ts[v] for v, row in enumerate(rows)}, {})
+                              lookup.row_views, event_ts, {})
         pending = list(heads or [])
         for g in self._parse(values):
             layout, name = g.group.layout, g.window.view.name

@@ -9,39 +9,7 @@ import numba
 import numpy as np
 
 from featurestore.aggregation.accumulators import HOP, WINDOW, merge_state
-
-
-@numba.njit(cache=True, nogil=True)
-def _put_varint(buf, pos, v):  # type: ignore[no-untyped-def]
-    u = np.uint64(v)
-    while u >= np.uint64(0x80):
-        buf[pos] = np.uint8((u & np.uint64(0x7F)) | np.uint64(0x80))
-        u >>= np.uint64(7)
-        pos += 1
-    buf[pos] = np.uint8(u)
-    return pos + 1
-
-
-@numba.njit(cache=True, nogil=True)
-def _get_varint(buf, pos):  # type: ignore[no-untyped-def]
-    u = np.uint64(0)
-    shift = np.uint64(0)
-    while True:
-        b = np.uint64(buf[pos])
-        pos += 1
-        u |= (b & np.uint64(0x7F)) << shift
-        if b < np.uint64(0x80):
-            return np.int64(u), pos
-        shift += np.uint64(7)
-
-
-@numba.njit(cache=True, nogil=True)
-def _varint_size(v):  # type: ignore[no-untyped-def]
-    u, size = np.uint64(v), 1
-    while u >= np.uint64(0x80):
-        u >>= np.uint64(7)
-        size += 1
-    return size
+from featurestore.values.varints import get_varint, put_varint, varint_size
 
 
 @numba.njit(cache=True, nogil=True)
@@ -54,8 +22,8 @@ def encode_tiles(states):  # type: ignore[no-untyped-def]
         for slot in range(width):
             v = states[j, slot]
             if v != 0:
-                size += _varint_size(slot - last)
-                size += _varint_size((v << np.int64(1)) ^ (v >> np.int64(63)))
+                size += varint_size(slot - last)
+                size += varint_size((v << np.int64(1)) ^ (v >> np.int64(63)))
                 last = slot
         offsets[j + 1] = offsets[j] + size
     buf = np.empty(offsets[n], np.uint8)
@@ -64,8 +32,8 @@ def encode_tiles(states):  # type: ignore[no-untyped-def]
         for slot in range(width):
             v = states[j, slot]
             if v != 0:
-                pos = _put_varint(buf, pos, slot - last)
-                pos = _put_varint(buf, pos, (v << np.int64(1)) ^ (v >> np.int64(63)))
+                pos = put_varint(buf, pos, slot - last)
+                pos = put_varint(buf, pos, (v << np.int64(1)) ^ (v >> np.int64(63)))
                 last = slot
     return buf, offsets
 
@@ -76,8 +44,8 @@ def decode_tile(buf, lo, hi, s, touched):  # type: ignore[no-untyped-def]
     zeroing them again: rows are wide, tiles sparse). Returns how many."""
     pos, slot, count = lo, -1, 0
     while pos < hi:
-        gap, pos = _get_varint(buf, pos)
-        z, pos = _get_varint(buf, pos)
+        gap, pos = get_varint(buf, pos)
+        z, pos = get_varint(buf, pos)
         slot += gap
         s[slot] = np.int64(np.uint64(z) >> np.uint64(1)) ^ -(z & np.int64(1))
         touched[count] = slot
@@ -106,9 +74,9 @@ def pack_blocks(buf, offsets, entity, k, per_block):  # type: ignore[no-untyped-
             b += 1
             out_offsets[b] = pos
             block_entity[b], block[b] = entity[j], k[j] // per_block
-        pos = _put_varint(out, pos, k[j] - block[b] * per_block)
+        pos = put_varint(out, pos, k[j] - block[b] * per_block)
         length = offsets[j + 1] - offsets[j]
-        pos = _put_varint(out, pos, length)
+        pos = put_varint(out, pos, length)
         out[pos:pos + length] = buf[offsets[j]:offsets[j + 1]]
         pos += length
     out_offsets[count] = pos
@@ -127,8 +95,8 @@ def index_blocks(buf, offsets, n, blocks, first_block, first_k, span, per_block
         for i in range(blocks):
             pos, end = offsets[r * blocks + i], offsets[r * blocks + i + 1]
             while pos < end:
-                j, pos = _get_varint(buf, pos)
-                length, pos = _get_varint(buf, pos)
+                j, pos = get_varint(buf, pos)
+                length, pos = get_varint(buf, pos)
                 t = (first_block + i) * per_block + j - first_k
                 if 0 <= t < span:
                     lo[r * span + t], hi[r * span + t] = pos, pos + length
@@ -144,8 +112,8 @@ def unpack_blocks(buf, offsets, block, per_block, width):  # type: ignore[no-unt
     for i in range(block.shape[0]):
         pos = offsets[i]
         while pos < offsets[i + 1]:
-            _, pos = _get_varint(buf, pos)
-            length, pos = _get_varint(buf, pos)
+            _, pos = get_varint(buf, pos)
+            length, pos = get_varint(buf, pos)
             pos += length
             count += 1
     owner = np.empty(count, np.int64)
@@ -156,8 +124,8 @@ def unpack_blocks(buf, offsets, block, per_block, width):  # type: ignore[no-unt
     for i in range(block.shape[0]):
         pos = offsets[i]
         while pos < offsets[i + 1]:
-            j, pos = _get_varint(buf, pos)
-            length, pos = _get_varint(buf, pos)
+            j, pos = get_varint(buf, pos)
+            length, pos = get_varint(buf, pos)
             decode_tile(buf, pos, pos + length, rows[t], touched)
             owner[t], k[t] = i, block[i] * per_block + j
             pos += length
@@ -172,9 +140,9 @@ def head_max_ts(buf, lo, hi, n, span):  # type: ignore[no-untyped-def]
     for r in range(n):
         start, end = lo[r * span + span - 1], hi[r * span + span - 1]
         if start < end:
-            gap, pos = _get_varint(buf, start)
+            gap, pos = get_varint(buf, start)
             if gap == 1:  # slot MAX_TS is the first nonzero one
-                z, pos = _get_varint(buf, pos)
+                z, pos = get_varint(buf, pos)
                 out[r] = np.int64(np.uint64(z) >> np.uint64(1)) ^ -(z & np.int64(1))
     return out
 

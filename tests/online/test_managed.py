@@ -109,7 +109,7 @@ def test_a_failing_materialize_still_says_it_started_one(repo: Path) -> None:
 
 def test_a_bad_argument_starts_nothing(repo: Path) -> None:
     _, err = featurestore("materialize", "--repo", repo, "--end", "2025-07-01T00:00:00", expect=1)
-    assert "no time zone" in err and "started" not in err
+    assert "has a time of day but no zone" in err and "started" not in err
     assert not ManagedRedis(repo).running()
 
 

@@ -16,10 +16,11 @@ from featurestore.plan import Selection
 from featurestore.plan.plan import OutputFeature
 from featurestore.serving.client import OnlineFeatures
 from featurestore.serving.proto import WIRE, pb
-from featurestore.serving.wire import ResponseEncoder, varint
+from featurestore.serving.wire import ResponseEncoder
 from featurestore.values.columns import Column
 from featurestore.values.status import STATUS_NAMES, Status
 from featurestore.values.strings import Utf8Array
+from featurestore.values.varints import get_varint, put_varint, varint_size
 
 AS_OF = 1_751_328_000_000_000
 LONG = "é" * 200  # 400 bytes: a two-byte length prefix
@@ -68,23 +69,26 @@ def reference(features: list[FeatureValues], n: int, event_ts: dict[str, np.ndar
 def online_result(features: list[FeatureValues], selection: Selection, n: int,
                   stored_strings: bool, event_ts: dict[str, np.ndarray],
                   errors: dict[str, int]) -> OnlineResult:
-    """A read's result holding `features`: strings as a row view's stored strings (one
-    matrix, empty where missing) or as computed columns (a transform's)."""
-    stored = {f.name for f in features if f.dtype is String} if stored_strings else set()
-    slots = Slots(None, selection, stored)  # type: ignore[arg-type]  # no views to look up
+    """A read's result holding `features`: strings as a row view's stored strings (written
+    into the strings matrix, empty where missing, as a read decodes them) or as computed
+    columns (a transform's, added as the lookup adds them)."""
+    slots = Slots(None, selection)  # type: ignore[arg-type]  # no views to look up
+    stored = [f for f in features if f.dtype is String] if stored_strings else []
     texts = [[v if ok else "" for v, ok in zip(f.column.values.to_list(), f.column.valid,
                                                 strict=True)]
-             for f in features if f.name in stored]  # type: ignore[union-attr]
+             for f in stored]  # type: ignore[union-attr]
     lengths = [len(t.encode()) for row in texts for t in row]
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
-    matrix = np.array([offsets[k * n:(k + 1) * n + 1] for k in range(len(texts))],
-                      np.int64).reshape(len(texts), n + 1)
+    matrix = np.zeros((len(slots.string_row), n + 1), np.int64)
+    for k, f in enumerate(stored):
+        matrix[slots.string_row[f.name]] = offsets[k * n:(k + 1) * n + 1]
     data = np.frombuffer("".join(t for row in texts for t in row).encode(), np.uint8)
     result = OnlineResult(slots, np.zeros((len(slots.fixed_row), n), np.int64),
                           Utf8Array(matrix, data), {}, np.zeros((len(slots.refs), n), np.uint8),
-                          event_ts, errors)
+                          tuple(event_ts), np.array(list(event_ts.values()), np.int64)
+                          .reshape(len(event_ts), n), errors)
     for f in features:
-        if f.name not in stored:
+        if f.name not in {g.name for g in stored}:
             result[f.name] = f.column
         result.status[slots.status_row[f.name]] = f.status
     return result
@@ -134,4 +138,9 @@ def test_encoding_parses_into_the_reference_message(n: int, stored_strings: bool
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**35])
 def test_varint(value: int) -> None:
-    assert pb.GetOnlineFeaturesResponse.FromString(b"\x08" + varint(value)).num_entities == value
+    buffer = np.zeros(16, np.uint8)
+    end = put_varint(buffer, 0, value)
+    assert end == varint_size(value)
+    assert get_varint(buffer, 0) == (value, end)
+    assert pb.GetOnlineFeaturesResponse.FromString(
+        b"\x08" + buffer[:end].tobytes()).num_entities == value
