@@ -32,20 +32,20 @@ class Freshness:
 
 
 def read_freshness(config: RepoConfig) -> Freshness:
-    url = config.online_url
+    url, where = config.online_url, ""
     if url == "managed":
         managed = ManagedRedis(config.root)
         if not managed.running():
             return Freshness(False, "the repo's managed redis-server is not running")
-        url = managed.url
+        url, where = managed.url, "the repo's managed redis-server"
     try:
         with OnlineStore(url, config.project, timeout=TIMEOUT_S) as online:
             served = online.served()
             pushes = online.last_pushes(served)
-            where = online.settings.where
+            where = where or online.settings.where
     except FeatureStoreError as exc:
         return Freshness(False, str(exc))
-    return Freshness(True, f"online registry at {where}", {
+    return Freshness(True, f"online registry of {where}", {
         name: ViewFreshness(s.view.version, s.end_us, s.created_us,
                             pushes.get(name))
         for name, s in served.items()})

@@ -251,8 +251,6 @@ def test_the_screenshot_is_the_page_at_the_window_size(live: Ui, tmp_path: Path)
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # not blank
     blue = (np.abs(pixels - np.array(BAR_BLUE)) <= 2).all(axis=-1).sum()
     assert blue > 500  # the histograms' SVG bars were drawn
-    if os.environ.get("FEATURESTORE_UI_SCREENSHOT"):  # how `make catalog-screenshot` asks
-        shutil.copy(shot, os.environ["FEATURESTORE_UI_SCREENSHOT"])
 
 
 def test_without_an_offline_store_or_redis_the_page_says_what_it_cannot_read(
