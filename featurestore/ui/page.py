@@ -131,8 +131,8 @@ def _parity(c: Catalog, service: str) -> str:
     mismatched = sum(int(f.get("mismatched", 0)) for f in rows)
     when = f"last run {_time(int(c.parity['run_at_us']))}" if c.parity.get("run_at_us") else ""
     if mismatched:
-        return (f'<span class="badge bad parity">{mismatched} mismatches</span> in {checked} '
-                f'values checked, {when}')
+        return (f'<span class="badge bad parity">{mismatched} mismatch'
+                f'{"es" if mismatched > 1 else ""}</span> in {checked} values checked, {when}')
     return f'<span class="badge ok parity">parity holds</span> {checked} values checked, {when}'
 
 

@@ -123,7 +123,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[U
         "not_reproducible": {},
         "features": [{"selection": "fraud_v1", "feature": f, "checked": 10,
                       "mismatched": int(f == "age"), "expired": 0, "not_reproducible": 0}
-                     for f in ("age", "country", "credit_limit", "is_premium")]})
+                     for f in ("age", "country", "credit_limit", "is_premium")]
+                    + [{"selection": "features:user_profile:age", "feature": "age", "checked": 3,
+                        "mismatched": 3, "expired": 0, "not_reproducible": 0}]})
     ui = start_ui(root, {"FEATURESTORE_REDIS_URL": redis_url})
     ui.pushed_us = pushed.ingested_at_us
     yield ui
@@ -237,7 +239,7 @@ def test_the_browser_renders_services_views_histograms_lineage_freshness_and_par
         "spend": str(live.pushed_us), "user_profile": ""}  # the push reached spend only
     assert "last push none since" in text
     assert "served every view at this version" in text
-    assert "1 mismatches in 40 values checked" in text
+    assert "1 mismatch in 40 values checked" in text  # fraud_v1's, not the feature list's
     assert "not checked" in text  # amount_sum_1d and the transforms were not in the summary
 
 
