@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_REPO := feature_repo
 PROTOS := $(wildcard proto/featurestore/v1/*.proto)
 
-.PHONY: install proto redis test lint demo bench mutate clean
+.PHONY: install proto redis chromium test lint demo catalog-screenshot bench mutate clean
 
 # Installing also generates featurestore/serving/_proto/ from proto/ (generated code is built,
 # never committed), and a changed .proto makes the next `make test` or `make demo` regenerate.
@@ -28,10 +28,17 @@ redis:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
+# The catalog page's tests look at it in a real browser: Debian's chromium, headless.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (Debian package)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
 lint: install
 	$(VENV)/bin/ruff check featurestore tests benchmarks feature_repo
 
-test: install redis lint
+test: install redis chromium lint
 	$(VENV)/bin/pytest -q
 
 # The standing mutation check (not part of `make test`): semantic mutations of the hot spots,
@@ -81,6 +88,26 @@ demo: install redis
 		--repo $(DEMO_REPO) --server 127.0.0.1:$(DEMO_PORT); \
 	$(VENV)/bin/featurestore get --features user_spend --entity user_id=1 \
 		--target 127.0.0.1:$(DEMO_PORT)
+
+CATALOG_PORT := 8766
+
+# The README's picture of `featurestore ui`: the demo repo's catalog (run `make demo` first: it
+# applies, materializes and pushes), with the repo's managed redis-server started for freshness.
+catalog-screenshot: install chromium
+	@test -f $(DEMO_REPO)/data/offline.duckdb || { echo "run make demo first"; exit 1; }
+	@set -e; \
+	$(VENV)/bin/featurestore redis start --repo $(DEMO_REPO) >/dev/null; \
+	$(VENV)/bin/featurestore ui --repo $(DEMO_REPO) --port $(CATALOG_PORT) & ui=$$!; \
+	profile=$$(mktemp -d); \
+	trap 'kill $$ui 2>/dev/null || true; wait $$ui 2>/dev/null || true; rm -rf $$profile; \
+	      $(VENV)/bin/featurestore redis stop --repo $(DEMO_REPO) >/dev/null' EXIT; \
+	tries=0; until $(PY) -c "import urllib.request as u; \
+		u.urlopen('http://127.0.0.1:$(CATALOG_PORT)/', timeout=30)" 2>/dev/null; do \
+		tries=$$((tries + 1)); [ $$tries -lt 60 ] || { echo "ui did not start"; exit 1; }; \
+		sleep 0.5; done; \
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run \
+		--user-data-dir=$$profile --window-size=1400,2600 --screenshot=docs/catalog.png \
+		http://127.0.0.1:$(CATALOG_PORT)/ 2>/dev/null
 
 bench: install redis
 	$(PY) benchmarks/training_set.py --out benchmarks/results/training_set.json

@@ -934,6 +934,21 @@ def _print_frame(frame: pl.DataFrame, fmt: str) -> None:
             print(frame)
 
 
+@app.command()
+def ui(repo: Repo = Path("feature_repo"),
+       host: Annotated[str, typer.Option(help="address to listen on (127.0.0.1: this machine "
+                                              "only)")] = "127.0.0.1",
+       port: Annotated[int, typer.Option(help="HTTP port (0: any free one)", min=0,
+                                         max=65535)] = 8765) -> None:
+    """Serve a read-only feature catalog page (services, views, features, freshness, value
+    distributions, parity, lineage) until stopped."""
+    from featurestore.ui import serve as serve_catalog
+
+    _guard(lambda: serve_catalog(repo, host, port, lambda url: out.print(
+        f"feature catalog of {repo} at {url} (read-only; Ctrl-C stops)", highlight=False,
+        markup=False, soft_wrap=True)))
+
+
 redis_app = typer.Typer(help="The repo's managed redis-server (online_store: managed): "
                              "status, start, stop.", no_args_is_help=True)
 app.add_typer(redis_app, name="redis")

@@ -39,6 +39,8 @@ ALLOWED: dict[str, set[str]] = {
     # a face: it reads the samples servers log and asks the offline store what they missed
     "parity": PLANNED | {"offline", "feature_store", "serving.client", "serving"},
     "feast_import": PLANNED | {"repo"},
+    # a face: the catalog page reads definitions, both stores and the parity summary
+    "ui": COORDINATED | {"offline", "online", "serving"},
     "scaffold": VALUES | {"__init__"},
     "cli": {"*"},
     "__init__": VALUES | {"feature_store", "serving.client"},

@@ -3,6 +3,7 @@ serving reader (online/reader.py) that speaks to Redis. Materialization, pushes,
 tests go through these methods:
 
     served()                                  the registry: which storage of each view is read
+    last_pushes(served)                       when each served storage last took a push
     lock(view)                                one materialization of a view at a time
     new_storage(view)                         a generation nothing reads yet
     write_rows(view, storage, batch) / flush() rows, write-if-newer, pipelined on a thread
@@ -207,6 +208,15 @@ class OnlineStore:
 
     def served(self) -> dict[str, Served]:
         return self._call(lambda: registry.parse(self._client.hgetall(registry_key(self.project))))
+
+    def last_pushes(self, served: dict[str, Served]) -> dict[str, int | None]:
+        """The ingest time of the latest pushed batch each served storage holds (None: no
+        push since it was materialized)."""
+        if not served:
+            return {}
+        reply = self._call(lambda: self._client.mget(
+            [fresh_key(self.project, v, s.storage) for v, s in served.items()]))
+        return {v: int(r) if r else None for v, r in zip(served, reply, strict=True)}
 
     def new_storage(self, view: ViewPlan) -> str:
         """A new generation of the view's version: keys nothing reads until `activate`."""
