@@ -679,7 +679,8 @@ def token(name: Annotated[str, typer.Argument(help="who the token is for (shown 
 def health(target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
            service: Annotated[str, typer.Option(
                help="a gRPC service to ask about; default: the server as a whole")] = "",
-           timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 3.0,
+           timeout: Annotated[float, typer.Option(help="seconds to wait for the answer",
+                                                  min=0.001)] = 3.0,
            wait: Annotated[float, typer.Option(
                help="keep asking for up to this many seconds until it is SERVING (a server "
                     "that is starting)", min=0)] = 0.0,
@@ -711,7 +712,7 @@ def health(target: Annotated[str, typer.Option(help="server address")] = "127.0.
 def parity(service: Annotated[str | None, typer.Option(
                help="feature service to check (not with --from-log)")] = None,
            repo: Repo = Path("feature_repo"),
-           sample: Annotated[int, typer.Option(help="entities to sample")] = 1000,
+           sample: Annotated[int, typer.Option(help="entities to sample", min=1)] = 1000,
            target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
            as_of: Annotated[str | None, typer.Option(
                "--as-of", help="ISO time with zone; default: end of the last materialization")]

@@ -48,11 +48,15 @@ def test_an_unknown_format_is_refused_before_anything_runs(args: list[str],
     assert "UNAVAILABLE" not in error  # refused before calling any server
 
 
-@pytest.mark.parametrize("option", [["--port", "99999"], ["--port", "0"], ["--workers", "0"],
-                                    ["--max-batch", "0"]])
-def test_serve_refuses_numbers_out_of_range(option: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", [["serve", "--port", "99999"], ["serve", "--port", "0"],
+                                    ["serve", "--workers", "0"], ["serve", "--max-batch", "0"],
+                                    ["parity", "--sample", "0"], ["health", "--timeout", "0"],
+                                    ["health", "--wait", "-1"]])
+def test_numbers_out_of_range_are_refused(option: list[str], tmp_path: Path) -> None:
     root = write_repo(tmp_path / "repo")
-    error = cli("serve", "--repo", root, *option, expect=2).stderr
+    command, option = option[0], option[1:]
+    extra = ["--repo", str(root)] if command != "health" else []
+    error = cli(command, *extra, *option, expect=2).stderr
     assert f"Invalid value for '{option[0]}': Input should be" in error
 
 
