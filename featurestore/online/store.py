@@ -466,38 +466,52 @@ class OnlineStore:
     def reclaim(self, view: str, grace_ms: int) -> int:
         """Expires, within grace_ms (0: now), every key of every storage of the view but the
         served one: superseded generations and what killed materializations left. The grace
-        lets reads that started before a flip finish. Returns how many keys."""
-        served = self.served().get(view)
-        keep = served.storage if served else None
+        lets reads that started before a flip finish. Returns how many keys. The registry
+        lists every storage that may have keys (`new_storage` records it before any), so the
+        keyspace is scanned only while one of them may hold keys past the grace: a first
+        materialization, or one whose predecessor is reclaimed already, scans nothing."""
+        name = registry_key(self.project)
 
         def run() -> int:
-            count, gone = 0, set()
+            raw = self._client.hgetall(name)
+            served = registry.parse(raw).get(view)
+            keep = served.storage if served else None
+            now_ms = now_us() // 1000
+            listed = {s: at for s, at in registry.created(raw, view).items() if s != keep}
+            todo = {s for s, at in listed.items() if at is None or at > now_ms + grace_ms}
+            count = self._expire_storages(view, keep, grace_ms) if todo else 0
+            at = now_us() // 1000 + grace_ms
             pipe = self._client.pipeline(transaction=False)
-            for key in self._client.scan_iter(match=view_pattern(self.project, view),
-                                              count=10_000):
-                storage = storage_in(key.decode())
-                if storage == keep:
-                    continue
-                gone.add(storage)
-                if grace_ms:
-                    pipe.pexpire(key, grace_ms, lt=True)
-                else:
-                    pipe.unlink(key)
-                count += 1
-                if len(pipe) >= 10_000:
-                    pipe.execute()
-            prefix = applied_key(self.project, view, "")
-            for key in self._client.scan_iter(match=prefix + "*", count=10_000):
-                gone.add(key.decode().removeprefix(prefix))
-            gone.discard(keep)
-            for storage in gone:
+            for storage in todo:
                 pipe.delete(applied_key(self.project, view, storage),
                             fresh_key(self.project, view, storage))
-                pipe.hdel(registry_key(self.project), f"materialized:{view}:{storage}",
-                          f"created:{view}:{storage}")
+                pipe.hset(name, f"reclaimed:{view}:{storage}", at)
+            forget = [s for s, gone in listed.items()
+                      if (grace_ms == 0 and s in todo) or (gone is not None and gone <= now_ms)]
+            for storage in forget:  # its keys are gone
+                pipe.hdel(name, *(f"{f}:{view}:{storage}"
+                                  for f in ("materialized", "created", "reclaimed")))
             pipe.execute()
             return count
         return self._call(run)
+
+    def _expire_storages(self, view: str, keep: str | None, grace_ms: int) -> int:
+        """One SCAN of the view's keys, expiring every key outside `keep`."""
+        count = 0
+        pipe = self._client.pipeline(transaction=False)
+        for key in self._client.scan_iter(match=view_pattern(self.project, view),
+                                          count=10_000):
+            if storage_in(key.decode()) == keep:
+                continue
+            if grace_ms:
+                pipe.pexpire(key, grace_ms, lt=True)
+            else:
+                pipe.unlink(key)
+            count += 1
+            if len(pipe) >= 10_000:
+                pipe.execute()
+        pipe.execute()
+        return count
 
     # -- plumbing ------------------------------------------------------------------------
 
