@@ -90,63 +90,111 @@ class DecodedRows:
         return Column(self.values_of((i,))[0], self.valid[i])
 
 
+@dataclass(frozen=True)
+class RowInputs:
+    """A batch of rows to encode, feature-major as DecodedRows: valid[i] says where feature i
+    is non-null, fixed[j] holds the 8-byte values of schema.fixed[j], and string feature
+    schema.strings[s] of row r is str_data[str_start[s, r]:][:str_len[s, r]]. A null is
+    encoded as 0 or the empty string whatever its slot holds."""
+
+    header: np.ndarray  # (n, 3) int64: event_ts, created_ts, seq
+    valid: np.ndarray  # (features, n) bool
+    fixed: np.ndarray  # (fixed features, n) int64
+    str_start: np.ndarray  # (string features, n) int64
+    str_len: np.ndarray  # (string features, n) int64
+    str_data: np.ndarray  # uint8
+
+    def encode(self, schema: RowSchema) -> tuple[np.ndarray, np.ndarray]:
+        """(bytes buffer, offsets) with row i at buffer[offsets[i]:offsets[i+1]]."""
+        return _encode(*self.kernel_args(schema))
+
+    def kernel_args(self, schema: RowSchema) -> tuple[np.ndarray, ...]:
+        """The arguments `row_size` and `write_row` take after the row index."""
+        return (self.header, self.valid, self.fixed, np.array(schema.fixed, np.int64),
+                self.str_start, self.str_len, np.array(schema.strings, np.int64), self.str_data)
+
+
 def encode(schema: RowSchema, header: np.ndarray, columns: list[Column]) -> tuple[np.ndarray, np.ndarray]:
     """Rows for a batch: (bytes buffer, offsets) with row i at buffer[offsets[i]:offsets[i+1]].
     `header` is an (n, 3) int64 array of event_ts, created_ts, seq."""
     n = len(header)
-    fixed_idx, string_idx = schema.fixed, schema.strings
-    fixed = np.zeros((n, len(fixed_idx)), np.int64)
-    for j, i in enumerate(fixed_idx):
+    fixed = np.zeros((len(schema.fixed), n), np.int64)
+    for j, i in enumerate(schema.fixed):
         values = columns[i].values
         assert isinstance(values, np.ndarray)
-        fixed[:, j] = values.view(np.int64) if values.dtype == np.float64 else values.astype(np.int64)
-    valid = np.zeros((n, max(len(columns), 1)), np.bool_)
-    for i, column in enumerate(columns):
-        valid[:, i] = column.valid
-    bitmap = np.packbits(valid, axis=1, bitorder="little")[:, : schema.bitmap_bytes]
-    str_offsets = np.zeros((len(string_idx), n + 1), np.int64)
-    str_data = []
-    for j, i in enumerate(string_idx):
+        fixed[j] = values.view(np.int64) if values.dtype == np.float64 else values.astype(np.int64)
+    strings: list[Utf8Array] = []
+    for i in schema.strings:
         values = columns[i].values
         assert isinstance(values, Utf8Array)
-        str_offsets[j] = values.offsets - values.offsets[0]
-        str_data.append(values.data[values.offsets[0]: values.offsets[-1]])
-    data = np.concatenate(str_data) if str_data else np.empty(0, np.uint8)
-    data_starts = np.zeros(len(string_idx) + 1, np.int64)
-    data_starts[1:] = np.cumsum([len(d) for d in str_data])
-    return _encode(np.ascontiguousarray(header, np.int64), np.ascontiguousarray(bitmap), fixed,
-                   str_offsets, data, data_starts)
+        strings.append(values)
+    bases = np.cumsum([0] + [len(v.data) for v in strings])
+    str_start = np.array([v.offsets[:-1] + base for v, base in zip(strings, bases, strict=False)],
+                         np.int64).reshape(len(strings), n)
+    str_len = np.array([np.diff(v.offsets) for v in strings], np.int64).reshape(len(strings), n)
+    data = np.concatenate([v.data for v in strings]) if strings else np.empty(0, np.uint8)
+    valid = np.array([c.valid for c in columns], np.bool_).reshape(len(columns), n)
+    return RowInputs(np.ascontiguousarray(header, np.int64), valid, fixed, str_start, str_len,
+                     data).encode(schema)
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode(header, bitmap, fixed, str_offsets, data, data_starts):  # type: ignore[no-untyped-def]
+def _encode(header, valid, fixed, fixed_features, str_start, str_len, string_features,  # type: ignore[no-untyped-def]
+            str_data):
     n = header.shape[0]
-    n_str = str_offsets.shape[0]
-    row_fixed = HEADER_BYTES + bitmap.shape[1] + 8 * fixed.shape[1]
     offsets = np.empty(n + 1, np.int64)
     offsets[0] = 0
     for r in range(n):
-        size = row_fixed + 4 * n_str
-        for s in range(n_str):
-            size += str_offsets[s, r + 1] - str_offsets[s, r]
-        offsets[r + 1] = offsets[r] + size
+        offsets[r + 1] = offsets[r] + row_size(r, header, valid, fixed, fixed_features, str_start,
+                                               str_len, string_features, str_data)
     out = np.empty(offsets[n], np.uint8)
     for r in range(n):
-        p = offsets[r]
-        out[p: p + HEADER_BYTES] = header[r].view(np.uint8)
-        p += HEADER_BYTES
-        out[p: p + bitmap.shape[1]] = bitmap[r]
-        p += bitmap.shape[1]
-        out[p: p + 8 * fixed.shape[1]] = fixed[r].view(np.uint8)
-        p += 8 * fixed.shape[1]
-        for s in range(n_str):
-            a = data_starts[s] + str_offsets[s, r]
-            length = str_offsets[s, r + 1] - str_offsets[s, r]
-            out[p: p + 4] = np.array([length], np.uint32).view(np.uint8)
-            p += 4
-            out[p: p + length] = data[a: a + length]
-            p += length
+        write_row(out, offsets[r], r, header, valid, fixed, fixed_features, str_start, str_len,
+                  string_features, str_data)
     return out, offsets
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def row_size(r, header, valid, fixed, fixed_features, str_start, str_len, string_features,  # type: ignore[no-untyped-def]
+             str_data):
+    """The encoded size of row r of RowInputs.kernel_args."""
+    size = HEADER_BYTES + (valid.shape[0] + 7) // 8 + 8 * fixed.shape[0]
+    for s in range(string_features.shape[0]):
+        size += 4 + (str_len[s, r] if valid[string_features[s], r] else 0)
+    return size
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _put_int(out, p, value, width):  # type: ignore[no-untyped-def]
+    for b in range(width):
+        out[p + b] = (value >> np.int64(8 * b)) & 0xFF
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def write_row(out, p, r, header, valid, fixed, fixed_features, str_start, str_len,  # type: ignore[no-untyped-def]
+              string_features, str_data):
+    """Writes row r of RowInputs.kernel_args at out[p:]; returns the position after it."""
+    for k in range(3):
+        _put_int(out, p + 8 * k, header[r, k], 8)
+    p += HEADER_BYTES
+    for b in range((valid.shape[0] + 7) // 8):
+        bits = 0
+        for i in range(8 * b, min(8 * b + 8, valid.shape[0])):
+            if valid[i, r]:
+                bits |= 1 << (i - 8 * b)
+        out[p + b] = bits
+    p += (valid.shape[0] + 7) // 8
+    for j in range(fixed.shape[0]):
+        _put_int(out, p, fixed[j, r] if valid[fixed_features[j], r] else 0, 8)
+        p += 8
+    for s in range(string_features.shape[0]):
+        length = str_len[s, r] if valid[string_features[s], r] else 0
+        _put_int(out, p, length, 4)
+        p += 4
+        start = str_start[s, r]
+        out[p: p + length] = str_data[start: start + length]
+        p += length
+    return p
 
 
 def decode(schema: RowSchema, values: list[bytes | None]) -> DecodedRows:
