@@ -92,16 +92,17 @@ class DecodedRows:
 
 @dataclass(frozen=True)
 class RowInputs:
-    """A batch of rows to encode, feature-major as DecodedRows: valid[i] says where feature i
-    is non-null, fixed[j] holds the 8-byte values of schema.fixed[j], and string feature
-    schema.strings[s] of row r is str_data[str_start[s, r]:][:str_len[s, r]]. A null is
-    encoded as 0 or the empty string whatever its slot holds."""
+    """A batch of rows to encode, row-major so that each row is written from contiguous
+    memory: valid[r, i] says whether feature i is non-null, fixed[r, j] holds the 8-byte
+    value of feature schema.fixed[j], and string feature schema.strings[s] of row r is
+    str_data[str_start[r, s]:][:str_len[r, s]]. A null is encoded as 0 or the empty string
+    whatever its slot holds."""
 
     header: np.ndarray  # (n, 3) int64: event_ts, created_ts, seq
-    valid: np.ndarray  # (features, n) bool
-    fixed: np.ndarray  # (fixed features, n) int64
-    str_start: np.ndarray  # (string features, n) int64
-    str_len: np.ndarray  # (string features, n) int64
+    valid: np.ndarray  # (n, features) bool
+    fixed: np.ndarray  # (n, fixed features) int64
+    str_start: np.ndarray  # (n, string features) int64
+    str_len: np.ndarray  # (n, string features) int64
     str_data: np.ndarray  # uint8
 
     def encode(self, schema: RowSchema) -> tuple[np.ndarray, np.ndarray]:
@@ -118,22 +119,27 @@ def encode(schema: RowSchema, header: np.ndarray, columns: list[Column]) -> tupl
     """Rows for a batch: (bytes buffer, offsets) with row i at buffer[offsets[i]:offsets[i+1]].
     `header` is an (n, 3) int64 array of event_ts, created_ts, seq."""
     n = len(header)
-    fixed = np.zeros((len(schema.fixed), n), np.int64)
+    fixed = np.zeros((n, len(schema.fixed)), np.int64)
     for j, i in enumerate(schema.fixed):
         values = columns[i].values
         assert isinstance(values, np.ndarray)
-        fixed[j] = values.view(np.int64) if values.dtype == np.float64 else values.astype(np.int64)
+        fixed[:, j] = values.view(np.int64) if values.dtype == np.float64 else values
     strings: list[Utf8Array] = []
     for i in schema.strings:
         values = columns[i].values
         assert isinstance(values, Utf8Array)
         strings.append(values)
-    bases = np.cumsum([0] + [len(v.data) for v in strings])
-    str_start = np.array([v.offsets[:-1] + base for v, base in zip(strings, bases, strict=False)],
-                         np.int64).reshape(len(strings), n)
-    str_len = np.array([np.diff(v.offsets) for v in strings], np.int64).reshape(len(strings), n)
+    str_start = np.zeros((n, len(strings)), np.int64)
+    str_len = np.zeros((n, len(strings)), np.int64)
+    base = 0
+    for s, v in enumerate(strings):
+        str_start[:, s] = v.offsets[:-1] + base
+        str_len[:, s] = np.diff(v.offsets)
+        base += len(v.data)
     data = np.concatenate([v.data for v in strings]) if strings else np.empty(0, np.uint8)
-    valid = np.array([c.valid for c in columns], np.bool_).reshape(len(columns), n)
+    valid = np.zeros((n, len(columns)), np.bool_)
+    for i, column in enumerate(columns):
+        valid[:, i] = column.valid
     return RowInputs(np.ascontiguousarray(header, np.int64), valid, fixed, str_start, str_len,
                      data).encode(schema)
 
@@ -158,40 +164,38 @@ def _encode(header, valid, fixed, fixed_features, str_start, str_len, string_fea
 def row_size(r, header, valid, fixed, fixed_features, str_start, str_len, string_features,  # type: ignore[no-untyped-def]
              str_data):
     """The encoded size of row r of RowInputs.kernel_args."""
-    size = HEADER_BYTES + (valid.shape[0] + 7) // 8 + 8 * fixed.shape[0]
+    size = HEADER_BYTES + (valid.shape[1] + 7) // 8 + 8 * fixed.shape[1]
     for s in range(string_features.shape[0]):
-        size += 4 + (str_len[s, r] if valid[string_features[s], r] else 0)
+        size += 4 + (str_len[r, s] if valid[r, string_features[s]] else 0)
     return size
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _put_int(out, p, value, width):  # type: ignore[no-untyped-def]
-    for b in range(width):
-        out[p + b] = (value >> np.int64(8 * b)) & 0xFF
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def write_row(out, p, r, header, valid, fixed, fixed_features, str_start, str_len,  # type: ignore[no-untyped-def]
               string_features, str_data):
     """Writes row r of RowInputs.kernel_args at out[p:]; returns the position after it."""
-    for k in range(3):
-        _put_int(out, p + 8 * k, header[r, k], 8)
+    out[p: p + HEADER_BYTES] = header[r].view(np.uint8)
     p += HEADER_BYTES
-    for b in range((valid.shape[0] + 7) // 8):
+    n_features = valid.shape[1]
+    for b in range((n_features + 7) // 8):
         bits = 0
-        for i in range(8 * b, min(8 * b + 8, valid.shape[0])):
-            if valid[i, r]:
+        for i in range(8 * b, min(8 * b + 8, n_features)):
+            if valid[r, i]:
                 bits |= 1 << (i - 8 * b)
         out[p + b] = bits
-    p += (valid.shape[0] + 7) // 8
-    for j in range(fixed.shape[0]):
-        _put_int(out, p, fixed[j, r] if valid[fixed_features[j], r] else 0, 8)
-        p += 8
+    p += (n_features + 7) // 8
+    width = 8 * fixed.shape[1]
+    out[p: p + width] = fixed[r].view(np.uint8)
+    for j in range(fixed.shape[1]):
+        if not valid[r, fixed_features[j]]:
+            out[p + 8 * j: p + 8 * j + 8] = 0
+    p += width
     for s in range(string_features.shape[0]):
-        length = str_len[s, r] if valid[string_features[s], r] else 0
-        _put_int(out, p, length, 4)
+        length = str_len[r, s] if valid[r, string_features[s]] else 0
+        for b in range(4):
+            out[p + b] = (length >> (8 * b)) & 0xFF
         p += 4
-        start = str_start[s, r]
+        start = str_start[r, s]
         out[p: p + length] = str_data[start: start + length]
         p += length
     return p

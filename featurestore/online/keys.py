@@ -102,8 +102,8 @@ def base_head(project: str, view: str, storage: str, entity: str) -> str:
 
 
 # The compiled twin of `entity_bases` for bulk writes: a row's tag from its join key values,
-# Int64 keys as ints[k, r] and String keys (is_string[k]) as UTF-8 bytes
-# data[starts[k, r]:][:lengths[k, r]]. Escaping works on bytes: UTF-8 puts the escaped ASCII
+# Int64 keys as ints[r, k] and String keys (is_string[k]) as UTF-8 bytes
+# data[starts[r, k]:][:lengths[r, k]]. Escaping works on bytes: UTF-8 puts the escaped ASCII
 # characters in no other character's bytes.
 _ESCAPED = np.array([ord(c) for c in "%|{}"], np.uint8)
 _HEX = np.frombuffer(b"0123456789ABCDEF", np.uint8)
@@ -119,9 +119,9 @@ def tag_size(r, is_string, ints, starts, lengths, data):  # type: ignore[no-unty
     size = is_string.shape[0] - 1  # the '|' between parts
     for k in range(is_string.shape[0]):
         if not is_string[k]:
-            size += decimal_size(ints[k, r])
+            size += decimal_size(ints[r, k])
             continue
-        for b in range(starts[k, r], starts[k, r] + lengths[k, r]):
+        for b in range(starts[r, k], starts[r, k] + lengths[r, k]):
             size += 3 if _escaped(data[b]) else 1
     return size
 
@@ -134,9 +134,9 @@ def write_tag(out, p, r, is_string, ints, starts, lengths, data):  # type: ignor
             out[p] = 124  # '|'
             p += 1
         if not is_string[k]:
-            p = write_decimal(out, p, ints[k, r])
+            p = write_decimal(out, p, ints[r, k])
             continue
-        for b in range(starts[k, r], starts[k, r] + lengths[k, r]):
+        for b in range(starts[r, k], starts[r, k] + lengths[r, k]):
             c = data[b]
             if _escaped(c):
                 out[p] = 37  # '%'
@@ -168,7 +168,7 @@ def events_key(base: str, hop_us: int, k: int) -> str:
 @numba.njit(cache=True, nogil=True)
 def bases(head, is_string, ints, starts, lengths, data):  # type: ignore[no-untyped-def]
     """Every row's base key (`head`, its tag, '}'), as (bytes buffer, offsets)."""
-    n = ints.shape[1]
+    n = ints.shape[0]
     offsets = np.empty(n + 1, np.int64)
     offsets[0] = 0
     for r in range(n):

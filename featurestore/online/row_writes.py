@@ -34,9 +34,9 @@ class Keys:
     """Join key values for `keys.write_tag`, key by key in the entity's order."""
 
     is_string: np.ndarray  # (keys,) bool
-    ints: np.ndarray  # (keys, n) int64
-    starts: np.ndarray  # (keys, n) int64
-    lengths: np.ndarray  # (keys, n) int64
+    ints: np.ndarray  # (n, keys) int64
+    starts: np.ndarray  # (n, keys) int64
+    lengths: np.ndarray  # (n, keys) int64
     data: np.ndarray  # uint8
 
 
@@ -74,11 +74,11 @@ class RowBatch:
                              np.uint8)
         return cls(head, keys, rows, schema, expiry_ms(view, header[:, 0]))
 
-    def set_commands(self) -> bytes:
-        """One SET per row (with PXAT where the key expires), packed as RESP."""
+    def set_commands(self) -> np.ndarray:
+        """One SET per row (with PXAT where the key expires), packed as RESP bytes."""
         k = self.keys
         return _pack_sets(self.head, k.is_string, k.ints, k.starts, k.lengths, k.data,
-                          self.expire_ms, *self.rows.kernel_args(self.schema)).tobytes()
+                          self.expire_ms, *self.rows.kernel_args(self.schema))
 
     def keys_and_rows(self) -> tuple[list[bytes], list[bytes]]:
         """Each row's key and encoded row, as the write-if-newer script takes them."""
@@ -132,11 +132,12 @@ def _bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray:
 
 
 def _stacked(arrays: list[np.ndarray | None], dtype: type, n: int) -> np.ndarray:
-    """Per-column arrays as one (columns, n) array; a column without one holds zeros."""
-    out = np.zeros((len(arrays), n), dtype)
+    """Per-column arrays as one row-major (n, columns) array; a column without one holds
+    zeros."""
+    out = np.zeros((n, len(arrays)), dtype)
     for k, values in enumerate(arrays):
         if values is not None:
-            out[k] = values
+            out[:, k] = values
     return out
 
 

@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import redis
 from redis.backoff import ExponentialBackoff
@@ -502,7 +503,7 @@ class OnlineStore:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _send(self, commands: bytes, count: int) -> list[Any]:
+    def _send(self, commands: bytes | np.ndarray, count: int) -> list[Any]:
         """Sends `count` packed commands that answer +OK at once and reads their replies:
         [count] when all succeeded (redis-py costs microseconds of Python per reply)."""
         connection = self._client.connection_pool.get_connection()
