@@ -12,16 +12,19 @@ import struct
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import redis
+from redis_kit import RedisServer
 
 from featurestore import Entity, FeatureView, Field, Source
 from featurestore.definitions import Definitions
 from featurestore.definitions.types import Bool, Float64, Int64, String, Timestamp
+from featurestore.errors import OnlineStoreError
 from featurestore.online.codec import RowSchema, encode
 from featurestore.online.keys import EXPIRY_MARGIN_US
 from featurestore.online.resp import read_ok_replies
@@ -216,3 +219,31 @@ def test_an_error_reply_is_raised_after_every_reply_is_read() -> None:
     with pytest.raises(redis.ConnectionError):
         read_ok_replies(ours, 3)
     ours.close()
+
+
+def test_rows_redis_refuses_are_a_clear_error_and_nothing_flips(tmp_path: Path) -> None:
+    """Redis out of memory in the middle of a fresh storage's writes: the error says so, the
+    connection stays in step (the next commands work) and the served storage is unchanged."""
+    server = RedisServer(tmp_path)
+    server.start()
+    plan = plan_of(None, False)
+    online, view = OnlineStore(server.url, plan.project), plan.views["mixed"]
+    client = redis.Redis.from_url(server.url)
+    try:
+        served = online.new_storage(view)
+        online.write_rows(view, served, batch_of(view, 100, seed=1), fresh=True)
+        online.flush()
+        online.activate(view, served, now_us(), 100, None)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", client.info("memory")["used_memory"] + 2_000_000)
+        storage = online.new_storage(view)
+        with pytest.raises(OnlineStoreError, match="failed: OOM"):
+            for seed in range(40):
+                online.write_rows(view, storage, batch_of(view, 2000, seed), fresh=True)
+            online.flush()
+        assert online.served()["mixed"].storage == served
+        assert len(client.keys(f"{plan.project}:mixed:{served}:*")) == 100
+    finally:
+        online.close()
+        client.close()
+        server.stop()
