@@ -1,10 +1,11 @@
 """Materialization: each online view's values as of END, read from the offline store and
 written to Redis. Sits above offline/ and online/, which never import each other.
 
-A full materialization is isolated: it holds the view's lock, writes a new storage (a
-generation of the view's version) that nothing reads, replays into it every pushed batch it
-does not hold, and flips the registry to it in one atomic step that fails while the served
-storage holds a batch the new one misses (then it replays again). A crash at any point
+A full materialization is isolated: it holds the view's lock (every view's it writes, taken
+first, as the next view's rows are read from DuckDB while this one's are written), writes a
+new storage (a generation of the view's version) that nothing reads, replays into it every
+pushed batch it does not hold, and flips the registry to it in one atomic step that fails
+while the served storage holds a batch the new one misses (then it replays again). A crash at any point
 leaves the served storage as it was; the superseded one expires after RECLAIM_GRACE_MS, and
 what a killed run left is removed by the next run."""
 
