@@ -109,10 +109,12 @@ class _Column:
 
     @classmethod
     def of(cls, array: pa.Array, dtype: DType | None) -> _Column:
-        """`dtype` None: an Int64 or Timestamp column read as int64 (the header)."""
-        n, offset = len(array), array.offset
-        if dtype is not None and array.type != dtype.arrow:
-            array = array.cast(dtype.arrow)
+        """`dtype` None: a column read as int64 (the header's times and seq)."""
+        n = len(array)
+        arrow = pa.int64() if dtype is None else dtype.arrow
+        if array.type != arrow:
+            array = array.cast(arrow)
+        offset = array.offset
         buffers = array.buffers()
         valid = (np.ones(n, np.bool_) if array.null_count == 0 else
                  _bits(buffers[0], offset, n))
