@@ -171,10 +171,18 @@ def row_size(r, header, valid, fixed, fixed_features, str_start, str_len, string
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _copy(out, p, data, start, length):  # type: ignore[no-untyped-def]
+    """out[p:p + length] = data[start:start + length], as a plain loop: a slice assignment
+    costs more than the copy of a few bytes."""
+    for b in range(length):
+        out[p + b] = data[start + b]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def write_row(out, p, r, header, valid, fixed, fixed_features, str_start, str_len,  # type: ignore[no-untyped-def]
               string_features, str_data):
     """Writes row r of RowInputs.kernel_args at out[p:]; returns the position after it."""
-    out[p: p + HEADER_BYTES] = header[r].view(np.uint8)
+    _copy(out, p, header[r].view(np.uint8), 0, HEADER_BYTES)
     p += HEADER_BYTES
     n_features = valid.shape[1]
     for b in range((n_features + 7) // 8):
@@ -185,7 +193,7 @@ def write_row(out, p, r, header, valid, fixed, fixed_features, str_start, str_le
         out[p + b] = bits
     p += (n_features + 7) // 8
     width = 8 * fixed.shape[1]
-    out[p: p + width] = fixed[r].view(np.uint8)
+    _copy(out, p, fixed[r].view(np.uint8), 0, width)
     for j in range(fixed.shape[1]):
         if not valid[r, fixed_features[j]]:
             out[p + 8 * j: p + 8 * j + 8] = 0
@@ -196,7 +204,7 @@ def write_row(out, p, r, header, valid, fixed, fixed_features, str_start, str_le
             out[p + b] = (length >> (8 * b)) & 0xFF
         p += 4
         start = str_start[r, s]
-        out[p: p + length] = str_data[start: start + length]
+        _copy(out, p, str_data, start, length)
         p += length
     return p
 

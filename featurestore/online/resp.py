@@ -66,7 +66,8 @@ def write_crlf(out, p):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def write_bytes(out, p, data):  # type: ignore[no-untyped-def]
-    out[p: p + data.shape[0]] = data
+    for b in range(data.shape[0]):
+        out[p + b] = data[b]
     return p + data.shape[0]
 
 
