@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -24,6 +27,7 @@ from featurestore.feature_store import FeatureStore
 from featurestore.materialization import Materialized
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
+from featurestore.offline.sql import SqlSession
 from featurestore.online.managed import ManagedRedis
 from featurestore.parity import LogReport, ParityReport, check_samples
 from featurestore.parity import check as check_parity
@@ -40,11 +44,37 @@ from featurestore.values.timestamps import EPOCH, to_micros
 
 app = typer.Typer(help="Features defined once in Python, identical in training and serving.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _version(show: bool) -> None:
+    if show:
+        print(f"featurestore {package_version('featurestore')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print the version and exit")]
+        = False) -> None:
+    """Features defined once in Python, identical in training and serving."""
 # Piped output keeps whole names instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
-Repo = Annotated[Path, typer.Option("--repo", help="feature repo directory")]
+
+
+def _default_repo(ctx: typer.Context, param: typer.CallbackParam, value: Path) -> Path:
+    """Without --repo: the current folder when it is a feature repo, else ./feature_repo."""
+    source = ctx.get_parameter_source(param.name or "repo")
+    if source is not None and source.name == "DEFAULT" and (Path.cwd() / CONFIG_FILE).is_file():
+        return Path(".")
+    return value
+
+
+Repo = Annotated[Path, typer.Option(
+    "--repo", callback=_default_repo,
+    help="feature repo directory [default: the current folder when it holds featurestore.yaml, "
+         "else feature_repo]", show_default=False)]
 T = TypeVar("T")
 # How commands that talk to a server reach it; the token itself never goes on a command line.
 Tls = Annotated[bool, typer.Option("--tls", help="use TLS, trusting the system's CAs (or "
@@ -83,8 +113,28 @@ def _guard(fn: Callable[[], T]) -> T:
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line
+    err.print(f"[bold red]error:[/] {_cli_terms(message)}", highlight=False,
+              soft_wrap=True)  # one line
     raise typer.Exit(1)
+
+
+_LISTS = {"int64_values": "whole numbers", "float64_values": "numbers",
+          "bool_values": "true or false", "string_values": "text",
+          "timestamp_values": "times"}
+_API_WORDS = [
+    (re.compile(r"service= or features="), "--service or --features"),
+    (re.compile(r"pass timezone='UTC'"), "pass --timezone UTC"),
+    (re.compile(r"the request sends (\w+); send (\w+)"),
+     lambda m: f"it was given {_LISTS.get(m[1], m[1])}; give {_LISTS.get(m[2], m[2])}"),
+]
+
+
+def _cli_terms(message: str) -> str:
+    """A library or server message in the words of the command line (its options, not the
+    Python API's arguments or the wire's field names)."""
+    for pattern, words in _API_WORDS:
+        message = pattern.sub(words, message)
+    return message
 
 
 def _store(repo: Path) -> FeatureStore:
@@ -142,6 +192,107 @@ def list_(repo: Repo = Path("feature_repo")) -> None:
         table.add_row(kind, name, digest[:12], state.get((kind, name), ""), _details(plan, kind,
                                                                                        name))
     out.print(table)
+
+
+@app.command("plan")
+def plan_(repo: Repo = Path("feature_repo")) -> None:
+    """What `apply` would change (definitions added, changed, removed), changing nothing."""
+    store = _store(repo)
+    diff = _guard(store.diff)
+    _print_diff(diff)
+    plan = _guard(lambda: store.plan)
+    touched = [e for e in [*diff.added, *(e for e, _ in diff.changed)]
+               if e.kind in ("source", "feature_view")]
+    for e in touched:
+        work = ("ingest source" if e.kind == "source" else
+                "backfill windows of" if plan.views[e.name].windowed else "build feature table")
+        out.print(f"apply would {work} {e.name} (version {e.version})", highlight=False)
+    if touched or diff.removed:
+        out.print("nothing was changed; run `featurestore apply` to apply this plan")
+
+
+@app.command()
+def describe(name: Annotated[str, typer.Argument(help="a feature view or a feature service")],
+             repo: Repo = Path("feature_repo")) -> None:
+    """A view's or a service's schema, version, source, ttl, what the online store serves,
+    and a summary of the view's values offline."""
+    store = _store(repo)
+    plan = _guard(lambda: store.plan)
+    if name in plan.services:
+        selection = plan.select(service=name)
+        rows = {"feature service": name, "version": plan.services[name].hash[:12],
+                "entity keys": _fields(selection.join_keys.items()),
+                "request inputs": _fields(selection.requests.items()) or "-",
+                "feature views": ", ".join(selection.views),
+                "transforms": ", ".join(t.name for t in selection.transforms) or "-"}
+        _print_rows(rows)
+        table = Table("feature", "type", "from")
+        for o in selection.outputs:
+            table.add_row(o.name, str(o.dtype), o.ref.split(":")[0] if ":" in o.ref
+                          else "transform")
+        out.print(table)
+        return
+    if name not in plan.views:
+        _fail(f"{name!r} is neither a feature view nor a feature service of this repo; "
+              "`featurestore list` lists them")
+    view = plan.views[name]
+    source = plan.sources[view.source]
+    _print_rows({
+        "feature view": name + (" (windowed)" if view.windowed else ""),
+        "version": view.version, "entity": f"{view.entity} ({_fields(view.join_keys)})",
+        "source": f"{source.name}: {source.path or source.table} (event time {source.timestamp}"
+                  + (f", created {source.created}" if source.created else "") + ")",
+        "ttl": str(timedelta(microseconds=view.ttl_us)) if view.ttl_us else "none",
+        "online": _online_state(store, view) if view.online else "offline only"})
+    table = Table("feature", "type", "rows", "nulls", "min", "max", "mean", title="offline values")
+    summary = {} if view.windowed else _guard(lambda: _value_summary(store, name, view.features))
+    for feature, dtype in view.features:
+        table.add_row(feature, str(dtype), *summary.get(feature, ["-"] * 5))
+    out.print(table)
+    if view.windowed:
+        out.print("windowed values depend on the time they are read at: see a training set "
+                  f"or SELECT ... FROM features.{name}_asof('labels')", highlight=False)
+
+
+def _fields(items: Any) -> str:
+    return ", ".join(f"{k} {t}" for k, t in items)
+
+
+def _print_rows(rows: dict[str, str]) -> None:
+    width = max(map(len, rows))
+    for key, value in rows.items():
+        out.print(f"{key:<{width}}  {value}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _online_state(store: FeatureStore, view: Any) -> str:
+    try:
+        with store.online() as online:
+            served = online.served().get(view.name)
+    except FeatureStoreError as exc:
+        return f"unknown (the online store cannot be read: {exc})"
+    if served is None:
+        return "not materialized"
+    end = _iso(served.end_us, "?")
+    if served.view.version != view.version:
+        return f"serves version {served.view.version} (materialized up to {end}); this version " \
+               "is not materialized"
+    return f"served, materialized up to {end}"
+
+
+def _value_summary(store: FeatureStore, name: str, features: Any) -> dict[str, list[str]]:
+    """Per feature of a view's feature table: rows, nulls, and min, max, mean where defined."""
+    columns = []
+    for feature, dtype in features:
+        q = f'"{feature}"'
+        columns += ["count(*)", f"count(*) - count({q})"]
+        if dtype in (Int64, Float64, Timestamp):
+            columns += [f"min({q})::VARCHAR", f"max({q})::VARCHAR",
+                        f"avg({q})::VARCHAR" if dtype is not Timestamp else "NULL"]
+        else:
+            columns += ["NULL", "NULL", "NULL"]
+    row = store.sql(f"SELECT {', '.join(columns)} FROM features.\"{name}\"").row(0)
+    return {feature: [str(v) if v is not None else "-" for v in row[5 * i:5 * i + 5]]
+            for i, (feature, _) in enumerate(features)}
 
 
 def _details(plan: Any, kind: str, name: str) -> str:
@@ -202,20 +353,39 @@ def training_set(
         table: Any = labels
         if labels.suffix == ".csv":
             table = pl.read_csv(labels, try_parse_dates=True)
+        if output.suffix not in (".csv", ".parquet", ".pq"):
+            raise FeatureStoreError(f"output {output} must end in .parquet or .csv")
         frame = store.training_set(table, service=service,
                                    features=features.split(",") if features else None,
-                                   timestamp=timestamp, timezone=timezone, statuses=statuses)
+                                   timestamp=timestamp, timezone=timezone, statuses=True)
+        written = frame if statuses else frame.select(
+            c for c in frame.columns if not c.endswith("__status"))
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix == ".csv":
-            frame.write_csv(output)
-        elif output.suffix in (".parquet", ".pq"):
-            frame.write_parquet(output)
+            written.write_csv(output)
         else:
-            raise FeatureStoreError(f"output {output} must end in .parquet or .csv")
+            written.write_parquet(output)
         return frame
 
     frame = _guard(run)
-    out.print(f"wrote {frame.height} rows x {frame.width} columns to {output}")
+    written = frame.width if statuses else sum(not c.endswith("__status") for c in frame.columns)
+    out.print(f"wrote {frame.height} rows x {written} columns to {output}")
+    _print_status_summary(frame)
+
+
+def _print_status_summary(frame: pl.DataFrame) -> None:
+    """Per feature, how many rows got each status: an all-NULL or all-NOT_FOUND feature (a
+    wrong key, a ttl too short, labels older than the data) shows here, not in a model."""
+    table = Table("feature", *STATUS_NAMES, title="statuses")
+    for column in (c for c in frame.columns if c.endswith("__status")):
+        counts = frame[column].cast(pl.String).value_counts()
+        found = dict(zip(counts[column].to_list(), counts["count"].to_list(), strict=True))
+        share = [found.get(s, 0) / max(frame.height, 1) for s in STATUS_NAMES]
+        table.add_row(column.removesuffix("__status"), *(
+            f"{found.get(s, 0)} ({p:.0%})" if s == "PRESENT" or not found.get(s) else
+            f"[yellow]{found.get(s, 0)} ({p:.0%})[/]" for s, p in zip(STATUS_NAMES, share,
+                                                                     strict=True)))
+    out.print(table)
 
 
 @app.command()
@@ -223,12 +393,33 @@ def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an inter
         = None, repo: Repo = Path("feature_repo"),
         fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table") -> None:
     """Read-only SQL over the offline store's objects (sources.*, features.*, transforms as
-    functions); files, other databases, settings and extensions are out of reach."""
+    functions); files, other databases, settings and extensions are out of reach. SHOW TABLES
+    lists what there is."""
+    _guard(lambda: _check_choice(fmt, FRAME_FORMATS, "--format"))
     store = _store(repo)
     if query is not None:
-        _print_frame(_guard(lambda: store.sql(query)), fmt)
+        _print_sql(_guard(lambda: store.sql(query)), fmt)
         return
-    out.print("featurestore sql (read-only). End statements with ';', quit with Ctrl-D.")
+    with _guard(store.sql_session) as session:
+        _shell(session, fmt)
+
+
+SHELL_HELP = """\
+End SQL statements with ';' (they may span lines); temporary views, tables and macros last
+until you quit. Commands (one line, no ';' needed):
+  .tables           what you can query: sources, feature views, point-in-time lookups
+                    (features.<view>_asof('labels')), transform functions, your temporary
+                    objects (also: SHOW TABLES;)
+  .describe NAME    columns of a table or view, or parameters and result of a lookup or
+                    transform (also for tables and views: DESCRIBE NAME;)
+  .help, help       this text
+  .quit             leave (or Ctrl-D)"""
+
+
+def _shell(session: SqlSession, fmt: str) -> None:
+    """The interactive prompt: SQL ending in ';', and the dot commands of SHELL_HELP."""
+    out.print("featurestore sql (read-only). End statements with ';', .help for help, quit with "
+              "Ctrl-D.", highlight=False)
     buffer = ""
     while True:
         try:
@@ -236,32 +427,66 @@ def sql(query: Annotated[str | None, typer.Argument(help="SQL; omit for an inter
         except EOFError:
             out.print()
             return
+        command = line.strip().removesuffix(";").split()
+        if not buffer and command and (command[0].startswith(".") or command[0] == "help"):
+            if command[0] in (".quit", ".exit"):
+                return
+            _meta(session, command, fmt)
+            continue
         buffer += line + "\n"
         if buffer.strip().endswith(";"):
             statement, buffer = buffer, ""
             try:
-                _print_frame(store.sql(statement), fmt)
+                _print_sql(session.sql(statement), fmt)
             except FeatureStoreError as exc:
                 err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
 
 
+def _meta(session: SqlSession, command: list[str], fmt: str) -> None:
+    name, args = command[0], command[1:]
+    try:
+        if name in ("help", ".help"):
+            out.print(SHELL_HELP, highlight=False, markup=False)
+        elif name == ".tables" and not args:
+            _print_sql(session.tables(), fmt)
+        elif name == ".describe" and len(args) == 1:
+            _print_sql(session.describe(args[0]), fmt)
+        elif name in (".tables", ".describe"):
+            raise FeatureStoreError(f"usage: {'.tables' if name == '.tables' else '.describe NAME'}")
+        else:
+            raise FeatureStoreError(f"unknown command {name}; .help lists the commands")
+    except FeatureStoreError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+
+
+def _print_sql(frame: pl.DataFrame, fmt: str) -> None:
+    with pl.Config(fmt_str_lengths=120):  # whole names and signatures
+        _print_frame(frame, fmt)
+
+
+_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(Z|[+-]\d{2}:\d{2})?")
+TIME_RULE = ("a date (2025-07-01: midnight UTC; 2025-07-01+02:00: midnight at that offset) or a "
+             "time with its zone (2025-07-01T12:30:00Z, 2025-07-01T12:30:00+02:00)")
+
+
 def _time(text: str | None, option: str) -> datetime | None:
-    """An ISO 8601 time with a zone; featurestore never guesses one."""
+    """The CLI's one rule for times (TIME_RULE): a date alone is its midnight, in UTC unless
+    it carries an offset; a time of day needs its zone (featurestore never guesses one)."""
     if text is None:
         return None
+    date = _DATE.fullmatch(text.strip())
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise FeatureStoreError(f"{option} {text!r} is not an ISO 8601 time such as "
-                                "2025-07-01T00:00:00Z") from exc
+        when = datetime.fromisoformat(f"{date[1]}T00:00:00{date[2] or 'Z'}" if date else text)
+    except ValueError:
+        raise FeatureStoreError(f"{option} {text!r} is not a time; write {TIME_RULE}") from None
     if when.tzinfo is None:
-        raise FeatureStoreError(f"{option} {text!r} has no time zone; add one, e.g. "
-                                f"{text}Z for UTC")
+        raise FeatureStoreError(f"{option} {text!r} has a time of day but no zone; add Z for "
+                                f"UTC or an offset: {text}Z or {text}+02:00")
     return when
 
 
-End = Annotated[str | None, typer.Option(help="ISO time with zone, e.g. 2025-07-01T00:00:00Z; "
-                                              "default now")]
+End = Annotated[str | None, typer.Option(help="a date (midnight UTC) or a time with its zone, "
+                                              "e.g. 2025-07-01T00:00:00Z; default now")]
 Views = Annotated[list[str] | None, typer.Option("--view", help="only this view (repeatable)")]
 
 
@@ -365,9 +590,12 @@ def serve(repo: Repo = Path("feature_repo"),
               "machine only; 0.0.0.0 from every network interface (other machines, and a "
               "container's published port, need it); another address, that interface only"))]
           = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="gRPC port; it must be free")] = 6566,
-          workers: Annotated[int, typer.Option(help="server processes sharing the port")] = 1,
-          max_batch: Annotated[int, typer.Option(help="most entities per request")] = 10_000,
+          port: Annotated[int, typer.Option(help="gRPC port (1-65535); it must be free",
+                                            min=1, max=65535)] = 6566,
+          workers: Annotated[int, typer.Option(help="server processes sharing the port",
+                                               min=1)] = 1,
+          max_batch: Annotated[int, typer.Option(help="most entities per request", min=1)]
+          = 10_000,
           tls_cert: Annotated[Path | None, typer.Option(
               "--tls-cert", help="server certificate (PEM): serve over TLS")] = None,
           tls_key: Annotated[Path | None, typer.Option(
@@ -390,6 +618,10 @@ def serve(repo: Repo = Path("feature_repo"),
           log_sample: Annotated[float, typer.Option(
               help="fraction of requests (by entity key) logged for `parity --from-log`; "
                    "0 is off")] = 0.0,
+          redis_io: Annotated[str, typer.Option(
+              help="how reads wait for Redis: blocking (fastest for a Redis on this "
+                   "machine), async (requests overlap a remote Redis's round trips) or auto "
+                   "(blocking for a loopback address or unix socket)")] = "auto",
           ) -> None:
     """Serve online features over gRPC (with health checking and reflection) until stopped."""
     def run() -> None:
@@ -399,6 +631,7 @@ def serve(repo: Repo = Path("feature_repo"),
             raise FeatureStoreError("--tls-client-ca needs --tls-cert and --tls-key")
         _check_choice(log_level, LEVELS, "--log-level")
         _check_choice(log_format, FORMATS, "--log-format")
+        _check_choice(redis_io, ("auto", "blocking", "async"), "--redis-io")
         if not 0 <= access_log_sample <= 1:
             raise FeatureStoreError(f"--access-log-sample must be between 0 and 1, got "
                                     f"{access_log_sample}")
@@ -412,7 +645,7 @@ def serve(repo: Repo = Path("feature_repo"),
         run_server(repo, host, port, workers, ServerOptions(
             max_batch=max_batch, tls=tls, tokens=tokens, reflection=reflection,
             log_level=log_level, log_format=log_format, access_log_sample=access_log_sample,
-            sample_rate=check_rate(log_sample)),
+            sample_rate=check_rate(log_sample), redis_io=redis_io),  # type: ignore[arg-type]
             metrics_port)
 
     _guard(run)
@@ -447,13 +680,26 @@ def health(target: Annotated[str, typer.Option(help="server address")] = "127.0.
            service: Annotated[str, typer.Option(
                help="a gRPC service to ask about; default: the server as a whole")] = "",
            timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 3.0,
+           wait: Annotated[float, typer.Option(
+               help="keep asking for up to this many seconds until it is SERVING (a server "
+                    "that is starting)", min=0)] = 0.0,
            tls: Tls = False, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
            tls_key: TlsKey = None) -> None:
     """Ask a server's gRPC health check; exit 0 when it is SERVING, 1 otherwise (NOT_SERVING,
     unreachable, or an unknown --service). For container health checks and probes."""
     def ask() -> str:
-        with _client(target, tls, tls_ca, tls_cert, tls_key, None, timeout) as client:
-            return client.health(service)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with _client(target, tls, tls_ca, tls_cert, tls_key, None, timeout) as client:
+                    answer = client.health(service)
+            except FeatureStoreError:
+                if time.monotonic() >= deadline:
+                    raise
+                answer = ""
+            if answer == "SERVING" or time.monotonic() >= deadline:
+                return answer
+            time.sleep(0.25)
 
     status = _guard(ask)
     out.print(f"{target}{f' {service}' if service else ''}: {status}", highlight=False)
@@ -600,8 +846,9 @@ def get(service: Annotated[str | None, typer.Option(help="feature service")] = N
         features: Annotated[str | None, typer.Option(
             help="comma-separated: view:feature, view or transform")] = None,
         entity: Columns = None, request: Columns = None,
-        as_of: Annotated[str | None, typer.Option("--as-of", help="ISO time with zone; "
-                                                                  "default now")] = None,
+        as_of: Annotated[str | None, typer.Option(
+            "--as-of", help="a date (midnight UTC) or a time with its zone; default now")]
+        = None,
         target: Annotated[str, typer.Option(help="server address")] = "127.0.0.1:6566",
         statuses: Annotated[bool, typer.Option(help="csv, json: add <feature>__status columns")]
         = False,
@@ -612,6 +859,8 @@ def get(service: Annotated[str | None, typer.Option(help="feature service")] = N
 
     The table has a row per feature and a column per entity, where a missing value shows its
     status; csv and json have a row per entity."""
+
+    _guard(lambda: _check_choice(fmt, FRAME_FORMATS, "--format"))
 
     def fetch() -> tuple[dict[str, list[Any]], OnlineFeatures]:
         with _client(target, tls, tls_ca, tls_cert, tls_key, token_file) as client:
@@ -624,8 +873,7 @@ def get(service: Annotated[str | None, typer.Option(help="feature service")] = N
 
     keys, result = _guard(fetch)
     if fmt != "table":
-        _print_frame(pl.concat([pl.DataFrame(keys), result.to_polars(statuses)],
-                               how="horizontal"), fmt)
+        _print_frame(result.to_polars(statuses), fmt)
         return
     entities = [", ".join(map(str, k)) for k in zip(*keys.values(), strict=True)] or \
         [str(i) for i in range(len(result))]
@@ -671,6 +919,9 @@ def _value(text: str, dtype: DType | None, name: str) -> Any:
         return _time(text, name)
     assert dtype is String
     return text
+
+
+FRAME_FORMATS = ("table", "csv", "json")
 
 
 def _print_frame(frame: pl.DataFrame, fmt: str) -> None:

@@ -16,13 +16,15 @@ from featurestore.materialization import Materialized, materialize
 from featurestore.offline import ApplyResult, OfflineStore, event_log
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
-from featurestore.offline.sql import run
+from featurestore.offline.sql import SqlSession
 from featurestore.online.managed import ManagedRedis
 from featurestore.online.store import OnlineStore
 from featurestore.plan import Plan
 from featurestore.progress import Reporter
 from featurestore.push import DEFAULT_MAX_FUTURE_US, PushResult, push
 from featurestore.repo import RepoConfig, load_config, load_plan
+from featurestore.serving.client import FeatureServiceSchema, OnlineFeatures, encode_request
+from featurestore.serving.local import answer
 from featurestore.values.timestamps import now_us, to_micros
 
 
@@ -81,6 +83,25 @@ class FeatureStore:
         if output == "arrow":
             return frame.to_arrow()
         return frame.to_pandas() if output == "pandas" else frame
+
+    def get_online_features(
+        self,
+        service: str | None = None,
+        features: list[str] | None = None,
+        entities: dict[str, Any] | None = None,
+        request: dict[str, Any] | None = None,
+        as_of: datetime | int | None = None,
+    ) -> OnlineFeatures:
+        """What a server would answer Client.get_online_features with the same arguments,
+        read from the online store in this process (no server needed): the same values,
+        statuses and errors, the same result type."""
+        selection = self.plan.select(service=service, features=features)
+        schema = FeatureServiceSchema(service or "", {o.name: o.dtype for o in selection.outputs},
+                                      dict(selection.join_keys), dict(selection.requests),
+                                      list(selection.views), "", True)
+        message = encode_request(service, features, entities, request, as_of, None, schema)
+        with self.online() as online:
+            return OnlineFeatures(answer(self.plan, online, message), entities)
 
     def online_url(self) -> str:
         """FEATURESTORE_REDIS_URL if set, else the repo's online_store; a managed store's
@@ -142,9 +163,12 @@ class FeatureStore:
         """SQL over the offline store's sources.* and features.* objects, with transforms
         callable as functions; nothing else (no files, settings, extensions or other
         databases): see README "Sandbox". Each call has its own sandboxed connection, also
-        inside `session()`, so temporary views last for one call."""
-        con = self.offline.sql_session(self.plan)
-        try:
-            return run(con, query)
-        finally:
-            con.close()
+        inside `session()`, so temporary views last for one call (see `sql_session`)."""
+        with self.sql_session() as session:
+            return session.sql(query)
+
+    def sql_session(self) -> SqlSession:
+        """One sandboxed SQL connection for many queries (`with store.sql_session() as s:
+        s.sql(...)`): temporary views, tables and macros last until it is closed. Also
+        `s.tables()` (what SHOW TABLES lists) and `s.describe(name)`."""
+        return self.offline.sql_session(self.plan)

@@ -5,7 +5,6 @@ the stores) can assume a consistent set of definitions."""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib.util
 import inspect
@@ -13,6 +12,7 @@ import os
 import re
 import sys
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -32,7 +32,7 @@ from featurestore.definitions import (
     Transform,
     transform_of,
 )
-from featurestore.definitions.base import check_name
+from featurestore.definitions.base import check_name, did_you_mean
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import DefinitionError, FeatureStoreError
 from featurestore.plan import Plan, build_plan
@@ -127,11 +127,13 @@ def _import(path: Path, package: str) -> ModuleType:
         raise DefinitionError(
             f"{exc.filename}:{exc.lineno}: syntax error in definition file: {exc.msg}"
         ) from exc
-    except FeatureStoreError:
-        raise
     except Exception as exc:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
         line = frames[-1].lineno if frames else "?"
+        if isinstance(exc, FeatureStoreError):  # a definition's own message: add where it is
+            if str(exc).startswith(str(path)) or not frames:
+                raise
+            raise type(exc)(f"{path}:{line}: {exc}") from exc
         raise DefinitionError(
             f"{path}:{line}: importing this definition file failed: "
             f"{type(exc).__name__}: {exc}"
@@ -139,10 +141,25 @@ def _import(path: Path, package: str) -> ModuleType:
     return module
 
 
+def _repo_id(config: RepoConfig) -> str:
+    """The repo's identity, kept in .featurestore/id: it travels with the repo when it is
+    copied or moved (together with its compiled kernels, which refer to it), unlike its
+    path. A repo whose folder cannot be written is identified by its path."""
+    path = config.root / ".featurestore" / "id"
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(uuid.uuid4().hex[:12])
+        return path.read_text().strip()
+    except OSError:
+        return hashlib.sha1(str(config.root).encode()).hexdigest()[:12]
+
+
 def load_repo(root: str | Path) -> tuple[RepoConfig, Definitions]:
     config = load_config(root)
-    # Stable across processes: Numba's cache finds compiled transforms' modules by this name.
-    package = f"fsrepo_{config.project}_{hashlib.sha1(str(config.root).encode()).hexdigest()[:12]}"
+    # Stable across processes and copies of the repo: Numba's cache finds compiled transforms'
+    # modules by this name.
+    package = f"fsrepo_{config.project}_{_repo_id(config)}"
     pkg = ModuleType(package)
     pkg.__path__ = [str(config.root)]
     sys.modules[package] = pkg  # kept: compiled transforms refer to their modules by name
@@ -202,12 +219,12 @@ def resolve_feature(defs: Definitions, ref: str, owner: str) -> FeatureView | Fe
         view_name, feature = ref.split(":", 1)
         view = defs.views.get(view_name)
         if view is None:
-            hint = _hint(view_name, defs.views)
+            hint = did_you_mean(view_name, defs.views)
             raise DefinitionError(f"{owner}: unknown feature view {view_name!r}{hint}")
         if feature not in view.feature_names:
             raise DefinitionError(
                 f"{owner}: feature view {view_name!r} has no feature {feature!r}"
-                f"{_hint(feature, view.feature_names)}"
+                f"{did_you_mean(feature, view.feature_names)}"
             )
         return view[feature]
     if ref in defs.views:
@@ -216,14 +233,9 @@ def resolve_feature(defs: Definitions, ref: str, owner: str) -> FeatureView | Fe
         return defs.transforms[ref]
     known = list(defs.views) + list(defs.transforms)
     raise DefinitionError(
-        f"{owner}: unknown feature {ref!r}{_hint(ref, known)}; write 'view:feature', a view "
+        f"{owner}: unknown feature {ref!r}{did_you_mean(ref, known)}; write 'view:feature', a view "
         "name, or a transform name"
     )
-
-
-def _hint(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _resolve_references(defs: Definitions) -> None:

@@ -49,10 +49,10 @@ class Server:
     log: Path
 
 
-def cli(*args: str | Path, expect: int = 0, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def cli(*args: str | Path, expect: int = 0, env: dict[str, str] | None = None,
+        cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "featurestore.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=120,
+                          capture_output=True, text=True, timeout=120, cwd=cwd, input=stdin,
                           env={**os.environ, "COLUMNS": "250", "NO_COLOR": "1", **(env or {})})
     assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc

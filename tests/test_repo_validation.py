@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -104,10 +105,19 @@ def test_invalid_names(tmp_path: Path, bad_name: str) -> None:
         load(tmp_path)
 
 
-def test_unknown_field_in_feature_ref(tmp_path: Path) -> None:
-    write_repo(tmp_path, PROFILE_DEFS.replace('user_profile["credit_limit"]', 'user_profile["limit"]'))
-    with pytest.raises(DefinitionError, match=r"FeatureView 'user_profile' has no field 'limit'"):
+@pytest.mark.parametrize("reference", ['user_profile["credit_limt"]', '"user_profile:credit_limt"'])
+def test_a_misspelt_feature_reference_gets_its_line_and_a_suggestion(tmp_path: Path,
+                                                                    reference: str) -> None:
+    """Both ways to name a feature: `view["feature"]` and "view:feature"."""
+    defs = PROFILE_DEFS.replace('user_profile["credit_limit"]', reference)
+    write_repo(tmp_path, defs)
+    line = next(i for i, text in enumerate(textwrap.dedent(defs).splitlines(), 1)
+                if reference in text)
+    with pytest.raises(DefinitionError) as refused:
         load(tmp_path)
+    message = str(refused.value)
+    assert f"features.py:{line}" in message, message
+    assert "no feature 'credit_limt' (did you mean 'credit_limit'?)" in message
 
 
 @pytest.mark.parametrize(("aggregate", "message"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ class Location:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+
+def did_you_mean(name: str, known: object) -> str:
+    """' (did you mean 'x'?)' for the closest of `known` names, or ''."""
+    close = difflib.get_close_matches(name, list(known), n=1)  # type: ignore[call-overload]
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def caller_location(depth: int = 2) -> Location:

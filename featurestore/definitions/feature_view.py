@@ -10,6 +10,7 @@ from featurestore.definitions.base import (
     caller_location,
     check_dtype,
     check_name,
+    did_you_mean,
     micros,
     parse_duration,
 )
@@ -160,7 +161,8 @@ class FeatureView:
             if f.name == feature:
                 return f
         raise DefinitionError(
-            f"FeatureView {self.name!r} has no field {feature!r}; it has "
+            f"FeatureView {self.name!r} has no feature {feature!r}"
+            f"{did_you_mean(feature, self.feature_names)}; it has "
             + ", ".join(self.feature_names)
         )
 

@@ -1,8 +1,10 @@
 """What analysts see in the DuckDB file: a view per source (`sources.<name>`), a view per
-feature view (`features.<name>`), and a point-in-time table macro per feature view of latest
-values (`features.<name>_asof('labels_table')`). All plain SQL, so any DuckDB client can read
-them. A windowed view's `features.<name>` lists its values at the hop boundaries where they
-change (`window_end`); values between boundaries come from training sets."""
+feature view (`features.<name>`), and a point-in-time table macro per feature view
+(`features.<name>_asof('labels_table')`). Plain SQL, so any DuckDB client can read them, except
+a windowed view's macro: a window's value at a label's time is evaluated from the events by
+the compiled window kernels, as in training sets, through a function that only the analysts'
+SQL session registers (`window_function`). A windowed view's `features.<name>` lists its values
+at the hop boundaries where they change (`window_end`)."""
 
 from __future__ import annotations
 
@@ -22,10 +24,15 @@ def refresh(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     for view in plan.views.values():
         keys = [quote(k) for k, _ in view.join_keys]
         features = [quote(f) for f, _ in view.features]
+        macro = f"CREATE MACRO features.{quote(view.name + '_asof')}(labels) AS TABLE"
         if view.windowed:
             con.execute(
                 f"CREATE VIEW features.{quote(view.name)} AS SELECT {', '.join(keys)}, "
                 f"__vis AS window_end, {', '.join(features)} FROM {feature_table(view)}")
+            call = f"{quote(window_function(view.name))}({', '.join('l.' + k for k in keys)}, " \
+                   "l.event_timestamp)"
+            con.execute(f"{macro} SELECT * EXCLUDE (__window), unnest(__window) FROM "
+                        f"(SELECT l.*, {call} AS __window FROM query_table(labels) l)")
             continue
         con.execute(
             f"CREATE VIEW features.{quote(view.name)} AS SELECT {', '.join(keys)}, "
@@ -34,9 +41,14 @@ def refresh(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         values = ", ".join(
             f"{visible_value(view, 'f.' + f, 'f', 'l.event_timestamp')} AS {f}" for f in features)
         con.execute(
-            f"CREATE MACRO features.{quote(view.name + '_asof')}(labels) AS TABLE "
-            f"SELECT l.*, {values} FROM query_table(labels) l "
+            f"{macro} SELECT l.*, {values} FROM query_table(labels) l "
             f"{asof_join(view, 'l', 'f', 'l.event_timestamp')}")
+
+
+def window_function(view: str) -> str:
+    """The SQL function a windowed view's `_asof` macro calls: (keys..., time) -> a struct of
+    the view's aggregates at that time."""
+    return f"__window_{view}"
 
 
 def _drop_all(con: duckdb.DuckDBPyConnection) -> None:

@@ -4,6 +4,7 @@ read-only SQL."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,10 +27,11 @@ from featurestore.offline import (
     windowed,
 )
 from featurestore.offline.connection import INTERNAL, connect, cursor
-from featurestore.offline.sql import open_session
-from featurestore.plan import Plan, Selection
+from featurestore.offline.sql import SqlSession
+from featurestore.plan import Plan, Selection, ViewPlan
 from featurestore.plan.hashing import version_of
 from featurestore.progress import QUIET, Reporter
+from featurestore.values.columns import Column
 
 
 @dataclass
@@ -43,6 +45,7 @@ class OfflineStore:
     def __init__(self, path: Path, root: Path):
         self.path, self.root = path, root
         self._held: duckdb.DuckDBPyConnection | None = None  # see session()
+        self._windows_lock = threading.Lock()
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -169,8 +172,22 @@ class OfflineStore:
             raise NotAppliedError(
                 f"the definitions differ from the registry ({_summary(d)}); run `featurestore apply`")
 
-    def sql_session(self, plan: Plan) -> duckdb.DuckDBPyConnection:
-        return open_session(self.path, plan)
+    def sql_session(self, plan: Plan) -> SqlSession:
+        return SqlSession(self.path, plan, lambda view, labels: self.windows_at(
+            plan, plan.views[view], labels))
+
+    def windows_at(self, plan: Plan, view: ViewPlan, labels: pa.Table) -> list[Column]:
+        """A windowed view's aggregates at each row of `labels` (`__row`, the keys, `__ts`),
+        read as a training set reads them (pushed events included). Called from SQL functions,
+        which DuckDB may run on several threads at once: one read at a time."""
+        with self._windows_lock, self._reading() as con:
+            training.check_built(con, plan, [view.name])
+            con.register("__labels", labels)
+            try:
+                return training.window_values(con, plan, view, labels,
+                                              event_log.files(self.root, view.source))
+            finally:
+                con.unregister("__labels")
 
     def _check_active(self, con: duckdb.DuckDBPyConnection, plan: Plan,
                       selection: Selection) -> None:

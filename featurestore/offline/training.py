@@ -17,10 +17,10 @@ from featurestore.offline import windowed
 from featurestore.offline.connection import quote
 from featurestore.offline.feature_tables import asof_join, built, expired, visible_value
 from featurestore.offline.labels import ROW, TS, prepare, to_arrow_table
-from featurestore.plan import Plan, Selection
-from featurestore.plan.execute import feature_status, run_transforms
+from featurestore.plan import Plan, Selection, ViewPlan
+from featurestore.plan.execute import computed_status, feature_status, run_transforms
 from featurestore.values.columns import Column, from_arrow, to_arrow
-from featurestore.values.status import NULL, PRESENT, STATUS_NAMES, Status, status_dtype
+from featurestore.values.status import STATUS_NAMES, Status, status_dtype
 
 
 def check_built(con: duckdb.DuckDBPyConnection, plan: Plan, views: list[str]) -> None:
@@ -55,18 +55,27 @@ def _windowed(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection,
     """Each windowed view's aggregates at every label's time, over the events of the labels'
     entities."""
     out: dict[str, Column] = {}
-    at = prepared.column(TS).cast(pa.int64()).to_numpy()
     for name, features in selection.views.items():
         view = plan.views[name]
         if not view.windowed:
             continue
-        events = windowed.read_events(con, plan, view, logs[view.source], only_keys="__labels")
-        entity = windowed.entity_index(con, view, events, "__labels", ROW)
-        values = windowed.evaluate_at(view, events, entity, at)
+        values = window_values(con, plan, view, prepared, logs[view.source])
         for agg, column in zip(view.aggregates, values, strict=True):
             if agg.name in features:
                 out[f"{name}:{agg.name}"] = column
     return out
+
+
+def window_values(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan,
+                  prepared: pa.Table, log: list[Path]) -> list[Column]:
+    """A windowed view's aggregates at each label's time (`prepared`, registered as
+    `__labels`: `__row`, the keys, `__ts`), over the events of the labels' entities and the
+    source's pushed-event `log`; one Column per aggregate, in `__row` order. Training sets and
+    the analysts' `_asof` macros both read windows here."""
+    events = windowed.read_events(con, plan, view, log, only_keys="__labels")
+    entity = windowed.entity_index(con, view, events, "__labels", ROW)
+    return windowed.evaluate_at(view, events, entity, prepared.column(TS).cast(pa.int64())
+                                .to_numpy())
 
 
 def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selection, labels: Any,
@@ -97,7 +106,7 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
     statuses: dict[str, np.ndarray] = {}
     if with_statuses:
         for ref, column in windows.items():
-            statuses[ref] = np.where(column.valid, PRESENT, NULL)
+            statuses[ref] = computed_status(column.valid)
         for i, (name, features) in enumerate(selection.views.items()):
             if plan.views[name].windowed:
                 continue
@@ -108,9 +117,11 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
                     zero_copy_only=False))
     requests = {name: from_arrow(prepared.column(name), dtype)
                 for name, dtype in selection.requests.items()}
-    for name, raised in run_transforms(selection, columns, statuses, requests).items():
+    for name, raised in run_transforms(selection, columns, requests).items():
         warnings.warn(f"transform {name!r} raised for {raised} of {prepared.num_rows} rows; "
                       "those values are NULL", RuntimeWarning, stacklevel=3)
+    for t in selection.transforms:
+        statuses[t.name] = computed_status(columns[t.name].valid)
     out = {f.name: to_arrow(columns[f.ref], f.dtype) if f.ref in columns
            else joined.column(f.ref).cast(f.dtype.arrow) for f in selection.outputs}
     frame = labels if isinstance(labels, pl.DataFrame) else pl.from_arrow(table)

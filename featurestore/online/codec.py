@@ -1,5 +1,6 @@
 """The online row codec: one Redis value per (view version, entity), decoded for a whole batch
-by one Numba call, never value by value in Python.
+by one Numba call (online/lookup.py reads every row view of a request in one), never value by
+value in Python.
 
 Layout (little-endian):
     header   3 x int64   event_ts, created_ts, seq: the point-in-time order of the row, which
@@ -12,14 +13,13 @@ Layout (little-endian):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import numba
 import numpy as np
 
-from featurestore.definitions.types import Bool, DType, Float64, String
+from featurestore.definitions.types import DType, String
 from featurestore.values.columns import Column
 from featurestore.values.strings import Utf8Array
 
@@ -54,40 +54,6 @@ class RowSchema:
     @property
     def bitmap_bytes(self) -> int:
         return (len(self.features) + 7) // 8
-
-
-@dataclass
-class DecodedRows:
-    """A batch of rows, feature-major: found[r] says whether row r existed; fixed[j] holds the
-    8-byte values of the j-th non-string feature, valid[i] the validity of feature i."""
-
-    schema: RowSchema
-    found: np.ndarray
-    event_ts: np.ndarray
-    visible: np.ndarray  # when each row became visible: the later of its event and created time
-    fixed: np.ndarray
-    valid: np.ndarray
-    str_offsets: np.ndarray
-    str_data: np.ndarray
-
-    def values_of(self, indices: Sequence[int]) -> list[np.ndarray | Utf8Array]:
-        """Features' values (views, no copies; Bool is the one conversion), in the order
-        asked. One call per view and request: the fixed outputs are split into rows once,
-        and each feature is then one list item, not a NumPy index and view."""
-        ints, floats = list(self.fixed), list(self.fixed.view(np.float64))
-        out: list[np.ndarray | Utf8Array] = []
-        for i in indices:
-            dtype, position = self.schema.access[i]
-            if dtype is Float64:
-                out.append(floats[position])
-            elif dtype is String:
-                out.append(Utf8Array(self.str_offsets[position], self.str_data))
-            else:
-                out.append(ints[position] != 0 if dtype is Bool else ints[position])
-        return out
-
-    def column(self, i: int) -> Column:
-        return Column(self.values_of((i,))[0], self.valid[i])
 
 
 @dataclass(frozen=True)
@@ -209,21 +175,8 @@ def write_row(out, p, r, header, valid, fixed, fixed_features, str_start, str_le
     return p
 
 
-def decode(schema: RowSchema, values: list[bytes | None]) -> DecodedRows:
-    """Decode MGET results (None where a key was missing) into columns. Outputs are
-    feature-major, so every column is a contiguous view without a copy."""
-    lengths = np.array([-1 if v is None else len(v) for v in values], np.int64)
-    buffer = np.frombuffer(b"".join(filter(None, values)), np.uint8)  # drops the None
-    found, event_ts, visible, fixed, valid, str_offsets, str_data = _decode(
-        buffer, lengths, len(schema.features), schema.bitmap_bytes, len(schema.fixed),
-        len(schema.strings))
-    for array in (fixed, valid, str_offsets, str_data):
-        array.flags.writeable = False  # so the columns viewing them reach kernels as they are
-    return DecodedRows(schema, found, event_ts, visible, fixed, valid, str_offsets, str_data)
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
-def _int64_at(buffer, p):  # type: ignore[no-untyped-def]
+def int64_at(buffer, p):  # type: ignore[no-untyped-def]
     """The little-endian int64 at byte p: assembled from bytes, as a `.view` of a slice per
     field made decoding a batch of rows four times slower (a view per row is fine)."""
     value = np.int64(0)
@@ -233,53 +186,8 @@ def _int64_at(buffer, p):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _uint32_at(buffer, p):  # type: ignore[no-untyped-def]
+def uint32_at(buffer, p):  # type: ignore[no-untyped-def]
     value = np.int64(0)
     for b in range(4):
         value |= np.int64(buffer[p + b]) << np.int64(8 * b)
     return value
-
-
-@numba.njit(cache=True, nogil=True)
-def _decode(buffer, lengths, n_features, bitmap_bytes, n_fixed, n_str):  # type: ignore[no-untyped-def]
-    n = lengths.shape[0]
-    found = lengths >= 0
-    starts = np.zeros(n, np.int64)
-    for r in range(1, n):
-        starts[r] = starts[r - 1] + max(lengths[r - 1], 0)
-    event_ts = np.zeros(n, np.int64)
-    visible = np.zeros(n, np.int64)
-    fixed = np.zeros((n_fixed, n), np.int64)
-    valid = np.zeros((max(n_features, 1), n), np.bool_)
-    str_offsets = np.zeros((n_str, n + 1), np.int64)
-    total = 0
-    for s in range(n_str):  # first pass: string lengths, to size the shared string buffer
-        str_offsets[s, 0] = total
-        for r in range(n):
-            if found[r]:
-                p = starts[r] + HEADER_BYTES + bitmap_bytes + 8 * n_fixed
-                for _ in range(s):
-                    p += 4 + _uint32_at(buffer, p)
-                total += _uint32_at(buffer, p)
-            str_offsets[s, r + 1] = total
-    str_data = np.empty(total, np.uint8)
-    for r in range(n):
-        if not found[r]:
-            continue
-        p = starts[r]
-        event_ts[r] = _int64_at(buffer, p)
-        visible[r] = max(event_ts[r], _int64_at(buffer, p + 8))
-        p += HEADER_BYTES
-        for i in range(n_features):
-            valid[i, r] = (buffer[p + i // 8] >> (i % 8)) & 1
-        p += bitmap_bytes
-        row = buffer[p: p + 8 * n_fixed].view(np.int64)  # one view per row is cheaper
-        for j in range(n_fixed):
-            fixed[j, r] = row[j]
-        p += 8 * n_fixed
-        for s in range(n_str):
-            length = _uint32_at(buffer, p)
-            p += 4
-            str_data[str_offsets[s, r]: str_offsets[s, r] + length] = buffer[p: p + length]
-            p += length
-    return found, event_ts, visible, fixed, valid, str_offsets, str_data

@@ -11,9 +11,9 @@ import numpy as np
 
 from featurestore.aggregation.layout import empty_outputs
 from featurestore.aggregation.tiles import add_head_events, finish_rows
-from featurestore.definitions.types import DType
+from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
 from featurestore.errors import NotAppliedError, OnlineDataLost, PastReadRefused, RegistryMoved
-from featurestore.online.codec import RowSchema, decode
+from featurestore.online.codec import HEADER_BYTES, RowSchema, int64_at, uint32_at
 from featurestore.online.keys import (
     EXPIRY_MARGIN_US,
     active_key,
@@ -27,13 +27,14 @@ from featurestore.online.registry import Served
 from featurestore.online.tile_format import head_max_ts, index_blocks, merge_windows
 from featurestore.online.tiles import TileGroup, decode_events, groups
 from featurestore.plan import Plan, Selection, ViewPlan
-from featurestore.plan.execute import run_transforms
+from featurestore.plan.execute import computed_status, run_transforms
 from featurestore.values.columns import Column
 from featurestore.values.status import NOT_FOUND, NULL, OUTSIDE_TTL, PRESENT
+from featurestore.values.strings import Utf8Array
 from featurestore.values.timestamps import now_us
 
 
-@dataclass(slots=True)  # built per feature and request
+@dataclass(slots=True)
 class FeatureValues:
     name: str
     dtype: DType
@@ -41,25 +42,117 @@ class FeatureValues:
     status: np.ndarray  # uint8 Status per entity
 
 
+# The order of the fixed-width types in the `fixed` matrix of a result: each type's outputs
+# are one block of rows, so that a response writes a type's values with one copy.
+FIXED_TYPES: tuple[DType, ...] = (Int64, Float64, Bool, Timestamp)
+
+
+class Slots:
+    """Where every value a selection's read computes is kept, worked out once per selection.
+
+    refs: the outputs, in output order, then what only transforms read. Each ref has a
+    status row (its position in refs); a fixed-width ref a row of the int64 `fixed` matrix
+    (raw bits: a Float64 as its IEEE bits, a Bool as 0/1), the outputs first and grouped by
+    type in FIXED_TYPES order; a stored string of a row view a row of the `strings` offsets;
+    any other string (computed) is kept as a column. Missing values are zero (strings empty)."""
+
+    def __init__(self, plan: Plan, selection: Selection, stored: set[str]):
+        outputs = [o.ref for o in selection.outputs]
+        self.names = tuple(o.name for o in selection.outputs)
+        self.dtypes: dict[str, DType] = {o.ref: o.dtype for o in selection.outputs}
+        for view, features in selection.views.items():
+            for f in features:
+                self.dtypes.setdefault(f"{view}:{f}", plan.views[view].dtype(f))
+        for t in selection.transforms:
+            self.dtypes.setdefault(t.name, t.output)
+        self.refs = tuple(outputs) + tuple(r for r in self.dtypes if r not in set(outputs))
+        self.n_outputs = len(outputs)
+        self.status_row = {ref: i for i, ref in enumerate(self.refs)}
+        by_type = [[r for r in outputs if self.dtypes[r] is t] for t in FIXED_TYPES]
+        order = [r for refs in by_type for r in refs]
+        order += [r for r in self.refs[self.n_outputs:] if self.dtypes[r] is not String]
+        self.fixed_row = {ref: i for i, ref in enumerate(order)}
+        self.groups: list[tuple[DType, int, int]] = []  # (type, first row, end row) of outputs
+        at = 0
+        for t, refs in zip(FIXED_TYPES, by_type, strict=True):
+            if refs:
+                self.groups.append((t, at, at + len(refs)))
+                at += len(refs)
+        strings = [r for r in self.refs if self.dtypes[r] is String and r in stored]
+        self.string_row = {ref: i for i, ref in enumerate(strings)}
+        # the string outputs in output order: runs of stored rows (lo, hi), or a computed ref
+        self.string_runs: list[tuple[int, int] | str] = []
+        for ref in outputs:
+            if self.dtypes[ref] is not String:
+                continue
+            row = self.string_row.get(ref)
+            last = self.string_runs[-1] if self.string_runs else None
+            if row is None:
+                self.string_runs.append(ref)
+            elif isinstance(last, tuple) and last[1] == row:
+                self.string_runs[-1] = (last[0], row + 1)
+            else:
+                self.string_runs.append((row, row + 1))
+
+
 @dataclass
 class OnlineResult:
-    features: list[FeatureValues]
+    """The values of one read, in the matrices Slots describes; `features` lists them as
+    columns (tests, the synchronous store), the server encodes the matrices directly."""
+
+    slots: Slots
+    fixed: np.ndarray  # int64 (fixed refs, n)
+    strings: Utf8Array  # the stored strings: `offsets` is (string refs, n + 1) over `data`
+    computed: dict[str, Column]  # transforms' and windowed views' outputs
+    status: np.ndarray  # uint8 (refs, n)
     event_ts: dict[str, np.ndarray]  # view -> event timestamp (micros) of the row served, 0 if none
     transform_errors: dict[str, int]
+
+    def column(self, ref: str) -> Column:
+        slots = self.slots
+        if ref in self.computed:
+            return self.computed[ref]
+        valid = self.status[slots.status_row[ref]] == PRESENT
+        dtype = slots.dtypes[ref]
+        if dtype is String:
+            row = slots.string_row[ref]
+            return Column(Utf8Array(self.strings.offsets[row], self.strings.data), valid)
+        values = self.fixed[slots.fixed_row[ref]]
+        if dtype is Float64:
+            values = values.view(np.float64)
+        elif dtype is Bool:
+            values = values != 0
+        return Column(values, valid)
+
+    __getitem__ = column  # run_transforms reads and writes the result as a mapping
+
+    def __setitem__(self, ref: str, column: Column) -> None:
+        """A computed ref's values (a transform's or a windowed view's): kept as a column,
+        and, where the ref has a fixed row, written there with missing values zeroed."""
+        self.computed[ref] = column
+        self.status[self.slots.status_row[ref]] = computed_status(column.valid)
+        row = self.slots.fixed_row.get(ref)
+        if row is not None:
+            values = column.values
+            assert isinstance(values, np.ndarray)
+            np.copyto(self.fixed[row], values.view(np.int64) if values.dtype == np.float64
+                      else values, where=column.valid)
+
+    @property
+    def features(self) -> list[FeatureValues]:
+        slots = self.slots
+        return [FeatureValues(name, slots.dtypes[ref], self.column(ref), self.status[i])
+                for i, (name, ref) in enumerate(zip(slots.names, slots.refs, strict=False))]
 
 
 @dataclass(frozen=True)
 class RowView:
-    """A row view a selection reads: the served version and storage, its row layout, and the
-    features wanted: their refs and their indices in the row."""
+    """A row view a selection reads: the served version and storage, and its features wanted."""
 
     view: ViewPlan
     storage: str
     created_us: int  # the storage's oldest write: keys of a ttl view expire from then on
-    schema: RowSchema
-    refs: tuple[str, ...]
-    indices: tuple[int, ...]
-    index: np.ndarray  # the indices as an array, for the kernel
+    wanted: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -89,6 +182,31 @@ class GroupRead:
     late: np.ndarray
 
 
+def _row_maps(rows: tuple[RowView, ...], slots: Slots
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What _gather needs of the row views, as arrays: per view its row layout and ttl; per
+    wanted fixed-width feature (view, index in the row, position among the fixed values,
+    fixed row, status row); per wanted string (view, index, position among the strings,
+    string row, status row)."""
+    views, fixed, strings = [], [], []
+    for v, row in enumerate(rows):
+        schema = RowSchema(row.view.features)
+        ttl = row.view.ttl_us
+        views.append((len(schema.features), schema.bitmap_bytes, len(schema.fixed),
+                      len(schema.strings), -1 if ttl is None else ttl))
+        index = {f: i for i, (f, _) in enumerate(schema.features)}
+        for feature in row.wanted:
+            ref, i = f"{row.view.name}:{feature}", index[feature]
+            if ref in slots.string_row:
+                strings.append((v, i, schema.position[i], slots.string_row[ref],
+                                slots.status_row[ref]))
+            else:
+                fixed.append((v, i, schema.position[i], slots.fixed_row[ref],
+                              slots.status_row[ref]))
+    return (np.array(views, np.int64).reshape(-1, 5), np.array(fixed, np.int64).reshape(-1, 5),
+            np.array(strings, np.int64).reshape(-1, 5))
+
+
 class Lookup:
     """Prepared once per feature selection and served versions; shared by concurrent
     requests, so it holds nothing that changes per request (that lives in `PendingRead`)."""
@@ -115,19 +233,14 @@ class Lookup:
                 windows.append(WindowView(view, storage, served[name].end_us or 0,
                                           tuple(groups(view.aggregates)), frozenset(wanted)))
             else:
-                rows.append(RowView(view, storage, served[name].created_us or 0,
-                                    RowSchema(view.features),
-                                    tuple(f"{name}:{f}" for f in wanted),
-                                    tuple(index[f] for f in wanted),
-                                    np.array([index[f] for f in wanted], np.int64)))
+                rows.append(RowView(view, storage, served[name].created_us or 0, tuple(wanted)))
         self.rows, self.windows = tuple(rows), tuple(windows)
+        self.slots = Slots(plan, selection, {f"{r.view.name}:{f}" for r in rows for f in r.wanted})
+        self._maps = _row_maps(self.rows, self.slots)
         views = (*self.rows, *self.windows)
         self.fence = [active_key(project, item.view.name) for item in views] + [
             fresh_key(project, w.view.name, w.storage) for w in self.windows]
         self._storages = [item.storage.encode() for item in views]
-        outputs = selection.outputs  # as columns, so that a read maps over them in C
-        self.outputs = (tuple(o.name for o in outputs), tuple(o.dtype for o in outputs),
-                        tuple(o.ref for o in outputs))
 
     def check_fence(self, fence: list[bytes | None], as_of_us: int) -> None:
         """Checks the values of the `fence` keys, read with the data keys: the storages
@@ -227,28 +340,26 @@ class PendingRead:
             self.head_keys(values)
         values = self._values
         n, as_of_us = self.n, self.as_of_us
-        columns: dict[str, Column] = {}
-        statuses: dict[str, np.ndarray] = {}
-        event_ts: dict[str, np.ndarray] = {}
-        for k, row in enumerate(self.lookup.rows):
-            rows = decode(row.schema, values[k * n:(k + 1) * n])
-            ttl = row.view.ttl_us
-            valid, status, newer, latest, missing = _visibility(
-                rows.found, rows.event_ts, rows.visible, rows.valid, row.index,
-                -1 if ttl is None else ttl, as_of_us)
-            if newer:
+        lookup = self.lookup
+        rows, slots = lookup.rows, lookup.slots
+        views, fixed_map, string_map = lookup._maps
+        stored = values[:len(rows) * n]
+        lengths = np.array([-1 if v is None else len(v) for v in stored], np.int64)
+        buffer = np.frombuffer(b"".join(filter(None, stored)), np.uint8)  # drops the None
+        fixed, status, offsets, data, event_ts, newer, latest, missing = _gather(
+            buffer, lengths, n, views, fixed_map, string_map, len(slots.fixed_row),
+            len(slots.string_row), len(slots.refs), as_of_us)
+        for v, row in enumerate(rows):
+            if newer[v]:
                 raise PastReadRefused(
                     f"feature view {row.view.name!r} cannot be read online as of {as_of_us}: "
-                    f"it holds rows of {newer} of these entities that became visible later; "
-                    f"the earliest as_of it answers exactly for them is {latest}; read older "
-                    "values from a training set")
-            if missing:
+                    f"it holds rows of {newer[v]} of these entities that became visible later; "
+                    f"the earliest as_of it answers exactly for them is {latest[v]}; read "
+                    "older values from a training set")
+            if missing[v]:
                 _check_expiry(row, as_of_us)
-            valid.flags.writeable = False  # kernels take read-only inputs (see plan.kernels)
-            columns.update(zip(row.refs, map(Column, rows.values_of(row.indices), valid),
-                               strict=True))
-            statuses.update(zip(row.refs, status, strict=True))
-            event_ts[row.view.name] = rows.event_ts
+        result = OnlineResult(slots, fixed, Utf8Array(offsets, data), {}, status,
+                              {row.view.name: event_ts[v] for v, row in enumerate(rows)}, {})
         pending = list(heads or [])
         for g in self._parse(values):
             layout, name = g.group.layout, g.window.view.name
@@ -270,13 +381,9 @@ class PendingRead:
                                    strict=True):
                 if agg.name in g.window.wanted:
                     column.valid.flags.writeable = False
-                    columns[f"{name}:{agg.name}"] = column
-                    statuses[f"{name}:{agg.name}"] = np.where(column.valid, PRESENT, NULL)
-        errors = run_transforms(self.lookup.selection, columns, statuses, requests)
-        names, dtypes, refs = self.lookup.outputs
-        return OnlineResult(
-            list(map(FeatureValues, names, dtypes, map(columns.__getitem__, refs),
-                     map(statuses.__getitem__, refs))), event_ts, errors)
+                    result[f"{name}:{agg.name}"] = column
+        result.transform_errors = run_transforms(lookup.selection, result, requests)
+        return result
 
 
 def _check_expiry(row: RowView, as_of_us: int) -> None:
@@ -310,29 +417,73 @@ def _tiles(g: TileGroup, blocks: list[bytes | None], n: int, numbers: range, as_
 
 
 @numba.njit(cache=True, nogil=True)
-def _visibility(found, event_ts, visible, valid, index, ttl_us, as_of_us):  # type: ignore[no-untyped-def]
-    """Validity and status of the features read from a view's rows: NOT_FOUND without a row,
-    OUTSIDE_TTL when the row's event is older than as_of - ttl (ttl_us < 0: none), else
-    PRESENT or NULL. The same rule the offline join states in SQL. Also: how many rows
-    became visible after as_of and the latest such time (a past read the row cannot answer),
-    and whether any key was missing."""
-    k, n = index.shape[0], found.shape[0]
-    out_valid = np.zeros((k, n), np.bool_)
-    status = np.empty((k, n), np.uint8)
-    newer, latest, missing = 0, np.int64(0), False
-    for r in range(n):
-        if found[r] and visible[r] > as_of_us:
-            newer += 1
-            latest = max(latest, visible[r])
-        if not found[r]:
-            missing = True
-            state = NOT_FOUND
-        elif ttl_us >= 0 and event_ts[r] < as_of_us - ttl_us:
-            state = OUTSIDE_TTL
-        else:
-            state = PRESENT
-        for j in range(k):
-            ok = state == PRESENT and valid[index[j], r]
-            out_valid[j, r] = ok
-            status[j, r] = PRESENT if ok else NULL if state == PRESENT else state
-    return out_valid, status, newer, latest, missing
+def _gather(buffer, lengths, n, views, fixed_map, string_map, n_fixed, n_strings, n_refs,
+            as_of_us):  # type: ignore[no-untyped-def]
+    """Every row view's rows (one value per view and entity in `buffer`, `lengths` -1 where
+    a key was missing) decoded straight into the result's matrices (see Slots and
+    _row_maps), with each value's status: NOT_FOUND without a row, OUTSIDE_TTL when the
+    row's event is older than as_of - ttl (ttl < 0: none), else PRESENT, or NULL for a null
+    value; the same rule the offline join states in SQL. Missing values stay zero, strings
+    empty. Also per view: how many rows became visible after as_of and the latest such time
+    (a past read those rows cannot answer), and whether any key was missing."""
+    n_views = views.shape[0]
+    fixed = np.zeros((n_fixed, n), np.int64)
+    status = np.zeros((n_refs, n), np.uint8)
+    offsets = np.zeros((n_strings, n + 1), np.int64)
+    data = np.empty(buffer.shape[0], np.uint8)
+    event_ts = np.zeros((n_views, n), np.int64)
+    newer = np.zeros(n_views, np.int64)
+    latest = np.zeros(n_views, np.int64)
+    missing = np.zeros(n_views, np.bool_)
+    starts = np.empty(n_views * n, np.int64)
+    state = np.empty(n_views * n, np.uint8)
+    p = 0
+    for i in range(n_views * n):
+        v = i // n
+        starts[i] = p
+        if lengths[i] < 0:
+            missing[v] = True
+            state[i] = NOT_FOUND
+            continue
+        p += lengths[i]
+        ts = int64_at(buffer, starts[i])
+        seen = max(ts, int64_at(buffer, starts[i] + 8))
+        event_ts[v, i % n] = ts
+        if seen > as_of_us:
+            newer[v] += 1
+            latest[v] = max(latest[v], seen)
+        ttl = views[v, 4]
+        state[i] = OUTSIDE_TTL if ttl >= 0 and ts < as_of_us - ttl else PRESENT
+    for w in range(fixed_map.shape[0]):
+        v, f, position, row, status_row = fixed_map[w]
+        for r in range(n):
+            i = v * n + r
+            s = state[i]
+            if s == PRESENT:
+                q = starts[i] + HEADER_BYTES
+                if (buffer[q + f // 8] >> (f % 8)) & 1:
+                    fixed[row, r] = int64_at(buffer, q + views[v, 1] + 8 * position)
+                else:
+                    s = NULL
+            status[status_row, r] = s
+    total = 0
+    for w in range(string_map.shape[0]):
+        v, f, position, row, status_row = string_map[w]
+        offsets[row, 0] = total
+        for r in range(n):
+            i = v * n + r
+            s = state[i]
+            if s == PRESENT:
+                q = starts[i] + HEADER_BYTES
+                if (buffer[q + f // 8] >> (f % 8)) & 1:
+                    q += views[v, 1] + 8 * views[v, 2]
+                    for _ in range(position):
+                        q += 4 + uint32_at(buffer, q)
+                    length = uint32_at(buffer, q)
+                    data[total:total + length] = buffer[q + 4:q + 4 + length]
+                    total += length
+                else:
+                    s = NULL
+            status[status_row, r] = s
+            offsets[row, r + 1] = total
+    return fixed, status, offsets, data[:total], event_ts, newer, latest, missing

@@ -4,6 +4,8 @@ differ between the paths."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from featurestore.plan.plan import Selection
@@ -17,10 +19,21 @@ def feature_status(state: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where((state == PRESENT) & ~valid, NULL, state)
 
 
-def run_transforms(selection: Selection, columns: dict[str, Column], statuses: dict[str, np.ndarray],
-                   requests: dict[str, Column]) -> dict[str, int]:
-    """Adds each transform's output to `columns` and `statuses` (in place, in dependency order);
-    returns the number of rows each transform raised for."""
+def computed_status(valid: np.ndarray) -> np.ndarray:
+    """A computed value's status (a transform's or a windowed aggregate's): PRESENT or NULL."""
+    return np.where(valid, PRESENT, NULL)
+
+
+class Columns(Protocol):
+    def __getitem__(self, ref: str) -> Column: ...
+
+    def __setitem__(self, ref: str, column: Column) -> None: ...
+
+
+def run_transforms(selection: Selection, columns: Columns, requests: dict[str, Column]
+                   ) -> dict[str, int]:
+    """Adds each transform's output to `columns` (in dependency order); returns the number of
+    rows each transform raised for. Their statuses follow from validity (computed_status)."""
     errors: dict[str, int] = {}
     for t in selection.transforms:
         inputs = [requests[i.ref] if i.kind == "request" else columns[i.ref] for i in t.inputs]
@@ -29,5 +42,4 @@ def run_transforms(selection: Selection, columns: dict[str, Column], statuses: d
         if raised:
             errors[t.name] = raised
         columns[t.name] = result
-        statuses[t.name] = np.where(result.valid, PRESENT, NULL)
     return errors

@@ -135,12 +135,23 @@ def compile_kernel(
     where: str,
 ) -> Kernel:
     path = cache_dir / f"k_{name}_{version}.py"
-    module = _kernel_module(path, kernel_source(name, input_types, output))
+    source = kernel_source(name, input_types, output)
+    module = _kernel_module(path, source)
     module.fn = numba.njit(fn)
     kernel = Kernel(name, input_types, output, defaults, module.kernel)
     try:
-        kernel.run([empty(t) for t in input_types])  # compiles now, or loads from the cache
-    except numba.core.errors.NumbaError as exc:
+        try:
+            kernel.run([empty(t) for t in input_types])  # compiles now, or loads the cache
+        except ImportError:
+            # a cache that refers to definition modules by a name they no longer have (one
+            # written before repos were named by .featurestore/id): compiled again
+            for stale in path.parent.glob(f"__pycache__/{path.stem}.*"):
+                stale.unlink(missing_ok=True)
+            module = _kernel_module(path, source)
+            module.fn = numba.njit(fn)
+            kernel = Kernel(name, input_types, output, defaults, module.kernel)
+            kernel.run([empty(t) for t in input_types])
+    except (numba.core.errors.NumbaError, numba.core.errors.UnsupportedBytecodeError) as exc:
         _check_return_type(module.fn, output, where, fn.__name__, path)  # the likelier cause
         raise CompileError(
             f"{where}: Numba cannot compile {fn.__name__}() in nopython mode: "

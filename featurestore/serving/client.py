@@ -63,16 +63,21 @@ class FeatureServiceSchema:
 
 class OnlineFeatures:
     """One response. Per feature: `values[name]` (a NumPy array, or a list of str; a neutral
-    0, False or "" where the value is missing) and `statuses[name]` (uint8 Status codes).
+    0, False or "" where the value is missing) and `statuses[name]` (uint8 Status codes);
+    `entities`: the entity key columns asked for (from Client.get_online_features), which
+    lead every conversion (to_polars, to_arrow, to_dict, to_dicts), as in a training set.
 
     Built from the response message or its bytes, as received. A response costs a few NumPy
     calls per value type and an array view per feature, nothing per value: what depends only
     on which features it holds (their types, which of them share a list) is worked out once
     per feature service."""
 
-    def __init__(self, message: pb.GetOnlineFeaturesResponse | bytes):
+    def __init__(self, message: pb.GetOnlineFeaturesResponse | bytes,
+                 entities: Mapping[str, Any] | None = None):
         response = (pb.GetOnlineFeaturesResponse.FromString(message)
                     if isinstance(message, bytes) else message)
+        self.entities: dict[str, list[Any]] = {
+            k: v.tolist() if hasattr(v, "tolist") else list(v) for k, v in (entities or {}).items()}
         n = self.num_entities = response.num_entities
         names = tuple(response.feature_names)
         dtypes, groups = _layout(names, tuple(response.feature_types))
@@ -103,7 +108,7 @@ class OnlineFeatures:
         """Missing values as nulls, typed as in training sets (Timestamp: timestamp[us, UTC])."""
         import pyarrow as pa
 
-        columns = {}
+        columns: dict[str, Any] = {k: pa.array(v) for k, v in self.entities.items()}
         for name in self.names:
             values = self.values[name]
             data = Utf8Array.from_list(values) if isinstance(values, list) else values
@@ -130,7 +135,7 @@ class OnlineFeatures:
     def to_dict(self, statuses: bool = False) -> dict[str, list[Any]]:
         """Feature -> one plain Python value per entity (None where missing; Timestamps as
         UTC datetimes); the columns of to_polars(), without building a DataFrame."""
-        out: dict[str, list[Any]] = {}
+        out: dict[str, list[Any]] = dict(self.entities)
         for name in self.names:
             values = self.values[name]
             listed = values if isinstance(values, list) else values.tolist()
@@ -161,6 +166,38 @@ def _layout(names: tuple[str, ...], value_types: tuple[int, ...]
     return {name: w.dtype for name, w in zip(names, wires, strict=True)}, list(groups.values())
 
 
+DEFAULT_PORT = 6566
+
+
+def server_address(target: str) -> str:
+    """HOST:PORT, with DEFAULT_PORT when `target` names no port (gRPC alone would use 443),
+    and a clear error for a port that is not one. Other gRPC target forms (unix:, dns:///,
+    ...) pass unchanged."""
+    if "://" in target or target.startswith(("unix:", "unix-abstract:", "vsock:", "ipv4:",
+                                              "ipv6:", "dns:")):
+        return target
+    if target.startswith("["):  # [IPv6] or [IPv6]:PORT
+        host, _, rest = target.partition("]")
+        host, port = host + "]", rest.removeprefix(":")
+        if not rest:
+            return f"{host}:{DEFAULT_PORT}"
+        if not rest.startswith(":"):
+            port = ""  # refused below
+    elif target.count(":") > 1:  # a bare IPv6 address
+        return f"[{target}]:{DEFAULT_PORT}"
+    else:
+        host, colon, port = target.partition(":")
+        if not colon:
+            return f"{target}:{DEFAULT_PORT}"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise FeatureStoreError(f"server address {target!r}: the port must be 1-65535, as in "
+                                f"host:{DEFAULT_PORT}")
+    if host in ("", "[]"):
+        raise FeatureStoreError(f"server address {target!r} names no host; write HOST:PORT, "
+                                f"e.g. 127.0.0.1:{DEFAULT_PORT}")
+    return f"{host}:{port}"
+
+
 class Client:
     """A thin synchronous client over one gRPC channel; use one per thread or process and
     close it (or use it as a context manager) when done."""
@@ -171,7 +208,9 @@ class Client:
         """`timeout`: the default deadline of each call, in seconds. `token`: the bearer token
         to send (default: FEATURESTORE_TOKEN, or the file FEATURESTORE_TOKEN_FILE names).
         TLS when `tls` or a certificate is given: `ca_cert` is the CA to trust (default: the
-        system's), `client_cert` and `client_key` the certificate for mutual TLS."""
+        system's), `client_cert` and `client_key` the certificate for mutual TLS. A target
+        without a port gets the server's default port (see `server_address`)."""
+        target = server_address(target)
         self.target, self.timeout = target, timeout
         options = [("grpc.max_receive_message_length", -1)]  # large batches, large responses
         if tls or ca_cert or client_cert or client_key:
@@ -217,7 +256,7 @@ class Client:
         microseconds) defaults to now. `version`: fail unless the service is active at it."""
         schema = self.feature_service(service) if service else None
         message = encode_request(service, features, entities, request, as_of, version, schema)
-        return OnlineFeatures(self._call(self._get_online_features, message, timeout))
+        return OnlineFeatures(self._call(self._get_online_features, message, timeout), entities)
 
     def push(self, source: str, events: Any, batch_id: str,
              timeout: float | None = None) -> pb.PushEventsResponse:

@@ -69,7 +69,6 @@ def _unary(name: str, method: Method, spec: Spec, tokens: Tokens | None, access:
 
     async def behaviour(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
-        metadata = context.invocation_metadata()
         call = Call(context.time_remaining())
         code, message = grpc.StatusCode.OK, ""
         try:
@@ -79,7 +78,7 @@ def _unary(name: str, method: Method, spec: Spec, tokens: Tokens | None, access:
                 raise invalid(f"malformed {request_type.DESCRIPTOR.full_name}: {exc}") from exc
             call.service = spec.label(request)
             if tokens is not None:
-                grant = tokens.check(metadata)
+                grant = tokens.check(context.invocation_metadata())
                 call.caller = grant.name
                 if not spec.scope(grant, request):
                     raise Refused(grpc.StatusCode.PERMISSION_DENIED,
@@ -91,7 +90,7 @@ def _unary(name: str, method: Method, spec: Spec, tokens: Tokens | None, access:
             code, message = exc.code, str(exc)
         except Exception as exc:  # a bug: the caller gets INTERNAL, the log one line
             code, message = grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
-            call.request_id = access.request_id(metadata)
+            call.request_id = access.request_id(context.invocation_metadata())
             log.error("%s failed", name, exc_info=exc,
                       extra={"fields": {"request_id": call.request_id}})
         finally:
@@ -103,7 +102,8 @@ def _unary(name: str, method: Method, spec: Spec, tokens: Tokens | None, access:
                 if call.size:
                     batch.observe(call.size)
             if code is not grpc.StatusCode.OK or access.sample:
-                call.request_id = call.request_id or access.request_id(metadata)
+                call.request_id = call.request_id or access.request_id(
+                    context.invocation_metadata())
                 fields = {"request_id": call.request_id, "method": name,
                           "service": call.service, "size": call.size, "status": code.name,
                           "latency_ms": round(elapsed * 1000, 3), "peer": context.peer()}
@@ -157,7 +157,7 @@ async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,
     """Serves on `address` until `stop` is set."""
     tokens = Tokens(options.tokens) if options.tokens else None
     credentials = options.tls.server_credentials() if options.tls else None
-    reader = OnlineReader(redis_url, plan.project,
+    reader = OnlineReader(redis_url, plan.project, options.redis_io,
                           observe=count_round_trip if options.metrics else None)
     health_servicer = health.aio.HealthServicer()
     service = FeatureServer(plan, reader, health_servicer, options)

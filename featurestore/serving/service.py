@@ -23,7 +23,6 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2
 
 from featurestore.definitions.types import DType
@@ -40,6 +39,7 @@ from featurestore.errors import (
 )
 from featurestore.online.lookup import Lookup
 from featurestore.online.reader import OnlineReader
+from featurestore.online.redis_async import Mode
 from featurestore.online.registry import Served
 from featurestore.online.store import OnlineStore
 from featurestore.plan import Plan, Selection
@@ -85,6 +85,7 @@ class ServerOptions:
     log_level: str = "info"
     log_format: str = "json"
     sample_rate: float = 0.0  # requests logged for `parity --from-log` (serving/samples.py)
+    redis_io: Mode = "auto"  # blocking, async or auto (see online/redis_async.py)
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ class FeatureServer:
         except OnlineStoreError as exc:
             raise RequestError(grpc.StatusCode.INTERNAL, f"online store error: {exc}") from exc
         if self.options.metrics:
-            prepared.counter.count(np.array([f.status for f in result.features], np.uint8))
+            prepared.counter.count(result.status[:result.slots.n_outputs])
         response = prepared.encoder.encode(result, n, as_of_us)
         self._sampler.offer(request, prepared.lookup, self._served, entities, as_of_us, response)
         return response
@@ -431,7 +432,7 @@ class FeatureServer:
         if len(self._prepared) >= MAX_PREPARED:
             self._prepared.clear()
         prepared = self._prepared[key] = Prepared(
-            selection, lookup, ResponseEncoder(selection),
+            selection, lookup, ResponseEncoder(selection, lookup.slots),
             metrics.ValueCounter([o.ref for o in selection.outputs]))
         return prepared
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from featurestore.definitions.types import String
-from featurestore.online.lookup import OnlineResult
+from featurestore.definitions.types import Bool, String
+from featurestore.online.lookup import OnlineResult, Slots
 from featurestore.plan import Selection
 from featurestore.serving.proto import WIRE, pb
 from featurestore.values.status import PRESENT
@@ -29,6 +29,8 @@ _VALUES_TIMESTAMPS = _VALUES["timestamp_values"].number
 _MAP_KEY, _MAP_VALUE = 1, 2  # the fields of every map entry
 _LEN = 2  # wire type of length-delimited fields (packed arrays, strings, messages)
 _ONE_BYTE = [bytes((v,)) for v in range(0x80)]
+_NONE_MISSING = np.zeros((0, 0), np.bool_)
+_NONE_MISSING.flags.writeable = False
 
 
 def varint(value: int) -> bytes:
@@ -48,56 +50,57 @@ def delimited(number: int, payload: bytes) -> bytes:
 
 
 class ResponseEncoder:
-    """Encodes the responses of one selection; what does not change between requests (the
-    feature names and types, which features share a type, the views' map keys) is worked out
-    once, so a request costs a few NumPy calls per type, not per value."""
+    """Encodes the responses of one selection from a read's matrices (see online.lookup.Slots):
+    each fixed-width type's outputs are one block of rows there, already zero where missing,
+    so a type's values are one copy and the stored strings one Numba call, whatever the
+    number of features. What does not change between requests is worked out once."""
 
-    def __init__(self, selection: Selection):
+    def __init__(self, selection: Selection, slots: Slots):
         outputs = selection.outputs
         self.header = pb.GetOnlineFeaturesResponse(
             feature_names=[o.name for o in outputs],
             feature_types=[WIRE[o.dtype].value_type for o in outputs]).SerializeToString()
-        # per type: its field number in Values, its array dtype (None: strings), its features
-        self.groups: list[tuple[int, np.dtype | None, np.ndarray]] = [
-            (_VALUES[wire.field].number, wire.numpy,
-             np.array([i for i, o in enumerate(outputs) if o.dtype is dtype]))
-            for dtype, wire in WIRE.items() if any(o.dtype is dtype for o in outputs)]
+        self.fixed = [(varint(_VALUES[WIRE[t].field].number << 3 | _LEN), lo, hi, t is Bool)
+                      for t, lo, hi in slots.groups]
         self.string_key = _read_only(np.frombuffer(
             varint(_VALUES[WIRE[String].field].number << 3 | _LEN), np.uint8))
+        self.string_runs = slots.string_runs
+        self.status_row = slots.status_row
+        self.n_outputs = slots.n_outputs
         self.view_keys = {view: delimited(_MAP_KEY, view.encode()) for view in selection.views}
 
     def encode(self, result: OnlineResult, n: int, as_of_us: int) -> bytes:
-        features = result.features
-        statuses = np.array([f.status for f in features], np.uint8)  # (features, n)
-        missing = statuses != PRESENT
+        fixed = result.fixed
         values = []
-        for number, dtype, indices in self.groups:
-            columns = [features[i].column.values for i in indices]
-            if dtype is None:
-                values += [_strings(self.string_key, column, gone)  # type: ignore[arg-type]
-                           for column, gone in zip(columns, missing[indices], strict=True)]
+        for key, lo, hi, boolean in self.fixed:
+            block = (fixed[lo:hi] != 0).tobytes() if boolean else fixed[lo:hi].tobytes()
+            values += (key, varint(len(block)), block)
+        for run in self.string_runs:
+            if isinstance(run, tuple):
+                values.append(_encode_strings(
+                    self.string_key, _read_only(result.strings.offsets[run[0]:run[1]]),
+                    _read_only(result.strings.data), _NONE_MISSING).tobytes())
             else:
-                stacked = np.array(columns, dtype)  # (features of this type, n): a copy
-                np.putmask(stacked, missing[indices], 0)
-                values.append(delimited(number, stacked.tobytes()))
+                values.append(_strings(self.string_key, result.computed[run].values,  # type: ignore[arg-type]
+                                       result.status[self.status_row[run]] != PRESENT))
         scalars = pb.GetOnlineFeaturesResponse(
             num_entities=n, as_of_us=as_of_us,
             transform_errors=result.transform_errors).SerializeToString()
         return b"".join([
             self.header, scalars,
             delimited(_RESPONSE_VALUES, b"".join(values)),
-            delimited(_RESPONSE_STATUSES, statuses.tobytes()),  # enums < 128 take 1 byte each
+            delimited(_RESPONSE_STATUSES, result.status[:self.n_outputs].tobytes()),  # 1 byte each
             *(delimited(_RESPONSE_EVENT_TS, self.view_keys[view] + delimited(
-                _MAP_VALUE, delimited(_VALUES_TIMESTAMPS, ts.astype("<i8", copy=False).tobytes())))
+                _MAP_VALUE, delimited(_VALUES_TIMESTAMPS, ts.tobytes())))
               for view, ts in result.event_ts.items()),
         ])
 
 
 def _strings(key: np.ndarray, column: Utf8Array, missing: np.ndarray) -> bytes:
-    """A repeated string field's entries (each led by the field's `key`); empty strings where
+    """A computed string output's entries (each led by the field's `key`); empty strings where
     the value is missing."""
-    return _encode_strings(key, _read_only(column.offsets), _read_only(column.data),
-                           _read_only(missing)).tobytes()
+    return _encode_strings(key, _read_only(column.offsets.reshape(1, -1)),
+                           _read_only(column.data), _read_only(missing.reshape(1, -1))).tobytes()
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -111,28 +114,34 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _encode_strings(key, offsets, data, missing):  # type: ignore[no-untyped-def]
-    n = len(missing)
+    """Entries of a repeated string field for several outputs, output after output: row k
+    of `offsets` (outputs, n + 1) bounds each entity's string in `data`; `missing` (the
+    same rows, or none) empties a value."""
     size = 0
-    for i in range(n):
-        length = 0 if missing[i] else offsets[i + 1] - offsets[i]
-        size += len(key) + length + 1
-        while length >= 0x80:
-            size += 1
-            length >>= 7
+    for k in range(offsets.shape[0]):
+        for i in range(offsets.shape[1] - 1):
+            gone = missing.shape[0] > 0 and missing[k, i]
+            length = 0 if gone else offsets[k, i + 1] - offsets[k, i]
+            size += len(key) + length + 1
+            while length >= 0x80:
+                size += 1
+                length >>= 7
     out = np.empty(size, np.uint8)
     p = 0
-    for i in range(n):
-        out[p:p + len(key)] = key
-        p += len(key)
-        length = 0 if missing[i] else offsets[i + 1] - offsets[i]
-        start = offsets[i]
-        rest = length
-        while rest >= 0x80:
-            out[p] = rest & 0x7F | 0x80
-            rest >>= 7
+    for k in range(offsets.shape[0]):
+        for i in range(offsets.shape[1] - 1):
+            gone = missing.shape[0] > 0 and missing[k, i]
+            out[p:p + len(key)] = key
+            p += len(key)
+            length = 0 if gone else offsets[k, i + 1] - offsets[k, i]
+            start = offsets[k, i]
+            rest = length
+            while rest >= 0x80:
+                out[p] = rest & 0x7F | 0x80
+                rest >>= 7
+                p += 1
+            out[p] = rest
             p += 1
-        out[p] = rest
-        p += 1
-        out[p:p + length] = data[start:start + length]
-        p += length
+            out[p:p + length] = data[start:start + length]
+            p += length
     return out

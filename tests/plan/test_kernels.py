@@ -444,6 +444,7 @@ BAD_TRANSFORMS = {
     "int_returns_float": ("Int64", "    return x * 1.5"),
     "str_returns_int": ("String", "    return 1"),
     "mixed_returns": ("Float64", "    if x > 0.0:\n        return 1.0\n    return 'a'"),
+    "formats_text": ("String", "    return f'{x:.2f}'"),  # Numba has no f-string format spec
 }
 
 
@@ -469,3 +470,4 @@ def test_uncompilable_transform_raises_compile_error(tmp_path: Path, fn_name: st
         build_plan(config.project, defs, config.kernel_cache)
     if "_returns_" in fn_name:  # a wrong return type names the declared output
         assert f"output={output}" in str(caught.value)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 700  # one short line

@@ -109,6 +109,10 @@ def test_served_values_equal_the_training_set(example: Example, server: Server) 
     with Client(server.target) as client:
         online = served(client, frame)
         assert_same(online, offline)
+        # the keys asked for lead the result, as the label columns lead a training set
+        assert online.columns[:2] == ["user_id", "merchant_id"]
+        assert online.select("user_id", "merchant_id").equals(frame.select("user_id",
+                                                                           "merchant_id"))
         for i in range(3):  # a batch of one reads the same as a row of a large batch
             assert_same(served(client, frame[i:i + 1]), offline[i:i + 1])
     seen = set(pl.concat([online[f"{f}__status"].cast(pl.String) for f in VIEW_FEATURES]))
@@ -125,6 +129,8 @@ def test_never_seen_entity_is_not_found(server: Server) -> None:
     assert {n: int(result.statuses[n][0]) for n in TRANSFORMS} == \
         dict.fromkeys(TRANSFORMS, Status.NULL)
     row = result.to_dicts()[0]
+    assert list(row)[:2] == ["user_id", "merchant_id"]
+    assert (row["user_id"], row["merchant_id"]) == (UNSEEN_USER, "nobody")
     assert {row[n] for n in VIEW_FEATURES + TRANSFORMS} == {None}
     # Windows without events: counts and sums are 0, the rest NULL.
     assert {n: (row[n], int(result.statuses[n][0])) for n in WINDOWED} == {
@@ -147,7 +153,7 @@ def test_feature_lists_take_types_from_the_values(server: Server) -> None:
             request={"amount": [250.0], "txn_country": ["US"], "txn_ts": [END]}, as_of=END)
         with pytest.raises(FeatureStoreError, match="'user_id' \\(Int64\\) cannot hold"):
             client.get_online_features(service="fraud_v1", entities={"user_id": ["7"]})
-    assert listed == {k: full.to_dict()[k] for k in ("credit_limit", "amount_to_limit")}
+    assert listed == {k: full.to_dict()[k] for k in ("user_id", "credit_limit", "amount_to_limit")}
 
 
 def raw_request(n: int = 1, **changes: Any) -> pb.GetOnlineFeaturesRequest:
@@ -297,18 +303,80 @@ def own_redis(online_store: OnlineStore, server: Server) -> Iterator[OnlineStore
     wait_for("SERVING again", lambda: health(server.target) == SERVING, timeout=15)
 
 
-def test_deadline_is_honoured_when_redis_stalls(server: Server, own_redis: OnlineStore) -> None:
+@pytest.fixture(scope="module")
+def awaiting_server(example: Example) -> Iterator[Server]:
+    """A server that awaits Redis's replies (the session's server, on a loopback Redis,
+    blocks for them)."""
+    running = start_server(example.repo, example.repo.parent / "serve-async.log",
+                           "--redis-io", "async")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(params=["blocking", "async"])
+def either_server(request: pytest.FixtureRequest, server: Server) -> Server:
+    return server if request.param == "blocking" else request.getfixturevalue("awaiting_server")
+
+
+def test_blocking_and_awaited_reads_answer_the_same_bytes(server: Server,
+                                                          awaiting_server: Server) -> None:
+    requests = [raw_request(3, as_of_us=int(END.timestamp() * 1e6)),
+                raw_request(2, entities={"user_id": pb.Values(int64_values=[1, UNSEEN_USER]),
+                                         "merchant_id": pb.Values(string_values=["M00001",
+                                                                                 "M00002"])}),
+                raw_request(feature_service="", features=["user_profile"],
+                            entities={"user_id": pb.Values(int64_values=list(range(40)))},
+                            request_inputs={}, as_of_us=int(END.timestamp() * 1e6))]
+    for request in requests:
+        answers = []
+        for target in (server.target, awaiting_server.target):
+            with grpc.insecure_channel(target) as channel:
+                answers.append(channel.unary_unary(
+                    method("GetOnlineFeatures"),
+                    request_serializer=pb.GetOnlineFeaturesRequest.SerializeToString)(
+                        request, timeout=5))
+        as_of = [pb.GetOnlineFeaturesResponse.FromString(a).as_of_us for a in answers]
+        if not request.as_of_us:  # "now" differs between the two calls: compare the rest
+            answers = [pb.GetOnlineFeaturesResponse.FromString(a) for a in answers]
+            for a in answers:
+                a.as_of_us = 0
+        assert answers[0] == answers[1] and as_of[0] > 0
+
+
+def test_deadline_is_honoured_when_redis_stalls(either_server: Server,
+                                                own_redis: OnlineStore) -> None:
     redis.Redis.from_url(own_redis.url).execute_command("CLIENT", "PAUSE", "1000", "ALL")
     start = time.monotonic()
-    code, details = call(server.target, raw_request(), timeout=0.3)
+    code, details = call(either_server.target, raw_request(), timeout=0.3)
     elapsed = time.monotonic() - start
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED, details
     assert elapsed < 0.5, f"answered after {elapsed:.2f} s, past the 0.3 s deadline"
     wait_for("requests answered after the pause",
+             lambda: call(either_server.target, raw_request()) == (grpc.StatusCode.OK, ""),
+             timeout=10)
+
+
+def test_a_stalled_redis_holds_up_one_blocking_read_not_the_queue(
+        server: Server, own_redis: OnlineStore) -> None:
+    """Requests without a deadline wait up to the server's Redis timeout (1 s). Blocking,
+    four of them queued behind each other would take 4 s; after the first times out, the
+    others are awaited side by side."""
+    redis.Redis.from_url(own_redis.url).execute_command("CLIENT", "PAUSE", "3000", "ALL")
+    start = time.monotonic()
+    with grpc.insecure_channel(server.target) as channel:
+        stub = channel.unary_unary(method("GetOnlineFeatures"),
+                                   request_serializer=pb.GetOnlineFeaturesRequest.SerializeToString)
+        futures = [stub.future(raw_request()) for _ in range(4)]
+        codes = [f.code() for f in futures]
+    elapsed = time.monotonic() - start
+    assert codes == [grpc.StatusCode.UNAVAILABLE] * 4
+    assert elapsed < 2.8, f"four stalled requests took {elapsed:.2f} s"
+    wait_for("requests answered after the pause",
              lambda: call(server.target, raw_request()) == (grpc.StatusCode.OK, ""), timeout=10)
 
 
-def test_redis_outage_then_recovery(server: Server, own_redis: OnlineStore) -> None:
+def test_redis_outage_then_recovery(either_server: Server, own_redis: OnlineStore) -> None:
+    server = either_server
     assert own_redis.server is not None
     before = call(server.target, raw_request())
     redis.Redis.from_url(own_redis.url).save()  # the restarted server loads this snapshot
@@ -345,7 +413,7 @@ def test_cli_materialize_incremental_and_naive_times(example: Example) -> None:
     out = cli("materialize-incremental", "--repo", example.repo, "--end", END.isoformat()).stdout
     assert "user_profile" in out and "merchant_profile" in out
     naive = cli("materialize", "--repo", example.repo, "--end", "2025-07-01T00:00:00", expect=1)
-    assert "no time zone" in naive.stderr
+    assert "has a time of day but no zone" in naive.stderr
 
 
 def test_workers_share_a_port_and_stop_their_managed_redis(tmp_path: Path) -> None:
@@ -409,3 +477,31 @@ def test_entity_keys_cannot_be_null(server: Server) -> None:
                                             "txn_ts": [END, END]}, as_of=END)
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "entity key 'user_id' has missing values" in raised.value.details
+
+
+def test_in_process_lookups_answer_what_the_server_answers(example: Example,
+                                                            server: Server) -> None:
+    frame = labels(example.repo)
+    arguments: dict[str, Any] = dict(
+        service="fraud_v1",
+        entities={"user_id": frame["user_id"].to_list(),
+                  "merchant_id": frame["merchant_id"].to_list()},
+        request={"amount": frame["amount"].to_list(),
+                 "txn_country": frame["txn_country"].to_list(),
+                 "txn_ts": frame["txn_ts"].to_list()},
+        as_of=END)
+    local = example.store.get_online_features(**arguments)
+    with Client(server.target) as client:
+        remote = client.get_online_features(**arguments)
+        listed = client.get_online_features(features=["user_profile:credit_limit"],
+                                            entities={"user_id": [1, UNSEEN_USER]}, as_of=END)
+    assert repr(local.to_dict(statuses=True)) == repr(remote.to_dict(statuses=True))  # NaN too
+    assert local.event_timestamps.keys() == remote.event_timestamps.keys()
+    in_process = example.store.get_online_features(
+        features=["user_profile:credit_limit"], entities={"user_id": [1, UNSEEN_USER]}, as_of=END)
+    assert in_process.to_dict(statuses=True) == listed.to_dict(statuses=True)
+    with pytest.raises(FeatureStoreError, match="unknown feature service 'fraud_v9'"):
+        example.store.get_online_features(service="fraud_v9", entities={"user_id": [1]})
+    with pytest.raises(FeatureStoreError, match="missing entity key 'merchant_id'"):
+        example.store.get_online_features(service="fraud_v1", entities={"user_id": [1]},
+                                          request=arguments["request"])

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from featurestore.definitions.types import Bool, Float64, Int64, String, Timestamp
-from featurestore.online.lookup import FeatureValues, OnlineResult
+from featurestore.online.lookup import FeatureValues, OnlineResult, Slots
 from featurestore.plan import Selection
 from featurestore.plan.plan import OutputFeature
 from featurestore.serving.client import OnlineFeatures
@@ -65,15 +65,43 @@ def reference(features: list[FeatureValues], n: int, event_ts: dict[str, np.ndar
     return message
 
 
+def online_result(features: list[FeatureValues], selection: Selection, n: int,
+                  stored_strings: bool, event_ts: dict[str, np.ndarray],
+                  errors: dict[str, int]) -> OnlineResult:
+    """A read's result holding `features`: strings as a row view's stored strings (one
+    matrix, empty where missing) or as computed columns (a transform's)."""
+    stored = {f.name for f in features if f.dtype is String} if stored_strings else set()
+    slots = Slots(None, selection, stored)  # type: ignore[arg-type]  # no views to look up
+    texts = [[v if ok else "" for v, ok in zip(f.column.values.to_list(), f.column.valid,
+                                                strict=True)]
+             for f in features if f.name in stored]  # type: ignore[union-attr]
+    lengths = [len(t.encode()) for row in texts for t in row]
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+    matrix = np.array([offsets[k * n:(k + 1) * n + 1] for k in range(len(texts))],
+                      np.int64).reshape(len(texts), n + 1)
+    data = np.frombuffer("".join(t for row in texts for t in row).encode(), np.uint8)
+    result = OnlineResult(slots, np.zeros((len(slots.fixed_row), n), np.int64),
+                          Utf8Array(matrix, data), {}, np.zeros((len(slots.refs), n), np.uint8),
+                          event_ts, errors)
+    for f in features:
+        if f.name not in stored:
+            result[f.name] = f.column
+        result.status[slots.status_row[f.name]] = f.status
+    return result
+
+
+@pytest.mark.parametrize("stored_strings", [True, False], ids=["stored", "computed"])
 @pytest.mark.parametrize("n", [0, 1, 3, 200])
-def test_encoding_parses_into_the_reference_message(n: int) -> None:
+def test_encoding_parses_into_the_reference_message(n: int, stored_strings: bool) -> None:
     features = sample(n, seed=n)
     selection = Selection(
         outputs=[OutputFeature(f.name, f.dtype, f.name) for f in features],
         views={"v1": [], "v2": []}, transforms=[], requests={}, join_keys={})
     event_ts = {"v1": np.arange(n, dtype=np.int64) * 1_000_003, "v2": np.zeros(n, np.int64)}
     errors = {"some_transform": 2} if n else {}
-    raw = ResponseEncoder(selection).encode(OnlineResult(features, event_ts, errors), n, AS_OF)
+    result = online_result(features, selection, n, stored_strings, event_ts, errors)
+    assert [f.status.tolist() for f in result.features] == [f.status.tolist() for f in features]
+    raw = ResponseEncoder(selection, result.slots).encode(result, n, AS_OF)
     parsed = pb.GetOnlineFeaturesResponse.FromString(raw)
     assert parsed == reference(features, n, event_ts, errors)
 
