@@ -1,16 +1,24 @@
 """Materialization: each online view's values as of END, read from the offline store and
 written to Redis. Sits above offline/ and online/, which never import each other.
 
-A full materialization is isolated: it holds the view's lock, writes a new storage (a
-generation of the view's version) that nothing reads, replays into it every pushed batch it
-does not hold, and flips the registry to it in one atomic step that fails while the served
-storage holds a batch the new one misses (then it replays again). A crash at any point
+A full materialization is isolated: it holds the view's lock (every view's it writes, taken
+first, as the next view's rows are read from DuckDB while this one's are written), writes a
+new storage (a generation of the view's version) that nothing reads, replays into it every
+pushed batch it does not hold, and flips the registry to it in one atomic step that fails
+while the served storage holds a batch the new one misses (then it replays again). A crash at any point
 leaves the served storage as it was; the superseded one expires after RECLAIM_GRACE_MS, and
 what a killed run left is removed by the next run."""
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
 
 from featurestore import push
 from featurestore.errors import FeatureStoreError
@@ -38,31 +46,127 @@ class Materialized:
 def materialize(plan: Plan, offline: OfflineStore, online: OnlineStore, end_us: int,
                 start_us: int | None, views: list[str] | None, incremental: bool,
                 reporter: Reporter = QUIET) -> list[Materialized]:
-    names = views or [v.name for v in plan.views.values() if v.online]
+    names = list(dict.fromkeys(views or [v.name for v in plan.views.values() if v.online]))
     unknown = [n for n in names if n not in plan.views]
     if unknown:
         raise FeatureStoreError(f"unknown feature view(s) {unknown}; see `featurestore list`")
-    done = []
-    for name in names:
-        with online.lock(name):
-            done.append(_materialize_view(plan, offline, online, plan.views[name], end_us,
-                                          start_us, incremental, reporter))
-        offline.record_materialization(plan, name, done[-1].start_us, end_us, done[-1].rows)
+    done: list[Materialized] = []
+    try:
+        with offline.session(), ExitStack() as held:
+            for name in names:  # all first: the next view's rows are read while this one's write
+                held.enter_context(online.lock(name))
+            reader = held.enter_context(_RowReader(
+                [_Query(plan, offline, online, plan.views[n], end_us, start_us, incremental)
+                 for n in names if not plan.views[n].windowed]))
+            for name in names:
+                done.append(_materialize_view(plan, offline, online, plan.views[name], end_us,
+                                              reader, reporter))
+    finally:  # what was flipped is recorded, also when a later view failed
+        offline.record_materializations(plan, [(m.view, m.start_us, m.end_us, m.rows)
+                                               for m in done])
     return done
 
 
+@dataclass(frozen=True)
+class _Query:
+    """Which rows of a row view a materialization writes: all (into a new storage), or with
+    a start, those newer than it (an update of the served storage)."""
+
+    plan: Plan
+    offline: OfflineStore
+    online: OnlineStore
+    view: ViewPlan
+    end_us: int
+    start_us: int | None
+    incremental: bool
+
+    def start(self) -> int | None:
+        """The start, None for every row. The view's lock is held, so nothing else changes
+        what this reads."""
+        view = self.view
+        start = (self.offline.last_materialized_end(self.plan, view.name) if self.incremental
+                 else self.start_us)
+        served = self.online.served().get(view.name)
+        updates = (start is not None and served is not None
+                   and served.view.version == view.version)
+        return start if updates else None
+
+
+class _RowReader:
+    """Reads the row views' rows from the offline store on a thread, view after view, a few
+    batches ahead: DuckDB computes the next view's rows while Redis takes this one's."""
+
+    AHEAD = 3  # batches per view held in memory at most
+
+    def __init__(self, queries: list[_Query]):
+        self._queries = queries
+        self._queues: dict[str, queue.Queue[Any]] = {
+            q.view.name: queue.Queue(self.AHEAD) for q in queries}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="featurestore-rows",
+                                        daemon=True)
+
+    def __enter__(self) -> _RowReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def start(self, view: str) -> int | None:
+        return self._next(view)  # type: ignore[no-any-return]
+
+    def batches(self, view: str) -> Iterator[pa.RecordBatch]:
+        while (batch := self._next(view)) is not _DONE:
+            yield batch
+
+    def _next(self, view: str) -> Any:
+        item = self._queues[view].get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def _run(self) -> None:
+        for query in self._queries:
+            out = self._queues[query.view.name]
+            try:
+                start = query.start()
+                self._put(out, start)
+                with query.offline.latest_rows(query.plan, query.view.name, query.end_us,
+                                               start) as rows:
+                    for batch in rows:
+                        if not self._put(out, batch):
+                            return
+                self._put(out, _DONE)
+            except BaseException as exc:  # raised where the view's rows are taken
+                self._put(out, exc)
+                return
+
+    def _put(self, out: queue.Queue[Any], item: Any) -> bool:
+        """Waits for room unless the materialization stopped; False then."""
+        while not self._stop.is_set():
+            try:
+                out.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+_DONE = object()
+
+
 def _materialize_view(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPlan,
-                      end_us: int, start_us: int | None, incremental: bool,
-                      reporter: Reporter) -> Materialized:
+                      end_us: int, reader: _RowReader, reporter: Reporter) -> Materialized:
     online.reclaim(view.name, RECLAIM_GRACE_MS)  # what killed runs left (reads may be on it)
     served = online.served().get(view.name)
-    start = offline.last_materialized_end(plan, view.name) if incremental else start_us
-    if not view.windowed and start is not None and served is not None \
-            and served.view.version == view.version:
+    start = None if view.windowed else reader.start(view.name)
+    if start is not None and served is not None:
         # An update of the served storage: rows only ever get newer (write-if-newer).
         storage, expected = served.storage, served.storage
     else:
-        start, storage = None, online.new_storage(view)
+        storage = online.new_storage(view)
         expected = served.storage if served else None
     with reporter.task(f"materializing {view.name}", None) as step:
         if view.windowed:
@@ -70,11 +174,10 @@ def _materialize_view(plan: Plan, offline: OfflineStore, online: OnlineStore, vi
             written = rows
         else:
             rows = 0
-            with offline.latest_rows(plan, view.name, end_us, start) as reader:
-                for batch in reader:
-                    online.write_rows(view, storage, batch, fresh=storage != expected)
-                    rows += batch.num_rows
-                    step.advance(f"materializing {view.name}: {rows} rows")
+            for batch in reader.batches(view.name):
+                online.write_rows(view, storage, batch, fresh=storage != expected)
+                rows += batch.num_rows
+                step.advance(f"materializing {view.name}: {rows} rows")
             written = online.flush()
     while online.activate(view, storage, end_us, rows, expected):  # pushes came meanwhile
         _replay(plan, offline, online, view, storage)

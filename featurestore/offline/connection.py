@@ -25,6 +25,14 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Another connection to `con`'s database, with the session settings: threads may read
+    through cursors at once, never through one connection."""
+    cur = con.cursor()
+    _settings(cur)
+    return cur
+
+
 def attach_read_only(path: Path) -> duckdb.DuckDBPyConnection:
     """A private in-memory database with the store file attached read-only (as catalog
     `store`, the default one). Settings changed on it stay on it: DuckDB shares one instance

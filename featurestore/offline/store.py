@@ -26,7 +26,7 @@ from featurestore.offline import (
     training,
     windowed,
 )
-from featurestore.offline.connection import INTERNAL, connect
+from featurestore.offline.connection import INTERNAL, connect, cursor
 from featurestore.offline.sql import SqlSession
 from featurestore.plan import Plan, Selection, ViewPlan
 from featurestore.plan.hashing import version_of
@@ -51,7 +51,11 @@ class OfflineStore:
     def session(self) -> Iterator[None]:
         """Hold one read-only connection for the reads inside: DuckDB then keeps its buffer
         pool warm between training sets instead of re-reading tables on every call. While a
-        session is open, other processes cannot open the store for writing (apply)."""
+        session is open, other processes cannot open the store for writing (apply). A session
+        inside a session is the outer one."""
+        if self._held is not None:
+            yield
+            return
         self._held = connect(self.path, read_only=True)
         try:
             yield
@@ -62,7 +66,8 @@ class OfflineStore:
     @contextmanager
     def _reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         if self._held is not None:
-            yield self._held
+            with cursor(self._held) as cur:
+                yield cur
             return
         con = connect(self.path, read_only=True)
         try:
@@ -134,14 +139,19 @@ class OfflineStore:
             self._check_applied(con, plan)
             return windowed.read_events(con, plan, plan.views[view], log, until_us=until_us)
 
-    def record_materialization(self, plan: Plan, view: str, start_us: int | None, end_us: int,
-                               rows: int) -> None:
+    def record_materializations(self, plan: Plan,
+                                done: list[tuple[str, int | None, int, int]]) -> None:
+        """Records materializations (view, start_us, end_us, rows), in one transaction."""
+        if not done:
+            return
         with self._transaction() as con:
             con.execute(f"""CREATE TABLE IF NOT EXISTS {INTERNAL}.materializations (
                 view VARCHAR, version VARCHAR, start_us BIGINT, end_us BIGINT, rows BIGINT,
                 finished_at TIMESTAMPTZ)""")
-            con.execute(f"INSERT INTO {INTERNAL}.materializations VALUES (?, ?, ?, ?, ?, now())",
-                        [view, plan.views[view].version, start_us, end_us, rows])
+            con.executemany(
+                f"INSERT INTO {INTERNAL}.materializations VALUES (?, ?, ?, ?, ?, now())",
+                [[view, plan.views[view].version, start, end, rows]
+                 for view, start, end, rows in done])
 
     def last_materialized_end(self, plan: Plan, view: str) -> int | None:
         """End of the latest materialization of the view's current version, if any."""

@@ -5,7 +5,11 @@ read, and what each holds.
     schema:<view>:<version>        the version's ViewPlan, in the Plan's one description
     materialized:<view>:<storage>  JSON: end_us, rows, finished_at_us
     generation:<view>              the last generation handed out (a counter)
-    created:<view>:<storage>       when the storage was created: none of its keys is older
+    created:<view>:<storage>       when the storage was created: none of its keys is older;
+                                   written before any of its keys, so every storage with keys
+                                   is listed here until reclaimed
+    reclaimed:<view>:<storage>     when (ms) every key of a superseded storage is gone: its
+                                   keys were given that expiry (`OnlineStore.reclaim`)
 
 A storage becomes active only after all of its keys are written, in one atomic step
 (`OnlineStore.activate`)."""
@@ -67,3 +71,13 @@ def activation(view: ViewPlan, storage: str, end_us: int, rows: int) -> dict[str
             {"end_us": end_us, "rows": rows, "finished_at_us": now_us()}),
         f"active:{view.name}": storage,
     }
+
+
+def created(raw: dict[bytes, bytes], view: str) -> dict[str, int | None]:
+    """Each storage of `view` the registry lists as created -> the time (ms) by which a
+    reclaim had every key of it gone, or None when none has yet."""
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    head = f"created:{view}:"
+    storages = [f.removeprefix(head) for f in fields if f.startswith(head)]
+    gone = {s: fields.get(f"reclaimed:{view}:{s}") for s in storages}
+    return {s: int(at) if at is not None else None for s, at in gone.items()}

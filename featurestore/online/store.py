@@ -33,7 +33,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
-import hiredis
 import numpy as np
 import pyarrow as pa
 import redis
@@ -42,12 +41,9 @@ from redis.retry import Retry
 
 from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
 from featurestore.online import registry
-from featurestore.online.codec import RowSchema, encode
 from featurestore.online.keys import (
-    EXPIRY_MARGIN_US,
     active_key,
     applied_key,
-    bases_of_table,
     fresh_key,
     lock_key,
     push_lock_key,
@@ -58,15 +54,16 @@ from featurestore.online.keys import (
 )
 from featurestore.online.lookup import Lookup, OnlineResult
 from featurestore.online.registry import Served
+from featurestore.online.resp import read_ok_replies
+from featurestore.online.row_writes import RowBatch
 from featurestore.online.tiles import TileWrites
 from featurestore.online.urls import parse
 from featurestore.plan import ViewPlan
-from featurestore.values.columns import Column, from_arrow
+from featurestore.values.columns import Column
 from featurestore.values.timestamps import now_us
 
 APPLIED_RETENTION_US = 7 * 86_400 * 1_000_000  # how long a pushed batch id is remembered online
 LOCK_TTL_MS = 30_000  # a dead materialization's lock frees itself after this
-HEADER_COLUMNS = ("__event_ts", "__created", "__seq")  # a row's point-in-time order
 T = TypeVar("T")
 
 # Writes a batch of rows, each only if it is not older, in the point-in-time order
@@ -279,32 +276,23 @@ class OnlineStore:
                    fresh: bool = False) -> None:
         """Queue one batch of (keys, header columns, features) rows into `storage`; each row
         replaces the stored one only if it is not older. `fresh`: the storage is new and
-        gets each entity once, so rows are plain SETs, packed natively and sent as one
-        buffer (Redis spends about half the time of the comparing script on them)."""
+        gets each entity once, so rows are plain SETs, packed natively into one buffer
+        (Redis spends about half the time of the comparing script on them)."""
         n = batch.num_rows
         if n == 0:
             return
-        keys = bases_of_table(self.project, view.name, storage, view.entity,
-                              view.join_keys, batch)
-        header = np.column_stack([batch.column(c).cast(pa.int64()).to_numpy(zero_copy_only=False)
-                                  for c in HEADER_COLUMNS])
-        columns = [from_arrow(batch.column(f), t) for f, t in view.features]
-        buffer, offsets = encode(RowSchema(view.features), header, columns)
-        raw = buffer.tobytes()
-        rows = [raw[offsets[i]:offsets[i + 1]] for i in range(n)]
-        expire = _expiry(view, header[:, 0])
+        rows = RowBatch.of(view, storage, self.project, batch)
         if fresh:
-            pack = hiredis.pack_command
-            commands = b"".join(
-                pack(("SET", key, row, "PXAT", when)) if when != "0" else pack(("SET", key, row))
-                for key, row, when in zip(keys, rows, expire, strict=True))
+            commands = rows.set_commands()
             self._queue(lambda: self._send(commands, n))
             return
+        keys, values = rows.keys_and_rows()
+        expire = rows.expire_ms.tolist()
         pipe = self._client.pipeline(transaction=False)
         for start in range(0, n, self.batch_rows):
             stop = min(start + self.batch_rows, n)
             args: list[Any] = [None] * (2 * (stop - start))
-            args[0::2] = rows[start:stop]
+            args[0::2] = values[start:stop]
             args[1::2] = expire[start:stop]
             self._rows_script(keys=keys[start:stop], args=args, client=pipe)
         self._queue(pipe.execute)
@@ -476,56 +464,70 @@ class OnlineStore:
     def reclaim(self, view: str, grace_ms: int) -> int:
         """Expires, within grace_ms (0: now), every key of every storage of the view but the
         served one: superseded generations and what killed materializations left. The grace
-        lets reads that started before a flip finish. Returns how many keys."""
-        served = self.served().get(view)
-        keep = served.storage if served else None
+        lets reads that started before a flip finish. Returns how many keys. The registry
+        lists every storage that may have keys (`new_storage` records it before any), so the
+        keyspace is scanned only while one of them may hold keys past the grace: a first
+        materialization, or one whose predecessor is reclaimed already, scans nothing."""
+        name = registry_key(self.project)
 
         def run() -> int:
-            count, gone = 0, set()
+            raw = self._client.hgetall(name)
+            served = registry.parse(raw).get(view)
+            keep = served.storage if served else None
+            now_ms = now_us() // 1000
+            listed = {s: at for s, at in registry.created(raw, view).items() if s != keep}
+            todo = {s for s, at in listed.items() if at is None or at > now_ms + grace_ms}
+            count = self._expire_storages(view, keep, grace_ms) if todo else 0
+            at = now_us() // 1000 + grace_ms
             pipe = self._client.pipeline(transaction=False)
-            for key in self._client.scan_iter(match=view_pattern(self.project, view),
-                                              count=10_000):
-                storage = storage_in(key.decode())
-                if storage == keep:
-                    continue
-                gone.add(storage)
-                if grace_ms:
-                    pipe.pexpire(key, grace_ms, lt=True)
-                else:
-                    pipe.unlink(key)
-                count += 1
-                if len(pipe) >= 10_000:
-                    pipe.execute()
-            prefix = applied_key(self.project, view, "")
-            for key in self._client.scan_iter(match=prefix + "*", count=10_000):
-                gone.add(key.decode().removeprefix(prefix))
-            gone.discard(keep)
-            for storage in gone:
+            for storage in todo:
                 pipe.delete(applied_key(self.project, view, storage),
                             fresh_key(self.project, view, storage))
-                pipe.hdel(registry_key(self.project), f"materialized:{view}:{storage}",
-                          f"created:{view}:{storage}")
+                pipe.hset(name, f"reclaimed:{view}:{storage}", at)
+            forget = [s for s, gone in listed.items()
+                      if (grace_ms == 0 and s in todo) or (gone is not None and gone <= now_ms)]
+            for storage in forget:  # its keys are gone
+                pipe.hdel(name, *(f"{f}:{view}:{storage}"
+                                  for f in ("materialized", "created", "reclaimed")))
             pipe.execute()
             return count
         return self._call(run)
 
+    def _expire_storages(self, view: str, keep: str | None, grace_ms: int) -> int:
+        """One SCAN of the view's keys, expiring every key outside `keep`."""
+        count = 0
+        pipe = self._client.pipeline(transaction=False)
+        for key in self._client.scan_iter(match=view_pattern(self.project, view),
+                                          count=10_000):
+            if storage_in(key.decode()) == keep:
+                continue
+            if grace_ms:
+                pipe.pexpire(key, grace_ms, lt=True)
+            else:
+                pipe.unlink(key)
+            count += 1
+            if len(pipe) >= 10_000:
+                pipe.execute()
+        pipe.execute()
+        return count
+
     # -- plumbing ------------------------------------------------------------------------
 
-    def _send(self, commands: bytes, count: int) -> list[Any]:
-        """Sends `count` packed commands at once and reads their replies: [count] when all
-        succeeded (redis-py's pipeline costs several microseconds of Python per command)."""
+    def _send(self, commands: bytes | np.ndarray, count: int) -> list[Any]:
+        """Sends `count` packed commands that answer +OK at once and reads their replies:
+        [count] when all succeeded (redis-py costs microseconds of Python per reply)."""
         connection = self._client.connection_pool.get_connection()
         try:
             connection.send_packed_command([commands])
-            replies = [connection.read_response() for _ in range(count)]
+            read_ok_replies(connection._sock, count)  # the socket redis-py connected
+        except redis.ResponseError:
+            self._client.connection_pool.release(connection)  # every reply was read
+            raise
         except BaseException:
             connection.disconnect()  # replies may still be in flight: never reuse it
-            raise
-        finally:
             self._client.connection_pool.release(connection)
-        failed = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
-        if failed is not None:
-            raise failed
+            raise
+        self._client.connection_pool.release(connection)
         return [count]
 
     def _queue(self, execute: Callable[[], list[Any]]) -> None:
@@ -555,12 +557,3 @@ class OnlineStore:
             raise OnlineStoreError(f"online store {self.settings.where} failed: "
                                    f"{self.settings.scrub(str(exc))}") from None
 
-
-def _expiry(view: ViewPlan, event_ts: np.ndarray) -> list[int | str]:
-    """Keys expire ttl (plus EXPIRY_MARGIN_US) after the later of their event time and now,
-    so a value goes on reporting OUTSIDE_TTL for a while before Redis reclaims it (then it is
-    NOT_FOUND)."""
-    if view.ttl_us is None:
-        return ["0"] * len(event_ts)
-    return ((np.maximum(event_ts, now_us()) + view.ttl_us + EXPIRY_MARGIN_US) // 1000
-            + 1).tolist()

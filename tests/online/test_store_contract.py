@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -325,6 +326,43 @@ def test_reclaim_removes_every_storage_but_the_served_one(
     assert read(online, new, ["rows:x", "rows:y"], [1, 2], NOW) == {"x": [3.0, None],
                                                                      "y": [5, None]}
     assert all(f":{s_old}".encode() not in k for k in client.hkeys(f"{new.project}:__registry"))
+    client.close()
+
+
+def test_reclaim_scans_only_while_a_storage_may_still_hold_keys(
+        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+    """A superseded storage is scanned for once: later reclaims (every materialization
+    starts and ends with one) scan nothing, and forget it once its grace has passed."""
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["rows"]
+    client = redis.Redis.from_url(redis_url)
+
+    def scans() -> int:
+        return int(client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))
+
+    before = scans()
+    assert online.reclaim("rows", 0) == 0  # nothing written yet
+    first = online.new_storage(view)
+    online.write_rows(view, first, rows_batch([1, 2], [(1, 1, 0), (1, 1, 1)], [1.0, 2.0]))
+    online.flush()
+    online.activate(view, first, NOW, 2, None)
+    assert online.reclaim("rows", 0) == 0
+    assert scans() == before
+    second = online.new_storage(view)
+    online.write_rows(view, second, rows_batch([1], [(2, 2, 0)], [3.0]))
+    online.flush()
+    online.activate(view, second, NOW, 1, first)
+    assert online.reclaim("rows", 200) == 2
+    assert scans() > before
+    before = scans()
+    assert online.reclaim("rows", 200) == 0  # its keys expire within the grace already
+    assert scans() == before
+    time.sleep(0.3)
+    assert client.keys(f"{plan.project}:rows:{first}:*") == []
+    assert online.reclaim("rows", 0) == 0
+    assert scans() == before
+    assert [k for k in client.hkeys(f"{plan.project}:__registry") if first.encode() in k] == []
+    assert read(online, plan, ["rows:x"], [1, 2], NOW) == {"x": [3.0, None]}
     client.close()
 
 
