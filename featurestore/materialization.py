@@ -16,7 +16,7 @@ from featurestore import push
 from featurestore.errors import FeatureStoreError
 from featurestore.offline import OfflineStore, event_log
 from featurestore.online.store import OnlineStore
-from featurestore.online.tiles import view_tile_writes
+from featurestore.online.tiles import view_window_writes
 from featurestore.plan import Plan, ViewPlan
 from featurestore.progress import QUIET, Reporter
 from featurestore.values.timestamps import now_us
@@ -85,27 +85,27 @@ def _materialize_view(plan: Plan, offline: OfflineStore, online: OnlineStore, vi
 def _write_tiles(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPlan,
                  storage: str, end_us: int, step: Reporter) -> int:
     """A windowed view's live tiles as of END, rebuilt from its source and the pushed
-    batches logged by END: every tile a read at END can touch, and the raw events of END's
-    hop; then the batches logged since. Returns the number of tile blocks written."""
+    batches logged by END: every tile a read at END can touch, one window key per entity and
+    hop group; then the batches logged since. Returns the number of window keys written."""
     event_log.remove_leftovers(offline.root, view.source)
     log = {path: {b: t for b, t in event_log.batches(path).items() if t <= end_us}
            for path in event_log.files(offline.root, view.source)}
     log = {path: held for path, held in log.items() if held}
     events = offline.window_events(plan, view.name, end_us, list(log))
-    blocks, now = 0, now_us()
+    written, now = 0, now_us()
     for first in range(0, len(events.starts), TILE_CHUNK):
         stop = min(first + TILE_CHUNK, len(events.starts))
         chunk = events.entities(first, stop)
-        for writes in view_tile_writes(plan.project, view, storage, chunk, end_us, end_us,
-                                       end_us, now):
-            blocks += online.write_tiles(writes, now)
+        for writes in view_window_writes(plan.project, view, storage, chunk, end_us, end_us,
+                                         end_us, now, whole=True):
+            written += online.write_windows(writes)
         step.advance(f"materializing {view.name}: {stop} of {len(events.starts)} entities, "
-                     f"{blocks} tile blocks")
+                     f"{written} window keys")
     online.flush()
     online.mark_applied(view.name, storage, {b: t for held in log.values()
                                              for b, t in held.items()})
     _replay(plan, offline, online, view, storage)
-    return blocks
+    return written
 
 
 def _replay(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPlan,

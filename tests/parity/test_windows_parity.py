@@ -26,6 +26,7 @@ from featurestore import FeatureStore, materialization
 from featurestore.definitions.types import Int64
 from featurestore.errors import PastReadRefused
 from featurestore.online.lookup import Lookup
+from featurestore.online.tiles import compacted, groups
 from featurestore.push import push
 from featurestore.values.columns import from_arrow, to_arrow
 
@@ -213,10 +214,16 @@ def test_a_pushed_event_tying_a_stored_one_is_the_later_on_both_paths(
         client.close()
 
 
-def tile_dump(client: redis.Redis, project: str) -> dict[bytes, bytes]:
-    prefix = f"{project}:spend:".encode()
-    return {k[len(prefix):]: client.get(k) for k in client.scan_iter(match=prefix + b"*")
-            if b":t" in k}
+def tile_dump(client: redis.Redis, store: FeatureStore, clock: int) -> dict[bytes, bytes]:
+    """The view's window keys, each rewritten as a push's compaction would (pushes append
+    records in arrival order; the merged tiles are what must not depend on it)."""
+    prefix = f"{store.config.project}:spend:".encode()
+    by_hop = {g.hop_us: g for g in groups(store.plan.views["spend"].aggregates)}
+    out = {}
+    for key in client.scan_iter(match=prefix + b"*:w*"):
+        g = by_hop[int(key.rsplit(b":w", 1)[1])]
+        out[key[len(prefix):]] = compacted(g, [client.get(key)], clock, clock)[0]
+    return out
 
 
 def test_arrival_order_gives_byte_identical_tiles(tmp_path: Path, redis_url: str) -> None:
@@ -242,7 +249,7 @@ def test_arrival_order_gives_byte_identical_tiles(tmp_path: Path, redis_url: str
                 push(store.plan, store.config.root, online, "tx", frame(chunk).to_arrow(),
                      f"b{b}", now=clock)
                 at, b = at + sizes[b], b + 1
-            dumps.append(tile_dump(client, f"order{run}"))
+            dumps.append(tile_dump(client, store, clock))
     finally:
         client.close()
     assert dumps[0] and dumps[0] == dumps[1]
