@@ -86,7 +86,8 @@ def _write_tiles(plan: Plan, offline: OfflineStore, online: OnlineStore, view: V
                  storage: str, end_us: int, step: Reporter) -> int:
     """A windowed view's live tiles as of END, rebuilt from its source and the pushed
     batches logged by END: every tile a read at END can touch, one window key per entity and
-    hop group; then the batches logged since. Returns the number of window keys written."""
+    hop group, and the events of those batches not visible yet; then the batches logged
+    since. Returns the number of window keys written."""
     event_log.remove_leftovers(offline.root, view.source)
     log = {path: {b: t for b, t in event_log.batches(path).items() if t <= end_us}
            for path in event_log.files(offline.root, view.source)}
@@ -96,7 +97,8 @@ def _write_tiles(plan: Plan, offline: OfflineStore, online: OnlineStore, view: V
     for first in range(0, len(events.starts), TILE_CHUNK):
         stop = min(first + TILE_CHUNK, len(events.starts))
         chunk = events.entities(first, stop)
-        for writes in view_window_writes(plan.project, view, storage, chunk, end_us, end_us,
+        newest = max(end_us, int(chunk.ts.max())) if len(chunk) else end_us  # pushed early
+        for writes in view_window_writes(plan.project, view, storage, chunk, end_us, newest,
                                          end_us, now, whole=True):
             written += online.write_windows(writes)
         step.advance(f"materializing {view.name}: {stop} of {len(events.starts)} entities, "

@@ -125,8 +125,9 @@ class OfflineStore:
             yield reader.to_arrow_reader(batch_rows)
 
     def window_events(self, plan: Plan, view: str, until_us: int, log: list[Path]) -> Events:
-        """A windowed view's events visible at `until_us` (for materializing its tiles): its
-        source's file rows and the pushed batches of the `log` files given."""
+        """A windowed view's events visible at `until_us`, and the pushed ones logged by then
+        (for materializing its tiles): its source's file rows and the pushed batches of the
+        `log` files given."""
         with self._reading() as con:
             self._check_applied(con, plan)
             return windowed.read_events(con, plan, plan.views[view], log, until_us=until_us)

@@ -110,7 +110,8 @@ return written
 # per view its push lock, applied set and fresh key, then the window keys. ARGV: views, lock
 # token, batch id, ingest time, applied-set floor, then per view the registry field and
 # storage that must be served ('' when replaying), then value/expiry pairs. Returns the
-# (0-based) window keys that grew by half since their last rewrite, or PUSH_RETRY.
+# (0-based) window keys that doubled since their last rewrite (the locks stay held for their
+# rewrite; with none, they are released), or PUSH_RETRY.
 WRITE_PUSH = """
 local views, token, batch, ingested, floor = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 for v = 1, views do
@@ -135,7 +136,7 @@ for i = first, #KEYS do
       redis.call('SETRANGE', key, 8, struct.pack('<i8', expire_at))
       redis.call('PEXPIREAT', key, expire_at)
     end
-    if size - base > math.max(REWRITE_BYTES, base / 2) then grown[#grown + 1] = i - first end
+    if size - base > math.max(REWRITE_BYTES, base) then grown[#grown + 1] = i - first end
   end
 end
 for v = 1, views do
@@ -145,13 +146,14 @@ for v = 1, views do
   if tonumber(redis.call('GET', fresh) or '0') < tonumber(ingested) then
     redis.call('SET', fresh, ingested)
   end
+  if #grown == 0 then redis.call('DEL', KEYS[3 * v - 1]) end
 end
 return grown
 """
-REWRITE_BYTES = 1024  # a window key is rewritten once it grew by this much, or by half
+REWRITE_BYTES = 4096  # a window key is rewritten once it grew by this much, and doubled
 WRITE_PUSH = WRITE_PUSH.replace("REWRITE_BYTES", str(REWRITE_BYTES))
 # Replaces window keys that still exist, keeping their expiry, while this pusher holds every
-# push lock (KEYS[1..ARGV[2]]); ARGV[1]: the token, then one value per key.
+# push lock (KEYS[1..ARGV[2]]), and releases them; ARGV[1]: the token, then one value per key.
 REWRITE = """
 local locks = tonumber(ARGV[2])
 for i = 1, locks do
@@ -160,6 +162,7 @@ end
 for i = locks + 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('SET', KEYS[i], ARGV[i + 2 - locks], 'KEEPTTL') end
 end
+for i = 1, locks do redis.call('DEL', KEYS[i]) end
 return 1
 """
 PUSH_RETRY = -1
@@ -359,7 +362,7 @@ class OnlineStore:
         (view -> storage: a materialization replaying the log). Each storage's push lock is
         held while its keys are written, and the write is fenced by the lock, the registry
         and the applied set (WRITE_PUSH): a flip, a concurrent push of the same batch or a
-        lost lock makes it start over. Keys that grew by half since their last rewrite are
+        lost lock makes it start over. Keys that doubled since their last rewrite are
         then rewritten under the same locks. `build(view, storage)` makes the records.
         Returns the number of window keys written, or None when every storage held the
         batch."""
@@ -372,20 +375,22 @@ class OnlineStore:
                     registry.parse(self._client.hgetall(registry_name)), views)
                 sets = {v.name: applied_key(self.project, v.name, storages[v.name])
                         for v in views}
-                with self._client.pipeline(transaction=False) as pipe:
-                    for v in views:
-                        pipe.zscore(sets[v.name], batch_id)
-                    held = pipe.execute()
+                locks = {v.name: push_lock_key(self.project, v.name, storages[v.name])
+                         for v in views}
+                held = self._take(list(locks.values()), token, list(sets.values()), batch_id)
                 todo = [v for v, score in zip(views, held, strict=True) if score is None]
+                if len(todo) < len(views):
+                    self._release([locks[v.name] for v in views if v not in todo], token)
                 if not todo:
                     return None
-                locks = [push_lock_key(self.project, v.name, storages[v.name]) for v in todo]
-                self._take(locks, token)
+                mine, released = [locks[v.name] for v in todo], False
                 try:
-                    written = self._write_push(batch_id, ingested, todo, storages, sets, locks,
-                                               token, build, now, check_served=into is None)
+                    written, released = self._write_push(
+                        batch_id, ingested, todo, storages, sets, mine, token, build, now,
+                        check_served=into is None)
                 finally:
-                    self._release(locks, token)
+                    if not released:
+                        self._release(mine, token)
                 if written != PUSH_RETRY:
                     return written
             raise OnlineStoreError(
@@ -397,7 +402,8 @@ class OnlineStore:
     def _write_push(self, batch_id: str, ingested: int, views: list[ViewPlan],
                     storages: dict[str, str], sets: dict[str, str], locks: list[str],
                     token: str, build: Callable[[ViewPlan, str], list[WindowWrites]], now: int,
-                    check_served: bool) -> int:
+                    check_served: bool) -> tuple[int, bool]:
+        """(keys written or PUSH_RETRY, whether the locks were released)."""
         writes = [w for v in views for w in build(v, storages[v.name])]
         keys = [k for w in writes for k in w.keys]
         values: list[Any] = [None] * (2 * len(keys))
@@ -412,15 +418,16 @@ class OnlineStore:
                                   args=[len(views), token, batch_id, ingested,
                                         now - APPLIED_RETENTION_US, *served, *values])
         if not isinstance(grown, list):
-            return PUSH_RETRY
+            return PUSH_RETRY, False
         if grown:
             self._rewrite(writes, [int(i) for i in grown], locks, token, ingested)
-        return len(keys)
+        return len(keys), True
 
     def _rewrite(self, writes: list[WindowWrites], grown: list[int], locks: list[str],
                  token: str, ingested: int) -> None:
-        """Compacts the window keys that grew (indices into the writes' keys, in order): a
-        read after this push is as of `ingested` or later, so the keys keep what it needs."""
+        """Compacts the window keys that grew (indices into the writes' keys, in order) and
+        releases the locks: a read after this push is as of `ingested` or later, so the keys
+        keep what it needs."""
         keys, values, at, wanted = [], [], 0, set(grown)
         for w in writes:
             mine = [i - at for i in range(at, at + len(w.keys)) if i in wanted]
@@ -431,20 +438,23 @@ class OnlineStore:
                 new = compacted(w.group, old, ingested, ingested)
                 keys += [n for n, v in zip(names, new, strict=True) if v is not None]
                 values += [v for v in new if v is not None]
-        if keys:
-            self._rewrite_script(keys=locks + keys, args=[token, len(locks), *values])
+        self._rewrite_script(keys=locks + keys, args=[token, len(locks), *values])
 
-    def _take(self, locks: list[str], token: str) -> None:
+    def _take(self, locks: list[str], token: str, applied: list[str], batch_id: str
+              ) -> list[Any]:
         """Takes every lock, all at once (never some while waiting for others, so pushes of
-        several views cannot deadlock), waiting while other pushes hold them."""
+        several views cannot deadlock), waiting while other pushes hold them; in the same
+        round trip, reads the batch's score in each applied set (None: not held)."""
         deadline = time.monotonic() + PUSH_LOCK_MS / 1000 + 1
         while True:
             with self._client.pipeline(transaction=False) as pipe:
-                for lock in locks:
+                for lock, name in zip(locks, applied, strict=True):
                     pipe.set(lock, token, nx=True, px=PUSH_LOCK_MS)
-                taken = pipe.execute()
+                    pipe.zscore(name, batch_id)
+                replies = pipe.execute()
+            taken = replies[0::2]
             if all(taken):
-                return
+                return replies[1::2]
             self._release([lock for lock, ok in zip(locks, taken, strict=True) if ok], token)
             if time.monotonic() > deadline:
                 raise OnlineUnavailable(f"the push locks {', '.join(locks)} stayed held for "

@@ -190,8 +190,9 @@ def build_encoded(spec, width, hop, coarse, xi, xf, m, ts, created, starts, ends
     kind = np.empty(2 * n, np.int64)
     buf = np.empty(64 + 64 * n, np.uint8)
     row = np.zeros(width, np.int64)
-    wide = np.zeros(width, np.int64)  # the coarse hop being built
-    pos, j, wide_used = 0, 0, False
+    wide = np.zeros(width, np.int64)  # the coarse hop being built, once it has two tiles
+    touched = np.empty(width, np.int64)
+    pos, j, tiles, first = 0, 0, 0, 0
     for e in range(starts.shape[0]):
         last, c_last = k_lo - 1, np.int64(0)
         for i in range(starts[e], ends[e] + 1):
@@ -204,19 +205,24 @@ def build_encoded(spec, width, hop, coarse, xi, xf, m, ts, created, starts, ends
                 for a in range(spec.shape[0]):
                     normalize_state(spec, a, row)
                 if coarse > 1:
-                    if wide_used:
-                        merge_tile(spec, wide, row)
+                    if tiles == 0:
+                        first = j
                     else:
-                        wide[:] = row
-                    wide_used, c_last = True, last // coarse
+                        if tiles == 1:
+                            decode_tile(buf, lo[first], hi[first], wide, touched)
+                        merge_tile(spec, wide, row)
+                    tiles, c_last = tiles + 1, last // coarse
                 buf, pos = _put_tile(buf, pos, row, lo, hi, j)
                 entity[j], key[j], kind[j] = e, last, TILE
                 j += 1
                 if coarse > 1 and (i == ends[e] or k // coarse != c_last):
-                    buf, pos = _put_tile(buf, pos, wide, lo, hi, j)
+                    if tiles == 1:  # a coarse hop of one tile is that tile's bytes
+                        lo[j], hi[j] = lo[first], hi[first]
+                    else:
+                        buf, pos = _put_tile(buf, pos, wide, lo, hi, j)
                     entity[j], key[j], kind[j] = e, c_last, COARSE
                     j += 1
-                    wide_used = False
+                    tiles = 0
             if i == ends[e]:
                 break
             if k != last:
