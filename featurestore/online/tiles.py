@@ -2,11 +2,12 @@
 window_key) holding the entity's tiles (the partial aggregate of one hop each) and its pushed
 events that are not visible yet, in the bytes of online/tile_format.py.
 
-A read at T merges the tiles of each window's hops and the held events visible at T: one key
-per entity and hop group, one round trip. A push appends its own tiles and events to the keys
-(it reads nothing); a rewrite (materialization, or a push's compaction once a key has grown
-by half) merges the tiles of equal hops and drops the hops no read can need. A key expires
-one window after the later of its last hop and its last write (rounded up to the hop)."""
+A read at T merges the coarse and hop tiles of each window and the held events visible at T:
+one key per entity and hop group, one round trip. A push appends its own tiles and events to
+the keys (it reads nothing); a rewrite (materialization, or a push's compaction once a key
+has doubled) merges the tiles of equal hops and drops the hops no read can need. A key
+expires one window after the later of its last hop and its last write (rounded up to the
+hop)."""
 
 from __future__ import annotations
 
