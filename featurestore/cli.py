@@ -572,13 +572,13 @@ def push(source: Annotated[str, typer.Argument(help="the source the events belon
             _start_managed(store, repo)
             r = store.push(source, file, batch_id)
             return (f"{r.rows} events {'already applied' if r.duplicate else 'pushed'} to "
-                    f"{r.source} (batch {r.batch_id}): {r.tiles} tile blocks written, {r.too_late} "
+                    f"{r.source} (batch {r.batch_id}): {r.tiles} window keys written, {r.too_late} "
                     "older than every window")
         table = read_events_table(file)
         with _client(server, tls, tls_ca, tls_cert, tls_key, token_file) as client:
             reply = client.push(source, table, batch_id or content_id(table))
         return (f"{reply.rows} events {'already applied' if reply.duplicate else 'pushed'} to "
-                f"{source} through {server}: {reply.tiles} tile blocks written, {reply.too_late} "
+                f"{source} through {server}: {reply.tiles} window keys written, {reply.too_late} "
                 "older than every window")
     out.print(_guard(run), highlight=False)
 

@@ -11,9 +11,12 @@ what a killed run left is removed by the next run."""
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +27,13 @@ from featurestore import push
 from featurestore.errors import FeatureStoreError
 from featurestore.offline import OfflineStore, event_log
 from featurestore.online.store import OnlineStore
-from featurestore.online.tiles import view_tile_writes
+from featurestore.online.tiles import WindowWrites, groups, view_window_writes
 from featurestore.plan import Plan, ViewPlan
 from featurestore.progress import QUIET, Reporter
 from featurestore.values.timestamps import now_us
 
-TILE_CHUNK = 2000  # entities whose tiles are built at once (a tile row is a few kB wide)
+TILE_CHUNK = 2000  # entities whose tiles are built at once
+BUILDERS = 2  # chunks built at the same time
 RECLAIM_GRACE_MS = 10_000  # reads that started before a flip finish well within this
 
 
@@ -188,27 +192,42 @@ def _materialize_view(plan: Plan, offline: OfflineStore, online: OnlineStore, vi
 def _write_tiles(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPlan,
                  storage: str, end_us: int, step: Reporter) -> int:
     """A windowed view's live tiles as of END, rebuilt from its source and the pushed
-    batches logged by END: every tile a read at END can touch, and the raw events of END's
-    hop; then the batches logged since. Returns the number of tile blocks written."""
+    batches logged by END: every tile a read at END can touch, one window key per entity and
+    hop group, and the events of those batches not visible yet; then the batches logged
+    since. Returns the number of window keys written."""
     event_log.remove_leftovers(offline.root, view.source)
     log = {path: {b: t for b, t in event_log.batches(path).items() if t <= end_us}
            for path in event_log.files(offline.root, view.source)}
     log = {path: held for path, held in log.items() if held}
-    events = offline.window_events(plan, view.name, end_us, list(log))
-    blocks, now = 0, now_us()
-    for first in range(0, len(events.starts), TILE_CHUNK):
-        stop = min(first + TILE_CHUNK, len(events.starts))
-        chunk = events.entities(first, stop)
-        for writes in view_tile_writes(plan.project, view, storage, chunk, end_us, end_us,
-                                       end_us, now):
-            blocks += online.write_tiles(writes, now)
-        step.advance(f"materializing {view.name}: {stop} of {len(events.starts)} entities, "
-                     f"{blocks} tile blocks")
+    oldest = min((end_us // g.hop_us - g.span + 1) * g.hop_us  # what a read at END covers
+                 for g in groups(view.aggregates))
+    events = offline.window_events(plan, view.name, end_us, list(log), oldest)
+    written, now = 0, now_us()
+
+    def build(first: int) -> list[WindowWrites]:
+        chunk = events.entities(first, min(first + TILE_CHUNK, len(events.starts)))
+        newest = max(end_us, int(chunk.ts.max())) if len(chunk) else end_us  # pushed early
+        return view_window_writes(plan.project, view, storage, chunk, end_us, newest, end_us,
+                                  now, whole=True)
+
+    # Chunks are built two at a time (the kernels release the GIL), written in order.
+    with ThreadPoolExecutor(BUILDERS, thread_name_prefix="featurestore-tiles") as pool:
+        pending: deque[Future[list[WindowWrites]]] = deque()
+        firsts = iter(range(0, len(events.starts), TILE_CHUNK))
+        for first in itertools.islice(firsts, BUILDERS):
+            pending.append(pool.submit(build, first))
+        while pending:
+            done = pending.popleft().result()
+            for first in itertools.islice(firsts, 1):
+                pending.append(pool.submit(build, first))
+            for writes in done:
+                written += online.write_windows(writes)
+            step.advance(f"materializing {view.name}: {written} window keys")
     online.flush()
     online.mark_applied(view.name, storage, {b: t for held in log.values()
                                              for b, t in held.items()})
     _replay(plan, offline, online, view, storage)
-    return blocks
+    return written
 
 
 def _replay(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPlan,

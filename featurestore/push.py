@@ -1,5 +1,5 @@
-"""Streaming push, a coordinator: check the batch, log it offline once per batch id, fold it
-into the online tiles of every windowed view reading the source, in one Redis transaction.
+"""Streaming push, a coordinator: check the batch, log it offline once per batch id, append it
+to the online window keys of every windowed view reading the source, in one Redis script.
 
 Visibility is the same rule as offline: a pushed event is visible from the later of its event
 time and its ingest time, so a training set built later replays what serving returned. An
@@ -21,13 +21,12 @@ from featurestore.aggregation.events import Events
 from featurestore.errors import DeadlineExceeded, FeatureStoreError, NotAppliedError
 from featurestore.offline import event_log
 from featurestore.online.store import APPLIED_RETENTION_US, OnlineStore
-from featurestore.online.tiles import TileWrites, view_tile_writes
+from featurestore.online.tiles import WindowWrites, view_window_writes
 from featurestore.plan import Plan, ViewPlan
 from featurestore.values.columns import from_arrow
 from featurestore.values.timestamps import now_us
 
 DEFAULT_MAX_FUTURE_US = 5 * 60 * 1_000_000  # events may be up to 5 minutes ahead of the clock
-NO_LIMIT = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class PushResult:
     rows: int
     ingested_at_us: int
     duplicate: bool  # the batch had been applied already; nothing changed
-    tiles: int  # tile blocks written
+    tiles: int  # window keys written
     too_late: int  # events older than every window: logged, never counted
 
 
@@ -62,12 +61,12 @@ def push(plan: Plan, root: Path, online: OnlineStore, source: str, batch: pa.Tab
             f"push of batch {batch_id!r} to source {source!r}: the deadline passed before the "
             "batch was logged; nothing was kept, retry with the same batch_id")
     ingested = event_log.append(root, source, batch_id, table, now)
-    blocks = None
+    keys = None
     if ingested >= now - APPLIED_RETENTION_US:  # older batch ids are no longer remembered
-        blocks = online.push_tiles(batch_id, ingested, views,
-                                   _builder(plan, table, ingested, now), now)
+        keys = online.push_tiles(batch_id, ingested, views,
+                                 _builder(plan, table, ingested, now), now)
     too_late = _too_late(views, table.column(plan.sources[source].timestamp), now)
-    return PushResult(source, batch_id, table.num_rows, ingested, blocks is None, blocks or 0,
+    return PushResult(source, batch_id, table.num_rows, ingested, keys is None, keys or 0,
                       too_late)
 
 
@@ -76,20 +75,21 @@ def replay(plan: Plan, online: OnlineStore, view: ViewPlan, storage: str, path: 
     """Merges one logged batch into a storage being built, unless it holds it already;
     whether it did."""
     now = now_us()
-    blocks = online.push_tiles(batch_id, ingested, [view],
-                               _builder(plan, event_log.batch_table(path, batch_id), ingested,
-                                        now), now, into={view.name: storage})
-    return blocks is not None
+    keys = online.push_tiles(batch_id, ingested, [view],
+                             _builder(plan, event_log.batch_table(path, batch_id), ingested,
+                                      now), now, into={view.name: storage})
+    return keys is not None
 
 
 def _builder(plan: Plan, table: pa.Table, ingested: int, now: int
-             ) -> Callable[[ViewPlan, str], list[TileWrites]]:
-    """The tile writes of a batch for one view and storage (called again when the
-    transaction is retried)."""
-    def build(view: ViewPlan, storage: str) -> list[TileWrites]:
+             ) -> Callable[[ViewPlan, str], list[WindowWrites]]:
+    """The records of a batch for one view and storage (called again when the write is
+    retried): tiles of the events visible at ingest, and each event ahead of it on its own
+    (counted by reads from its event time on)."""
+    def build(view: ViewPlan, storage: str) -> list[WindowWrites]:
         events = _events(view, table, ingested, plan.sources[view.source].timestamp)
-        return view_tile_writes(plan.project, view, storage, events, now, int(events.ts.max()),
-                                NO_LIMIT, now)
+        return view_window_writes(plan.project, view, storage, events, now,
+                                  int(events.ts.max()), ingested, now, whole=False)
     return build
 
 

@@ -7,7 +7,7 @@ w/h full tiles before K = floor(T/h) plus the events of tile K up to T (the head
 
 - `evaluate` runs the accumulators over the raw events, per (entity, T): training sets and
   backfill.
-- `build_tiles` (tiles.py) folds events into tiles: materialization and pushes.
+- `build_encoded` (online/tile_format.py) folds events into tiles: materialization, pushes.
 - `merge_windows` (online/tile_format.py) folds stored tiles into values: online lookups.
 All three use the same accumulators, whose states do not depend on event order, so the values
 agree bit for bit."""

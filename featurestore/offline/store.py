@@ -132,12 +132,15 @@ class OfflineStore:
             reader = con.sql(feature_tables.latest_sql(plan.views[view], end_us, start_us))
             yield reader.to_arrow_reader(batch_rows)
 
-    def window_events(self, plan: Plan, view: str, until_us: int, log: list[Path]) -> Events:
-        """A windowed view's events visible at `until_us` (for materializing its tiles): its
-        source's file rows and the pushed batches of the `log` files given."""
+    def window_events(self, plan: Plan, view: str, until_us: int, log: list[Path],
+                      since_us: int | None = None) -> Events:
+        """A windowed view's events visible at `until_us`, and the pushed ones logged by then
+        (for materializing its tiles), at or after `since_us`: its source's file rows and the
+        pushed batches of the `log` files given."""
         with self._reading() as con:
             self._check_applied(con, plan)
-            return windowed.read_events(con, plan, plan.views[view], log, until_us=until_us)
+            return windowed.read_events(con, plan, plan.views[view], log, until_us=until_us,
+                                        since_us=since_us)
 
     def record_materializations(self, plan: Plan,
                                 done: list[tuple[str, int | None, int, int]]) -> None:

@@ -37,18 +37,22 @@ def visible_from(src_created: str | None, event: str) -> str:
 
 def read_events(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan,
                 log: list[Path] | None = None, only_keys: str | None = None,
-                until_us: int | None = None) -> Events:
-    """The view's events (those of entities in the relation `only_keys`, and visible by
-    `until_us`, when given). With `log` (the source's pushed-event log files), pushed events
-    come from the log as it is now rather than from the last ingest: a read that sees every
-    push without writing anything."""
+                until_us: int | None = None, since_us: int | None = None) -> Events:
+    """The view's events (those of entities in the relation `only_keys`, and, when `until_us`
+    is given, those visible by then and the pushed ones logged by then, which include events
+    pushed ahead of the clock). With `log` (the source's pushed-event log files), pushed
+    events come from the log as it is now rather than from the last ingest: a read that sees
+    every push without writing anything. `since_us`: only events at or after it."""
     src = plan.sources[view.source]
     layout = Layout.of(view.aggregates)
     keys = [quote(k) for k, _ in view.join_keys]
     event = quote(src.timestamp)
     filters = [f"{k} IS NOT NULL" for k in keys]
     if until_us is not None:
-        filters.append(f"{visible_from(src.created, event)} <= make_timestamptz({until_us})")
+        until = f"make_timestamptz({until_us})"
+        filters.append(f"({visible_from(src.created, event)} <= {until} OR {INGESTED} <= {until})")
+    if since_us is not None:
+        filters.append(f"{event} >= make_timestamptz({since_us})")
     semi = ""
     if only_keys is not None:
         on = " AND ".join(f"s.{k} = o.{k}" for k in keys)

@@ -10,8 +10,8 @@
     {project}:__lock:{view}                           the materialization lock of a view
     {project}:__pushlock:{view}:{storage}             held while a push merges into a storage
     {project}:{view}:{storage}:{<entity>|<key>}       a row view's row for one entity (its base)
-    <base>:t{hop_us}:{b}                              a windowed view's tile block b
-    <base>:e{hop_us}:{k}                              the raw events of hop k
+    <base>:w{hop_us}                                  a windowed view's window key: the
+                                                      entity's tiles of one hop group
 
 A storage is one generation of one view version, `<version>.<generation>`: every full
 materialization writes a new one where nothing reads it, and the registry flips to it. The
@@ -157,12 +157,8 @@ def bases_of_table(project: str, view: str, storage: str, entity: str,
                         [key_text(from_arrow(keys.column(k), t)) for k, t in join_keys])
 
 
-def block_key(base: str, hop_us: int, b: int) -> str:
-    return f"{base}:t{hop_us}:{b}"
-
-
-def events_key(base: str, hop_us: int, k: int) -> str:
-    return f"{base}:e{hop_us}:{k}"
+def window_key(base: str, hop_us: int) -> str:
+    return f"{base}:w{hop_us}"
 
 
 @numba.njit(cache=True, nogil=True)

@@ -10,22 +10,26 @@ import numba
 import numpy as np
 
 from featurestore.aggregation.layout import empty_outputs
-from featurestore.aggregation.tiles import add_head_events, finish_rows
 from featurestore.definitions.types import Bool, DType, Float64, Int64, String, Timestamp
-from featurestore.errors import NotAppliedError, OnlineDataLost, PastReadRefused, RegistryMoved
+from featurestore.errors import (
+    NotAppliedError,
+    OnlineDataLost,
+    OnlineStoreError,
+    PastReadRefused,
+    RegistryMoved,
+)
 from featurestore.online.codec import HEADER_BYTES, RowSchema, int64_at, uint32_at
 from featurestore.online.keys import (
     EXPIRY_MARGIN_US,
     active_key,
-    block_key,
     entity_bases,
-    events_key,
     fresh_key,
     key_text,
+    window_key,
 )
 from featurestore.online.registry import Served
-from featurestore.online.tile_format import head_max_ts, index_blocks, merge_windows
-from featurestore.online.tiles import TileGroup, decode_events, groups
+from featurestore.online.tile_format import merge_windows
+from featurestore.online.tiles import TileGroup, groups
 from featurestore.plan import Plan, Selection, ViewPlan
 from featurestore.plan.execute import computed_status, run_transforms
 from featurestore.values.columns import Column
@@ -164,22 +168,6 @@ class WindowView:
     wanted: frozenset[str]
 
 
-@dataclass(frozen=True)
-class GroupRead:
-    """One hop group's blocks in one read: where they start in the MGET values, the block
-    numbers, the parsed tiles (buffer and each tile's bounds) and the entities whose head
-    tile holds events after as_of."""
-
-    window: WindowView
-    group: TileGroup
-    at: int
-    blocks: range
-    buf: np.ndarray
-    lo: np.ndarray
-    hi: np.ndarray
-    late: np.ndarray
-
-
 def _row_maps(rows: tuple[RowView, ...], slots: Slots
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What _gather needs of the row views, as arrays: per view its row layout and ttl; per
@@ -268,8 +256,8 @@ class Lookup:
 
     def start(self, entities: dict[str, Column], as_of_us: int) -> PendingRead:
         """The keys of one read: the fence (each view's served storage), every row view's
-        keys, view after view, then every windowed view's tile blocks: per hop group, entity
-        after entity, oldest block first."""
+        keys, view after view, then every windowed view's window keys: per hop group, entity
+        after entity."""
         n = len(next(iter(entities.values())))
         texts = {k: key_text(column) for k, column in entities.items()}  # shared by views
         keys: list[str] = list(self.fence)
@@ -283,61 +271,27 @@ class Lookup:
             keys += bases[row.view.name]
         for window in self.windows:
             for g in window.groups:
-                numbers = g.blocks(as_of_us // g.hop_us)
-                keys += [block_key(base, g.hop_us, b) for base in bases[window.view.name]
-                         for b in numbers]
-        return PendingRead(self, n, as_of_us, keys, bases)
+                keys += [window_key(base, g.hop_us) for base in bases[window.view.name]]
+        return PendingRead(self, n, as_of_us, keys)
 
 
 class PendingRead:
-    """One read in progress. The protocol, over any Redis client:
+    """One read in progress, one round trip over any Redis client:
 
         read = lookup.start(entities, as_of)
-        values = MGET(read.keys)
-        extra = read.head_keys(values)      # raw head events; almost always empty
-        result = read.finish(values, requests, MGET(extra) if extra else [])
+        result = read.finish(MGET(read.keys), requests)
 
-    The first keys are the fence: `head_keys` raises RegistryMoved or OnlineDataLost unless
+    The first keys are the fence: `finish` raises RegistryMoved or OnlineDataLost unless
     they still name the storages the lookup reads, so a flip or a Redis that lost its data
     is never read as values."""
 
-    def __init__(self, lookup: Lookup, n: int, as_of_us: int, keys: list[str],
-                 bases: dict[str, list[str]]):
-        self.lookup, self.n, self.as_of_us, self.keys, self.bases = lookup, n, as_of_us, keys, bases
-        self._groups: list[GroupRead] | None = None
-        self._values: list[bytes | None] | None = None  # the values after the fence
+    def __init__(self, lookup: Lookup, n: int, as_of_us: int, keys: list[str]):
+        self.lookup, self.n, self.as_of_us, self.keys = lookup, n, as_of_us, keys
 
-    def head_keys(self, values: list[bytes | None]) -> list[str]:
-        """Keys of the raw head events needed where a head tile holds events after as_of."""
+    def finish(self, values: list[bytes | None], requests: dict[str, Column]) -> OnlineResult:
         fence = len(self.lookup.fence)
         self.lookup.check_fence(values[:fence], self.as_of_us)
-        self._values = values[fence:]
-        out = []
-        for g in self._parse(self._values):
-            base = self.bases[g.window.view.name]
-            k_head = self.as_of_us // g.group.hop_us
-            out += [events_key(base[r], g.group.hop_us, k_head) for r in np.flatnonzero(g.late)]
-        return out
-
-    def _parse(self, values: list[bytes | None]) -> list[GroupRead]:
-        if self._groups is None:
-            n, as_of_us = self.n, self.as_of_us
-            out, at = [], len(self.lookup.rows) * n
-            for window in self.lookup.windows:
-                for g in window.groups:
-                    blocks = g.blocks(as_of_us // g.hop_us)
-                    buf, lo, hi = _tiles(g, values[at:at + n * len(blocks)], n, blocks, as_of_us)
-                    late = head_max_ts(buf, lo, hi, n, g.span) > as_of_us
-                    out.append(GroupRead(window, g, at, blocks, buf, lo, hi, late))
-                    at += n * len(blocks)
-            self._groups = out
-        return self._groups
-
-    def finish(self, values: list[bytes | None], requests: dict[str, Column],
-               heads: list[bytes | None] | None = None) -> OnlineResult:
-        if self._values is None:
-            self.head_keys(values)
-        values = self._values
+        values = values[fence:]
         n, as_of_us = self.n, self.as_of_us
         lookup = self.lookup
         rows, slots = lookup.rows, lookup.slots
@@ -359,28 +313,25 @@ class PendingRead:
                 _check_expiry(row, as_of_us)
         result = OnlineResult(slots, fixed, Utf8Array(offsets, data), {}, status,
                               lookup.row_views, event_ts, {})
-        pending = list(heads or [])
-        for g in self._parse(values):
-            layout, name = g.group.layout, g.window.view.name
-            acc = merge_windows(layout.spec, layout.width, as_of_us // g.group.hop_us, g.buf,
-                                g.lo, g.hi, n, g.group.span, ~g.late)
-            if g.late.any():
-                late = np.flatnonzero(g.late)
-                blobs, pending = pending[:len(late)], pending[len(late):]
-                if any(b is None for b in blobs):
-                    raise PastReadRefused(
-                        f"feature view {name!r}: the raw events of the hop holding "
-                        f"as_of {as_of_us} have expired online; read windowed features as of "
-                        "now, or as of the past from a training set")
-                owner, xi, xf, m, ts, created = decode_events(layout, blobs, late.tolist())
-                add_head_events(layout.spec, acc, owner, xi, xf, m, ts, created, as_of_us)
-            out_i, out_f, valid = empty_outputs(layout, n)
-            finish_rows(layout.spec, acc, out_i, out_f, valid)
-            for agg, column in zip(layout.aggregations, layout.outputs(out_i, out_f, valid),
-                                   strict=True):
-                if agg.name in g.window.wanted:
-                    column.valid.flags.writeable = False
-                    result[f"{name}:{agg.name}"] = column
+        at = len(rows) * n
+        for window in lookup.windows:
+            for g in window.groups:
+                layout, name = g.layout, window.view.name
+                buf, offsets = _joined(values[at:at + n])
+                at += n
+                out_i, out_f, valid = empty_outputs(layout, n)
+                ahead = merge_windows(layout.spec, layout.width, g.coarse, as_of_us // g.hop_us,
+                                      as_of_us, buf, offsets, n, g.span, out_i, out_f, valid)
+                if ahead:
+                    raise OnlineStoreError(
+                        f"feature view {name!r}: {ahead} stored tiles hold events after as_of "
+                        f"{as_of_us}, which its fence should have refused; run `featurestore "
+                        "materialize`")
+                for agg, column in zip(layout.aggregations,
+                                       layout.outputs(out_i, out_f, valid), strict=True):
+                    if agg.name in window.wanted:
+                        column.valid.flags.writeable = False
+                        result[f"{name}:{agg.name}"] = column
         result.transform_errors = run_transforms(lookup.selection, result, requests)
         return result
 
@@ -401,18 +352,12 @@ def _check_expiry(row: RowView, as_of_us: int) -> None:
         "read older values from a training set")
 
 
-def _tiles(g: TileGroup, blocks: list[bytes | None], n: int, numbers: range, as_of_us: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The blocks read for one hop group as one buffer, and where each tile of each entity's
-    window lies in it."""
-    parts = [b or b"" for b in blocks]
+def _joined(values: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Values read as one buffer and where each lies in it (absent: empty)."""
+    parts = [v or b"" for v in values]
     offsets = np.zeros(len(parts) + 1, np.int64)
     np.cumsum([len(p) for p in parts], out=offsets[1:])
-    buf = np.frombuffer(b"".join(parts), np.uint8)
-    head = as_of_us // g.hop_us
-    lo, hi = index_blocks(buf, offsets, n, len(numbers), numbers.start, head - g.span + 1,
-                          g.span, g.per_block)
-    return buf, lo, hi
+    return np.frombuffer(b"".join(parts), np.uint8), offsets
 
 
 @numba.njit(cache=True, nogil=True)

@@ -52,10 +52,8 @@ class OnlineReader:
                    requests: dict[str, Column], as_of_us: int, timeout: float) -> OnlineResult:
         """One lookup (see PendingRead: the served storages are read with the keys)."""
         pending = lookup.start(entities, as_of_us)
-        values = await self._execute("MGET", *pending.keys, timeout=timeout)
-        extra = pending.head_keys(values)
-        heads = await self._execute("MGET", *extra, timeout=timeout) if extra else []
-        return pending.finish(values, requests, heads)
+        return pending.finish(await self._execute("MGET", *pending.keys, timeout=timeout),
+                              requests)
 
     async def last_pushes(self, served: dict[str, Served], timeout: float
                           ) -> dict[str, int | None]:

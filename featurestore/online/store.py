@@ -7,9 +7,9 @@ tests go through these methods:
     lock(view)                                one materialization of a view at a time
     new_storage(view)                         a generation nothing reads yet
     write_rows(view, storage, batch) / flush() rows, write-if-newer, pipelined on a thread
-    write_tiles(writes)                       tile blocks and head events, replaced
+    write_windows(writes)                     window keys, replaced
     push_tiles(batch_id, ingested, views, build, now, into)
-                                              a pushed batch merged in, once per storage
+                                              a pushed batch appended, once per storage
     mark_applied(view, storage, batches) / applied(view, storage)
                                               the pushed batches a storage holds
     activate(view, storage, end_us, rows, expected)
@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+import hiredis
 import numpy as np
 import pyarrow as pa
 import redis
@@ -56,7 +57,7 @@ from featurestore.online.lookup import Lookup, OnlineResult
 from featurestore.online.registry import Served
 from featurestore.online.resp import read_ok_replies
 from featurestore.online.row_writes import RowBatch
-from featurestore.online.tiles import TileWrites
+from featurestore.online.tiles import WindowWrites, compacted
 from featurestore.online.urls import parse
 from featurestore.plan import ViewPlan
 from featurestore.values.columns import Column
@@ -100,34 +101,41 @@ end
 return written
 """
 
-# Writes a pushed batch into the storages of its views in one atomic step, fenced: only while
-# this pusher holds every storage's push lock (so the blocks it read are still the stored
-# ones), while each storage is still the served one (or is the one a materialization
-# replays into), and while none holds the batch yet. KEYS: the registry, then per view its
-# push lock, applied set and fresh key, then the blocks, then the head event keys. ARGV:
-# views, blocks, lock token, batch id, ingest time, applied-set floor, then per view the
-# registry field and storage that must be served ('' when replaying), then value/expiry
-# pairs (blocks replaced, events appended). Returns the blocks written, or PUSH_RETRY.
+# Appends a pushed batch's records to the window keys of its views' storages in one atomic
+# step, fenced: only while this pusher holds every storage's push lock (so no other push
+# rewrites those keys meanwhile), while each storage is still the served one (or is the one a
+# materialization replays into), and while none holds the batch yet. A new key gets its
+# header (tile_format.py) first; a key's expiry only moves later. KEYS: the registry, then
+# per view its push lock, applied set and fresh key, then the window keys. ARGV: views, lock
+# token, batch id, ingest time, applied-set floor, then per view the registry field and
+# storage that must be served ('' when replaying), then value/expiry pairs. Returns the
+# (0-based) window keys that doubled since their last rewrite (the locks stay held for their
+# rewrite; with none, they are released), or PUSH_RETRY.
 WRITE_PUSH = """
-local views, blocks = tonumber(ARGV[1]), tonumber(ARGV[2])
-local token, batch, ingested, floor = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local views, token, batch, ingested, floor = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 for v = 1, views do
   local lock, applied = KEYS[3 * v - 1], KEYS[3 * v]
-  local field, storage = ARGV[5 + 2 * v], ARGV[6 + 2 * v]
+  local field, storage = ARGV[4 + 2 * v], ARGV[5 + 2 * v]
   if redis.call('GET', lock) ~= token then return -1 end
   if field ~= '' and redis.call('HGET', KEYS[1], field) ~= storage then return -1 end
   if redis.call('ZSCORE', applied, batch) then return -1 end
 end
 local first = 2 + 3 * views
-local at = 7 + 2 * views
+local at = 6 + 2 * views
+local grown = {}
 for i = first, #KEYS do
-  local value, expire_at = ARGV[at], ARGV[at + 1]
+  local key, value, expire_at = KEYS[i], ARGV[at], tonumber(ARGV[at + 1])
   at = at + 2
-  if i < first + blocks then
-    redis.call('SET', KEYS[i], value, 'PXAT', expire_at)
+  local size = redis.call('APPEND', key, value)
+  if size == #value then
+    redis.call('SET', key, struct.pack('<i8<i8', size + 16, expire_at) .. value, 'PXAT', expire_at)
   else
-    redis.call('APPEND', KEYS[i], value)
-    redis.call('PEXPIREAT', KEYS[i], expire_at)
+    local base, expiry = struct.unpack('<i8<i8', redis.call('GETRANGE', key, 0, 15))
+    if expire_at > expiry then
+      redis.call('SETRANGE', key, 8, struct.pack('<i8', expire_at))
+      redis.call('PEXPIREAT', key, expire_at)
+    end
+    if size - base > math.max(REWRITE_BYTES, base) then grown[#grown + 1] = i - first end
   end
 end
 for v = 1, views do
@@ -137,8 +145,24 @@ for v = 1, views do
   if tonumber(redis.call('GET', fresh) or '0') < tonumber(ingested) then
     redis.call('SET', fresh, ingested)
   end
+  if #grown == 0 then redis.call('DEL', KEYS[3 * v - 1]) end
 end
-return blocks
+return grown
+"""
+REWRITE_BYTES = 4096  # a window key is rewritten once it grew by this much, and doubled
+WRITE_PUSH = WRITE_PUSH.replace("REWRITE_BYTES", str(REWRITE_BYTES))
+# Replaces window keys that still exist, keeping their expiry, while this pusher holds every
+# push lock (KEYS[1..ARGV[2]]), and releases them; ARGV[1]: the token, then one value per key.
+REWRITE = """
+local locks = tonumber(ARGV[2])
+for i = 1, locks do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+end
+for i = locks + 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('SET', KEYS[i], ARGV[i + 2 - locks], 'KEEPTTL') end
+end
+for i = 1, locks do redis.call('DEL', KEYS[i]) end
+return 1
 """
 PUSH_RETRY = -1
 PUSH_LOCK_MS = 30_000  # a pusher that dies holding it delays that view's pushes this long
@@ -184,6 +208,7 @@ class OnlineStore:
                                    retry=Retry(ExponentialBackoff(cap=0.4, base=0.05), 3))
         self._rows_script = self._client.register_script(WRITE_IF_NEWER)
         self._push_script = self._client.register_script(WRITE_PUSH)
+        self._rewrite_script = self._client.register_script(REWRITE)
         self._activate_script = self._client.register_script(ACTIVATE)
         self._lock_script = self._client.register_script(LOCK)
         self._io: ThreadPoolExecutor | None = None
@@ -297,19 +322,15 @@ class OnlineStore:
             self._rows_script(keys=keys[start:stop], args=args, client=pipe)
         self._queue(pipe.execute)
 
-    def write_tiles(self, writes: TileWrites, now: int) -> int:
-        """Queue a hop group's tile blocks and head events, replacing what Redis holds for
-        them; returns the number of blocks."""
-        pipe = self._client.pipeline(transaction=False)
-        keys = writes.block_keys()
-        blobs, expiry = writes.blocks([None] * len(keys), now)
-        for key, blob, when in zip(keys, blobs, expiry, strict=True):
-            pipe.set(key, blob, pxat=when)
-        for key, blob, when in zip(writes.event_keys, writes.events, writes.event_expiry_ms,
-                                   strict=True):
-            pipe.set(key, blob, pxat=when)
-        self._queue(pipe.execute)
-        return len(keys)
+    def write_windows(self, writes: WindowWrites) -> int:
+        """Queue a hop group's window keys (whole values), replacing what Redis holds for
+        them, packed natively and sent as one buffer; returns the number of keys."""
+        pack = hiredis.pack_command
+        commands = b"".join(pack(("SET", key, value, "PXAT", when)) for key, value, when
+                            in zip(writes.keys, writes.values, writes.expiry_ms, strict=True))
+        if commands:
+            self._queue(lambda: self._send(commands, len(writes.keys)))
+        return len(writes.keys)
 
     def flush(self) -> int:
         """Waits for every queued write; returns how many rows were newer and written."""
@@ -333,15 +354,16 @@ class OnlineStore:
     # -- pushes --------------------------------------------------------------------------
 
     def push_tiles(self, batch_id: str, ingested: int, views: list[ViewPlan],
-                   build: Callable[[ViewPlan, str], list[TileWrites]], now: int,
+                   build: Callable[[ViewPlan, str], list[WindowWrites]], now: int,
                    into: dict[str, str] | None = None) -> int | None:
-        """Merges a pushed batch into the tiles of each view whose storage does not hold it
-        yet, and records it there, atomically. The storages are the served ones, or `into`
+        """Appends a pushed batch to the window keys of each view whose storage does not hold
+        it yet, and records it there, atomically. The storages are the served ones, or `into`
         (view -> storage: a materialization replaying the log). Each storage's push lock is
-        held while its blocks are read, merged and written, and the write is fenced by the
-        lock, the registry and the applied set (WRITE_PUSH): a flip, a concurrent push of the
-        same batch or a lost lock makes it start over. `build(view, storage)` makes the tile
-        writes. Returns the number of blocks written, or None when every storage held the
+        held while its keys are written, and the write is fenced by the lock, the registry
+        and the applied set (WRITE_PUSH): a flip, a concurrent push of the same batch or a
+        lost lock makes it start over. Keys that doubled since their last rewrite are
+        then rewritten under the same locks. `build(view, storage)` makes the records.
+        Returns the number of window keys written, or None when every storage held the
         batch."""
         registry_name = registry_key(self.project)
         token = uuid.uuid4().hex
@@ -352,20 +374,22 @@ class OnlineStore:
                     registry.parse(self._client.hgetall(registry_name)), views)
                 sets = {v.name: applied_key(self.project, v.name, storages[v.name])
                         for v in views}
-                with self._client.pipeline(transaction=False) as pipe:
-                    for v in views:
-                        pipe.zscore(sets[v.name], batch_id)
-                    held = pipe.execute()
+                locks = {v.name: push_lock_key(self.project, v.name, storages[v.name])
+                         for v in views}
+                held = self._take(list(locks.values()), token, list(sets.values()), batch_id)
                 todo = [v for v, score in zip(views, held, strict=True) if score is None]
+                if len(todo) < len(views):
+                    self._release([locks[v.name] for v in views if v not in todo], token)
                 if not todo:
                     return None
-                locks = [push_lock_key(self.project, v.name, storages[v.name]) for v in todo]
-                self._take(locks, token)
+                mine, released = [locks[v.name] for v in todo], False
                 try:
-                    written = self._write_push(batch_id, ingested, todo, storages, sets, locks,
-                                               token, build, now, check_served=into is None)
+                    written, released = self._write_push(
+                        batch_id, ingested, todo, storages, sets, mine, token, build, now,
+                        check_served=into is None)
                 finally:
-                    self._release(locks, token)
+                    if not released:
+                        self._release(mine, token)
                 if written != PUSH_RETRY:
                     return written
             raise OnlineStoreError(
@@ -376,44 +400,60 @@ class OnlineStore:
 
     def _write_push(self, batch_id: str, ingested: int, views: list[ViewPlan],
                     storages: dict[str, str], sets: dict[str, str], locks: list[str],
-                    token: str, build: Callable[[ViewPlan, str], list[TileWrites]], now: int,
-                    check_served: bool) -> int:
+                    token: str, build: Callable[[ViewPlan, str], list[WindowWrites]], now: int,
+                    check_served: bool) -> tuple[int, bool]:
+        """(keys written or PUSH_RETRY, whether the locks were released)."""
         writes = [w for v in views for w in build(v, storages[v.name])]
-        block_keys = [w.block_keys() for w in writes]
-        keys = [k for ks in block_keys for k in ks]
-        old = self._client.mget(keys) if keys else []
-        values: list[Any] = []
-        at = 0
-        for w, ks in zip(writes, block_keys, strict=True):
-            blobs, expiry = w.blocks(old[at:at + len(ks)], now)
-            at += len(ks)
-            for pair in zip(blobs, expiry, strict=True):
-                values += pair
-        events = [k for w in writes for k in w.event_keys]
-        for w in writes:
-            for pair in zip(w.events, w.event_expiry_ms, strict=True):
-                values += pair
+        keys = [k for w in writes for k in w.keys]
+        values: list[Any] = [None] * (2 * len(keys))
+        values[0::2] = [x for w in writes for x in w.values]
+        values[1::2] = [x for w in writes for x in w.expiry_ms]
         fenced: list[Any] = [registry_key(self.project)]
         served: list[Any] = []
         for v, lock in zip(views, locks, strict=True):
             fenced += [lock, sets[v.name], fresh_key(self.project, v.name, storages[v.name])]
             served += [f"active:{v.name}", storages[v.name]] if check_served else ["", ""]
-        return int(self._push_script(
-            keys=fenced + keys + events,
-            args=[len(views), len(keys), token, batch_id, ingested,
-                  now - APPLIED_RETENTION_US, *served, *values]))
+        grown = self._push_script(keys=fenced + keys,
+                                  args=[len(views), token, batch_id, ingested,
+                                        now - APPLIED_RETENTION_US, *served, *values])
+        if not isinstance(grown, list):
+            return PUSH_RETRY, False
+        if grown:
+            self._rewrite(writes, [int(i) for i in grown], locks, token, ingested)
+        return len(keys), True
 
-    def _take(self, locks: list[str], token: str) -> None:
+    def _rewrite(self, writes: list[WindowWrites], grown: list[int], locks: list[str],
+                 token: str, ingested: int) -> None:
+        """Compacts the window keys that grew (indices into the writes' keys, in order) and
+        releases the locks: a read after this push is as of `ingested` or later, so the keys
+        keep what it needs."""
+        keys, values, at, wanted = [], [], 0, set(grown)
+        for w in writes:
+            mine = [i - at for i in range(at, at + len(w.keys)) if i in wanted]
+            at += len(w.keys)
+            if mine:
+                names = [w.keys[i] for i in mine]
+                old = self._client.mget(names)
+                new = compacted(w.group, old, ingested, ingested)
+                keys += [n for n, v in zip(names, new, strict=True) if v is not None]
+                values += [v for v in new if v is not None]
+        self._rewrite_script(keys=locks + keys, args=[token, len(locks), *values])
+
+    def _take(self, locks: list[str], token: str, applied: list[str], batch_id: str
+              ) -> list[Any]:
         """Takes every lock, all at once (never some while waiting for others, so pushes of
-        several views cannot deadlock), waiting while other pushes hold them."""
+        several views cannot deadlock), waiting while other pushes hold them; in the same
+        round trip, reads the batch's score in each applied set (None: not held)."""
         deadline = time.monotonic() + PUSH_LOCK_MS / 1000 + 1
         while True:
             with self._client.pipeline(transaction=False) as pipe:
-                for lock in locks:
+                for lock, name in zip(locks, applied, strict=True):
                     pipe.set(lock, token, nx=True, px=PUSH_LOCK_MS)
-                taken = pipe.execute()
+                    pipe.zscore(name, batch_id)
+                replies = pipe.execute()
+            taken = replies[0::2]
             if all(taken):
-                return
+                return replies[1::2]
             self._release([lock for lock, ok in zip(locks, taken, strict=True) if ok], token)
             if time.monotonic() > deadline:
                 raise OnlineUnavailable(f"the push locks {', '.join(locks)} stayed held for "
@@ -442,10 +482,7 @@ class OnlineStore:
         """One lookup (scripts, tests, parity); the server does the same over asyncio. Raises
         RegistryMoved when a flip happened since `lookup` was prepared."""
         pending = lookup.start(entities, as_of_us)
-        values = self._call(lambda: self._client.mget(pending.keys))
-        extra = pending.head_keys(values)
-        heads = self._call(lambda: self._client.mget(extra)) if extra else []
-        return pending.finish(values, requests, heads)
+        return pending.finish(self._call(lambda: self._client.mget(pending.keys)), requests)
 
     # -- versions ------------------------------------------------------------------------
 

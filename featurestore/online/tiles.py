@@ -1,31 +1,37 @@
-"""Windowed views in Redis: one tile per entity, hop and view version holding the partial
-aggregates of the events of that hop, stored a day of hops to a key (a block), and the raw
-events of the newest hops.
+"""Windowed views in Redis: one window key per entity and hop group (online/keys.py:
+window_key) holding the entity's tiles (the partial aggregate of one hop each) and its pushed
+events that are not visible yet, in the bytes of online/tile_format.py.
 
-    block b of hop h (online/keys.py: block_key)   tiles b*B .. b*B+B-1, B = a day of hops
-    events of hop k (online/keys.py: events_key)   the raw events of the hop, appended
-
-A read at T merges the full tiles of each window and the head tile K = floor(T/hop); when the
-head holds events later than T (pushed with a future time, or a read as of the past) its raw
-events are read instead, in a second round trip. A block expires one window after the later
-of its last hop's end and its last write; a hop's raw events one hop after."""
+A read at T merges the coarse and hop tiles of each window and the held events visible at T:
+one key per entity and hop group, one round trip. A push appends its own tiles and events to
+the keys (it reads nothing); a rewrite (materialization, or a push's compaction once a key
+has doubled) merges the tiles of equal hops and drops the hops no read can need. A key
+expires one window after the later of its last hop and its last write (rounded up to the
+hop)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, hops, span
-from featurestore.aggregation.tiles import build_tiles, fold_tiles
-from featurestore.online.keys import bases_of_table, block_key, events_key
-from featurestore.online.tile_format import encode_tiles, pack_blocks, per_block, unpack_blocks
+from featurestore.aggregation.tiles import event_tiles
+from featurestore.online.keys import bases_of_table, window_key
+from featurestore.online.tile_format import (
+    COARSE,
+    EVENT,
+    build_encoded,
+    compact_values,
+    encode_tiles,
+    pack_records,
+)
 from featurestore.plan import ViewPlan
 from featurestore.plan.plan import AggregatePlan
 
-RAW_FIXED = 3  # ts, created, validity bits; then one int64 per aggregation
+DAY_US = 86_400_000_000
 
 
 @dataclass(frozen=True)
@@ -36,158 +42,84 @@ class TileGroup:
     layout: Layout
     span: int  # tiles a read needs: the longest window's full tiles plus the head
     indices: tuple[int, ...]  # positions of its aggregations in the view's
+    coarse: int  # hops per COARSE tile (tile_format.py); under 2: none
 
-    @property
-    def per_block(self) -> int:
-        return per_block(self.hop_us)
+    def expiry_ms(self, k_last: np.ndarray, now_us: int) -> np.ndarray:
+        """Expiry of keys whose last hop is k_last, written at now_us."""
+        last = np.maximum(k_last, now_us // self.hop_us) + 1
+        return (last + self.span) * self.hop_us // 1000 + 1
 
-    def blocks(self, k_head: int) -> range:
-        """The blocks holding tiles k_head - span + 1 .. k_head."""
-        return range((k_head - self.span + 1) // self.per_block, k_head // self.per_block + 1)
 
-    def block_expiry_ms(self, b: int, now_us: int) -> int:
-        end = (b + 1) * self.per_block * self.hop_us
-        return (max(end, now_us) + self.span * self.hop_us) // 1000 + 1
-
-    def events_expiry_ms(self, k: int, now_us: int) -> int:
-        return (max((k + 1) * self.hop_us, now_us) + self.hop_us) // 1000 + 1
+def coarse_hops(hop_us: int, span: int) -> int:
+    """A day's hops for windows of days, else about the square root of the span (none
+    under 16), so that a read merges at most about twice that many tiles, not the span's."""
+    day = DAY_US // hop_us
+    if day >= 2 and span >= 3 * day:
+        return day
+    return math.isqrt(span) if span >= 16 else 0
 
 
 def groups(aggregates: tuple[AggregatePlan, ...]) -> list[TileGroup]:
     out = []
     for hop, members in hops(aggregates).items():
         indices = tuple(aggregates.index(a) for a in members)
-        out.append(TileGroup(hop, Layout.of(members), span(members), indices))
+        n = span(members)
+        out.append(TileGroup(hop, Layout.of(members), n, indices, coarse_hops(hop, n)))
     return out
-
-
-@numba.njit(cache=True, nogil=True)
-def encode_events(spec, xi, m, ts, created, rows):  # type: ignore[no-untyped-def]
-    """Raw events (indices `rows`) as int64 records: ts, created, validity bits, inputs."""
-    a_count = spec.shape[0]
-    out = np.zeros((rows.shape[0], RAW_FIXED + a_count), np.int64)
-    for j in range(rows.shape[0]):
-        i = rows[j]
-        out[j, 0], out[j, 1] = ts[i], created[i]
-        bits = np.int64(0)
-        for a in range(a_count):
-            if m[a, i]:
-                bits |= np.int64(1) << np.int64(a)
-            out[j, RAW_FIXED + a] = xi[a, i]
-        out[j, 2] = bits
-    return out
-
-
-def raw_records(layout: Layout, xi: np.ndarray, xf: np.ndarray, m: np.ndarray, ts: np.ndarray,
-                created: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Float inputs travel as their bits in the int64 record."""
-    merged = xi.copy()
-    floats = np.flatnonzero(layout.spec[:, 2])
-    merged[floats] = xf[floats].view(np.int64)
-    return encode_events(layout.spec, merged, m, ts, created, rows)
-
-
-def decode_events(layout: Layout, blobs: list[bytes], rows: list[int]
-                  ) -> tuple[np.ndarray, ...]:
-    """(entity rows, xi, xf, m, ts, created) of the raw events in `blobs` (blob j belongs to
-    entity rows[j])."""
-    a_count = len(layout.aggregations)
-    width = RAW_FIXED + a_count
-    records = [np.frombuffer(b, np.int64).reshape(-1, width) for b in blobs]
-    table = np.concatenate(records) if records else np.zeros((0, width), np.int64)
-    owner = np.repeat(np.asarray(rows, np.int64), [len(r) for r in records])
-    xi = np.ascontiguousarray(table[:, RAW_FIXED:].T)
-    xf = xi.view(np.float64)
-    bits = table[:, 2]
-    m = np.array([(bits >> a) & 1 for a in range(a_count)], np.bool_).reshape(a_count, -1)
-    return owner, xi, xf, m, table[:, 0].copy(), table[:, 1].copy()
 
 
 @dataclass
-class TileWrites:
-    """One hop group's new tiles (per entity of `bases` and hop k) and head events."""
+class WindowWrites:
+    """One hop group's records for the window keys of some entities: whole values (a
+    rewrite, with their header) or records to append (a push)."""
 
     group: TileGroup
-    bases: list[str]
-    entity: np.ndarray
-    k: np.ndarray
-    states: np.ndarray  # normalized tile rows
-    event_keys: list[str]
-    events: list[bytes]  # raw records of each event key
-    event_expiry_ms: list[int]
-
-    def block_keys(self) -> list[str]:
-        """The blocks the tiles fall in, in order."""
-        b = self.k // self.group.per_block
-        first = np.ones(len(b), np.bool_)
-        first[1:] = (self.entity[1:] != self.entity[:-1]) | (b[1:] != b[:-1])
-        return [block_key(self.bases[e], self.group.hop_us, bb)
-                for e, bb in zip(self.entity[first].tolist(), b[first].tolist(), strict=True)]
-
-    def blocks(self, old: list[bytes | None], now: int) -> tuple[list[bytes], list[int]]:
-        """Each block's bytes with its old tiles (`old`, per block_keys(), None for none)
-        merged in, and its expiry."""
-        g = self.group
-        entity, k, states = self.entity, self.k, self.states
-        if any(blob is not None for blob in old):
-            entity, k, states = self._merged(old)
-        buf, offsets = encode_tiles(states)
-        data, block_offsets, _, block = pack_blocks(buf, offsets, entity, k, g.per_block)
-        raw = data.tobytes()
-        return ([raw[block_offsets[i]:block_offsets[i + 1]] for i in range(len(block))],
-                [g.block_expiry_ms(b, now) for b in block.tolist()])
-
-    def _merged(self, old: list[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        g = self.group
-        b = self.k // g.per_block
-        first = np.flatnonzero(np.r_[True, (self.entity[1:] != self.entity[:-1])
-                                     | (b[1:] != b[:-1])])
-        present = [i for i, blob in enumerate(old) if blob is not None]
-        blobs = [old[i] or b"" for i in present]
-        offsets = np.zeros(len(blobs) + 1, np.int64)
-        np.cumsum([len(x) for x in blobs], out=offsets[1:])
-        owner, k, rows = unpack_blocks(np.frombuffer(b"".join(blobs), np.uint8), offsets,
-                                       b[first[present]], g.per_block, g.layout.width)
-        entity = np.concatenate([self.entity, self.entity[first[present]][owner]])
-        k = np.concatenate([self.k, k])
-        order = np.lexsort((k, entity))
-        return fold_tiles(g.layout.spec, entity[order], k[order],
-                          np.concatenate([self.states, rows])[order])
+    keys: list[str]
+    values: list[bytes]
+    expiry_ms: list[int]
 
 
-def tile_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi: int,
-                visible_at: int, now: int) -> TileWrites:
-    """The tiles k_lo..k_hi of every entity in `events` from its events visible at
-    `visible_at`, and the raw events of the hops a read at or after min(visible_at, now) can
-    have as its head. Expiry counts from `now`, the wall clock."""
+def window_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi: int,
+                  visible_at: int, now: int, whole: bool) -> WindowWrites:
+    """The records of hops k_lo..k_hi of every entity in `events`: tiles of its events
+    visible at `visible_at`, and each later event on its own. Expiry counts from `now`."""
     xi, xf, m = g.layout.inputs(events.columns)
-    entity, k, states = build_tiles(g.layout.spec, g.layout.width, g.hop_us, xi, xf, m,
-                                    events.ts, events.created, events.starts, events.ends,
-                                    k_lo, k_hi, visible_at)
-    owner = np.repeat(np.arange(len(events.starts)), events.ends - events.starts)
+    spec, width = g.layout.spec, g.layout.width
+    buf, lo, hi, owner, k, kind = build_encoded(
+        spec, width, g.hop_us, g.coarse, xi, xf, m, events.ts, events.created, events.starts,
+        events.ends, k_lo, k_hi, visible_at)
+    created = np.zeros(len(k), np.int64)
     hop_of = events.ts // g.hop_us
-    raw = np.flatnonzero((hop_of >= max(min(visible_at, now) // g.hop_us, k_lo))
-                         & (hop_of <= k_hi)
-                         & (events.ts <= visible_at) & (events.created <= visible_at))
-    records = raw_records(g.layout, xi, xf, m, events.ts, events.created, raw)
-    event_keys, blobs, event_expiry = [], [], []
-    if len(raw):
-        pairs = np.column_stack([owner[raw], hop_of[raw]])
-        change = np.ones(len(raw), np.bool_)
-        change[1:] = (pairs[1:] != pairs[:-1]).any(axis=1)
-        bounds = np.append(np.flatnonzero(change), len(raw))
-        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            e, kk = int(pairs[lo, 0]), int(pairs[lo, 1])
-            event_keys.append(events_key(bases[e], g.hop_us, kk))
-            blobs.append(records[lo:hi].tobytes())
-            event_expiry.append(g.events_expiry_ms(kk, now))
-    return TileWrites(g, bases, entity, k, states, event_keys, blobs, event_expiry)
+    later = np.flatnonzero((hop_of >= k_lo) & (hop_of <= k_hi) & (
+        (events.ts > visible_at) | (events.created > visible_at)))
+    if len(later):  # rare: events ahead of the clock
+        held, offsets = encode_tiles(event_tiles(spec, width, xi, xf, m, events.ts,
+                                                 events.created, later))
+        event_owner = np.repeat(np.arange(len(events.starts)), events.ends - events.starts)
+        order = np.argsort(np.r_[owner, event_owner[later]], kind="stable")
+        lo, hi = (np.r_[x, y + len(buf)][order] for x, y in ((lo, offsets[:-1]),
+                                                              (hi, offsets[1:])))
+        owner = np.r_[owner, event_owner[later]][order]
+        k = np.r_[k, hop_of[later]][order]
+        kind = np.r_[kind, np.full(len(later), EVENT)][order]
+        created = np.r_[created, events.created[later]][order]
+        buf = np.concatenate([buf, held])
+    owners = np.unique(owner)
+    k_last = np.full(len(events.starts), np.iinfo(np.int64).min)
+    hops_only = kind != COARSE
+    np.maximum.at(k_last, owner[hops_only], k[hops_only])
+    expiry = g.expiry_ms(k_last[owners], now)
+    data, offsets = pack_records(buf, lo, hi, owner, k, kind, created, expiry, whole)
+    raw = data.tobytes()
+    return WindowWrites(g, [window_key(bases[e], g.hop_us) for e in owners.tolist()],
+                        [raw[offsets[i]:offsets[i + 1]] for i in range(len(owners))],
+                        expiry.tolist())
 
 
-def view_tile_writes(project: str, view: ViewPlan, storage: str, events: Events,
-                     oldest_head_us: int, newest_us: int, visible_at: int,
-                     now: int) -> list[TileWrites]:
-    """Every hop group's tiles of a windowed view from `events`, in `storage`: from the
+def view_window_writes(project: str, view: ViewPlan, storage: str, events: Events,
+                       oldest_head_us: int, newest_us: int, visible_at: int, now: int,
+                       whole: bool) -> list[WindowWrites]:
+    """Every hop group's records of a windowed view from `events`, in `storage`: from the
     oldest tile a read at `oldest_head_us` covers to the hop of `newest_us`."""
     bases = bases_of_table(project, view.name, storage, view.entity, view.join_keys,
                            events.keys)
@@ -195,5 +127,19 @@ def view_tile_writes(project: str, view: ViewPlan, storage: str, events: Events,
     for g in groups(view.aggregates):
         first, last = oldest_head_us // g.hop_us - g.span + 1, newest_us // g.hop_us
         if last >= first:
-            out.append(tile_writes(g, bases, events, first, last, visible_at, now))
+            out.append(window_writes(g, bases, events, first, last, visible_at, now, whole))
     return out
+
+
+def compacted(g: TileGroup, values: list[bytes | None], oldest_head_us: int, visible_at: int
+              ) -> list[bytes | None]:
+    """Window keys rewritten (tile_format.compact_values): for reads at `oldest_head_us` or
+    later that see every event visible at `visible_at`. None stays None."""
+    parts = [v or b"" for v in values]
+    offsets = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    data, out = compact_values(g.layout.spec, g.layout.width, g.coarse,
+                               np.frombuffer(b"".join(parts), np.uint8), offsets,
+                               oldest_head_us // g.hop_us - g.span + 1, visible_at)
+    raw = data.tobytes()
+    return [None if v is None else raw[out[i]:out[i + 1]] for i, v in enumerate(values)]

@@ -32,7 +32,7 @@ from featurestore.errors import (
 )
 from featurestore.online.lookup import Lookup
 from featurestore.online.store import OnlineStore
-from featurestore.online.tiles import view_tile_writes
+from featurestore.online.tiles import view_window_writes
 from featurestore.plan import Plan, ViewPlan, build_plan
 from featurestore.values.columns import from_arrow
 from featurestore.values.timestamps import now_us
@@ -196,8 +196,8 @@ def spend_events() -> Events:
 
 
 def build(plan: Plan) -> Callable[[ViewPlan, str], list]:
-    return lambda view, storage: view_tile_writes(plan.project, view, storage, spend_events(),
-                                                  NOW, NOW, np.iinfo(np.int64).max, NOW)
+    return lambda view, storage: view_window_writes(plan.project, view, storage, spend_events(),
+                                                    NOW, NOW, NOW, NOW, whole=False)
 
 
 def test_a_pushed_batch_is_applied_once_per_storage(store_for: Callable[[Plan], OnlineStore]
@@ -205,7 +205,7 @@ def test_a_pushed_batch_is_applied_once_per_storage(store_for: Callable[[Plan], 
     plan = plan_with()
     online, view = store_for(plan), plan.views["spend"]
     served = activate(online, view)
-    assert online.push_tiles("b1", NOW, [view], build(plan), NOW) == 2  # one block per user
+    assert online.push_tiles("b1", NOW, [view], build(plan), NOW) == 2  # one window key per user
     assert online.push_tiles("b1", NOW, [view], build(plan), NOW) is None
     assert read(online, plan, ["spend:x_sum_2h", "spend:x_count_2h"], [1, 2, 3], NOW) == {
         "x_sum_2h": [3.5, 4.0, 0.0], "x_count_2h": [2, 1, 0]}
@@ -221,7 +221,7 @@ def test_a_pushed_batch_is_applied_once_per_storage(store_for: Callable[[Plan], 
 
 def test_concurrent_pushes_all_count_and_a_batch_sent_twice_at_once_counts_once(
         store_for: Callable[[Plan], OnlineStore]) -> None:
-    """Eight senders push at the same moment into the same blocks: four distinct batches
+    """Eight senders push at the same moment into the same window keys: four distinct batches
     and two copies each of two more. Every distinct batch counts, each exactly once."""
     plan = plan_with()
     view = plan.views["spend"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from featurestore import FeatureStore, materialization
 from featurestore.definitions.types import Int64
 from featurestore.errors import PastReadRefused
 from featurestore.online.lookup import Lookup
+from featurestore.online.tiles import compacted, groups
 from featurestore.push import push
 from featurestore.values.columns import from_arrow, to_arrow
 
@@ -43,7 +45,10 @@ spend = FeatureView("spend", entity=user, source=tx, aggregates=[
     Aggregate("qty", "sum", window="1h", hop="15m", dtype=Int64, name="qty_1h"),
     Aggregate("qty", "max", window="1h", hop="15m", dtype=Int64, name="qty_max_1h"),
     Aggregate("shop", "count_distinct", window="2h", hop="30m", dtype=String, name="shops")])
+week = FeatureView("week", entity=user, source=tx, aggregates=[
+    Aggregate("amount", f, window="7d", hop="1h", name=f"week_{f}") for f in FUNCTIONS])
 service = FeatureService("s", features=[spend])
+weekly = FeatureService("w", features=[week, spend])
 """.replace("FUNCTIONS", repr(FUNCTIONS))
 MINUTE = 60_000_000
 DAY = 24 * 60 * MINUTE
@@ -77,10 +82,10 @@ def frame(rows: list[dict[str, Any]], clock: int = 0) -> pl.DataFrame:
                 "event_ts": pl.Datetime("us", "UTC")})
 
 
-def online_values(store: FeatureStore, client: redis.Redis, users: list[int], as_of: int
-                  ) -> dict[str, list[Any]]:
+def online_values(store: FeatureStore, client: redis.Redis, users: list[int], as_of: int,
+                  service: str = "s") -> dict[str, list[Any]]:
     plan = store.plan
-    selection = plan.select(service="s")
+    selection = plan.select(service=service)
     with online_of(client, plan.project) as online:
         lookup = Lookup(plan.project, plan, selection, online.served())
         result = online.read(lookup, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)},
@@ -213,10 +218,16 @@ def test_a_pushed_event_tying_a_stored_one_is_the_later_on_both_paths(
         client.close()
 
 
-def tile_dump(client: redis.Redis, project: str) -> dict[bytes, bytes]:
-    prefix = f"{project}:spend:".encode()
-    return {k[len(prefix):]: client.get(k) for k in client.scan_iter(match=prefix + b"*")
-            if b":t" in k}
+def tile_dump(client: redis.Redis, store: FeatureStore, clock: int) -> dict[bytes, bytes]:
+    """The view's window keys, each rewritten as a push's compaction would (pushes append
+    records in arrival order; the merged tiles are what must not depend on it)."""
+    prefix = f"{store.config.project}:spend:".encode()
+    by_hop = {g.hop_us: g for g in groups(store.plan.views["spend"].aggregates)}
+    out = {}
+    for key in client.scan_iter(match=prefix + b"*:w*"):
+        g = by_hop[int(key.rsplit(b":w", 1)[1])]
+        out[key[len(prefix):]] = compacted(g, [client.get(key)], clock, clock)[0]
+    return out
 
 
 def test_arrival_order_gives_byte_identical_tiles(tmp_path: Path, redis_url: str) -> None:
@@ -242,7 +253,83 @@ def test_arrival_order_gives_byte_identical_tiles(tmp_path: Path, redis_url: str
                 push(store.plan, store.config.root, online, "tx", frame(chunk).to_arrow(),
                      f"b{b}", now=clock)
                 at, b = at + sizes[b], b + 1
-            dumps.append(tile_dump(client, f"order{run}"))
+            dumps.append(tile_dump(client, store, clock))
     finally:
         client.close()
     assert dumps[0] and dumps[0] == dumps[1]
+
+
+def test_many_pushes_with_rewrites_a_racing_materialization_and_early_events_match_training_sets(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eighty pushes into two users' window keys (a 7-day window with coarse tiles of a day,
+    and the 2-hour ones): the keys double and pushes rewrite them; events arrive late, on time
+    and ahead of the clock (held apart, counted from their event time); retries after a
+    rewrite count once; a materialization runs while pushes go on. Every read, at each push
+    and minutes after the last one (when the early events have become visible), equals the
+    training set bit for bit."""
+    from featurestore.online import store as online_store
+    from featurestore.online.store import OnlineStore
+
+    small = online_store.WRITE_PUSH.replace(f"math.max({online_store.REWRITE_BYTES}, base)",
+                                            "math.max(256, base)")
+    assert small != online_store.WRITE_PUSH
+    monkeypatch.setattr(online_store, "WRITE_PUSH", small)  # rewrites come sooner
+    rewrites: list[int] = []
+    original = OnlineStore._rewrite
+
+    def counted(self: OnlineStore, writes: list, grown: list[int], *args: Any) -> None:
+        rewrites.append(len(grown))
+        original(self, writes, grown, *args)
+    monkeypatch.setattr(OnlineStore, "_rewrite", counted)
+    rng = np.random.default_rng(11)
+
+    def rows(n: int, lo: int, hi: int, ahead: int = 0) -> list[dict[str, Any]]:
+        """n events in [lo, hi), and `ahead` more in the 4 minutes after hi."""
+        return [{"user": 1 + j % 2, "amount": float(rng.choice([*SPECIALS, *rng.normal(0, 1e3, 8)])),
+                 "qty": int(rng.integers(-50, 50)),
+                 "ts": int(rng.integers(lo, hi) if j < n else rng.integers(hi, hi + 4 * MINUTE))}
+                for j in range(n + ahead)]
+    clock = next_day()
+    store = write_repo(tmp_path, "rewrites", frame(rows(200, -8 * DAY, -MINUTE), clock), redis_url)
+    start = clock
+    client = redis.Redis.from_url(redis_url)
+    online = store.online()
+    reads: list[tuple[int, dict[str, list[Any]]]] = []
+    racing: threading.Thread | None = None
+    try:
+        store.materialize(end=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=clock))
+        for i in range(80):
+            clock += 3 * MINUTE
+            batch = frame(rows(4, clock - start - 3 * 60 * MINUTE, clock - start + 1, 2),
+                          start).to_arrow()
+            assert not push(store.plan, tmp_path, online, "tx", batch, f"b{i}", now=clock).duplicate
+            if i % 10 == 9:
+                assert push(store.plan, tmp_path, online, "tx", batch, f"b{i}",
+                            now=clock + 1).duplicate
+            if i == 40:
+                end = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=clock)
+                racing = threading.Thread(target=store.materialize, kwargs={"end": end})
+                racing.start()
+            if racing is not None and i == 60:
+                racing.join(60)
+            if i % 4 == 3:
+                reads.append((clock, online_values(store, client, [1, 2, 3], clock, "w")))
+        for later in (MINUTE, 3 * MINUTE, 5 * MINUTE):
+            reads.append((clock + later,
+                          online_values(store, client, [1, 2, 3], clock + later, "w")))
+        assert rewrites, "no window key grew enough to be rewritten"
+        labels = pl.DataFrame({
+            "user_id": [u for _ in reads for u in [1, 2, 3]],
+            "event_timestamp": [datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t)
+                                for t, _ in reads for _ in range(3)]})
+        offline = store.training_set(labels, service="w")
+        for j, (t, served) in enumerate(reads):
+            for name, values in served.items():
+                expected = offline[name].to_list()[3 * j:3 * j + 3]
+                assert [bits(v) for v in values] == [bits(v) for v in expected], \
+                    f"{name} at {t - start} (read {j}): online {values} vs offline {expected}"
+    finally:
+        if racing is not None:
+            racing.join(60)
+        online.close()
+        client.close()

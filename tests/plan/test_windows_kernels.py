@@ -1,10 +1,13 @@
 """The three ways windows are computed agree bit for bit: direct evaluation over events (training
-sets), the sliding sweep (backfill), and tiles merged with head events (online), including
-tiles built from the events in any order and split into any batches."""
+sets), the sliding sweep (backfill), and window keys merged (online): written whole, appended
+batch by batch as pushes do, or rewritten, including tiles built from the events in any order
+and split into any batches."""
 
 from __future__ import annotations
 
 import math
+import struct
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -13,11 +16,11 @@ from hypothesis import strategies as st
 
 from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, empty_outputs
-from featurestore.aggregation.tiles import add_head_events, build_tiles, finish_rows, merge_tile
 from featurestore.aggregation.windows import evaluate, sweep
 from featurestore.definitions.functions import AGGREGATE_FUNCTIONS
 from featurestore.definitions.types import Float64, Int64
-from featurestore.online.tile_format import encode_tiles, index_blocks, merge_windows, pack_blocks
+from featurestore.online.tile_format import HEADER, merge_windows
+from featurestore.online.tiles import compacted, groups, window_writes
 from featurestore.plan.plan import AggregatePlan
 from featurestore.values.columns import Column
 
@@ -38,7 +41,8 @@ def streams(draw: st.DrawFn) -> dict[str, list]:
         [(draw(st.integers(0, 2)), draw(st.integers(0, 120)), draw(st.booleans()),
           draw(VALUES), draw(st.one_of(st.none(), st.integers(-2**40, 2**40))))
          for _ in range(n)], key=lambda r: (r[0], r[1]))
-    return {"rows": rows, "late": draw(st.booleans())}
+    return {"rows": rows, "late": draw(st.booleans()),
+            "coarse": draw(st.sampled_from([0, 2, 3, 4]))}
 
 
 def events_of(rows: list, late: bool) -> Events:
@@ -82,75 +86,74 @@ def test_sweep_and_tiles_equal_direct_evaluation(stream: dict, times: list[int])
           bounds[:-1], bounds[1:], q_ts, *swept)
     assert canonical(*swept) == canonical(*direct)
 
-    # Online: tiles of everything visible at the latest time, merged at each time T in the
-    # hop of that latest time (reads happen at or after the last arrival).
+    # Online: window keys written at the latest time t (tiles of what is visible then, later
+    # events held apart), read at t and after; the same events appended batch by batch as
+    # pushes do, and those keys rewritten, read the same.
     t = max(times)
-    if t < 0 or any(c > t for c in ev.created):
+    if t < 0:
         return
-    span = 50 // H + 1
-    head = t // H
-    ent, k, states = build_tiles(layout.spec, layout.width, H, xi, xf, m, ev.ts, ev.created,
-                                 ev.starts, ev.ends, head - span + 1, head, t)
-    # As online: tiles packed into blocks (of 4 hops here), the blocks read back per entity.
-    buf, offsets = encode_tiles(states)
-    data, block_offsets, block_entity, block = pack_blocks(buf, offsets, ent, k, 4)
-    numbers = range((head - span + 1) // 4, head // 4 + 1)
-    found = {(int(e), int(b)): bytes(data[block_offsets[i]:block_offsets[i + 1]])
-             for i, (e, b) in enumerate(zip(block_entity, block, strict=True))}
-    blobs = [found.get((e, b), b"") for e in range(3) for b in numbers]
-    flat = np.frombuffer(b"".join(blobs), np.uint8)
-    off = np.zeros(len(blobs) + 1, np.int64)
-    np.cumsum([len(x) for x in blobs], out=off[1:])
-    lo, hi = index_blocks(flat, off, 3, len(numbers), numbers.start, head - span + 1, span, 4)
-    online = empty_outputs(layout, 3)
-    acc = merge_windows(layout.spec, layout.width, head, flat, lo, hi, 3, span,
-                        np.ones(3, np.bool_))
-    finish_rows(layout.spec, acc, *online)
-    last = [len(times) * (e + 1) - 1 for e in range(3)]  # each entity's query at t
-    expected = [x[:, last] for x in direct]
-    assert canonical(*online) == canonical(*expected)
-    # ...and with the head tile left out and its events added raw.
-    acc = merge_windows(layout.spec, layout.width, head, flat, lo, hi, 3, span,
-                        np.zeros(3, np.bool_))
-    rows = np.flatnonzero(ev.ts // H == head)
-    owner = np.repeat(np.arange(3), ev.ends - ev.starts)[rows]
-    add_head_events(layout.spec, acc, owner.astype(np.int64), xi[:, rows].copy(),
-                    xf[:, rows].copy(), m[:, rows].copy(), ev.ts[rows].copy(),
-                    ev.created[rows].copy(), t)
-    raw = empty_outputs(layout, 3)
-    finish_rows(layout.spec, acc, *raw)
-    assert canonical(*raw) == canonical(*expected)
+    g = replace(groups(AGGS)[0], coarse=stream["coarse"])
+    bases = ["e0", "e1", "e2"]
+    k_lo, k_hi = t // H - g.span + 1, max([t, *ev.ts.tolist()]) // H
+    whole = window_writes(g, bases, ev, k_lo, k_hi, t, 0, True)
+    appended = _appended(g, bases, ev, np.array_split(np.arange(len(ev.ts)), 3), k_lo, k_hi, t)
+    keys = [f"e{e}:w{H}" for e in range(3)]
+    for d in (0, 3, 11, 40):
+        at = t + d
+        expected = empty_outputs(layout, 3)
+        evaluate(layout.spec, layout.width, xi, xf, m, ev.ts, ev.created, ev.starts, ev.ends,
+                 np.arange(3, dtype=np.int64), np.full(3, at, np.int64), *expected)
+        # rewritten as a push at `at` does: the events visible by then become tiles
+        rewritten = compacted(g, [appended.get(k) for k in keys], t, at)
+        layouts = {"whole": dict(zip(whole.keys, whole.values, strict=True)),
+                   "appended": appended, "rewritten": dict(zip(keys, rewritten, strict=True))}
+        for name, values in layouts.items():
+            blobs = [values.get(k) or b"" for k in keys]
+            off = np.zeros(4, np.int64)
+            np.cumsum([len(b) for b in blobs], out=off[1:])
+            online = empty_outputs(layout, 3)
+            assert merge_windows(layout.spec, layout.width, g.coarse, at // H, at,
+                                 np.frombuffer(b"".join(blobs), np.uint8), off, 3, g.span,
+                                 *online) == 0
+            assert canonical(*online) == canonical(*expected), (name, at)
+
+
+def _appended(g, bases: list[str], ev: Events, batches: list[np.ndarray], k_lo: int,
+              k_hi: int, t: int) -> dict[str, bytes]:
+    """Window keys as pushes leave them: each batch's records appended, in batch order."""
+    owner = np.repeat(np.arange(3), ev.ends - ev.starts)
+    out: dict[str, bytes] = {}
+    for batch in batches:
+        batch = batch[np.lexsort((ev.ts[batch], owner[batch]))]
+        part = Events(ev.keys, ev.ts[batch], ev.created[batch],
+                      {c: Column(col.values[batch], col.valid[batch])
+                       for c, col in ev.columns.items()},
+                      np.searchsorted(owner[batch], np.arange(3)).astype(np.int64),
+                      np.searchsorted(owner[batch], np.arange(3), side="right").astype(np.int64))
+        w = window_writes(g, bases, part, k_lo, k_hi, t, 0, False)
+        for key, value in zip(w.keys, w.values, strict=True):
+            out[key] = out.get(key, struct.pack("<qq", HEADER, 0)) + value
+    return out
 
 
 @settings(max_examples=60, deadline=None)
 @given(streams(), st.randoms(use_true_random=False))
 def test_tiles_do_not_depend_on_arrival_order_or_batches(stream: dict, rnd) -> None:
-    ev = events_of(stream["rows"], False)
-    layout = Layout.of(AGGS)
-    xi, xf, m = layout.inputs(ev.columns)
+    """The same events pushed in any order and batches, once their keys are rewritten, are
+    the same bytes as the keys written whole and rewritten (events held apart keep their
+    arrival order: reads of them are compared in the test above)."""
+    ev = events_of(stream["rows"], stream["late"])
+    g = replace(groups(AGGS)[0], coarse=stream["coarse"])
+    bases = ["e0", "e1", "e2"]
     n = len(ev.ts)
-    whole = build_tiles(layout.spec, layout.width, H, xi, xf, m, ev.ts, ev.created,
-                        ev.starts, ev.ends, -100, 100, 10**9)
-    # The same events split into random batches, each folded into tiles and merged.
-    merged: dict[tuple[int, int], np.ndarray] = {}
+    t = 200  # every event visible
     order = list(range(n))
     rnd.shuffle(order)
     cut = sorted(rnd.sample(range(1, n), min(3, n - 1))) if n > 1 else []
-    owner = np.repeat(np.arange(3), ev.ends - ev.starts)
-    for batch in np.split(np.array(order, np.int64), cut):
-        batch = batch[np.lexsort((ev.ts[batch], owner[batch]))]
-        starts = np.searchsorted(owner[batch], np.arange(3)).astype(np.int64)
-        ends = np.searchsorted(owner[batch], np.arange(3), side="right").astype(np.int64)
-        e, k, states = build_tiles(layout.spec, layout.width, H, xi[:, batch].copy(),
-                                   xf[:, batch].copy(), m[:, batch].copy(), ev.ts[batch].copy(),
-                                   ev.created[batch].copy(), starts, ends, -100, 100, 10**9)
-        for j, key in enumerate(zip(e.tolist(), k.tolist(), strict=True)):
-            if key in merged:
-                merge_tile(layout.spec, states[j], merged[key])
-            merged[key] = states[j]
-    keys = list(zip(whole[0].tolist(), whole[1].tolist(), strict=True))
-    assert sorted(merged) == keys
-    a = encode_tiles(whole[2])
-    b = encode_tiles(np.array([merged[key] for key in keys], np.int64).reshape(len(keys),
-                                                                               layout.width))
-    assert a[0].tobytes() == b[0].tobytes()
+    pushed = _appended(g, bases, ev, np.split(np.array(order, np.int64), cut), -5, 20, t)
+    whole = window_writes(g, bases, ev, -5, 20, t, 0, True)
+    assert sorted(pushed) == sorted(whole.keys)
+    keys = whole.keys
+    a = compacted(g, [dict(zip(keys, whole.values, strict=True))[k] for k in keys], 0, t)
+    b = compacted(g, [pushed[k] for k in keys], 0, t)
+    assert [v[:8] + v[16:] for v in a] == [v[:8] + v[16:] for v in b]  # all but expiry
