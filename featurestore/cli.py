@@ -444,12 +444,12 @@ def import_feast_repo(
     what did not (with why). Anything that does not convert fails the import (exit 1, nothing
     written) unless --partial."""
     result = _guard(lambda: import_feast(feast_repo, out_dir, partial))
-    for line in result.converted:
-        out.print(f"converted {line}", highlight=False)
+    for line in result.converted:  # one line each, unwrapped, so they can be searched
+        out.print(f"converted {line}", highlight=False, soft_wrap=True)
     for line in result.notes:
-        out.print(f"note: {line}", highlight=False)
+        out.print(f"note: {line}", highlight=False, soft_wrap=True)
     for line in result.skipped:
-        err.print(f"not converted: {line}", highlight=False)
+        err.print(f"not converted: {line}", highlight=False, soft_wrap=True)
     out.print(f"wrote {result.out}; next: featurestore apply --repo {result.out}", highlight=False)
 
 
