@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from feast_kit import init_and_import
 
 from featurestore import FeatureStore
 
@@ -38,15 +39,7 @@ NOT_CONVERTED = {
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """(Feast's repo, the converted repo, the import's output)."""
-    root = tmp_path_factory.mktemp("feast_init")
-    subprocess.run([sys.executable, "-m", "feast.cli.cli", "init", "demo"], cwd=root,
-                   check=True, capture_output=True)
-    feast_repo = root / "demo" / "feature_repo"
-    done = subprocess.run([sys.executable, "-m", "featurestore.cli", "import-feast",
-                           str(feast_repo), "-o", str(root / "converted"), "--partial"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return feast_repo, root / "converted", done.stdout + done.stderr
+    return init_and_import(tmp_path_factory.mktemp("feast_init"))
 
 
 def test_import_names_what_it_changed_and_what_it_left_out(repos: tuple[Path, Path, str]
