@@ -59,11 +59,12 @@ def feast_time(us: int) -> str:
 
 def feature_ref(plan: Plan, ref: str) -> str:
     """Feast's `view:feature` for ours: a view's feature as is; `odfv:output` names the
-    transform `output` (or `odfv_output`, as `import-feast` names a shared output)."""
+    transform `odfv_output` (as `import-feast` names an output two views share) or else
+    `output`."""
     view, _, name = ref.partition(":")
     if not name or view in plan.views:
         return ref
-    for candidate in (name, f"{view}_{name}"):
+    for candidate in (f"{view}_{name}", name):
         if candidate in plan.transforms:
             return candidate
     return ref
@@ -81,7 +82,11 @@ class FeastHttp:
                                  "list of values) and `features` or `feature_service`")
         plan = self.server.plan
         service = body.get("feature_service") or None
-        features = [feature_ref(plan, str(f)) for f in body.get("features") or []]
+        asked = [str(f) for f in body.get("features") or []]
+        features = [feature_ref(plan, f) for f in asked]
+        # Feast's (view, feature) per feature ref of ours, which name it in the response
+        feast_refs = {ours: theirs.partition(":")[::2] for ours, theirs in zip(
+            features, asked, strict=True) if ":" in theirs}
         try:
             selection = plan.select(service=service, features=features or None)
         except FeatureStoreError as exc:
@@ -102,11 +107,14 @@ class FeastHttp:
                                      service or "", {}, selection.join_keys, selection.requests,
                                      [], "", True))
         answer = OnlineFeatures(await self.server.online_features(request, Call(None)))
-        return _feast_response(answer, selection, keys, bool(body.get("full_feature_names")))
+        return _feast_response(answer, selection, keys, feast_refs,
+                               bool(body.get("full_feature_names")))
 
 
 def _feast_response(answer: OnlineFeatures, selection: Selection, keys: dict[str, list[Any]],
-                    full_names: bool) -> dict[str, Any]:
+                    feast_refs: dict[str, tuple[str, str]], full_names: bool) -> dict[str, Any]:
+    """`feast_refs`: the Feast (view, feature) of each feature ref asked for, which names it
+    as Feast would (a feature service's transforms keep their own names)."""
     n = answer.num_entities
     zero = [feast_time(0)] * n
     names, results = [], []
@@ -116,7 +124,8 @@ def _feast_response(answer: OnlineFeatures, selection: Selection, keys: dict[str
                         "event_timestamps": zero})
     for output in selection.outputs:
         view = output.ref.split(":")[0] if ":" in output.ref else None
-        names.append(f"{view}__{output.name}" if full_names and view else output.name)
+        owner, name = feast_refs.get(output.ref, (view, output.name))
+        names.append(f"{owner}__{name}" if full_names and owner else name)
         statuses = answer.statuses[output.name].tolist()
         raw = answer.values[output.name]
         listed = raw if isinstance(raw, list) else raw.tolist()

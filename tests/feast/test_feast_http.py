@@ -85,10 +85,14 @@ REQUESTS = [
                   "val_to_add_2": [10, 20, 30, 40, 50]}},
     {"features": ["driver_hourly_stats:conv_rate", "transformed_conv_rate:conv_rate_plus_val2"],
      "entities": {"driver_id": [1002], "val_to_add": [1], "val_to_add_2": [7]}},
+    {"features": ["driver_hourly_stats_fresh:conv_rate",
+                  "transformed_conv_rate_fresh:conv_rate_plus_val1"],
+     "entities": {"driver_id": [1004, 1005], "val_to_add": [3, 4], "val_to_add_2": [0, 0]},
+     "full_feature_names": True},  # an output name two on-demand views share
 ]
 
 
-@pytest.mark.parametrize("body", REQUESTS, ids=["features", "full_names", "service", "odfv"])
+@pytest.mark.parametrize("body", REQUESTS, ids=["features", "full_names", "service", "odfv", "odfv_shared_name"])
 def test_same_json_as_feast_serve(ports: tuple[int, int], body: dict[str, Any]) -> None:
     theirs_port, ours_port = ports
     theirs_status, theirs = post(theirs_port, body)
