@@ -92,7 +92,8 @@ REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("body", REQUESTS, ids=["features", "full_names", "service", "odfv", "odfv_shared_name"])
+@pytest.mark.parametrize("body", REQUESTS, ids=["features", "full_names", "service", "odfv",
+                                                "odfv_shared_name"])
 def test_same_json_as_feast_serve(ports: tuple[int, int], body: dict[str, Any]) -> None:
     theirs_port, ours_port = ports
     theirs_status, theirs = post(theirs_port, body)
