@@ -546,12 +546,12 @@ def import_feast_repo(
     what did not (with why). Anything that does not convert fails the import (exit 1, nothing
     written) unless --partial."""
     result = _guard(lambda: import_feast(feast_repo, out_dir, partial))
-    for line in result.converted:
-        out.print(f"converted {line}", highlight=False)
+    for line in result.converted:  # one line each, unwrapped, so they can be searched
+        out.print(f"converted {line}", highlight=False, soft_wrap=True)
     for line in result.notes:
-        out.print(f"note: {line}", highlight=False)
+        out.print(f"note: {line}", highlight=False, soft_wrap=True)
     for line in result.skipped:
-        err.print(f"not converted: {line}", highlight=False)
+        err.print(f"not converted: {line}", highlight=False, soft_wrap=True)
     out.print(f"wrote {result.out}; next: featurestore apply --repo {result.out}", highlight=False)
 
 
@@ -610,6 +610,9 @@ def serve(repo: Repo = Path("feature_repo"),
           reflection: Annotated[bool, typer.Option(help="gRPC server reflection")] = True,
           metrics_port: Annotated[int | None, typer.Option(
               help="serve Prometheus metrics on this port (HTTP, on --host)")] = None,
+          http_port: Annotated[int | None, typer.Option(
+              help="also answer Feast's HTTP API (POST /get-online-features) on this port, "
+                   "on --host, in plain text")] = None,
           log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
           log_format: Annotated[str, typer.Option(help="json (one object per line) or text")]
           = "json",
@@ -637,6 +640,11 @@ def serve(repo: Repo = Path("feature_repo"),
                                     f"{access_log_sample}")
         if metrics_port is not None and not 0 < metrics_port < 65536:
             raise FeatureStoreError(f"--metrics-port must be 1..65535, got {metrics_port}")
+        if http_port is not None and not 0 < http_port < 65536:
+            raise FeatureStoreError(f"--http-port must be 1..65535, got {http_port}")
+        if http_port is not None and tls_cert:
+            raise FeatureStoreError("--http-port serves plain HTTP; it does not go with "
+                                    "--tls-cert (put a TLS proxy in front of it instead)")
         tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
         if tls is not None:
             tls.server_credentials()  # unreadable files fail here, before anything starts
@@ -645,7 +653,8 @@ def serve(repo: Repo = Path("feature_repo"),
         run_server(repo, host, port, workers, ServerOptions(
             max_batch=max_batch, tls=tls, tokens=tokens, reflection=reflection,
             log_level=log_level, log_format=log_format, access_log_sample=access_log_sample,
-            sample_rate=check_rate(log_sample), redis_io=redis_io),  # type: ignore[arg-type]
+            sample_rate=check_rate(log_sample), redis_io=redis_io,  # type: ignore[arg-type]
+            http_port=http_port),
             metrics_port)
 
     _guard(run)

@@ -2,29 +2,29 @@
 
 Feast's own loader reads the repo (so whatever Feast accepts is what gets converted), then
 each definition is mapped to ours: entities (key types read from the data), file sources
-(push sources through their batch source), feature views, on-demand feature views in python
-mode whose body is a plain expression per output (each output becomes a compiled transform),
-and feature services. Whatever has no equivalent is listed with the reason, never dropped
-silently. The output is written to a temporary folder, loaded and compiled by featurestore,
-and only then moved into place, so a failed import leaves nothing behind."""
+(push sources through their batch source) with Feast's meaning of their created column and of
+zone-less timestamps, feature views, on-demand feature views whose outputs translate (see
+feast_functions; each output becomes a compiled transform), and feature services. Whatever has
+no equivalent is listed with the reason, never dropped silently. The output is written to a
+temporary folder, loaded and compiled by featurestore, and only then moved into place, so a
+failed import leaves nothing behind."""
 
 from __future__ import annotations
 
-import ast
-import inspect
 import os
 import shutil
 import sys
 import tempfile
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
 from featurestore.errors import FeatureStoreError
+from featurestore.feast_functions import Body, translate
 from featurestore.plan import build_plan
 from featurestore.repo import load_repo
 
@@ -71,6 +71,9 @@ def import_feast(feast_repo: str | Path, out: str | Path, partial: bool = False)
             "these definitions have no featurestore equivalent, so nothing was written "
             "(--partial writes the rest):\n  " + "\n  ".join(result.skipped))
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # a normal folder, not mkdtemp's private 0700
     try:
         (staging / "featurestore.yaml").write_text(yaml.safe_dump(
             {"project": _name(config.get("project", "imported")), "online_store": "managed"}))
@@ -133,7 +136,9 @@ class _Writer:
         # join keys -> (entity name, key types)
         self.entities: dict[tuple[str, ...], tuple[str, dict[str, str]]] = {}
         self.views: dict[str, tuple[str, _Source, list[tuple[str, str]], Any]] = {}
-        self.transforms: dict[str, list[str]] = {}  # odfv -> its transforms
+        self.transforms: dict[str, dict[str, str]] = {}  # odfv -> output -> transform name
+        self.transform_texts: list[str] = []
+        self.taken: set[str] = set()  # transform names
 
     def render(self, contents: Any) -> str:
         self.join_keys = {e.name: e.join_key for e in contents.entities}
@@ -168,11 +173,17 @@ class _Writer:
             self.result.skipped.append(f"feature view {owner}: data file {path} is missing")
             return None
         schema = pq.read_schema(path) if path.is_file() else None
-        ts_type = schema.field(source.timestamp_field).type if schema else None
-        timezone = "UTC" if ts_type is not None and getattr(ts_type, "tz", None) is None else None
-        if timezone:
+        naive = [f.name for f in schema or [] if pa.types.is_timestamp(f.type) and f.type.tz is None]
+        timezone = "UTC" if naive else None
+        if naive:
             self.result.notes.append(
-                f"source {source.name}: naive timestamps are read as UTC, as Feast does")
+                f"source {source.name}: zone-less timestamps ({', '.join(naive)}) are read as "
+                'UTC, as Feast does (declared timezone="UTC")')
+        if source.created_timestamp_column:
+            self.result.notes.append(
+                f"source {source.name}: created column {source.created_timestamp_column} only "
+                'breaks ties between rows of equal event time, as in Feast (declared '
+                'created_role="tie_break")')
         found = _Source(_name(source.name), path, source.timestamp_field,
                         source.created_timestamp_column or None, dict(source.field_mapping or {}),
                         timezone)
@@ -221,10 +232,10 @@ class _Writer:
         self.result.converted.append(f"feature view {fv.name}")
 
     def _odfv(self, odfv: Any) -> None:
-        if odfv.mode != "python":
+        if odfv.mode not in ("python", "pandas"):
             self.result.skipped.append(
-                f"on-demand feature view {odfv.name}: {odfv.mode} mode; only python-mode "
-                "functions can be compiled (rewrite it with mode='python')")
+                f"on-demand feature view {odfv.name}: {odfv.mode} mode; only python- and "
+                "pandas-mode functions translate")
             return
         inputs: dict[str, str] = {}  # name -> its reference in our definitions
         for projection in odfv.source_feature_view_projections.values():
@@ -243,44 +254,54 @@ class _Writer:
                 if ours:
                     inputs[f.name] = f'Request("{f.name}", {ours})'
         try:
-            outputs = _expressions(odfv.feature_transformation.udf, bool(odfv.singleton))
-        except (OSError, TypeError, ValueError) as exc:
+            outputs = translate(odfv.feature_transformation.udf, odfv.mode, bool(odfv.singleton))
+        except ValueError as exc:
             self.result.skipped.append(f"on-demand feature view {odfv.name}: {exc}")
             return
-        names = []
+        names = self.transforms.setdefault(odfv.name, {})
         for f in odfv.features:
             ours = TYPES.get(getattr(f.dtype, "name", str(f.dtype)))
-            expr, used = outputs.get(f.name, (None, []))
-            missing = [u for u in used if u not in inputs]
-            if expr is None or ours is None or missing:
+            body = outputs.get(f.name, "no assignment to this output was found")
+            missing = [u for u in body.params if u not in inputs] if isinstance(body, Body) else []
+            if not isinstance(body, Body) or ours is None or missing:
                 why = (f"input(s) {missing} not available" if missing else
-                       f"type {f.dtype} has no equivalent" if ours is None else
-                       "its value is not a plain expression of the inputs")
+                       f"type {f.dtype} has no equivalent" if ours is None else body)
                 self.result.skipped.append(f"on-demand feature {odfv.name}:{f.name}: {why}")
                 continue
-            params = ", ".join(f'"{u}": {inputs[u]}' for u in used)
-            self.transforms.setdefault(odfv.name, []).append(
+            name = _name(f.name)
+            if name in self.taken:
+                name = _name(f"{odfv.name}_{f.name}")
+                self.result.notes.append(
+                    f"on-demand feature {odfv.name}:{f.name} is the transform {name} (another "
+                    f"on-demand view has an output named {f.name})")
+            self.taken.add(name)
+            params = ", ".join(f'"{u}": {inputs[u]}' for u in body.params)
+            lines = "".join(f"    {line}\n" for st in body.statements for line in st.splitlines())
+            self.transform_texts.append(
                 f"@transform(inputs={{{params}}}, output={ours})\n"
-                f"def {_name(f.name)}({', '.join(used)}):\n    return {expr}\n")
-            names.append(_name(f.name))
+                f"def {name}({', '.join(body.params)}):\n{lines}    return {body.result}\n")
+            names[f.name] = name
         if names:
             self.result.converted.append(f"on-demand feature view {odfv.name} "
                                          f"({len(names)} transforms)")
 
     def _service(self, service: Any) -> str | None:
-        items = []
+        items, lost = [], []
         for projection in service.feature_view_projections:
-            if projection.name in self.views:
-                fields = dict(self.views[projection.name][2])
-                items += [f'"{_name(projection.name)}:{f.name}"' for f in projection.features
-                          if f.name in fields]
-            elif projection.name in self.transforms:
-                items += [f'"{_name(f.name)}"' for f in projection.features
-                          if f"def {_name(f.name)}(" in "".join(self.transforms[projection.name])]
+            for f in projection.features:
+                if f.name in dict(self.views.get(projection.name, (0, 0, []))[2]):
+                    items.append(f'"{_name(projection.name)}:{f.name}"')
+                elif f.name in self.transforms.get(projection.name, {}):
+                    items.append(f'"{self.transforms[projection.name][f.name]}"')
+                else:
+                    lost.append(f"{projection.name}:{f.name}")
         if not items:
             self.result.skipped.append(f"feature service {service.name}: none of its features "
                                        "converts")
             return None
+        if lost:
+            self.result.skipped.append(f"feature service {service.name}: written without "
+                                       f"{', '.join(lost)} (not converted, see above)")
         self.result.converted.append(f"feature service {service.name}")
         return (f"{_name(service.name)} = FeatureService(\"{_name(service.name)}\", features=[\n"
                 f"    {', '.join(items)}])\n")
@@ -297,7 +318,7 @@ class _Writer:
         parts.append("")
         for s in self.sources.values():
             path = os.path.relpath(s.path, self.out)
-            extra = (f', created="{s.created}"' if s.created else "") + (
+            extra = (f', created="{s.created}", created_role="tie_break"' if s.created else "") + (
                 f", field_mapping={s.mapping!r}" if s.mapping else "") + (
                 f', timezone="{s.timezone}"' if s.timezone else "")
             parts.append(f'{s.name} = Source("{s.name}", path="{path}", '
@@ -308,104 +329,7 @@ class _Writer:
             field_text = ", ".join(f'Field("{f}", {t})' for f, t in fields)
             parts.append(f'{_name(name)} = FeatureView("{_name(name)}", entity={entity}, '
                          f"source={source.name}{ttl_text},\n    fields=[{field_text}])\n")
-        for texts in self.transforms.values():
-            parts += [f"\n{t}" for t in texts]
+        parts += [f"\n{t}" for t in self.transform_texts]
         parts += ["", *services]
         return "\n".join(parts)
 
-
-def _expressions(fn: Any, singleton: bool) -> dict[str, tuple[str, list[str]]]:
-    """Output name -> (a scalar Python expression, the inputs it reads) from a python-mode
-    function that builds its outputs as `out["x"] = <expr>` or returns `{"x": <expr>}`, where
-    <expr> reads `inputs["name"]` (singleton mode) or is a comprehension over `inputs["a"]` or
-    `zip(inputs["a"], ...)` (batch mode)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    func = tree.body[0]
-    if not isinstance(func, ast.FunctionDef) or len(func.args.args) != 1:
-        raise ValueError("the function does not take one `inputs` argument")
-    arg = func.args.args[0].arg
-    found: dict[str, ast.expr] = {}
-    for node in ast.walk(func):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
-                node.targets[0], ast.Subscript) and isinstance(node.targets[0].slice, ast.Constant):
-            found[str(node.targets[0].slice.value)] = node.value
-        elif isinstance(node, ast.Return) and isinstance(node.value, ast.Dict):
-            for k, v in zip(node.value.keys, node.value.values, strict=True):
-                if isinstance(k, ast.Constant):
-                    found[str(k.value)] = v
-    out = {}
-    for name, expr in found.items():
-        scalar = _scalar(expr, arg, singleton)
-        if scalar is not None:
-            out[name] = scalar
-    return out
-
-
-def _scalar(expr: ast.expr, arg: str, singleton: bool) -> tuple[str, list[str]] | None:
-    renames: dict[str, str] = {}
-    if not singleton:  # [e for a, b in zip(inputs["x"], inputs["y"])]
-        if not (isinstance(expr, ast.ListComp) and len(expr.generators) == 1):
-            return None
-        gen = expr.generators[0]
-        call = gen.iter
-        if gen.ifs:
-            return None
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "zip":
-            sources = call.args
-        elif _input_name(call, arg) is not None:  # [e for x in inputs["x"]]
-            sources = [call]
-        else:
-            return None
-        targets = gen.target.elts if isinstance(gen.target, ast.Tuple) else [gen.target]
-        if len(targets) != len(sources):
-            return None
-        for target, source in zip(targets, sources, strict=True):
-            name = _input_name(source, arg)
-            if not isinstance(target, ast.Name) or name is None:
-                return None
-            renames[target.id] = name
-        expr = expr.elt
-    expr = _unguarded(expr)
-    used: list[str] = []
-
-    class Rewrite(ast.NodeTransformer):
-        def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
-            name = _input_name(node, arg)
-            if name is None:
-                return self.generic_visit(node)
-            used.append(name) if name not in used else None
-            return ast.Name(id=name, ctx=ast.Load())
-
-        def visit_Name(self, node: ast.Name) -> ast.AST:
-            if node.id in renames:
-                name = renames[node.id]
-                used.append(name) if name not in used else None
-                return ast.Name(id=name, ctx=ast.Load())
-            return node
-
-    rewritten = Rewrite().visit(expr)
-    if any(isinstance(n, ast.Name) and n.id == arg for n in ast.walk(rewritten)):
-        return None  # still reads `inputs` some other way
-    return ast.unparse(rewritten), used
-
-
-def _unguarded(expr: ast.expr) -> ast.expr:
-    """`e if x is not None [and y is not None ...] else None` is Feast's way of saying what
-    a featurestore transform does anyway (its output is NULL when an input is missing), so
-    the guard goes and `e` stays."""
-    if not (isinstance(expr, ast.IfExp) and isinstance(expr.orelse, ast.Constant)
-            and expr.orelse.value is None):
-        return expr
-    tests = expr.test.values if isinstance(expr.test, ast.BoolOp) and isinstance(
-        expr.test.op, ast.And) else [expr.test]
-    guards = all(isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.IsNot)
-                 and isinstance(t.comparators[0], ast.Constant) and t.comparators[0].value is None
-                 for t in tests)
-    return expr.body if guards else expr
-
-
-def _input_name(node: ast.AST, arg: str) -> str | None:
-    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-            and node.value.id == arg and isinstance(node.slice, ast.Constant)):
-        return str(node.slice.value)
-    return None

@@ -339,7 +339,7 @@ def _rows_visible_between(store: FeatureStore, view: ViewPlan, after_us: int, un
     keys = ", ".join(quote(k) for k, _ in view.join_keys)
     if view.windowed:
         src = store.plan.sources[view.source]
-        vis = visible_from(src.created, quote(src.timestamp))
+        vis = visible_from(src, quote(src.timestamp))
         rows = f"sources.{quote(src.name)} WHERE {INGESTED} IS NULL AND"
     else:
         vis, rows = "visible_at", f"features.{quote(view.name)} WHERE"

@@ -162,3 +162,12 @@ both = FeatureService("both", features=[user_profile, others])
     write_repo(tmp_path, defs)
     with pytest.raises(DefinitionError, match=r"two features are named 'age'"):
         load(tmp_path)
+
+
+def test_created_role_is_checked() -> None:
+    from featurestore import Source
+    with pytest.raises(DefinitionError, match=r"created_role='tiebreak' must be one of "
+                                              r"'visibility', 'tie_break'"):
+        Source("s", path="d.parquet", timestamp="ts", created="cr", created_role="tiebreak")
+    with pytest.raises(DefinitionError, match=r"created_role='tie_break' needs created="):
+        Source("s", path="d.parquet", timestamp="ts", created_role="tie_break")

@@ -6,6 +6,10 @@ from featurestore.definitions.base import caller_location, check_name
 from featurestore.errors import DefinitionError
 
 FILE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+# What a source's created column means. "visibility": a row is visible from the later of its
+# event and created times, and the created time breaks ties between equal event times.
+# "tie_break" (Feast's created_timestamp_column): it only breaks ties, and never hides a row.
+CREATED_ROLES = ("visibility", "tie_break")
 
 
 class Source:
@@ -19,6 +23,7 @@ class Source:
         table: str | None = None,
         timestamp: str,
         created: str | None = None,
+        created_role: str = "visibility",
         field_mapping: dict[str, str] | None = None,
         timezone: str | None = None,
         description: str = "",
@@ -43,6 +48,13 @@ class Source:
             raise DefinitionError(f"{where}: timestamp= must name the event-timestamp column")
         self.timestamp = timestamp
         self.created = created
+        if created_role not in CREATED_ROLES:
+            raise DefinitionError(
+                f"{where}: created_role={created_role!r} must be one of "
+                + ", ".join(repr(r) for r in CREATED_ROLES))
+        if created_role != "visibility" and not created:
+            raise DefinitionError(f"{where}: created_role={created_role!r} needs created=")
+        self.created_role = created_role
         mapping = dict(field_mapping or {})
         for src_col, name_ in mapping.items():
             check_name(f"{where} field_mapping target for {src_col!r}", name_)

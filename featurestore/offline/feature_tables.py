@@ -2,7 +2,8 @@
 one place.
 
 A source row is visible at T when its event timestamp and its created timestamp are both <= T,
-that is from `visible_at = greatest(event_ts, created)` on. Among rows visible at T the winner
+that is from `visible_at = greatest(event_ts, created)` on (a created column declared as a
+tie-break only does not delay visibility). Among rows visible at T the winner
 is the greatest (event_ts, created, __seq). Visible sets only grow with T, so the winner at T is
 the running maximum over rows ordered by visible_at; the feature table keeps one row per
 (entity, visible_at) holding that winner. A training set is then one ASOF join per view, and
@@ -15,7 +16,7 @@ import duckdb
 from featurestore.offline import windowed
 from featurestore.offline.connection import INTERNAL, quote
 from featurestore.offline.ingest import source_table
-from featurestore.offline.windowed import created_at
+from featurestore.offline.windowed import created_at, visible_from
 from featurestore.plan import Plan, ViewPlan
 
 # Bumped whenever the feature tables' columns change, so existing stores rebuild them.
@@ -73,14 +74,14 @@ def _build_latest(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan) ->
     keys = [quote(k) for k, _ in view.join_keys]
     key_list = ", ".join(keys)
     event = quote(src.timestamp)
-    created = created_at(src.created, event)
+    created = created_at(src, event)
     features = [quote(f) for f, _ in view.features]
     not_null = " AND ".join(f"{k} IS NOT NULL" for k in keys)
     con.execute(f"""
         CREATE OR REPLACE TABLE {feature_table(view)} AS
         WITH r AS (
             SELECT {key_list}, {", ".join(features)}, {event} AS __event_ts,
-                   {created} AS __created, __seq, greatest({event}, {created}) AS __vis
+                   {created} AS __created, __seq, {visible_from(src, event)} AS __vis
             FROM {source_table(src.name)} WHERE {not_null}),
         w AS (
             SELECT {key_list}, __vis,

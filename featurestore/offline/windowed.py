@@ -24,15 +24,19 @@ from featurestore.values.columns import Column, from_arrow, to_arrow
 ENTITY = "__e"
 
 
-def created_at(src_created: str | None, event: str) -> str:
-    """A source row's created time: when it was pushed (pushed rows carry their ingest time),
-    else its created column, else its event time."""
-    return f"coalesce({INGESTED}, {quote(src_created) if src_created else event})"
+def created_at(src: SourcePlan, event: str) -> str:
+    """A source row's created time, which breaks ties between equal event times: when it was
+    pushed (pushed rows carry their ingest time), else its created column, else its event
+    time."""
+    return f"coalesce({INGESTED}, {quote(src.created) if src.created else event})"
 
 
-def visible_from(src_created: str | None, event: str) -> str:
-    """When a source row becomes visible: the later of its event and created times."""
-    return f"greatest({event}, {created_at(src_created, event)})"
+def visible_from(src: SourcePlan, event: str) -> str:
+    """When a source row becomes visible: the later of its event and created times, where a
+    created column declared `created_role="tie_break"` does not count (pushed rows' ingest
+    time always does)."""
+    created = created_at(src, event) if src.created_hides else f"coalesce({INGESTED}, {event})"
+    return f"greatest({event}, {created})"
 
 
 def read_events(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan,
@@ -50,7 +54,7 @@ def read_events(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan,
     filters = [f"{k} IS NOT NULL" for k in keys]
     if until_us is not None:
         until = f"make_timestamptz({until_us})"
-        filters.append(f"({visible_from(src.created, event)} <= {until} OR {INGESTED} <= {until})")
+        filters.append(f"({visible_from(src, event)} <= {until} OR {INGESTED} <= {until})")
     if since_us is not None:
         filters.append(f"{event} >= make_timestamptz({since_us})")
     semi = ""
@@ -61,7 +65,7 @@ def read_events(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan,
     table = con.sql(f"""
         SELECT {", ".join(f"s.{k}" for k in keys)},
                epoch_us(s.{event}) AS __ts,
-               epoch_us({visible_from(src.created, f"s.{event}")}) AS __created, {columns}
+               epoch_us({visible_from(src, f"s.{event}")}) AS __created, {columns}
         FROM {_rows(src, log)} s {semi}
         WHERE {" AND ".join(filters)}
         ORDER BY {", ".join(f"s.{k}" for k in keys)}, __ts""").to_arrow_table()

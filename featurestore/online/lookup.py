@@ -170,16 +170,16 @@ class WindowView:
 
 def _row_maps(rows: tuple[RowView, ...], slots: Slots
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What _gather needs of the row views, as arrays: per view its row layout and ttl; per
-    wanted fixed-width feature (view, index in the row, position among the fixed values,
-    fixed row, status row); per wanted string (view, index, position among the strings,
-    string row, status row)."""
+    """What _gather needs of the row views, as arrays: per view its row layout, ttl and
+    whether the created time delays visibility; per wanted fixed-width feature (view, index
+    in the row, position among the fixed values, fixed row, status row); per wanted string
+    (view, index, position among the strings, string row, status row)."""
     views, fixed, strings = [], [], []
     for v, row in enumerate(rows):
         schema = RowSchema(row.view.features)
         ttl = row.view.ttl_us
         views.append((len(schema.features), schema.bitmap_bytes, len(schema.fixed),
-                      len(schema.strings), -1 if ttl is None else ttl))
+                      len(schema.strings), -1 if ttl is None else ttl, row.view.created_hides))
         index = {f: i for i, (f, _) in enumerate(schema.features)}
         for feature in row.wanted:
             ref, i = f"{row.view.name}:{feature}", index[feature]
@@ -189,7 +189,7 @@ def _row_maps(rows: tuple[RowView, ...], slots: Slots
             else:
                 fixed.append((v, i, schema.position[i], slots.fixed_row[ref],
                               slots.status_row[ref]))
-    return (np.array(views, np.int64).reshape(-1, 5), np.array(fixed, np.int64).reshape(-1, 5),
+    return (np.array(views, np.int64).reshape(-1, 6), np.array(fixed, np.int64).reshape(-1, 5),
             np.array(strings, np.int64).reshape(-1, 5))
 
 
@@ -391,7 +391,7 @@ def _gather(buffer, lengths, n, views, fixed_map, string_map, n_fixed, n_strings
             continue
         p += lengths[i]
         ts = int64_at(buffer, starts[i])
-        seen = max(ts, int64_at(buffer, starts[i] + 8))
+        seen = max(ts, int64_at(buffer, starts[i] + 8)) if views[v, 5] else ts
         event_ts[v, i % n] = ts
         if seen > as_of_us:
             newer[v] += 1

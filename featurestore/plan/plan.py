@@ -34,6 +34,12 @@ class SourcePlan:
     field_mapping: tuple[tuple[str, str], ...]
     timezone: str | None
     hash: str
+    created_role: str = "visibility"  # see definitions.source.CREATED_ROLES
+
+    @property
+    def created_hides(self) -> bool:
+        """Whether a row stays hidden until its created time (not only when it ties)."""
+        return self.created is not None and self.created_role == "visibility"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class ViewPlan:
     online: bool
     hash: str
     aggregates: tuple[AggregatePlan, ...] = ()  # a windowed view's features, in order
+    created_hides: bool = True  # its source's SourcePlan.created_hides (online lookups read it)
 
     @property
     def windowed(self) -> bool:
@@ -86,7 +93,8 @@ class ViewPlan:
                                             "output": dtype_by_name(a["output"])})
                            for a in d["aggregates"])
         return cls(d["name"], d["entity"], pairs(d["join_keys"]), d["source"],
-                   pairs(d["features"]), d["ttl_us"], d["online"], d["hash"], aggregates)
+                   pairs(d["features"]), d["ttl_us"], d["online"], d["hash"], aggregates,
+                   d.get("created_hides", True))
 
 
 @dataclass(frozen=True)
@@ -311,8 +319,10 @@ def build_plan(project: str, defs: Definitions, kernel_cache: Path | None) -> Pl
         spec = {"kind": "source", "name": s.name, "format": s.format, "path": s.path,
                 "table": s.table, "timestamp": s.timestamp, "created": s.created,
                 "field_mapping": [list(p) for p in mapping], "timezone": s.timezone}
+        if s.created_role != "visibility":  # absent by default, so older hashes stay
+            spec["created_role"] = s.created_role
         sources[s.name] = SourcePlan(s.name, s.format, s.path, s.table, s.timestamp, s.created,
-                                     mapping, s.timezone, content_hash(spec))
+                                     mapping, s.timezone, content_hash(spec), s.created_role)
     views = {v.name: _view_plan(v, entities, sources) for v in defs.views.values()}
     transforms: dict[str, TransformPlan] = {}
     for t in defs.transforms.values():
@@ -354,7 +364,8 @@ def _view_plan(v: FeatureView, entities: dict[str, EntityPlan],
         spec["aggregates"] = [[a.name, a.column, a.function, a.dtype.name, a.window_us,
                                a.hop_us] for a in aggregates]
     return ViewPlan(v.name, v.entity.name, entities[v.entity.name].join_keys, v.source.name,
-                    features, ttl_us, v.online, content_hash(spec), aggregates)
+                    features, ttl_us, v.online, content_hash(spec), aggregates,
+                    sources[v.source.name].created_hides)
 
 
 def _transform_plan(t: Transform, views: dict[str, ViewPlan],

@@ -30,6 +30,7 @@ from featurestore.errors import FeatureStoreError
 from featurestore.online.reader import OnlineReader
 from featurestore.plan import Plan
 from featurestore.repo import load_plan
+from featurestore.serving import feast_http
 from featurestore.serving.logs import AccessLog
 from featurestore.serving.logs import configure as configure_logs
 from featurestore.serving.metrics import BATCH, LATENCY, REQUESTS, count_round_trip
@@ -182,6 +183,9 @@ async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,
     await service.refresh()
     await service.warm_up()
     await server.start()
+    http = None if options.http_port is None else await feast_http.start(
+        service, tokens, address.rsplit(":", 1)[0].strip("[]"), options.http_port,
+        options.reuse_port)
     refresher = asyncio.create_task(service.refresh_forever())
     log.info("serving feature repo project %r on port %d; online store %s", plan.project, port,
              reader.where, extra={"fields": {
@@ -196,6 +200,8 @@ async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,
                  options.grace)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(options.grace)
+        if http is not None:
+            http.close()
         refresher.cancel()
         reader.reset()
 

@@ -86,6 +86,7 @@ class ServerOptions:
     log_format: str = "json"
     sample_rate: float = 0.0  # requests logged for `parity --from-log` (serving/samples.py)
     redis_io: Mode = "auto"  # blocking, async or auto (see online/redis_async.py)
+    http_port: int | None = None  # Feast's HTTP API too, on this port (serving/feast_http.py)
 
 
 @dataclass(frozen=True)

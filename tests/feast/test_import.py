@@ -35,6 +35,7 @@ entity_key_serialization_version: 3
 """
 DEFINITIONS = """
 from datetime import timedelta
+import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
@@ -68,7 +69,26 @@ def per_ride_singleton(inputs):
 def doubled(inputs):
     return {"trips_doubled": [t * 2 for t in inputs["trips"]]}
 
-service = FeatureService(name="drivers_v1", features=[stats, per_ride, doubled])
+# Loop style: the loop's assignments become the transform's body.
+@on_demand_feature_view(sources=[stats, request], mode="python",
+                        schema=[Field(name="fare_scaled", dtype=Float64)])
+def looped(inputs):
+    out = {"fare_scaled": []}
+    for f, c in zip(inputs["fare"], inputs["conv_rate"]):
+        doubled_fare = f * 2.0
+        out["fare_scaled"].append(doubled_fare / (c + 1.0))
+    return out
+
+# Pandas mode, element-wise: the same expression on one row.
+@on_demand_feature_view(sources=[stats, request],
+                        schema=[Field(name="fare_plus_trips", dtype=Float64)])
+def pandas_sum(inputs: pd.DataFrame) -> pd.DataFrame:
+    df = pd.DataFrame()
+    df["fare_plus_trips"] = inputs["fare"] + inputs["trips"] * 0.5
+    return df
+
+service = FeatureService(name="drivers_v1",
+                         features=[stats, per_ride, doubled, looped, pandas_sum])
 """
 
 
@@ -83,10 +103,15 @@ def feast_repo(root: Path, extra: str = "") -> Path:
     # drivers 25-29 stop after the first day, so their values expire (ttl 2 days) by the end
     seconds = np.where(drivers >= 25, rng.integers(0, 86400, n), rng.integers(0, 5 * 86400, n))
     events = [T0 + timedelta(seconds=int(s)) for s in seconds]
+    # Created up to 3 days after the event: in Feast it only breaks ties, never hides a row
+    # (created_role="tie_break" in the converted source); some rows tie on event time.
+    created = [e + timedelta(seconds=int(d)) for e, d in zip(
+        events, rng.integers(0, 3 * 86400, n), strict=True)]
+    events[1::50] = events[0::50][:len(events[1::50])]
     pd.DataFrame({
         "driver_id": drivers,
         "event_timestamp": pd.to_datetime(events, utc=True),
-        "created": pd.to_datetime(events, utc=True),  # Feast never hides late rows: see below
+        "created": pd.to_datetime(created, utc=True),
         "conv_rate": rng.random(n),
         "trips": rng.integers(0, 500, n),
         "city": rng.choice(["Oslo", "Lima", "Pune"], n),
@@ -165,7 +190,8 @@ def test_import_applies_and_matches_feast_historical_features(tmp_path: Path) ->
     matches(store.training_set(at_events, service="drivers_v1").to_pandas(),
             theirs.get_historical_features(
                 entity_df=at_events, features=theirs.get_feature_service("drivers_v1")).to_df(),
-            ["conv_rate", "trips", "city", "fare_per_conv", "trips_doubled"])
+            ["conv_rate", "trips", "city", "fare_per_conv", "trips_doubled", "fare_scaled",
+             "fare_plus_trips"])
     single = store.training_set(at_events, features=["fare_minus_conv", "driver_stats:conv_rate"])
     assert single["fare_minus_conv"].to_list() == [
         f - c for f, c in zip(single["fare"], single["conv_rate"], strict=True)]
@@ -179,8 +205,17 @@ def test_what_does_not_convert_is_named_and_nothing_is_written(tmp_path: Path) -
 
         @on_demand_feature_view(sources=[stats], schema=[Field(name="as_frame", dtype=Float64)])
         def pandas_mode(inputs):
-            import pandas as pd
-            return pd.DataFrame({"as_frame": inputs["conv_rate"] * 2})
+            return pd.DataFrame({"as_frame": inputs["conv_rate"].clip(0, 1) * 2})
+
+        @on_demand_feature_view(sources=[stats], mode="python",
+                                schema=[Field(name="looped", dtype=Float64)])
+        def python_loop(inputs):
+            out = {"looped": []}
+            for c in inputs["conv_rate"]:
+                if c > 0.5:
+                    c = 0.5
+                out["looped"].append(c)
+            return out
         """)
     repo = feast_repo(tmp_path, extra)
     out = tmp_path / "converted"
@@ -189,7 +224,9 @@ def test_what_does_not_convert_is_named_and_nothing_is_written(tmp_path: Path) -
     message = str(raised.value)
     assert "feature driver_tags:labels: type Array(String) has no featurestore equivalent" \
         in message
-    assert "on-demand feature view pandas_mode: pandas mode" in message
+    assert ("on-demand feature pandas_mode:as_frame: `inputs['conv_rate'].clip(0, 1)` is not "
+            "element-wise") in message
+    assert "on-demand feature python_loop:looped: its loop has `if c > 0.5:`" in message
     assert not out.exists() and not list(tmp_path.glob(".import-*"))
     partial = import_feast(repo, out, partial=True)
     assert "feature view driver_stats" in partial.converted

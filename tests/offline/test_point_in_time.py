@@ -4,6 +4,8 @@ The reference below walks the raw source rows in plain Python (no DuckDB): a row
 label time T when event_ts <= T and created_ts <= T (when the source has a created column);
 among visible rows of the label's entity key the greatest (event_ts, created_ts, file order)
 wins; the view's ttl hides a winner with event_ts < T - ttl (exactly T - ttl stays visible).
+A created column declared `created_role="tie_break"` (Feast's meaning) hides nothing: it only
+ranks rows of equal event time.
 Every value is compared bit for bit (floats by their bit pattern, all NaNs equal) together
 with its status."""
 
@@ -38,6 +40,8 @@ acct_region = Entity("acct_region", join_keys={"acct_id": Int64, "region": Strin
 
 a_src = Source("a_src", path="data/a.parquet", timestamp="event_ts", created="created_ts")
 b_src = Source("b_src", path="data/b/*.parquet", timestamp="ts")
+a_tie = Source("a_tie", path="data/a.parquet", timestamp="event_ts", created="created_ts",
+               created_role="tie_break")
 
 view_a = FeatureView(
     "view_a", entity=acct, source=a_src, ttl=timedelta(seconds=2),
@@ -47,7 +51,12 @@ view_b = FeatureView(
     "view_b", entity=acct_region, source=b_src,
     fields=[Field("b_int", Int64), Field("b_float", Float64), Field("b_str", String)])
 
+view_t = FeatureView(
+    "view_t", entity=acct, source=a_tie, ttl=timedelta(seconds=2),
+    fields=[Field("a_int", Int64), Field("a_str", String)])
+
 everything = FeatureService("everything", features=[view_a, view_b])
+tie_break = FeatureService("tie_break", features=[view_t])
 """
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
@@ -81,10 +90,13 @@ class ViewSpec:
     created: str | None
     ttl: int | None
     fields: dict[str, str]
+    created_hides: bool = True
 
 
 VIEW_A = ViewSpec(("acct_id",), "event_ts", "created_ts", TTL, A_FIELDS)
 VIEW_B = ViewSpec(("acct_id", "region"), "ts", None, None, B_FIELDS)
+T_FIELDS = {"a_int": "Int64", "a_str": "String"}
+VIEW_T = ViewSpec(("acct_id",), "event_ts", "created_ts", TTL, T_FIELDS, created_hides=False)
 
 
 def reference_view(view: ViewSpec, rows: list[Row], label: Row) -> dict[str, tuple[Any, str]]:
@@ -99,7 +111,7 @@ def reference_view(view: ViewSpec, rows: list[Row], label: Row) -> dict[str, tup
             continue
         if row[view.event] > t:
             continue
-        if view.created is not None and row[view.created] > t:
+        if view.created is not None and view.created_hides and row[view.created] > t:
             continue
         rank = (row[view.event], row[view.created] if view.created else 0, position)
         if best is None or rank > best:
@@ -175,6 +187,21 @@ def check(store: FeatureStore, a_rows: list[Row], b_files: list[list[Row]],
                     f"label {i} {labels[i]}: {feature} = {value!r} ({status}), "
                     f"expected {want_value!r} ({want_status})")
     assert not problems, "\n".join(problems[:20])
+    check_tie_break(store, a_rows, labels)
+
+
+def check_tie_break(store: FeatureStore, a_rows: list[Row], labels: list[Row]) -> None:
+    table = store.training_set(labels_frame(labels), service="tie_break",
+                               statuses=True).to_arrow()
+    problems = []
+    for i, label_ in enumerate(labels):
+        expected = reference_view(VIEW_T, a_rows, label_)
+        for feature in T_FIELDS:
+            got = (cells(table, feature)[i], table.column(f"{feature}__status")[i].as_py())
+            if got[1] != expected[feature][1] or not same(got[0], expected[feature][0]):
+                problems.append(f"tie_break label {i} {label_}: {feature} = {got}, "
+                                f"expected {expected[feature]}")
+    assert not problems, "\n".join(problems[:20])
 
 
 # ---------------------------------------------------------------- the repo and its data
@@ -204,7 +231,8 @@ def load_data(repo: Repo, a_rows: list[Row], b_files: list[list[Row]]) -> None:
     for i, part in enumerate(b_files):
         write_table(data / "b" / f"part{i}.parquet", part, B_SCHEMA)
     result = repo.store.backfill()
-    assert set(result.ingested) == {"a_src", "b_src"}, "backfill did not re-ingest the sources"
+    assert set(result.ingested) == {"a_src", "a_tie", "b_src"}, \
+        "backfill did not re-ingest the sources"
     assert result.ingested["a_src"].rows == len(a_rows)
     assert result.ingested["b_src"].rows == sum(len(p) for p in b_files)
 
@@ -344,6 +372,20 @@ def test_row_created_after_label_time_is_hidden(repo: Repo) -> None:
               label(1, "", at(6))]
     assert values_at(repo, labels, "a_str") == [
         ("old", "PRESENT"), ("old", "PRESENT"), (None, "OUTSIDE_TTL"), ("new", "PRESENT")]
+    check(repo.store, a_rows, [[]], labels)
+
+
+def test_tie_break_created_column_hides_nothing(repo: Repo) -> None:
+    a_rows = [a_row(1, at(0), at(0), a_str="old"),
+              a_row(1, at(2), at(6), a_str="new"),  # known from at(6), used from at(2)
+              a_row(1, at(3), at(9), a_str="tie-late"),
+              a_row(1, at(3), at(1), a_str="tie-early")]  # same event: the later created wins
+    load_data(repo, a_rows, [[]])
+    labels = [label(1, "", at(2, -1)), label(1, "", at(2)), label(1, "", at(3))]
+    out = repo.store.training_set(labels_frame(labels), service="tie_break", statuses=True)
+    assert out["a_str"].to_list() == ["old", "new", "tie-late"]
+    assert values_at(repo, labels, "a_str") == [  # the visibility role hides the late rows
+        ("old", "PRESENT"), ("old", "PRESENT"), ("tie-early", "PRESENT")]
     check(repo.store, a_rows, [[]], labels)
 
 

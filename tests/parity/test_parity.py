@@ -46,8 +46,12 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
 
 
 KEY_SETS = [{"k": "Int64"}, {"k": "String"}, {"k": "Int64", "k2": "String"}]
+# A created column's role (None: no created column). Under "tie_break" a row's created time
+# may be before or after its event time and never hides it.
+CREATED = [None, "visibility", "tie_break"]
 # The schema the gRPC test serves: every type, a created column, a ttl, a composite key.
-FIXED = {"keys": {"k": "Int64", "k2": "String"}, "fields": TYPES, "created": True, "ttl_min": 90}
+FIXED = {"keys": {"k": "Int64", "k2": "String"}, "fields": TYPES, "created": "visibility",
+         "ttl_min": 90}
 
 
 @st.composite
@@ -56,7 +60,7 @@ def scenarios(draw: st.DrawFn, schema: dict[str, Any] | None = None) -> dict[str
     if schema is None:
         schema = {"keys": draw(st.sampled_from(KEY_SETS)),
                   "fields": draw(st.lists(st.sampled_from(TYPES), min_size=1, max_size=5)),
-                  "created": draw(st.booleans()),
+                  "created": draw(st.sampled_from(CREATED)),
                   "ttl_min": draw(st.none() | st.integers(60, 600))}
     keys, fields, created, ttl_min = (schema["keys"], schema["fields"], schema["created"],
                                       schema["ttl_min"])
@@ -66,7 +70,8 @@ def scenarios(draw: st.DrawFn, schema: dict[str, Any] | None = None) -> dict[str
     row = st.fixed_dictionaries({
         **{k: key_values[t] for k, t in keys.items()},
         "ts": minute,
-        "delay": st.integers(0, 10) if created else st.just(0),
+        "delay": (st.integers(-10, 10) if created == "tie_break" else st.integers(0, 10)
+                  if created else st.just(0)),
         **{f"f{i}": st.none() | VALUES[t] for i, t in enumerate(fields)},
     })
     rows = draw(st.lists(row, min_size=1, max_size=25))
@@ -85,7 +90,7 @@ def write_repo(root: Path, sc: dict[str, Any], redis_url: str) -> None:
 
     keys = ", ".join(f'"{k}": {t}' for k, t in sc["keys"].items())
     fields = ", ".join(f'Field("f{i}", {t})' for i, t in enumerate(sc["fields"]))
-    created = ', created="cr"' if sc["created"] else ""
+    created = (f', created="cr", created_role="{sc["created"]}"' if sc["created"] else "")
     ttl = f"timedelta(minutes={sc['ttl_min']})" if sc["ttl_min"] is not None else "None"
     (root / "features.py").write_text(textwrap.dedent(f"""
         from datetime import timedelta
@@ -171,26 +176,31 @@ def test_online_equals_offline(sc: dict[str, Any], redis_url: str,
                     f"T=+{minute}min")
 
 
-@pytest.fixture(scope="module")
-def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[tuple[FeatureStore, Server]]:
-    """One repo of the FIXED schema behind a real `featurestore serve`; examples swap its data."""
+@pytest.fixture(scope="module", params=["visibility", "tie_break"])
+def served(request: pytest.FixtureRequest, redis_url: str,
+           tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[FeatureStore, Server, dict[str, Any]]]:
+    """One repo of the FIXED schema (with each created role) behind a real `featurestore
+    serve`; examples swap its data."""
+    schema = {**FIXED, "created": request.param}
     root = tmp_path_factory.mktemp("parity-grpc")
-    write_repo(root, {**FIXED, "rows": [], "times": []}, redis_url)
+    write_repo(root, {**schema, "rows": [], "times": []}, redis_url)
     store = FeatureStore(root)
     store.apply()
     store.materialize(end=BASE)
     server = start_server(root, root / "serve.log")
-    yield store, server
+    yield store, server, schema
     stop_server(server)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
-@given(sc=scenarios(FIXED))
-def test_served_over_grpc_equals_offline(sc: dict[str, Any], served: tuple[FeatureStore, Server],
+@given(data=st.data())
+def test_served_over_grpc_equals_offline(data: st.DataObject,
+                                         served: tuple[FeatureStore, Server, dict[str, Any]],
                                          redis_url: str) -> None:
-    store, server = served
+    store, server, schema = served
+    sc = data.draw(scenarios(schema))
     write_data(store.config.root, sc)
     store.backfill()
     client = redis.Redis.from_url(redis_url)
