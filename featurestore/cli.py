@@ -265,6 +265,10 @@ def _print_rows(rows: dict[str, str]) -> None:
 
 
 def _online_state(store: FeatureStore, view: Any) -> str:
+    """What the online store serves of `view`; it never starts the managed redis-server."""
+    if store.config.online_url == "managed" and not ManagedRedis(store.config.root).running():
+        return "unknown (the repo's managed redis-server is not running: `featurestore " \
+               "redis start`)"
     try:
         with store.online() as online:
             served = online.served().get(view.name)

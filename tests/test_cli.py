@@ -170,6 +170,8 @@ def test_describe_a_view_and_a_service(tmp_path: Path) -> None:
     cli("apply", "--repo", root)
     view = cli("describe", "user_profile", "--repo", root).stdout
     assert "feature view  user_profile" in view and "ttl           10 days" in view
+    assert "managed redis-server is not running" in view  # describing starts nothing
+    assert not (root / ".featurestore" / "redis" / "redis.sock").exists()
     assert "source        profiles: data/profiles.parquet (event time updated_at)" in view
     lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
              for line in view.splitlines() if line.count("│") == 8}
