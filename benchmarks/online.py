@@ -472,9 +472,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def serve_options(args: argparse.Namespace) -> tuple[str, ...]:
     """What an operator turns on, for measuring its cost: metrics (scraped by nobody), the
-    access log of every request, request sampling for the parity monitor; and how reads wait
-    for Redis."""
-    options: list[str] = ["--redis-io", args.redis_io]
+    access log of every request, request sampling for the parity monitor."""
+    options: list[str] = []
     if args.metrics:
         options += ["--metrics-port", str(free_port())]
     if args.access_log_sample:
@@ -494,8 +493,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="fewer requests, one throughput configuration (under 2 minutes)")
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
-    parser.add_argument("--redis-io", choices=("auto", "blocking", "async"), default="auto",
-                        help="serve with this --redis-io")
     parser.add_argument("--workdir", type=Path,
                         help="keep data, repo, DuckDB file and server logs here "
                              "(default: a temp dir)")

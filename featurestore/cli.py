@@ -625,10 +625,6 @@ def serve(repo: Repo = Path("feature_repo"),
           log_sample: Annotated[float, typer.Option(
               help="fraction of requests (by entity key) logged for `parity --from-log`; "
                    "0 is off")] = 0.0,
-          redis_io: Annotated[str, typer.Option(
-              help="how reads wait for Redis: blocking (fastest for a Redis on this "
-                   "machine), async (requests overlap a remote Redis's round trips) or auto "
-                   "(blocking for a loopback address or unix socket)")] = "auto",
           ) -> None:
     """Serve online features over gRPC (with health checking and reflection) until stopped."""
     def run() -> None:
@@ -638,7 +634,6 @@ def serve(repo: Repo = Path("feature_repo"),
             raise FeatureStoreError("--tls-client-ca needs --tls-cert and --tls-key")
         _check_choice(log_level, LEVELS, "--log-level")
         _check_choice(log_format, FORMATS, "--log-format")
-        _check_choice(redis_io, ("auto", "blocking", "async"), "--redis-io")
         if not 0 <= access_log_sample <= 1:
             raise FeatureStoreError(f"--access-log-sample must be between 0 and 1, got "
                                     f"{access_log_sample}")
@@ -657,8 +652,7 @@ def serve(repo: Repo = Path("feature_repo"),
         run_server(repo, host, port, workers, ServerOptions(
             max_batch=max_batch, tls=tls, tokens=tokens, reflection=reflection,
             log_level=log_level, log_format=log_format, access_log_sample=access_log_sample,
-            sample_rate=check_rate(log_sample), redis_io=redis_io,  # type: ignore[arg-type]
-            http_port=http_port),
+            sample_rate=check_rate(log_sample), http_port=http_port),
             metrics_port)
 
     _guard(run)

@@ -11,18 +11,16 @@ from featurestore.errors import OnlineStoreError, OnlineUnavailable
 from featurestore.online import registry
 from featurestore.online.keys import fresh_key, registry_key
 from featurestore.online.lookup import Lookup, OnlineResult
-from featurestore.online.redis_async import AsyncRedis, Mode
+from featurestore.online.redis_async import AsyncRedis
 from featurestore.online.registry import Served
 from featurestore.values.columns import Column
 
 
 class OnlineReader:
-    def __init__(self, url: str, project: str, mode: Mode = "auto",
-                 observe: Callable[[bool], None] | None = None):
-        """`mode`: see AsyncRedis; `observe(ok)`: told of every round trip and whether Redis
-        answered it."""
+    def __init__(self, url: str, project: str, observe: Callable[[bool], None] | None = None):
+        """`observe(ok)`: told of every round trip and whether Redis answered it."""
         self.project = project
-        self._redis = AsyncRedis(url, mode)
+        self._redis = AsyncRedis(url)
         self.where = self._redis.where  # the URL without its password, for messages
         self._observe = observe
 

@@ -158,7 +158,7 @@ async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,
     """Serves on `address` until `stop` is set."""
     tokens = Tokens(options.tokens) if options.tokens else None
     credentials = options.tls.server_credentials() if options.tls else None
-    reader = OnlineReader(redis_url, plan.project, options.redis_io,
+    reader = OnlineReader(redis_url, plan.project,
                           observe=count_round_trip if options.metrics else None)
     health_servicer = health.aio.HealthServicer()
     service = FeatureServer(plan, reader, health_servicer, options)

@@ -39,7 +39,6 @@ from featurestore.errors import (
 )
 from featurestore.online.lookup import Lookup
 from featurestore.online.reader import OnlineReader
-from featurestore.online.redis_async import Mode
 from featurestore.online.registry import Served
 from featurestore.online.store import OnlineStore
 from featurestore.plan import Plan, Selection
@@ -85,7 +84,6 @@ class ServerOptions:
     log_level: str = "info"
     log_format: str = "json"
     sample_rate: float = 0.0  # requests logged for `parity --from-log` (serving/samples.py)
-    redis_io: Mode = "auto"  # blocking, async or auto (see online/redis_async.py)
     http_port: int | None = None  # Feast's HTTP API too, on this port (serving/feast_http.py)
 
 

@@ -303,80 +303,18 @@ def own_redis(online_store: OnlineStore, server: Server) -> Iterator[OnlineStore
     wait_for("SERVING again", lambda: health(server.target) == SERVING, timeout=15)
 
 
-@pytest.fixture(scope="module")
-def awaiting_server(example: Example) -> Iterator[Server]:
-    """A server that awaits Redis's replies (the session's server, on a loopback Redis,
-    blocks for them)."""
-    running = start_server(example.repo, example.repo.parent / "serve-async.log",
-                           "--redis-io", "async")
-    yield running
-    stop_server(running)
-
-
-@pytest.fixture(params=["blocking", "async"])
-def either_server(request: pytest.FixtureRequest, server: Server) -> Server:
-    return server if request.param == "blocking" else request.getfixturevalue("awaiting_server")
-
-
-def test_blocking_and_awaited_reads_answer_the_same_bytes(server: Server,
-                                                          awaiting_server: Server) -> None:
-    requests = [raw_request(3, as_of_us=int(END.timestamp() * 1e6)),
-                raw_request(2, entities={"user_id": pb.Values(int64_values=[1, UNSEEN_USER]),
-                                         "merchant_id": pb.Values(string_values=["M00001",
-                                                                                 "M00002"])}),
-                raw_request(feature_service="", features=["user_profile"],
-                            entities={"user_id": pb.Values(int64_values=list(range(40)))},
-                            request_inputs={}, as_of_us=int(END.timestamp() * 1e6))]
-    for request in requests:
-        answers = []
-        for target in (server.target, awaiting_server.target):
-            with grpc.insecure_channel(target) as channel:
-                answers.append(channel.unary_unary(
-                    method("GetOnlineFeatures"),
-                    request_serializer=pb.GetOnlineFeaturesRequest.SerializeToString)(
-                        request, timeout=5))
-        as_of = [pb.GetOnlineFeaturesResponse.FromString(a).as_of_us for a in answers]
-        if not request.as_of_us:  # "now" differs between the two calls: compare the rest
-            answers = [pb.GetOnlineFeaturesResponse.FromString(a) for a in answers]
-            for a in answers:
-                a.as_of_us = 0
-        assert answers[0] == answers[1] and as_of[0] > 0
-
-
-def test_deadline_is_honoured_when_redis_stalls(either_server: Server,
-                                                own_redis: OnlineStore) -> None:
+def test_deadline_is_honoured_when_redis_stalls(server: Server, own_redis: OnlineStore) -> None:
     redis.Redis.from_url(own_redis.url).execute_command("CLIENT", "PAUSE", "1000", "ALL")
     start = time.monotonic()
-    code, details = call(either_server.target, raw_request(), timeout=0.3)
+    code, details = call(server.target, raw_request(), timeout=0.3)
     elapsed = time.monotonic() - start
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED, details
     assert elapsed < 0.5, f"answered after {elapsed:.2f} s, past the 0.3 s deadline"
     wait_for("requests answered after the pause",
-             lambda: call(either_server.target, raw_request()) == (grpc.StatusCode.OK, ""),
-             timeout=10)
-
-
-def test_a_stalled_redis_holds_up_one_blocking_read_not_the_queue(
-        server: Server, own_redis: OnlineStore) -> None:
-    """Requests without a deadline wait up to the server's Redis timeout (1 s). Blocking,
-    four of them queued behind each other would take 4 s; after the first times out, the
-    others are awaited side by side."""
-    redis.Redis.from_url(own_redis.url).execute_command("CLIENT", "PAUSE", "3000", "ALL")
-    start = time.monotonic()
-    with grpc.insecure_channel(server.target) as channel:
-        stub = channel.unary_unary(method("GetOnlineFeatures"),
-                                   request_serializer=pb.GetOnlineFeaturesRequest.SerializeToString)
-        futures = [stub.future(raw_request()) for _ in range(4)]
-        codes = [f.code() for f in futures]
-    elapsed = time.monotonic() - start
-    assert codes == [grpc.StatusCode.UNAVAILABLE] * 4
-    assert elapsed < 2.8, f"four stalled requests took {elapsed:.2f} s"
-    wait_for("requests answered after the pause",
              lambda: call(server.target, raw_request()) == (grpc.StatusCode.OK, ""), timeout=10)
 
 
-def test_redis_outage_then_recovery(either_server: Server, own_redis: OnlineStore) -> None:
-    server = either_server
+def test_redis_outage_then_recovery(server: Server, own_redis: OnlineStore) -> None:
     assert own_redis.server is not None
     before = call(server.target, raw_request())
     redis.Redis.from_url(own_redis.url).save()  # the restarted server loads this snapshot
