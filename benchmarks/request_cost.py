@@ -6,8 +6,10 @@ of tens of microseconds.
 
     .venv/bin/python benchmarks/request_cost.py [--reps 7] [--requests 300] [--out FILE]
 
-Uses online.py's data and `bench_50` service (50 features over 4 row views). Prints JSON:
-per batch size, the median over --reps of the mean microseconds per request, ours and floor."""
+Uses online.py's data and its `bench_50_t3` service (50 features over its row views and 3
+transforms), each request parsed from its bytes per call as the server does. Prints JSON: per
+batch size, the median over --reps of the mean microseconds per request (wall time), ours and
+floor."""
 
 from __future__ import annotations
 
@@ -44,12 +46,17 @@ async def measure(store: FeatureStore, url: str, reps: int, count: int) -> dict[
     floor_client = AsyncRedis(url)
     out: dict[str, Any] = {}
     for batch in BATCHES:
-        requests = [pb.GetOnlineFeaturesRequest.FromString(raw) for raw in online.encode_columns(
-            online.SERVICE, online.request_columns(online.SERVICE, batch, count, batch))]
+        raws = online.encode_columns(online.SERVICE_T3, online.request_columns(
+            online.SERVICE_T3, batch, count, batch))
+        requests = [pb.GetOnlineFeaturesRequest.FromString(raw) for raw in raws]
         prepared = server._prepare(requests[0])
         keys = [prepared.lookup.start(read_columns(r, prepared.selection, batch)[1],
                                       online.END_US).keys for r in requests]
-        sides = {"ours": [(server.online_features, (r, Call(None))) for r in requests],
+
+        async def serve(raw: bytes) -> bytes:  # parsed per call, as the server does
+            return await server.online_features(pb.GetOnlineFeaturesRequest.FromString(raw),
+                                                Call(None))
+        sides = {"ours": [(serve, (raw,)) for raw in raws],
                  "floor": [(partial(floor_client.execute, timeout=1.0), ("MGET", *k))
                            for k in keys]}
         samples: dict[str, list[float]] = {"ours": [], "floor": []}
