@@ -178,6 +178,12 @@ def test_mutual_tls(example: Example, authority: Authority, tmp_path: Path) -> N
         stop_server(running)
 
 
+def access_pids(log: Path) -> set[int]:
+    """The processes that wrote access log lines so far."""
+    return {json.loads(line)["pid"] for line in log.read_text().splitlines()
+            if '"featurestore.access"' in line}
+
+
 def test_metrics_and_access_logs_across_two_workers(example: Example, tmp_path: Path) -> None:
     metrics_port = free_port()
     running = start_server(example.repo, tmp_path / "metrics.log", "--metrics-port",
@@ -185,7 +191,11 @@ def test_metrics_and_access_logs_across_two_workers(example: Example, tmp_path: 
     try:
         served: Counter[tuple[str, str]] = Counter()
         refs = [o.ref for o in example.store.plan.select(service="fraud_v1").outputs]
-        for _ in range(12):  # a connection each, so that both workers take some
+        rounds = 0
+        # a connection each, until both workers took some (the kernel spreads connections
+        # over them by a hash: 12 can all land on one)
+        while rounds < 12 or (len(access_pids(running.log)) < 2 and rounds < 60):
+            rounds += 1
             with Client(running.target) as client:
                 result = client.get_online_features(service="fraud_v1", entities=ENTITIES,
                                                     request=REQUEST, as_of=END)
@@ -196,7 +206,7 @@ def test_metrics_and_access_logs_across_two_workers(example: Example, tmp_path: 
                 with pytest.raises(ServingError):
                     client.get_online_features(features=["nope:x"], entities={"user_id": [1]})
                 with pytest.raises(ServingError):  # a name the server does not know
-                    client.feature_service(f"nope-{_}")
+                    client.feature_service(f"nope-{rounds}")
         samples = scrape(metrics_port)
     finally:
         stop_server(running)
@@ -205,26 +215,26 @@ def test_metrics_and_access_logs_across_two_workers(example: Example, tmp_path: 
         return samples.get((name, frozenset(labels.items())), 0.0)
 
     assert value("featurestore_requests_total", method="GetOnlineFeatures", service="fraud_v1",
-                 code="OK") == 12
+                 code="OK") == rounds
     assert value("featurestore_requests_total", method="GetOnlineFeatures", service="features",
-                 code="INVALID_ARGUMENT") == 12
+                 code="INVALID_ARGUMENT") == rounds
     # names callers make up are not labels (each would be a new time series)
     assert value("featurestore_requests_total", method="GetFeatureService", service="unknown",
-                 code="NOT_FOUND") == 12
-    assert value("featurestore_request_seconds_count", method="GetOnlineFeatures") == 24
-    assert value("featurestore_request_entities_count", method="GetOnlineFeatures") == 12
-    assert value("featurestore_request_entities_sum", method="GetOnlineFeatures") == 24
+                 code="NOT_FOUND") == rounds
+    assert value("featurestore_request_seconds_count", method="GetOnlineFeatures") == 2 * rounds
+    assert value("featurestore_request_entities_count", method="GetOnlineFeatures") == rounds
+    assert value("featurestore_request_entities_sum", method="GetOnlineFeatures") == 2 * rounds
     for (view, status), count in served.items():
         assert value("featurestore_values_total", view=view, status=status) == count, (view, status)
     assert value("featurestore_values_total", view="user_profile", status="NOT_FOUND") > 0
-    assert value("featurestore_redis_round_trips_total", outcome="ok") >= 12
+    assert value("featurestore_redis_round_trips_total", outcome="ok") >= rounds
     age = value("featurestore_view_materialized_age_seconds", view="user_profile")
     assert 0 < age < 3600
     lines = [json.loads(line) for line in running.log.read_text().splitlines()
              if '"featurestore.access"' in line]
     ok = [line for line in lines if line["status"] == "OK" and line["method"] ==
           "GetOnlineFeatures"]
-    assert len(ok) == 12 and all(line["size"] == 2 and line["service"] == "fraud_v1"
+    assert len(ok) == rounds and all(line["size"] == 2 and line["service"] == "fraud_v1"
                                  for line in ok)
     assert len({line["pid"] for line in lines}) == 2  # both workers answered and logged
 
