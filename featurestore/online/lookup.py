@@ -360,6 +360,12 @@ def _joined(values: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(parts), np.uint8), offsets
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _non_null(buffer, row, f):  # type: ignore[no-untyped-def]
+    """Whether feature f of the row whose validity bitmap starts at `row` holds a value."""
+    return (buffer[row + f // 8] >> (f % 8)) & 1
+
+
 @numba.njit(cache=True, nogil=True)
 def _gather(buffer, lengths, n, views, fixed_map, string_map, n_fixed, n_strings, n_refs,
             as_of_us):  # type: ignore[no-untyped-def]
@@ -405,7 +411,7 @@ def _gather(buffer, lengths, n, views, fixed_map, string_map, n_fixed, n_strings
             s = state[i]
             if s == PRESENT:
                 q = starts[i] + HEADER_BYTES
-                if (buffer[q + f // 8] >> (f % 8)) & 1:
+                if _non_null(buffer, q, f):
                     fixed[row, r] = int64_at(buffer, q + views[v, 1] + 8 * position)
                 else:
                     s = NULL
@@ -419,7 +425,7 @@ def _gather(buffer, lengths, n, views, fixed_map, string_map, n_fixed, n_strings
             s = state[i]
             if s == PRESENT:
                 q = starts[i] + HEADER_BYTES
-                if (buffer[q + f // 8] >> (f % 8)) & 1:
+                if _non_null(buffer, q, f):
                     q += views[v, 1] + 8 * views[v, 2]
                     for _ in range(position):
                         q += 4 + uint32_at(buffer, q)

@@ -77,15 +77,19 @@ def labels(repo: Path) -> pl.DataFrame:
     )
 
 
+def asked(frame: pl.DataFrame) -> dict[str, Any]:
+    """The get_online_features arguments asking fraud_v1 for the labels' rows as of END."""
+    return dict(service="fraud_v1",
+                entities={"user_id": frame["user_id"].to_list(),
+                          "merchant_id": frame["merchant_id"].to_list()},
+                request={"amount": frame["amount"].to_list(),
+                         "txn_country": frame["txn_country"].to_list(),
+                         "txn_ts": frame["txn_ts"].to_list()},
+                as_of=END)
+
+
 def served(client: Client, frame: pl.DataFrame) -> pl.DataFrame:
-    return client.get_online_features(
-        service="fraud_v1",
-        entities={"user_id": frame["user_id"].to_list(),
-                  "merchant_id": frame["merchant_id"].to_list()},
-        request={"amount": frame["amount"].to_list(),
-                 "txn_country": frame["txn_country"].to_list(),
-                 "txn_ts": frame["txn_ts"].to_list()},
-        as_of=END).to_polars(statuses=True)
+    return client.get_online_features(**asked(frame)).to_polars(statuses=True)
 
 
 def assert_same(online: pl.DataFrame, offline: pl.DataFrame) -> None:
@@ -420,14 +424,7 @@ def test_entity_keys_cannot_be_null(server: Server) -> None:
 def test_in_process_lookups_answer_what_the_server_answers(example: Example,
                                                             server: Server) -> None:
     frame = labels(example.repo)
-    arguments: dict[str, Any] = dict(
-        service="fraud_v1",
-        entities={"user_id": frame["user_id"].to_list(),
-                  "merchant_id": frame["merchant_id"].to_list()},
-        request={"amount": frame["amount"].to_list(),
-                 "txn_country": frame["txn_country"].to_list(),
-                 "txn_ts": frame["txn_ts"].to_list()},
-        as_of=END)
+    arguments = asked(frame)
     local = example.store.get_online_features(**arguments)
     with Client(server.target) as client:
         remote = client.get_online_features(**arguments)
