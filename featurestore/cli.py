@@ -224,12 +224,13 @@ def describe(name: Annotated[str, typer.Argument(help="a feature view or a featu
                 "entity keys": _fields(selection.join_keys.items()),
                 "request inputs": _fields(selection.requests.items()) or "-",
                 "feature views": ", ".join(selection.views),
-                "transforms": ", ".join(t.name for t in selection.transforms) or "-"}
+                "transforms": ", ".join(t.name + _slower(t) for t in selection.transforms)
+                              or "-"}
         _print_rows(rows)
         table = Table("feature", "type", "from")
         for o in selection.outputs:
             table.add_row(o.name, str(o.dtype), o.ref.split(":")[0] if ":" in o.ref
-                          else "transform")
+                          else "transform" + _slower(plan.transforms[o.ref]))
         out.print(table)
         return
     if name not in plan.views:
@@ -252,6 +253,11 @@ def describe(name: Annotated[str, typer.Argument(help="a feature view or a featu
     if view.windowed:
         out.print("windowed values depend on the time they are read at: see a training set "
                   f"or SELECT ... FROM features.{name}_asof('labels')", highlight=False)
+
+
+def _slower(t: Any) -> str:
+    """What marks a transform run as plain Python (`compiled=False`) rather than compiled."""
+    return "" if t.compiled else " (plain Python, slower)"
 
 
 def _fields(items: Any) -> str:
@@ -305,7 +311,7 @@ def _details(plan: Any, kind: str, name: str) -> str:
         return ", ".join(f"{f}: {t}" for f, t in v.features)
     if kind == "transform":
         t = plan.transforms[name]
-        return f"({', '.join(i.ref for i in t.inputs)}) -> {t.output}"
+        return f"({', '.join(i.ref for i in t.inputs)}) -> {t.output}{_slower(t)}"
     if kind == "feature_service":
         return ", ".join(plan.services[name].features)
     if kind == "entity":

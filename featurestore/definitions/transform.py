@@ -1,4 +1,5 @@
-"""Request-time inputs and transforms: plain Python functions, compiled by the Plan.
+"""Request-time inputs and transforms: plain Python functions, compiled by the Plan (or, with
+`compiled=False`, run as plain Python by the same executor, row by row and slower).
 
 `@transform` attaches a `Transform` to the function and hands the function back unchanged,
 so a transform stays callable in a notebook or a unit test."""
@@ -45,6 +46,7 @@ class Transform:
         output: DType,
         defaults: dict[str, Any],
         name: str,
+        compiled: bool = True,
     ):
         self.fn = fn
         self.defined_at = caller_location(3)
@@ -75,6 +77,9 @@ class Transform:
         if unknown:
             raise DefinitionError(f"{where}: defaults= names unknown inputs {sorted(unknown)}")
         self.defaults = dict(defaults)
+        if not isinstance(compiled, bool):
+            raise DefinitionError(f"{where}: compiled= is True or False, got {compiled!r}")
+        self.compiled = compiled
 
     def input_dtype(self, param: str) -> DType:
         value = self.inputs[param]
@@ -92,12 +97,17 @@ def transform(
     output: DType,
     defaults: dict[str, Any] | None = None,
     name: str | None = None,
+    compiled: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a transform. A missing input (NULL, NOT_FOUND, OUTSIDE_TTL) makes the output
-    NULL, unless `defaults` gives that input a value to use instead."""
+    NULL, unless `defaults` gives that input a value to use instead. `compiled=False` runs the
+    function as plain Python, once per row, instead of compiling it with Numba: any Python
+    (pandas, a Feast function), the same missing-input and error rules, many times slower;
+    it may return None for a NULL."""
 
     def attach(fn: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(fn, ATTRIBUTE, Transform(fn, inputs, output, defaults or {}, name or fn.__name__))
+        setattr(fn, ATTRIBUTE, Transform(fn, inputs, output, defaults or {},
+                                         name or fn.__name__, compiled))
         return fn
 
     return attach

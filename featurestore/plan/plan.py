@@ -14,6 +14,7 @@ from featurestore.definitions.types import DType, Timestamp, dtype_by_name
 from featurestore.errors import DefinitionError, SourceDataError, UnknownNameError
 from featurestore.plan.hashing import content_hash, function_code, version_of
 from featurestore.plan.kernels import Kernel, compile_kernel
+from featurestore.plan.python_kernel import PythonKernel
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ class TransformPlan:
     output: DType
     code: str
     hash: str
-    kernel: Kernel | None = field(default=None, repr=False, compare=False)
+    compiled: bool = True  # False: run as plain Python, row by row (PythonKernel)
+    kernel: Kernel | PythonKernel | None = field(default=None, repr=False, compare=False)
 
     @property
     def version(self) -> str:
@@ -341,10 +343,11 @@ def build_plan(project: str, defs: Definitions, kernel_cache: Path | None) -> Pl
     if kernel_cache is not None:
         for t in defs.transforms.values():
             tp = transforms[t.name]
+            types, defaults = [i.dtype for i in tp.inputs], [i.default for i in tp.inputs]
             tp.kernel = compile_kernel(
-                t.name, t.fn, [i.dtype for i in tp.inputs], tp.output,
-                [i.default for i in tp.inputs], tp.version, kernel_cache,
-                f"transform {t.name!r} (at {t.defined_at})")
+                t.name, t.fn, types, tp.output, defaults, tp.version, kernel_cache,
+                f"transform {t.name!r} (at {t.defined_at})") if t.compiled else PythonKernel(
+                t.name, types, tp.output, defaults, t.fn)
     return plan
 
 
@@ -391,7 +394,9 @@ def _transform_plan(t: Transform, views: dict[str, ViewPlan],
     code = function_code(t.fn)
     spec = {"kind": "transform", "name": t.name, "inputs": spec_inputs,
             "output": t.output.name, "code": code}
-    plan = TransformPlan(t.name, tuple(inputs), t.output, code, content_hash(spec))
+    if not t.compiled:  # absent when compiled, so older hashes stay
+        spec["compiled"] = False
+    plan = TransformPlan(t.name, tuple(inputs), t.output, code, content_hash(spec), t.compiled)
     done[t.name] = plan
     return plan
 

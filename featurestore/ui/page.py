@@ -208,7 +208,8 @@ def _transform(c: Catalog, name: str) -> str:
         + "</td></tr>" for i in t.inputs)
     body = (_described(c.defs.transforms[name].fn.__doc__)
             + f'<p class="meta">returns <code>{t.output}</code>; computed when asked for (online '
-              f'and in training sets), so nothing is stored to chart</p>'
+              f'and in training sets), so nothing is stored to chart'
+              + ("" if t.compiled else "; runs as plain Python, row by row (slower)") + "</p>"
             + f"<table><tr><th>input</th><th>type</th><th>from</th></tr>{inputs}</table>")
     return _card("transform", name, _head(c, "transform", name, t.version), body)
 
