@@ -11,6 +11,7 @@ failed import leaves nothing behind."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from featurestore.errors import FeatureStoreError
+from featurestore.feast_fallback import Copied, copy_function, reads
 from featurestore.feast_functions import Body, translate
 from featurestore.plan import build_plan
 from featurestore.repo import load_repo
@@ -129,9 +131,25 @@ def _name(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_") or "imported"
 
 
+@dataclass(frozen=True)
+class _Input:
+    """An input an on-demand function may read: its transform parameter, its reference in
+    our definitions, its type."""
+
+    param: str
+    ref: str
+    dtype: str
+
+
+# Names the written definitions file imports.
+IMPORTED = {"timedelta", "Entity", "FeatureService", "FeatureView", "Field", "Request", "Source",
+            "transform", "feast_row", *set(TYPES.values())}
+
+
 class _Writer:
     def __init__(self, root: Path, out: Path, result: Imported):
         self.root, self.out, self.result = root, out, result
+        self.copied = Copied()  # Feast functions run as plain Python, with what they need
         self.sources: dict[str, _Source] = {}
         # join keys -> (entity name, key types)
         self.entities: dict[tuple[str, ...], tuple[str, dict[str, str]]] = {}
@@ -139,6 +157,7 @@ class _Writer:
         self.transforms: dict[str, dict[str, str]] = {}  # odfv -> output -> transform name
         self.transform_texts: list[str] = []
         self.taken: set[str] = set()  # transform names
+        self.defined: set[str] = set()  # the transforms' function names
 
     def render(self, contents: Any) -> str:
         self.join_keys = {e.name: e.join_key for e in contents.entities}
@@ -237,7 +256,7 @@ class _Writer:
                 f"on-demand feature view {odfv.name}: {odfv.mode} mode; only python- and "
                 "pandas-mode functions translate")
             return
-        inputs: dict[str, str] = {}  # name -> its reference in our definitions
+        inputs: dict[str, _Input] = {}  # name the function may read -> the input it is
         for projection in odfv.source_feature_view_projections.values():
             view = self.views.get(projection.name)
             if view is None:
@@ -247,25 +266,29 @@ class _Writer:
             types = dict(view[2])
             for f in projection.features:
                 if f.name in types:
-                    inputs[f.name] = f'{_name(projection.name)}["{f.name}"]'
+                    found = _Input(f.name, f'{_name(projection.name)}["{f.name}"]',
+                                   types[f.name])
+                    inputs[f.name] = inputs[f"{projection.name}__{f.name}"] = found
         for request in odfv.source_request_sources.values():
             for f in request.schema:
                 ours = TYPES.get(getattr(f.dtype, "name", str(f.dtype)))
                 if ours:
-                    inputs[f.name] = f'Request("{f.name}", {ours})'
+                    inputs[f.name] = _Input(f.name, f'Request("{f.name}", {ours})', ours)
+        udf = odfv.feature_transformation.udf
         try:
-            outputs = translate(odfv.feature_transformation.udf, odfv.mode, bool(odfv.singleton))
+            outputs = translate(udf, odfv.mode, bool(odfv.singleton))
         except ValueError as exc:
             self.result.skipped.append(f"on-demand feature view {odfv.name}: {exc}")
             return
         names = self.transforms.setdefault(odfv.name, {})
+        fallback = _Fallback(self, odfv, inputs)
         for f in odfv.features:
             ours = TYPES.get(getattr(f.dtype, "name", str(f.dtype)))
             body = outputs.get(f.name, "no assignment to this output was found")
             missing = [u for u in body.params if u not in inputs] if isinstance(body, Body) else []
-            if not isinstance(body, Body) or ours is None or missing:
-                why = (f"input(s) {missing} not available" if missing else
-                       f"type {f.dtype} has no equivalent" if ours is None else body)
+            if ours is None or missing:
+                why = f"input(s) {missing} not available" if missing else \
+                    f"type {f.dtype} has no equivalent"
                 self.result.skipped.append(f"on-demand feature {odfv.name}:{f.name}: {why}")
                 continue
             name = _name(f.name)
@@ -274,16 +297,49 @@ class _Writer:
                 self.result.notes.append(
                     f"on-demand feature {odfv.name}:{f.name} is the transform {name} (another "
                     f"on-demand view has an output named {f.name})")
+            if isinstance(body, Body):
+                params = ", ".join(f'"{u}": {inputs[u].ref}' for u in body.params)
+                lines = "".join(f"    {line}\n" for st in body.statements
+                                for line in st.splitlines())
+                self.transform_texts.append(
+                    f"@transform(inputs={{{params}}}, output={ours})\n"
+                    f"def {name}({', '.join(body.params)}):\n{lines}    return {body.result}\n")
+                self.defined.add(name)
+            else:
+                try:
+                    self.transform_texts.append(fallback.transform(name, f.name, ours))
+                except ValueError as exc:
+                    self.result.skipped.append(f"on-demand feature {odfv.name}:{f.name}: {body}; "
+                                               f"it cannot run as plain Python either: {exc}")
+                    continue
+                fallback.written.append((f.name, body))
             self.taken.add(name)
-            params = ", ".join(f'"{u}": {inputs[u]}' for u in body.params)
-            lines = "".join(f"    {line}\n" for st in body.statements for line in st.splitlines())
-            self.transform_texts.append(
-                f"@transform(inputs={{{params}}}, output={ours})\n"
-                f"def {name}({', '.join(body.params)}):\n{lines}    return {body.result}\n")
             names[f.name] = name
+        if fallback.written:
+            outs = ", ".join(o for o, _ in fallback.written)
+            self.result.notes.append(
+                f"on-demand feature view {odfv.name}: {outs} run{'s' * (len(fallback.written) == 1)}"
+                f" its function as plain Python, one row at a time (slower than a compiled "
+                f"transform), since {fallback.written[0][1]}")
         if names:
             self.result.converted.append(f"on-demand feature view {odfv.name} "
                                          f"({len(names)} transforms)")
+
+    def bound(self) -> set[str]:
+        """Names the written file binds besides the copied Feast code (services aside)."""
+        return (IMPORTED | {name for name, _ in self.entities.values()}
+                | {s.name for s in self.sources.values()} | {_name(v) for v in self.views}
+                | self.defined)
+
+    def adopt(self, copied: Copied) -> None:
+        """Adds a function's copy to the file's, unless a name would mean two things."""
+        mine = {**self.copied.lines, **self.copied.functions}
+        for name, text in {**copied.lines, **copied.functions}.items():
+            if name in self.bound() or mine.get(name, text) != text:
+                raise ValueError(f"its copy would define {name}, a name the converted "
+                                 "definitions already use for something else")
+        self.copied.lines.update(copied.lines)
+        self.copied.functions.update(copied.functions)
 
     def _service(self, service: Any) -> str | None:
         items, lost = [], []
@@ -303,7 +359,10 @@ class _Writer:
             self.result.skipped.append(f"feature service {service.name}: written without "
                                        f"{', '.join(lost)} (not converted, see above)")
         self.result.converted.append(f"feature service {service.name}")
-        return (f"{_name(service.name)} = FeatureService(\"{_name(service.name)}\", features=[\n"
+        variable = _name(service.name)
+        while variable in {*self.bound(), *self.copied.lines, *self.copied.functions}:
+            variable += "_service"
+        return (f"{variable} = FeatureService(\"{_name(service.name)}\", features=[\n"
                 f"    {', '.join(items)}])\n")
 
     def _source_text(self, services: list[str]) -> str:
@@ -329,7 +388,82 @@ class _Writer:
             field_text = ", ".join(f'Field("{f}", {t})' for f, t in fields)
             parts.append(f'{_name(name)} = FeatureView("{_name(name)}", entity={entity}, '
                          f"source={source.name}{ttl_text},\n    fields=[{field_text}])\n")
+        if self.copied.functions:
+            parts[4:4] = ["from featurestore.feast_rows import feast_row"]
+            parts += ["", "# Feast's on-demand functions that do not translate, as its repo defines "
+                      "them: the", "# transforms below run them as plain Python, one row at a time.",
+                      *sorted(self.copied.lines.values(), key=lambda line: not line.startswith(
+                          ("import ", "from "))), "",
+                      *(f"\n{text}\n" for text in self.copied.functions.values())]
         parts += [f"\n{t}" for t in self.transform_texts]
         parts += ["", *services]
         return "\n".join(parts)
 
+
+
+class _Fallback:
+    """An on-demand view's outputs that do not translate, written as plain-Python transforms
+    (`compiled=False`) that call a copy of the view's own function on one row at a time
+    (featurestore.feast_rows), so training sets and serving run the same Python."""
+
+    def __init__(self, writer: _Writer, odfv: Any, inputs: dict[str, _Input]):
+        self.writer, self.odfv, self.inputs = writer, odfv, inputs
+        self.written: list[tuple[str, str]] = []  # (output, why it did not translate)
+        self._row: dict[str, _Input] | ValueError | None = None
+
+    def transform(self, name: str, output: str, dtype: str) -> str:
+        """A transform computing `output`; ValueError says why there can be none."""
+        row = self._prepared()
+        if dtype == "Timestamp":
+            raise ValueError("a Timestamp output is not converted to plain Python")
+        params = list(dict.fromkeys(i.param for i in row.values()))
+        refs = {i.param: i.ref for i in row.values()}
+        function = name
+        while function in {*self.writer.copied.lines, *self.writer.copied.functions}:
+            function += "_"
+        extra = "" if function == name else f', name="{name}"'
+        udf = self.odfv.feature_transformation.udf.__name__
+        mode = "singleton" if self.odfv.mode == "python" and self.odfv.singleton else \
+            self.odfv.mode
+        spec = ", ".join(f'"{p}": {refs[p]}' for p in params)
+        values = ", ".join(f'"{key}": {i.param}' for key, i in row.items())
+        self.writer.defined.add(function)
+        return (f"@transform(inputs={{{spec}}},\n"
+                f"           output={dtype}, compiled=False{extra})\n"
+                f"def {function}({', '.join(params)}):\n"
+                f'    return feast_row({udf}, "{mode}", {{{values}}}, "{output}")\n')
+
+    def _prepared(self) -> dict[str, _Input]:
+        """Input name as the function reads it -> the input; the function copied."""
+        if self._row is None:
+            try:
+                self._row = self._prepare()
+            except ValueError as exc:
+                self._row = exc
+        if isinstance(self._row, ValueError):
+            raise self._row
+        return self._row
+
+    def _prepare(self) -> dict[str, _Input]:
+        udf = self.odfv.feature_transformation.udf
+        arg = next(iter(inspect.signature(udf).parameters), None)
+        if arg is None:
+            raise ValueError("the function takes no argument")
+        read = reads(udf, arg)
+        if read is None:
+            row = dict(self.inputs)
+        else:
+            unknown = sorted(read - set(self.inputs))
+            if unknown:
+                raise ValueError(f"it reads {', '.join(unknown)}, not among the view's "
+                                 "features and request inputs")
+            row = {key: self.inputs[key] for key in sorted(read)}
+        if not row:
+            raise ValueError("it reads none of its inputs")
+        if any(i.dtype == "Timestamp" for i in row.values()):
+            raise ValueError("Timestamp inputs are not passed to plain Python")
+        taken = {i.param for i in row.values()} & {udf.__name__, "feast_row"}
+        if taken:
+            raise ValueError(f"an input is named {', '.join(sorted(taken))}")
+        self.writer.adopt(copy_function(udf, self.writer.root))
+        return row

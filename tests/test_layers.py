@@ -40,8 +40,10 @@ ALLOWED: dict[str, set[str]] = {
                                     "serving.proto"},
     # a face: it reads the samples servers log and asks the offline store what they missed
     "parity": PLANNED | {"offline", "feature_store", "serving.client", "serving"},
-    "feast_import": PLANNED | {"repo", "feast_functions"},
+    "feast_import": PLANNED | {"repo", "feast_functions", "feast_fallback"},
     "feast_functions": set(),  # reads Feast functions' source: imports nothing of ours
+    "feast_fallback": set(),  # copies Feast functions' source: imports nothing of ours
+    "feast_rows": set(),  # runs a Feast function on one row, inside converted repos
     # a face: the catalog page reads definitions, both stores and the parity summary
     "ui": COORDINATED | {"offline", "online", "serving"},
     "scaffold": VALUES | {"__init__"},

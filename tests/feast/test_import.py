@@ -205,7 +205,7 @@ def test_what_does_not_convert_is_named_and_nothing_is_written(tmp_path: Path) -
 
         @on_demand_feature_view(sources=[stats], schema=[Field(name="as_frame", dtype=Float64)])
         def pandas_mode(inputs):
-            return pd.DataFrame({"as_frame": inputs["conv_rate"].clip(0, 1) * 2})
+            return pd.DataFrame({"as_frame": inputs["conv_rate"].clip(0, 1) * inputs["driver_id"]})
 
         @on_demand_feature_view(sources=[stats], mode="python",
                                 schema=[Field(name="looped", dtype=Float64)])
@@ -226,10 +226,13 @@ def test_what_does_not_convert_is_named_and_nothing_is_written(tmp_path: Path) -
         in message
     assert ("on-demand feature pandas_mode:as_frame: `inputs['conv_rate'].clip(0, 1)` is not "
             "element-wise") in message
-    assert "on-demand feature python_loop:looped: its loop has `if c > 0.5:`" in message
+    assert ("; it cannot run as plain Python either: it reads driver_id, not among the view's "
+            "features and request inputs") in message
+    assert "python_loop" not in message  # a loop with a branch runs as plain Python
     assert not out.exists() and not list(tmp_path.glob(".import-*"))
     partial = import_feast(repo, out, partial=True)
     assert "feature view driver_stats" in partial.converted
+    assert "on-demand feature view python_loop (1 transforms)" in partial.converted
     FeatureStore(out).apply()
 
 
