@@ -301,10 +301,11 @@ class _Writer:
                 params = ", ".join(f'"{u}": {inputs[u].ref}' for u in body.params)
                 lines = "".join(f"    {line}\n" for st in body.statements
                                 for line in st.splitlines())
+                function, extra = self.function_name(name)
                 self.transform_texts.append(
-                    f"@transform(inputs={{{params}}}, output={ours})\n"
-                    f"def {name}({', '.join(body.params)}):\n{lines}    return {body.result}\n")
-                self.defined.add(name)
+                    f"@transform(inputs={{{params}}}, output={ours}{extra})\n"
+                    f"def {function}({', '.join(body.params)}):\n{lines}"
+                    f"    return {body.result}\n")
             else:
                 try:
                     self.transform_texts.append(fallback.transform(name, f.name, ours))
@@ -330,6 +331,15 @@ class _Writer:
         return (IMPORTED | {name for name, _ in self.entities.values()}
                 | {s.name for s in self.sources.values()} | {_name(v) for v in self.views}
                 | self.defined)
+
+    def function_name(self, transform: str) -> tuple[str, str]:
+        """A Python name for a transform's function that no other definition or copied
+        Feast code uses, and the `name=` argument it then needs."""
+        function = transform
+        while function in {*self.copied.lines, *self.copied.functions, *self.defined}:
+            function += "_"
+        self.defined.add(function)
+        return function, "" if function == transform else f', name="{transform}"'
 
     def adopt(self, copied: Copied) -> None:
         """Adds a function's copy to the file's, unless a name would mean two things."""
@@ -400,7 +410,6 @@ class _Writer:
         return "\n".join(parts)
 
 
-
 class _Fallback:
     """An on-demand view's outputs that do not translate, written as plain-Python transforms
     (`compiled=False`) that call a copy of the view's own function on one row at a time
@@ -409,42 +418,28 @@ class _Fallback:
     def __init__(self, writer: _Writer, odfv: Any, inputs: dict[str, _Input]):
         self.writer, self.odfv, self.inputs = writer, odfv, inputs
         self.written: list[tuple[str, str]] = []  # (output, why it did not translate)
-        self._row: dict[str, _Input] | ValueError | None = None
 
     def transform(self, name: str, output: str, dtype: str) -> str:
         """A transform computing `output`; ValueError says why there can be none."""
-        row = self._prepared()
+        row = self._row()
         if dtype == "Timestamp":
             raise ValueError("a Timestamp output is not converted to plain Python")
         params = list(dict.fromkeys(i.param for i in row.values()))
         refs = {i.param: i.ref for i in row.values()}
-        function = name
-        while function in {*self.writer.copied.lines, *self.writer.copied.functions}:
-            function += "_"
-        extra = "" if function == name else f', name="{name}"'
+        function, extra = self.writer.function_name(name)
         udf = self.odfv.feature_transformation.udf.__name__
         mode = "singleton" if self.odfv.mode == "python" and self.odfv.singleton else \
             self.odfv.mode
         spec = ", ".join(f'"{p}": {refs[p]}' for p in params)
         values = ", ".join(f'"{key}": {i.param}' for key, i in row.items())
-        self.writer.defined.add(function)
         return (f"@transform(inputs={{{spec}}},\n"
                 f"           output={dtype}, compiled=False{extra})\n"
                 f"def {function}({', '.join(params)}):\n"
                 f'    return feast_row({udf}, "{mode}", {{{values}}}, "{output}")\n')
 
-    def _prepared(self) -> dict[str, _Input]:
-        """Input name as the function reads it -> the input; the function copied."""
-        if self._row is None:
-            try:
-                self._row = self._prepare()
-            except ValueError as exc:
-                self._row = exc
-        if isinstance(self._row, ValueError):
-            raise self._row
-        return self._row
-
-    def _prepare(self) -> dict[str, _Input]:
+    def _row(self) -> dict[str, _Input]:
+        """Input name as the function reads it -> the input, once the function is copied
+        (again for each output: the copy is the same each time)."""
         udf = self.odfv.feature_transformation.udf
         arg = next(iter(inspect.signature(udf).parameters), None)
         if arg is None:

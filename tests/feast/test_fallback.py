@@ -72,11 +72,23 @@ def raising(inputs):
             out["per_weekday"].append(math.sqrt(7.0 / (t % 7)))
     return out
 
+# Named as its output: the transform's function gets another Python name.
+@on_demand_feature_view(sources=[stats], mode="python",
+                        schema=[Field(name="rounded", dtype=Int64)])
+def rounded(inputs):
+    out = {"rounded": []}
+    for c in inputs["conv_rate"]:
+        if c < 0.25:
+            out["rounded"].append(0)
+        else:
+            out["rounded"].append(round(c * 10))
+    return out
+
 fallback = FeatureService(name="fallback_v1",
-                          features=[stats, pandas_methods, python_loop, per_ride])
+                          features=[stats, pandas_methods, python_loop, rounded, per_ride])
 raises = FeatureService(name="raising_v1", features=[raising])
 """
-FALLBACKS = ["conv_clipped", "city_upper", "log_fare", "capped_trips", "trips_band"]
+FALLBACKS = ["conv_clipped", "city_upper", "log_fare", "capped_trips", "trips_band", "rounded"]
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +131,9 @@ def test_the_written_repo_copies_feasts_functions(repos: tuple[Path, Path, str])
     assert {"import pandas as pd", "import numpy as np"} <= set(written.splitlines())
     assert 'return feast_row(python_loop, "python", {"conv_rate": conv_rate, "trips": trips}, ' \
         '"trips_band")' in written
+    assert '@transform(inputs={"conv_rate": driver_stats["conv_rate"]},\n' \
+        '           output=Int64, compiled=False, name="rounded")\ndef rounded_(conv_rate):' \
+        in written
     plan = FeatureStore(converted).plan
     kinds = {name: type(t.kernel) for name, t in plan.transforms.items()}
     assert all(kinds[name] is PythonKernel for name in [*FALLBACKS, "per_weekday"])
