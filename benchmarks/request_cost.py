@@ -10,10 +10,11 @@ of tens of microseconds.
 Uses online.py's data and its `bench_50_t3` service (50 features over its row views and 3
 transforms), each request parsed from its bytes per call as the server does. Prints JSON: per
 batch size, the median over --reps of the mean microseconds per request (wall time), ours and
-floor. With --plain-python, two more services take turns with them: the same 3 transforms
-declared `compiled=False` (`plain_python`), and the 3 as `import-feast` writes a pandas-mode
-on-demand view it cannot translate, one pandas function called per row and output through
-featurestore.feast_rows (`feast_pandas`)."""
+floor. With --plain-python, three more services take turns with them: the same 3 transforms
+declared `compiled=False` (`plain_python`), and the 3 as `import-feast` writes the outputs of
+an on-demand view it cannot translate, its function called per row and output through
+featurestore.feast_rows: a pandas-mode function (`feast_pandas`) and a python-mode loop
+(`feast_python`)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ from featurestore.serving.request import Call, read_columns
 from featurestore.serving.service import FeatureServer, ServerOptions
 
 BATCHES = (1, 10, 100)
-# --plain-python: bench_50_t3's transforms run as plain Python, called directly and as a
-# pandas-mode Feast function (what import-feast writes), in two more services.
+# --plain-python: bench_50_t3's transforms run as plain Python, called directly and as Feast
+# functions of both modes (what import-feast writes), in three more services.
 PLAIN_PYTHON = '''
 
 import pandas as pd
@@ -58,6 +59,16 @@ def amounts(inputs: pd.DataFrame) -> pd.DataFrame:
     df["minus"] = inputs["amount"] - inputs["f01"]
     df["above"] = inputs["f02"] > inputs["threshold"]
     return df
+
+
+def amounts_loop(inputs):
+    out = {{"over": [], "minus": [], "above": []}}
+    for a, t, f00, f01, f02 in zip(inputs["amount"], inputs["threshold"], inputs["f00"],
+                                   inputs["f01"], inputs["f02"]):
+        out["over"].append(a / f00 if f00 != 0.0 else 0.0)
+        out["minus"].append(a - f01)
+        out["above"].append(f02 > t)
+    return out
 
 
 @transform(inputs={{"amount": INPUTS["amount"], "f": INPUTS["f00"]}}, output=Float64,
@@ -80,18 +91,21 @@ def above_py(threshold, f):
 
 {transforms}
 {plain} = FeatureService("{plain}", features=[{views}, over_py, minus_py, above_py])
-{pandas} = FeatureService("{pandas}", features=[{views}, over_pd, minus_pd, above_pd])
+{pandas} = FeatureService("{pandas}", features=[{views}, over_pandas, minus_pandas,
+                                                above_pandas])
+{python} = FeatureService("{python}", features=[{views}, over_python, minus_python,
+                                                above_python])
 '''
-PANDAS_TRANSFORM = '''
+FEAST_TRANSFORM = '''
 @transform(inputs={{"amount": INPUTS["amount"], "threshold": INPUTS["threshold"],
                    "f00": INPUTS["f00"], "f01": INPUTS["f01"], "f02": INPUTS["f02"]}},
            output={output}, compiled=False)
-def {name}_pd(amount, threshold, f00, f01, f02):
-    return feast_row(amounts, "pandas", {{"amount": amount, "threshold": threshold, "f00": f00,
-                                         "f01": f01, "f02": f02}}, "{name}")
+def {name}_{mode}(amount, threshold, f00, f01, f02):
+    return feast_row({function}, "{mode}", {{"amount": amount, "threshold": threshold,
+                                          "f00": f00, "f01": f01, "f02": f02}}, "{name}")
 '''
 SERVICES = {"ours": online.SERVICE_T3, "plain_python": "bench_50_t3_py",
-            "feast_pandas": "bench_50_t3_pandas"}
+            "feast_pandas": "bench_50_t3_pandas", "feast_python": "bench_50_t3_python"}
 
 
 async def measure(store: FeatureStore, url: str, reps: int, count: int, plain_python: bool
@@ -137,10 +151,13 @@ async def measure(store: FeatureStore, url: str, reps: int, count: int, plain_py
 
 def plain_python_py() -> str:
     """The definitions --plain-python adds to online.py's repo."""
-    transforms = "".join(PANDAS_TRANSFORM.format(name=name, output=output) for name, output in
-                         (("over", "Float64"), ("minus", "Float64"), ("above", "Bool")))
+    transforms = "".join(
+        FEAST_TRANSFORM.format(name=name, output=output, mode=mode, function=function)
+        for mode, function in (("pandas", "amounts"), ("python", "amounts_loop"))
+        for name, output in (("over", "Float64"), ("minus", "Float64"), ("above", "Bool")))
     return PLAIN_PYTHON.format(transforms=transforms, views=", ".join(online.VIEWS),
-                               plain=SERVICES["plain_python"], pandas=SERVICES["feast_pandas"])
+                               plain=SERVICES["plain_python"], pandas=SERVICES["feast_pandas"],
+                               python=SERVICES["feast_python"])
 
 
 async def _run(calls: list[tuple[Any, tuple[Any, ...]]]) -> None:
