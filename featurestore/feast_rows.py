@@ -7,9 +7,10 @@ batch. A missing output (None, or pandas' NaN/NA/NaT in pandas mode) comes back 
 which the transform makes NULL.
 
 A view with several outputs is several transforms, each asking for its output of the same
-rows: the outputs of the last MEMORY rows are kept, keyed by the function and the row's exact
-values (a float by its bits), so the function runs once per row, not once per output. That
-assumes what parity assumes anyway: the function's outputs depend only on its inputs."""
+rows: within one run of the executor (one training set, one request), the outputs of up to
+MEMORY rows are kept, keyed by the function and the row's exact values (a float by its bits),
+so the function runs once per row, not once per output. Nothing is kept from one run to the
+next."""
 
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from featurestore.plan.execute import RUN
+
 MODES = ("pandas", "python", "singleton")
 MEMORY = 4096  # rows whose outputs are kept
 
-_kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+class _Kept:
+    """The outputs of the current run's rows."""
+
+    run: object = None
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}  # noqa: RUF012 (one, module-wide)
 
 
 class _NotOneValue:
@@ -32,13 +40,16 @@ class _NotOneValue:
 
 def feast_row(fn: Callable[[Any], Any], mode: str, row: dict[str, Any], output: str) -> Any:
     """The value of `output` that `fn` computes for the one row `row` (input name -> value)."""
-    key = (fn, mode, *((name, _exact(value)) for name, value in row.items()))
-    outputs = _kept.get(key)
+    run = RUN.get()
+    key = (run, fn, mode, *((name, _exact(value)) for name, value in row.items()))
+    outputs = _Kept.rows.get(key) if run is not None else None
     if outputs is None:
         outputs = _outputs(fn, mode, row)
-        if len(_kept) >= MEMORY:
-            _kept.clear()
-        _kept[key] = outputs
+        if run is not None:
+            if len(_Kept.rows) >= MEMORY or _Kept.run is not run:
+                _Kept.rows.clear()
+                _Kept.run = run
+            _Kept.rows[key] = outputs
     value = outputs[output]
     if isinstance(value, _NotOneValue):
         raise ValueError(f"the function returned {value.got} as {output!r} for one row")
@@ -66,7 +77,7 @@ def _only(values: Any) -> Any:
         return _NotOneValue(f"{type(values).__name__} {values!r:.40}, not a column,")
     if len(values) != 1:
         return _NotOneValue(f"{len(values)} values")
-    return list(values)[0]
+    return next(iter(values))
 
 
 def _missing(value: Any, pd: Any) -> Any:

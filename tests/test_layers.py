@@ -43,7 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "feast_import": PLANNED | {"repo", "feast_functions", "feast_fallback"},
     "feast_functions": set(),  # reads Feast functions' source: imports nothing of ours
     "feast_fallback": set(),  # copies Feast functions' source: imports nothing of ours
-    "feast_rows": set(),  # runs a Feast function on one row, inside converted repos
+    "feast_rows": {"plan"},  # runs a Feast function on one row, inside converted repos
     # a face: the catalog page reads definitions, both stores and the parity summary
     "ui": COORDINATED | {"offline", "online", "serving"},
     "scaffold": VALUES | {"__init__"},

@@ -4,6 +4,7 @@ differ between the paths."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Protocol
 
 import numpy as np
@@ -24,6 +25,11 @@ def computed_status(valid: np.ndarray) -> np.ndarray:
     return np.where(valid, PRESENT, NULL)
 
 
+# A new object for each run of run_transforms: what plain-Python transforms may remember
+# (featurestore.feast_rows) never outlives the training set or the request it was computed for.
+RUN: ContextVar[object] = ContextVar("featurestore_transform_run", default=None)
+
+
 class Columns(Protocol):
     def __getitem__(self, ref: str) -> Column: ...
 
@@ -35,11 +41,16 @@ def run_transforms(selection: Selection, columns: Columns, requests: dict[str, C
     """Adds each transform's output to `columns` (in dependency order); returns the number of
     rows each transform raised for. Their statuses follow from validity (computed_status)."""
     errors: dict[str, int] = {}
-    for t in selection.transforms:
-        inputs = [requests[i.ref] if i.kind == "request" else columns[i.ref] for i in t.inputs]
-        assert t.kernel is not None
-        result, raised = t.kernel.run(inputs)
-        if raised:
-            errors[t.name] = raised
-        columns[t.name] = result
+    run = RUN.set(object())
+    try:
+        for t in selection.transforms:
+            inputs = [requests[i.ref] if i.kind == "request" else columns[i.ref]
+                      for i in t.inputs]
+            assert t.kernel is not None
+            result, raised = t.kernel.run(inputs)
+            if raised:
+                errors[t.name] = raised
+            columns[t.name] = result
+    finally:
+        RUN.reset(run)
     return errors

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from featurestore.feast_rows import feast_row
+from featurestore.plan.execute import RUN
 
 
 def test_each_mode_gets_the_row_as_feast_shapes_it() -> None:
@@ -20,14 +21,14 @@ def test_each_mode_gets_the_row_as_feast_shapes_it() -> None:
 
     assert feast_row(pandas_fn, "pandas", {"x": 3}, "y") == 6
     assert feast_row(pandas_fn, "pandas", {"x": 3}, "gap") is None  # NaN in pandas: missing
-    assert isinstance(seen[0], pd.DataFrame) and seen[0]["x"].tolist() == [3] and len(seen) == 1
+    assert isinstance(seen[0], pd.DataFrame) and seen[0]["x"].tolist() == [3]
     assert type(feast_row(pandas_fn, "pandas", {"x": 3}, "y")) is int  # not a NumPy scalar
     assert feast_row(lambda d: {"y": [v + 1 for v in d["x"]]}, "python", {"x": 1.5}, "y") == 2.5
     assert feast_row(lambda d: {"y": d["x"] + 1}, "singleton", {"x": 1.5}, "y") == 2.5
     assert math.isnan(feast_row(lambda d: {"y": [math.nan]}, "python", {"x": 1.0}, "y"))
 
 
-def test_one_call_per_row_and_rows_told_apart_by_their_bits() -> None:
+def test_one_call_per_row_within_a_run_and_rows_told_apart_by_their_bits() -> None:
     calls: list[float] = []
 
     def fn(inputs: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -35,13 +36,22 @@ def test_one_call_per_row_and_rows_told_apart_by_their_bits() -> None:
         return {"inverse": [1 / x if x else math.copysign(math.inf, x) for x in inputs["x"]],
                 "twice": [2 * x for x in inputs["x"]]}
 
-    rows = [0.0, -0.0, 1.0, 2.5]
-    inverse = [feast_row(fn, "python", {"x": x}, "inverse") for x in rows]
-    twice = [feast_row(fn, "python", {"x": x}, "twice") for x in rows]
+    def run() -> tuple[list[float], list[float]]:
+        rows = [0.0, -0.0, 1.0, 2.5]
+        token = RUN.set(object())  # as run_transforms does
+        try:
+            return ([feast_row(fn, "python", {"x": x}, "inverse") for x in rows],
+                    [feast_row(fn, "python", {"x": x}, "twice") for x in rows])
+        finally:
+            RUN.reset(token)
+
+    inverse, twice = run()
     assert inverse == [math.inf, -math.inf, 1.0, 0.4] and twice == [0.0, -0.0, 2.0, 5.0]
     assert math.copysign(1, twice[1]) == -1
     assert len(calls) == 4  # the second output came from the first call of each row
-    assert feast_row(fn, "python", {"x": 1}, "inverse") == 1.0 and len(calls) == 5  # int 1
+    assert run() == (inverse, twice) and len(calls) == 8  # nothing kept between runs
+    assert feast_row(fn, "python", {"x": 1}, "inverse") == 1.0  # int 1, outside a run
+    assert feast_row(fn, "python", {"x": 1}, "twice") == 2 and len(calls) == 10
 
 
 def test_what_is_not_one_value_raises() -> None:
