@@ -36,23 +36,26 @@ def copy_function(fn: Any, root: Path) -> Copied:
 
 
 def reads(fn: Any, arg: str) -> set[str] | None:
-    """The input names `fn` reads as `arg["name"]` or `arg.get("name")`; None when it reads
-    its argument any other way (it may then read any input)."""
+    """The input names `fn` reads as `arg["name"]` or `arg.get("name")` (less those it sets
+    itself, `arg["name"] = ...`); None when it reads its argument any other way (it may then
+    read any input)."""
     func = _definition(fn)
     names: set[str] = set()
+    written: set[str] = set()
     for node in ast.walk(func):
         if not (isinstance(node, ast.Name) and node.id == arg):
             continue
         parent = getattr(node, "parent", None)
         if isinstance(parent, ast.Subscript) and isinstance(parent.slice, ast.Constant):
-            names.add(str(parent.slice.value))
+            key = str(parent.slice.value)
+            (names if isinstance(parent.ctx, ast.Load) else written).add(key)
         elif isinstance(parent, ast.Attribute) and parent.attr == "get" and isinstance(
                 getattr(parent, "parent", None), ast.Call) and parent.parent.args and isinstance(
                 parent.parent.args[0], ast.Constant):
             names.add(str(parent.parent.args[0].value))
         elif not isinstance(parent, ast.arg | ast.arguments):
             return None
-    return names
+    return names - written
 
 
 def _definition(fn: Any) -> ast.FunctionDef:

@@ -161,6 +161,10 @@ def scaled(inputs):
         out["y"].append(json.dumps(scale(mean_of([x, math.pi])) + float(np.float64(1.0))))
     return out
 
+def writes_inputs(inputs):
+    inputs["tmp"] = inputs["x"] * 2
+    return {"y": inputs["tmp"] + 1}
+
 def dynamic(inputs):
     return {"y": [twice(v) for v in inputs.values()]}
 
@@ -193,6 +197,7 @@ def test_a_function_is_copied_with_what_it_reads_from_its_module(tmp_path: Path)
     exec("\n".join([*copied.lines.values(), *copied.functions.values()]), namespace)
     assert namespace["scaled"]({"x": [1.0, 2.5]}) == udfs.scaled({"x": [1.0, 2.5]})
     assert reads(udfs.scaled, "inputs") == {"x"} and reads(udfs.dynamic, "inputs") is None
+    assert reads(udfs.writes_inputs, "inputs") == {"x"}
     assert list(copy_function(udfs.dynamic, tmp_path).functions) == ["twice", "dynamic"]
     with pytest.raises(ValueError, match=r"local_module\(\) uses helpers_local, a module of "
                                          "the Feast repo"):
