@@ -17,6 +17,8 @@ from serving_kit import cli
 from featurestore import FeatureStore
 from featurestore.plan.kernels import Kernel
 from featurestore.plan.python_kernel import PythonKernel
+from featurestore.ui.catalog import read_catalog
+from featurestore.ui.page import render
 
 DEFINITIONS = """
 import statistics
@@ -113,6 +115,8 @@ def test_plain_python_runs_row_by_row_with_the_compiled_rules(store: FeatureStor
     described = cli("describe", "profile_py", "--repo", store.config.root).stdout
     assert "ratio (plain Python, slower), " in described and "big" in described
     assert "big (plain Python" not in described
+    page = render(read_catalog(store.config.root))  # the catalog marks the five, not `big`
+    assert page.count("runs as plain Python, row by row (slower)") == 5
     # The same function as a SQL function.
     assert store.sql("SELECT country_name('FR') AS a, country_name('DE') AS b").row(0) == (
         "France", None)
