@@ -76,6 +76,9 @@ Repo = Annotated[Path, typer.Option(
     help="feature repo directory [default: the current folder when it holds featurestore.yaml, "
          "else feature_repo]", show_default=False)]
 T = TypeVar("T")
+Engine = Annotated[str | None, typer.Option(
+    help="offline engine: duckdb or spark [default: offline_engine in featurestore.yaml]",
+    show_default=False)]
 # How commands that talk to a server reach it; the token itself never goes on a command line.
 Tls = Annotated[bool, typer.Option("--tls", help="use TLS, trusting the system's CAs (or "
                                                  "--tls-ca)", envvar="FEATURESTORE_TLS")]
@@ -316,11 +319,11 @@ def _details(plan: Any, kind: str, name: str) -> str:
 
 @app.command()
 def backfill(repo: Repo = Path("feature_repo"),
-             view: Annotated[list[str] | None, typer.Option(help="only these views")] = None
-             ) -> None:
+             view: Annotated[list[str] | None, typer.Option(help="only these views")] = None,
+             engine: Engine = None) -> None:
     """Re-read source data and rebuild feature tables."""
     store = _store(repo)
-    result = _guard(lambda: store.backfill(view or None))
+    result = _guard(lambda: store.backfill(view or None, engine=engine))
     for name, rows in result.built.items():
         out.print(f"built feature table {name}: {rows} rows")
 
@@ -349,6 +352,7 @@ def training_set(
     timezone: Annotated[str | None, typer.Option(help="zone of naive label timestamps")] = None,
     statuses: Annotated[bool, typer.Option(help="add <feature>__status columns")] = False,
     repo: Repo = Path("feature_repo"),
+    engine: Engine = None,
 ) -> None:
     """Build a point-in-time-correct training set for the labels."""
     store = _store(repo)
@@ -361,7 +365,8 @@ def training_set(
             raise FeatureStoreError(f"output {output} must end in .parquet or .csv")
         frame = store.training_set(table, service=service,
                                    features=features.split(",") if features else None,
-                                   timestamp=timestamp, timezone=timezone, statuses=True)
+                                   timestamp=timestamp, timezone=timezone, statuses=True,
+                                   engine=engine)
         written = frame if statuses else frame.select(
             c for c in frame.columns if not c.endswith("__status"))
         output.parent.mkdir(parents=True, exist_ok=True)
