@@ -20,7 +20,7 @@ import pytest
 from featurestore import FeatureStore
 from featurestore.offline.connection import connect
 from featurestore.offline.feature_tables import feature_table
-from featurestore.offline.spark.feature_tables import location
+from featurestore.offline.spark.feature_tables import from_bits, location
 
 FUNCTIONS = ["sum", "count", "mean", "min", "max", "var", "stddev", "first", "last",
              "count_distinct"]
@@ -161,14 +161,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> tuple[FeatureS
 
 
 def bits(column: pa.ChunkedArray) -> list[Any]:
-    """Values as comparable bits: floats by their IEEE pattern (all NaNs one value, as in the
-    other parity suites: Spark's Parquet writer keeps no NaN sign or payload), timestamps as
-    micros."""
+    """Values as comparable bits: floats by their IEEE pattern (NaNs' signs and payloads
+    included), timestamps as micros."""
     array = column.combine_chunks()
     if pa.types.is_floating(array.type):
-        values = array.fill_null(0.0).to_numpy(zero_copy_only=False).copy()
-        values[np.isnan(values)] = math.nan
-        raw = values.view(np.int64)
+        raw = array.fill_null(0.0).to_numpy(zero_copy_only=False).view(np.int64)
         return [int(b) if v else None for b, v in zip(raw, array.is_valid().to_pylist(),
                                                       strict=True)]
     if pa.types.is_timestamp(array.type):
@@ -197,7 +194,10 @@ def test_feature_tables_are_identical(repo: tuple[FeatureStore, pl.DataFrame], s
             keys = [k for k, _ in view.join_keys]
             order = [(c, "ascending") for c in [*keys, "__vis"]]
             duck = con.sql(f"SELECT * FROM {feature_table(view)}").to_arrow_table()
-            theirs = spark.read.parquet(location(store.config.spark_tables_url, view)).toArrow()
+            stored = spark.read.parquet(location(store.config.spark_tables_url, view)).toArrow()
+            dtypes = {**dict(view.features), **{a.name: a.output for a in view.aggregates}}
+            theirs = pa.table({c: from_bits(stored.column(c), dtypes[c]) if c in dtypes
+                               else stored.column(c) for c in stored.column_names})
             assert duck.num_rows > 20, view.name
             assert_same(duck.sort_by(order), theirs.select(duck.column_names).sort_by(order),
                         f"feature table {view.name}")

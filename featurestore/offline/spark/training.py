@@ -16,7 +16,7 @@ from featurestore.offline.connection import quote
 from featurestore.offline.feature_tables import visible_value
 from featurestore.offline.labels import ROW, TS
 from featurestore.offline.spark import windows
-from featurestore.offline.spark.feature_tables import location
+from featurestore.offline.spark.feature_tables import from_bits, location
 from featurestore.offline.training import state_column, state_sql
 from featurestore.plan import Plan, ViewPlan
 from featurestore.values.columns import Column, from_arrow
@@ -73,7 +73,7 @@ def looked_up(spark: SparkSession, plan: Plan, tables: str, views: dict[str, lis
               ) -> tuple[pa.Table, dict[str, Column]]:
     """What assemble needs: the plain views' joined columns and the windowed features'
     Columns, in label order. `events(view)`: the windowed view's events frame."""
-    joined: dict[str, pa.ChunkedArray] = {}
+    joined: dict[str, pa.Array | pa.ChunkedArray] = {}
     out: dict[str, Column] = {}
     for i, (name, features) in enumerate(views.items()):
         view = plan.views[name]
@@ -88,5 +88,8 @@ def looked_up(spark: SparkSession, plan: Plan, tables: str, views: dict[str, lis
         else:
             got = in_row_order(lookup(feature_table(spark, tables, view), labels, view, i,
                                       features))
-            joined.update((c, got.column(c)) for c in got.column_names if c != ROW)
+            joined[state_column(i)] = got.column(state_column(i))
+            for f in features:
+                ref = f"{name}:{f}"
+                joined[ref] = from_bits(got.column(ref), view.dtype(f))
     return pa.table(joined), out

@@ -15,6 +15,7 @@ from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout
 from featurestore.offline import windowed
 from featurestore.offline.connection import quote
+from featurestore.offline.spark.feature_tables import stored_type, to_bits
 from featurestore.offline.spark.sources import SPARK_TYPES
 from featurestore.offline.windowed import visible_from
 from featurestore.plan import Plan, ViewPlan
@@ -39,12 +40,12 @@ def events_frame(rows: DataFrame, plan: Plan, view: ViewPlan) -> DataFrame:
 
 
 def backfill(events: DataFrame, view: ViewPlan) -> DataFrame:
-    """The view's feature table rows (keys, `__vis` in micros, each aggregate) at the hop
-    boundaries where a value changes, computed partition by partition."""
+    """The view's feature table rows (keys, `__vis` in micros, each aggregate as stored) at
+    the hop boundaries where a value changes, computed partition by partition."""
     keys = [k for k, _ in view.join_keys]
     schema = ", ".join([*(f"{quote(k)} {SPARK_TYPES[t]}" for k, t in view.join_keys),
                         "__vis BIGINT",
-                        *(f"{quote(a.name)} {SPARK_TYPES[a.output]}" for a in view.aggregates)])
+                        *(f"{quote(a.name)} {stored_type(a.output)}" for a in view.aggregates)])
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = _table(batches)
@@ -57,7 +58,7 @@ def backfill(events: DataFrame, view: ViewPlan) -> DataFrame:
         columns = {k: found.keys.column(k).take(take) for k in keys}
         columns["__vis"] = pa.array(at, pa.int64())
         for agg, column in zip(view.aggregates, values, strict=True):
-            columns[agg.name] = to_arrow(column, agg.output)
+            columns[agg.name] = to_bits(to_arrow(column, agg.output), agg.output)
         yield from pa.table(columns).to_batches(BATCH)
 
     return events.repartition(*keys).sortWithinPartitions(*keys, "__ts").mapInArrow(run, schema)
