@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from featurestore import FeatureStore
+from featurestore.offline import event_log
 from featurestore.offline.connection import connect
 from featurestore.offline.feature_tables import feature_table
 from featurestore.offline.spark.feature_tables import from_bits, location
@@ -54,6 +56,9 @@ spend = FeatureView("spend", entity=user, source=tx, aggregates=[
     Aggregate("qty", "sum", window="1h", hop="15m", dtype=Int64, name="qty_1h"),
     Aggregate("qty", "max", window="1h", hop="15m", dtype=Int64, name="qty_max_1h"),
     Aggregate("shop", "count_distinct", window="2h", hop="30m", dtype=String, name="shops")])
+b_sums = FeatureView("b_sums", entity=acct_region, source=b_src, aggregates=[
+    Aggregate("b_float", "sum", window="1h", hop="15m", name="b_sum_1h"),
+    Aggregate("b_int", "max", window="1h", hop="15m", dtype=Int64, name="b_max_1h")])
 by_shop = FeatureView("by_shop", entity=user_shop, source=tx, aggregates=[
     Aggregate("amount", "sum", window="1h", hop="15m", name="shop_sum"),
     Aggregate("amount", "max", window="1h", hop="15m", name="shop_max")])
@@ -69,7 +74,7 @@ def share_of_spend(amount, total):
     return amount / total if total != 0.0 else -0.0
 
 everything = FeatureService("everything", features=[
-    view_a, view_t, view_b, spend, by_shop, amount_to_limit, share_of_spend])
+    view_a, view_t, view_b, b_sums, spend, by_shop, amount_to_limit, share_of_spend])
 """.replace("FUNCTIONS", repr(FUNCTIONS))
 
 BASE = 1_700_000_000_000_000
@@ -101,6 +106,20 @@ def write(path: Path, columns: dict[str, tuple[list[Any] | np.ndarray, pa.DataTy
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({c: pa.array(v.tolist() if isinstance(v, np.ndarray) else v, t)
                              for c, (v, t) in columns.items()}), path)
+
+
+def push_batches(store: FeatureStore, seed: int) -> None:
+    """Batches in the pushed-event log of b_src (visible from their ingest times), as a push
+    logs them: both engines read them beside the files."""
+    rng = np.random.default_rng(seed)
+    for i in range(3):
+        rows = pq.read_table(store.config.root / "data" / "b" / f"part{i % 2}.parquet")
+        rows = rows.filter(pc.and_(pc.is_valid(rows.column("acct_id")),
+                                   pc.is_valid(rows.column("region"))))  # pushes need keys
+        ingested = BASE + (20 + 15 * i) * STEP
+        batch = event_log.check_batch(store.plan, "b_src", rows.take(
+            rng.integers(0, rows.num_rows, 40)), ingested, 10**15)
+        event_log.append(store.config.root, "b_src", f"batch-{i}", batch, ingested)
 
 
 def generate(root: Path, seed: int) -> pl.DataFrame:
@@ -154,6 +173,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> tuple[FeatureS
     (root / "features.py").write_text(textwrap.dedent(DEFINITIONS))
     labels = generate(root, seed=14)
     store = FeatureStore(root)
+    push_batches(store, seed=15)
     store.apply()  # the DuckDB engine's feature tables
     built = store.backfill()  # the configured engine: Spark
     assert set(built.built) == set(store.plan.views)
