@@ -16,6 +16,7 @@ import statistics
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         master = f"local[{cores}]"
         log(f"Spark {master}")
         store = FeatureStore(root)
-        object.__setattr__(store.config, "spark_master", master)
+        store.config = replace(store.config, spark_master=master)
         spark = store.spark.spark
         spark.conf.set("spark.sql.shuffle.partitions", str(4 * cores))
         results[f"spark_{master}"] = measure(store, "spark", labels, args.reps)

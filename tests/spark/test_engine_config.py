@@ -3,15 +3,19 @@ the errors that name the key and the fix."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 from repo_kit import T0, write_repo
+from serving_kit import cli
+from typer.testing import CliRunner
 
 from featurestore import FeatureStore
-from featurestore.errors import FeatureStoreError, NotAppliedError
+from featurestore.cli import app
+from featurestore.errors import FeatureStoreError
 from featurestore.repo import load_config
 
 
@@ -35,12 +39,27 @@ def test_engine_argument_is_checked(tmp_path: Path) -> None:
         store.backfill(engine="dask")
 
 
+def test_cli_names_the_bad_engine(tmp_path: Path) -> None:
+    proc = cli("backfill", "--engine", "dask", "--repo", write_repo(tmp_path), expect=1)
+    assert "engine is 'dask'" in proc.stderr + proc.stdout
+
+
 def test_spark_training_set_needs_a_spark_backfill(tmp_path: Path, spark: Any) -> None:
-    store = FeatureStore(write_repo(tmp_path))
-    labels = pl.DataFrame({"user_id": [1], "event_timestamp": [T0], "amount": [1.0]})
-    with pytest.raises(NotAppliedError, match="backfill --engine spark"):
-        store.training_set(labels, service="fraud_v1", engine="spark")
-    store.backfill(engine="spark")
-    got = store.training_set(labels, service="fraud_v1", engine="spark", statuses=True)
-    assert got["age"].to_list() == [30] and got["age__status"].to_list() == [
-        "PRESENT"]
+    """Through the CLI's --engine, in this process (so on the running local Spark)."""
+    root = write_repo(tmp_path)
+    FeatureStore(root).apply()
+    labels = tmp_path / "labels.parquet"
+    pl.DataFrame({"user_id": [1, 2, 3], "event_timestamp": [T0, T0 + timedelta(days=1), T0],
+                  "amount": [1.0, 2.0, 3.0]}).write_parquet(labels)
+    out = tmp_path / "training.parquet"
+    asked = ["training-set", str(labels), "-o", str(out), "--service", "fraud_v1",
+             "--statuses", "--repo", str(root), "--engine", "spark"]
+    refused = CliRunner().invoke(app, asked)
+    assert refused.exit_code == 1 and "backfill --engine spark" in refused.output
+    built = CliRunner().invoke(app, ["backfill", "--repo", str(root), "--engine", "spark"])
+    assert built.exit_code == 0 and "built feature table user_profile: 3 rows" in built.output
+    assert CliRunner().invoke(app, asked).exit_code == 0
+    got = pl.read_parquet(out)
+    assert got["age"].to_list() == [30, 40, None]
+    assert got["age__status"].to_list() == ["PRESENT", "PRESENT", "NOT_FOUND"]
+    assert got["amount_to_limit"].to_list() == [0.01, 0.04, None]
