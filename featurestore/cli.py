@@ -31,7 +31,7 @@ from featurestore.offline.sql import SqlSession
 from featurestore.online.managed import ManagedRedis
 from featurestore.parity import LogReport, ParityReport, check_samples
 from featurestore.parity import check as check_parity
-from featurestore.repo import CONFIG_FILE, load_config
+from featurestore.repo import CONFIG_FILE, ENGINES, load_config
 from featurestore.scaffold import scaffold
 from featurestore.serving.client import Client, OnlineFeatures
 from featurestore.serving.logs import FORMATS, LEVELS
@@ -322,6 +322,7 @@ def backfill(repo: Repo = Path("feature_repo"),
              view: Annotated[list[str] | None, typer.Option(help="only these views")] = None,
              engine: Engine = None) -> None:
     """Re-read source data and rebuild feature tables."""
+    _check_engine(engine)
     store = _store(repo)
     result = _guard(lambda: store.backfill(view or None, engine=engine))
     for name, rows in result.built.items():
@@ -355,6 +356,7 @@ def training_set(
     engine: Engine = None,
 ) -> None:
     """Build a point-in-time-correct training set for the labels."""
+    _check_engine(engine)
     store = _store(repo)
 
     def run() -> pl.DataFrame:
@@ -661,6 +663,11 @@ def serve(repo: Repo = Path("feature_repo"),
             metrics_port)
 
     _guard(run)
+
+
+def _check_engine(engine: str | None) -> None:
+    if engine is not None:
+        _guard(lambda: _check_choice(engine, ENGINES, "--engine"))
 
 
 def _check_choice(value: str, choices: tuple[str, ...], option: str) -> None:

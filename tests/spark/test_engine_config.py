@@ -41,7 +41,7 @@ def test_engine_argument_is_checked(tmp_path: Path) -> None:
 
 def test_cli_names_the_bad_engine(tmp_path: Path) -> None:
     proc = cli("backfill", "--engine", "dask", "--repo", write_repo(tmp_path), expect=1)
-    assert "engine is 'dask'" in proc.stderr + proc.stdout
+    assert "--engine must be one of duckdb, spark, got 'dask'" in proc.stderr + proc.stdout
 
 
 def test_spark_training_set_needs_a_spark_backfill(tmp_path: Path, spark: Any) -> None:
