@@ -5,14 +5,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_REPO := feature_repo
 PROTOS := $(wildcard proto/featurestore/v1/*.proto)
 
-.PHONY: install proto redis chromium test lint demo catalog-screenshot bench mutate clean
+.PHONY: install proto redis chromium java test lint demo catalog-screenshot bench mutate clean
 
 # Installing also generates featurestore/serving/_proto/ from proto/ (generated code is built,
 # never committed), and a changed .proto makes the next `make test` or `make demo` regenerate.
 $(VENV)/.installed: pyproject.toml $(PROTOS)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,feast]'
+	$(PY) -m pip install -q -e '.[dev,feast,spark]'
 	$(PY) featurestore/serving/codegen.py
 	touch $@
 
@@ -35,10 +35,17 @@ chromium:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# The Spark offline engine's tests run a local Spark, which needs Java 17+: Debian's JRE.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+		echo "installing openjdk-17-jre-headless (Debian package)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+
 lint: install
 	$(VENV)/bin/ruff check featurestore tests benchmarks feature_repo
 
-test: install redis chromium lint
+test: install redis chromium java lint
 	$(VENV)/bin/pytest -q
 
 # The standing mutation check (not part of `make test`): semantic mutations of the hot spots,

@@ -31,7 +31,7 @@ from featurestore.offline.sql import SqlSession
 from featurestore.online.managed import ManagedRedis
 from featurestore.parity import LogReport, ParityReport, check_samples
 from featurestore.parity import check as check_parity
-from featurestore.repo import CONFIG_FILE, load_config
+from featurestore.repo import CONFIG_FILE, ENGINES, load_config
 from featurestore.scaffold import scaffold
 from featurestore.serving.client import Client, OnlineFeatures
 from featurestore.serving.logs import FORMATS, LEVELS
@@ -76,6 +76,9 @@ Repo = Annotated[Path, typer.Option(
     help="feature repo directory [default: the current folder when it holds featurestore.yaml, "
          "else feature_repo]", show_default=False)]
 T = TypeVar("T")
+Engine = Annotated[str | None, typer.Option(
+    help="offline engine: duckdb or spark [default: offline_engine in featurestore.yaml]",
+    show_default=False)]
 # How commands that talk to a server reach it; the token itself never goes on a command line.
 Tls = Annotated[bool, typer.Option("--tls", help="use TLS, trusting the system's CAs (or "
                                                  "--tls-ca)", envvar="FEATURESTORE_TLS")]
@@ -322,11 +325,12 @@ def _details(plan: Any, kind: str, name: str) -> str:
 
 @app.command()
 def backfill(repo: Repo = Path("feature_repo"),
-             view: Annotated[list[str] | None, typer.Option(help="only these views")] = None
-             ) -> None:
+             view: Annotated[list[str] | None, typer.Option(help="only these views")] = None,
+             engine: Engine = None) -> None:
     """Re-read source data and rebuild feature tables."""
+    _check_engine(engine)
     store = _store(repo)
-    result = _guard(lambda: store.backfill(view or None))
+    result = _guard(lambda: store.backfill(view or None, engine=engine))
     for name, rows in result.built.items():
         out.print(f"built feature table {name}: {rows} rows")
 
@@ -355,8 +359,10 @@ def training_set(
     timezone: Annotated[str | None, typer.Option(help="zone of naive label timestamps")] = None,
     statuses: Annotated[bool, typer.Option(help="add <feature>__status columns")] = False,
     repo: Repo = Path("feature_repo"),
+    engine: Engine = None,
 ) -> None:
     """Build a point-in-time-correct training set for the labels."""
+    _check_engine(engine)
     store = _store(repo)
 
     def run() -> pl.DataFrame:
@@ -367,7 +373,8 @@ def training_set(
             raise FeatureStoreError(f"output {output} must end in .parquet or .csv")
         frame = store.training_set(table, service=service,
                                    features=features.split(",") if features else None,
-                                   timestamp=timestamp, timezone=timezone, statuses=True)
+                                   timestamp=timestamp, timezone=timezone, statuses=True,
+                                   engine=engine)
         written = frame if statuses else frame.select(
             c for c in frame.columns if not c.endswith("__status"))
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -662,6 +669,11 @@ def serve(repo: Repo = Path("feature_repo"),
             metrics_port)
 
     _guard(run)
+
+
+def _check_engine(engine: str | None) -> None:
+    if engine is not None:
+        _guard(lambda: _check_choice(engine, ENGINES, "--engine"))
 
 
 def _check_choice(value: str, choices: tuple[str, ...], option: str) -> None:

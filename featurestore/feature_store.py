@@ -16,13 +16,14 @@ from featurestore.materialization import Materialized, materialize
 from featurestore.offline import ApplyResult, OfflineStore, event_log
 from featurestore.offline.event_log import content_id, read_events_table
 from featurestore.offline.registry import PlanDiff
+from featurestore.offline.spark import SparkOffline
 from featurestore.offline.sql import SqlSession
 from featurestore.online.managed import ManagedRedis
 from featurestore.online.store import OnlineStore
 from featurestore.plan import Plan
 from featurestore.progress import Reporter
 from featurestore.push import DEFAULT_MAX_FUTURE_US, PushResult, push
-from featurestore.repo import RepoConfig, load_config, load_plan
+from featurestore.repo import RepoConfig, check_engine, load_config, load_plan
 from featurestore.serving.client import FeatureServiceSchema, OnlineFeatures, encode_request
 from featurestore.serving.local import answer
 from featurestore.values.timestamps import now_us, to_micros
@@ -34,6 +35,7 @@ class FeatureStore:
         self.offline = OfflineStore(self.config.offline_store, self.config.root)
         self.reporter = Reporter(progress)
         self._plan: Plan | None = None
+        self._spark: SparkOffline | None = None
 
     @property
     def plan(self) -> Plan:
@@ -53,8 +55,24 @@ class FeatureStore:
     def apply(self) -> ApplyResult:
         return self.offline.apply(self.reload(), self.reporter)
 
-    def backfill(self, views: list[str] | None = None) -> ApplyResult:
+    def backfill(self, views: list[str] | None = None, engine: str | None = None) -> ApplyResult:
+        """Rebuild feature tables from the sources' current data; `engine` ('duckdb' or
+        'spark') overrides the repo's offline_engine."""
+        if self._engine(engine) == "spark":
+            return ApplyResult(PlanDiff(), built=self.spark.backfill(self.plan, views,
+                                                                      self.reporter))
         return self.offline.backfill(self.plan, views, self.reporter)
+
+    @property
+    def spark(self) -> SparkOffline:
+        """The Spark engine, as featurestore.yaml configures it (spark_master, spark_tables)."""
+        if self._spark is None:
+            self._spark = SparkOffline(self.config.spark_master, self.config.spark_tables_url,
+                                       self.config.root)
+        return self._spark
+
+    def _engine(self, engine: str | None) -> str:
+        return check_engine(engine, "engine") if engine else self.config.offline_engine
 
     def session(self) -> AbstractContextManager[None]:
         """`with store.session(): ...` keeps the offline store open between calls, which makes
@@ -70,16 +88,18 @@ class FeatureStore:
         timezone: str | None = None,
         statuses: bool = False,
         output: str = "polars",
+        engine: str | None = None,
     ) -> Any:
         """One row per label row (order and duplicates kept): the label columns, then one
         column per feature as it was visible at the label's `timestamp`. With statuses=True,
         a `<feature>__status` column per feature says PRESENT, NULL, NOT_FOUND or
-        OUTSIDE_TTL. output: 'polars' (default), 'arrow' or 'pandas'."""
+        OUTSIDE_TTL. output: 'polars' (default), 'arrow' or 'pandas'. `engine` ('duckdb' or
+        'spark') overrides the repo's offline_engine."""
         if output not in ("polars", "arrow", "pandas"):
             raise ValueError("output must be 'polars', 'arrow' or 'pandas'")
         selection = self.plan.select(service=service, features=features)
-        frame = self.offline.training_set(self.plan, selection, labels, timestamp, timezone,
-                                          statuses)
+        offline = self.spark if self._engine(engine) == "spark" else self.offline
+        frame = offline.training_set(self.plan, selection, labels, timestamp, timezone, statuses)
         if output == "arrow":
             return frame.to_arrow()
         return frame.to_pandas() if output == "pandas" else frame

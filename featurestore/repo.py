@@ -38,7 +38,9 @@ from featurestore.errors import DefinitionError, FeatureStoreError
 from featurestore.plan import Plan, build_plan
 
 CONFIG_FILE = "featurestore.yaml"
-_CONFIG_KEYS = {"project", "offline_store", "online_store", "description"}
+_CONFIG_KEYS = {"project", "offline_store", "online_store", "description", "offline_engine",
+                "spark_master", "spark_tables"}
+ENGINES = ("duckdb", "spark")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -49,6 +51,18 @@ class RepoConfig:
     offline_store: Path
     # "managed" (start a local redis-server) or a URL, as written (${NAME} not replaced yet)
     online_store: str = field(repr=False)
+    offline_engine: str = "duckdb"  # what builds feature tables and training sets: ENGINES
+    spark_master: str = "local[*]"  # the Spark master URL, with offline_engine: spark
+    # where the Spark engine keeps feature tables: a folder, or a URL every executor can reach
+    spark_tables: str = ".featurestore/spark"
+
+    @property
+    def spark_tables_url(self) -> str:
+        """spark_tables as Spark reads it: a URL as written, a path resolved in the repo."""
+        if "://" in self.spark_tables:
+            return self.spark_tables
+        path = Path(self.spark_tables)
+        return str(path if path.is_absolute() else self.root / path)
 
     @property
     def online_url(self) -> str:
@@ -96,7 +110,19 @@ def load_config(root: str | Path) -> RepoConfig:
         raise FeatureStoreError(  # the value is not shown: it may hold a password
             f"{path}: online_store must be 'managed' or a redis://, rediss:// or unix:// URL"
         )
-    return RepoConfig(root, project, offline if offline.is_absolute() else root / offline, online)
+    engine = str(raw.get("offline_engine", "duckdb"))
+    check_engine(engine, f"{path}: offline_engine")
+    spark = {k: str(raw[k]) for k in ("spark_master", "spark_tables") if k in raw}
+    return RepoConfig(root, project, offline if offline.is_absolute() else root / offline, online,
+                      engine, **spark)
+
+
+def check_engine(engine: str, where: str) -> str:
+    if engine not in ENGINES:
+        raise FeatureStoreError(
+            f"{where} is {engine!r}; it must be one of {', '.join(ENGINES)} (set offline_engine "
+            f"in {CONFIG_FILE}, or pass --engine duckdb|spark)")
+    return engine
 
 
 def _variable(match: re.Match[str]) -> str:

@@ -26,6 +26,11 @@ class DType:
     def __repr__(self) -> str:
         return self.name
 
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        """Unpickled as the same object (code compares types with `is`): plans travel to
+        Spark executors pickled."""
+        return dtype_by_name, (self.name,)
+
 
 Int64 = DType("Int64", np.dtype(np.int64), "BIGINT")
 Float64 = DType("Float64", np.dtype(np.float64), "DOUBLE")

@@ -32,18 +32,22 @@ def feature_table(view: ViewPlan) -> str:
     return f"{INTERNAL}.{quote(f'fv_{view.name}_{view.version}')}"
 
 
-def visible_value(view: ViewPlan, value: str, alias: str, label_ts: str) -> str:
+def visible_value(view: ViewPlan, value: str, alias: str, label_ts: str,
+                  micros: bool = False) -> str:
     """A feature value as a label at `label_ts` sees it: NULL when older than the ttl
     (an event exactly at label_ts - ttl is still inside)."""
     if view.ttl_us is None:
         return value
-    return f"CASE WHEN NOT {expired(view, alias, label_ts)} THEN {value} END"
+    return f"CASE WHEN NOT {expired(view, alias, label_ts, micros)} THEN {value} END"
 
 
-def expired(view: ViewPlan, alias: str, label_ts: str) -> str:
+def expired(view: ViewPlan, alias: str, label_ts: str, micros: bool = False) -> str:
+    """`micros`: the times are epoch microseconds (as the Spark engine compares them), not
+    timestamps."""
     if view.ttl_us is None:
         return "false"
-    return f"({alias}.__event_ts < {label_ts} - to_microseconds({view.ttl_us}))"
+    ttl = str(view.ttl_us) if micros else f"to_microseconds({view.ttl_us})"
+    return f"({alias}.__event_ts < {label_ts} - {ttl})"
 
 
 def asof_join(view: ViewPlan, labels: str, alias: str, label_ts: str) -> str:

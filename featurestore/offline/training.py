@@ -34,16 +34,27 @@ def check_built(con: duckdb.DuckDBPyConnection, plan: Plan, views: list[str]) ->
             )
 
 
+def state_column(index: int) -> str:
+    """The joined column holding the state of the selection's `index`-th view's lookup."""
+    return f"__st_{index}"
+
+
+def state_sql(view: ViewPlan, alias: str, label_ts: str, micros: bool = False) -> str:
+    """A plain view's lookup state at `label_ts` from the row `alias` the ASOF join found
+    (NOT_FOUND, OUTSIDE_TTL or PRESENT; NULL values are told apart later, per feature).
+    `micros`: see feature_tables.expired."""
+    return (f"CASE WHEN {alias}.__vis IS NULL THEN {int(Status.NOT_FOUND)} "
+            f"WHEN {expired(view, alias, label_ts, micros)} THEN {int(Status.OUTSIDE_TTL)} "
+            f"ELSE {int(Status.PRESENT)} END")
+
+
 def join_sql(plan: Plan, selection: Selection) -> str:
     items, joins = [f"l.{ROW}"], []
     for i, (name, features) in enumerate(selection.views.items()):
         view, alias = plan.views[name], f"f{i}"
         if view.windowed:
             continue
-        state = (f"CASE WHEN {alias}.__vis IS NULL THEN {int(Status.NOT_FOUND)} "
-                 f"WHEN {expired(view, alias, f'l.{TS}')} THEN {int(Status.OUTSIDE_TTL)} "
-                 f"ELSE {int(Status.PRESENT)} END")
-        items.append(f"{state}::UTINYINT AS {quote(f'__st_{i}')}")
+        items.append(f"{state_sql(view, alias, f'l.{TS}')}::UTINYINT AS {quote(state_column(i))}")
         items += [f"{visible_value(view, f'{alias}.{quote(f)}', alias, f'l.{TS}')} "
                   f"AS {quote(f'{name}:{f}')}" for f in features]
         joins.append(asof_join(view, "l", alias, f"l.{TS}"))
@@ -83,11 +94,7 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
                  logs: dict[str, list[Path]]) -> pl.DataFrame:
     """`logs`: each source's pushed-event log files, read by windowed views."""
     table = to_arrow_table(labels)
-    for out in selection.outputs:
-        if out.name in table.column_names:
-            raise LabelsError(
-                f"labels column {out.name!r} has the name of a selected feature; rename or "
-                "drop it so the training set's columns stay unambiguous")
+    check_labels(table, selection)
     check_built(con, plan, list(selection.views))
     prepared = prepare(table, selection, timestamp, timezone)
     con.register("__labels", prepared)
@@ -96,7 +103,24 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
         windows = _windowed(con, plan, selection, prepared, logs)
     finally:
         con.unregister("__labels")
-    # Stored features go from DuckDB's Arrow straight to the frame; only transform inputs
+    return assemble(plan, selection, labels, table, prepared, joined, windows, with_statuses)
+
+
+def check_labels(table: pa.Table, selection: Selection) -> None:
+    for out in selection.outputs:
+        if out.name in table.column_names:
+            raise LabelsError(
+                f"labels column {out.name!r} has the name of a selected feature; rename or "
+                "drop it so the training set's columns stay unambiguous")
+
+
+def assemble(plan: Plan, selection: Selection, labels: Any, table: pa.Table, prepared: pa.Table,
+             joined: pa.Table, windows: dict[str, Column], with_statuses: bool) -> pl.DataFrame:
+    """The training set from what an engine looked up, in label order: `joined` holds each
+    plain view's state column (`state_column`) and its features (`view:feature`), `windows`
+    each windowed feature's Column. Transforms and statuses are computed here, the same for
+    every engine."""
+    # Stored features go from the engine's Arrow straight to the frame; only transform inputs
     # become Columns, and statuses are computed only when asked for.
     dtypes = {f"{v}:{f}": plan.views[v].dtype(f) for v, fs in selection.views.items() for f in fs}
     inputs = {i.ref for t in selection.transforms for i in t.inputs if i.kind == "feature"}
@@ -110,7 +134,7 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
         for i, (name, features) in enumerate(selection.views.items()):
             if plan.views[name].windowed:
                 continue
-            state = joined.column(f"__st_{i}").to_numpy()
+            state = joined.column(state_column(i)).to_numpy().astype(np.uint8)
             for feature in features:
                 ref = f"{name}:{feature}"
                 statuses[ref] = feature_status(state, joined.column(ref).is_valid().to_numpy(
@@ -119,7 +143,7 @@ def training_set(con: duckdb.DuckDBPyConnection, plan: Plan, selection: Selectio
                 for name, dtype in selection.requests.items()}
     for name, raised in run_transforms(selection, columns, requests).items():
         warnings.warn(f"transform {name!r} raised for {raised} of {prepared.num_rows} rows; "
-                      "those values are NULL", RuntimeWarning, stacklevel=3)
+                      "those values are NULL", RuntimeWarning, stacklevel=4)
     for t in selection.transforms:
         statuses[t.name] = computed_status(columns[t.name].valid)
     out = {f.name: to_arrow(columns[f.ref], f.dtype) if f.ref in columns
