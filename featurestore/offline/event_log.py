@@ -231,9 +231,7 @@ def check_batch(plan: Plan, source: str, batch: pa.Table, now_us: int,
     """The batch's declared columns cast to their types; every problem is reported with the
     rows and columns at fault, and nothing is kept of a bad batch."""
     src = plan.sources[source]
-    declared = declared_columns(plan, src)
-    if src.created:
-        declared.pop(src.created)  # a pushed event's created time is its ingest time
+    declared = declared_columns(plan, src, pushed=True)
     owner = f"push to source {source!r}"
     missing = [c for c in declared if c not in batch.column_names]
     if missing:

@@ -115,13 +115,13 @@ def _mapped(rel: str, src: SourcePlan) -> str:
 
 
 def _check_columns(con: duckdb.DuckDBPyConnection, plan: Plan, src: SourcePlan, label: str,
-                   rel: str) -> dict[str, str]:
+                   rel: str, pushed: bool) -> dict[str, str]:
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()
     except duckdb.Error as exc:
         raise SourceDataError(f"Source {src.name!r}: cannot read {label}: {exc}") from exc
     types = {row[0]: row[1] for row in described}
-    for column, (dtype, owner) in declared_columns(plan, src).items():
+    for column, (dtype, owner) in declared_columns(plan, src, pushed).items():
         if column not in types:
             raise SourceDataError(
                 f"Source {src.name!r}: {label} has no column {column!r}, which {owner} reads; "
@@ -146,6 +146,8 @@ def _check_columns(con: duckdb.DuckDBPyConnection, plan: Plan, src: SourcePlan, 
 def _select_list(plan: Plan, src: SourcePlan, types: dict[str, str], pushed: bool) -> str:
     declared = declared_columns(plan, src)
     items = [INGESTED if pushed else f"NULL::TIMESTAMPTZ AS {INGESTED}"]
+    if pushed and src.created:  # a pushed event's created time is its ingest time
+        items.append(f"{INGESTED} AS {quote(src.created)}")
     for column, found in types.items():
         if column in ("__seq", INGESTED):
             continue
@@ -171,7 +173,7 @@ def ingest(con: duckdb.DuckDBPyConnection, plan: Plan, src: SourcePlan, root: Pa
     skipped = 0
     for index, (label, rel, pushed) in enumerate(relations):
         rel = rel if pushed else _mapped(rel, src)
-        types = _check_columns(con, plan, src, label, rel)
+        types = _check_columns(con, plan, src, label, rel, pushed)
         select = _select_list(plan, src, types, pushed)
         try:
             if index == 0:

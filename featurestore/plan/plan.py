@@ -266,11 +266,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def declared_columns(plan: Plan, src: SourcePlan) -> dict[str, tuple[DType, str]]:
+def declared_columns(plan: Plan, src: SourcePlan, pushed: bool = False
+                     ) -> dict[str, tuple[DType, str]]:
     """Column -> (type, who declares it) for every column some view reads from this source:
-    what ingest checks in its files and a push in its batches."""
+    what ingest checks in its files and a push in its batches (`pushed`: without the created
+    column, since a pushed event's created time is its ingest time)."""
     out: dict[str, tuple[DType, str]] = {src.timestamp: (Timestamp, "timestamp=")}
-    if src.created:
+    if src.created and not pushed:
         out[src.created] = (Timestamp, "created=")
     for view in plan.views.values():
         if view.source != src.name:

@@ -161,3 +161,38 @@ def test_retries_racing_a_compaction_log_each_batch_once(store: FeatureStore) ->
     for t in [*retries, compaction]:
         t.join()
     assert logged_batches(store) == sorted(["orphan", *(f"b{k}" for k in range(20))])
+
+
+def test_a_source_with_a_created_column_ingests_its_pushed_batches(tmp_path: Path) -> None:
+    """Pushed batches carry no created column (a pushed event's created time is its ingest
+    time): ingest gives them that time, windows stay the same, and a plain view sees them."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "featurestore.yaml").write_text("project: log\n")
+    (tmp_path / "features.py").write_text(textwrap.dedent("""
+        from featurestore import Aggregate, Entity, FeatureView, Field, Source
+        from featurestore.types import Float64, Int64
+
+        user = Entity("user", join_keys={"user_id": Int64})
+        tx = Source("tx", path="data/tx.parquet", timestamp="event_ts", created="created_ts")
+        last = FeatureView("last", entity=user, source=tx, fields=[Field("amount", Float64)])
+        spend = FeatureView("spend", entity=user, source=tx, aggregates=[
+            Aggregate("amount", "sum", window="1d", hop="1h", name="sum_1d")])
+        """))
+    pl.from_arrow(events([(1, 1.0, T0), (2, 2.0, T0)])).with_columns(
+        pl.col("event_ts").alias("created_ts")).write_parquet(tmp_path / "data" / "tx.parquet")
+    fs = FeatureStore(tmp_path)
+    fs.apply()
+    pushed_at = T0 + timedelta(hours=1)
+    table = event_log.check_batch(fs.plan, "tx", events([(1, 5.0, T0 + timedelta(minutes=30))]),
+                                  to_micros(pushed_at), 0)
+    event_log.append(fs.config.root, "tx", "b1", table, to_micros(pushed_at))
+    labels = pl.DataFrame({"user_id": [1, 1, 2], "event_timestamp": [
+        T0 + timedelta(minutes=45), T0 + timedelta(hours=2), T0 + timedelta(hours=2)]})
+    before = fs.training_set(labels, features=["spend"])
+    assert before["sum_1d"].to_list() == [1.0, 6.0, 2.0]  # visible from its ingest time
+    fs.backfill()  # copies the log into sources.tx, created_ts = the batch's ingest time
+    after = fs.training_set(labels, features=["last", "spend"])
+    assert after.select("amount", "sum_1d").to_dict(as_series=False) == {
+        "amount": [1.0, 5.0, 2.0], "sum_1d": [1.0, 6.0, 2.0]}
+    created = fs.sql("SELECT created_ts FROM sources.tx WHERE amount = 5.0")
+    assert created["created_ts"].to_list() == [pushed_at]

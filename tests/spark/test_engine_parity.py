@@ -109,8 +109,8 @@ def write(path: Path, columns: dict[str, tuple[list[Any] | np.ndarray, pa.DataTy
 
 
 def push_batches(store: FeatureStore, seed: int) -> None:
-    """Batches in the pushed-event log of b_src (visible from their ingest times), as a push
-    logs them: both engines read them beside the files."""
+    """Batches in the pushed-event log of b_src and a_src (visible from their ingest times),
+    as a push logs them: both engines read them beside the files."""
     rng = np.random.default_rng(seed)
     for i in range(3):
         rows = pq.read_table(store.config.root / "data" / "b" / f"part{i % 2}.parquet")
@@ -120,6 +120,13 @@ def push_batches(store: FeatureStore, seed: int) -> None:
         batch = event_log.check_batch(store.plan, "b_src", rows.take(
             rng.integers(0, rows.num_rows, 40)), ingested, 10**15)
         event_log.append(store.config.root, "b_src", f"batch-{i}", batch, ingested)
+    # a source with a created column: a pushed row's created time is its ingest time
+    rows = pq.read_table(store.config.root / "data" / "a.parquet")
+    rows = rows.filter(pc.is_valid(rows.column("acct_id")))
+    ingested = BASE + 30 * STEP
+    batch = event_log.check_batch(store.plan, "a_src", rows.take(
+        rng.integers(0, rows.num_rows, 40)), ingested, 10**15)
+    event_log.append(store.config.root, "a_src", "batch-a", batch, ingested)
 
 
 def generate(root: Path, seed: int) -> pl.DataFrame:

@@ -58,7 +58,9 @@ def _file_rows(spark: SparkSession, plan: Plan, src: SourcePlan, path: Path, ind
     types = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
     items = [f"unix_micros({INGESTED})" if pushed else "CAST(NULL AS BIGINT)"]
     items[0] += f" AS {INGESTED}"
-    for column, (dtype, owner) in declared_columns(plan, src).items():
+    if pushed and src.created:  # a pushed event's created time is its ingest time
+        items.append(f"unix_micros({INGESTED}) AS {quote(src.created)}")
+    for column, (dtype, owner) in declared_columns(plan, src, pushed).items():
         found = types.get(column)
         if found is None:
             raise SourceDataError(
