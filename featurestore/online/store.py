@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
@@ -54,6 +55,7 @@ from featurestore.online.keys import (
     view_pattern,
 )
 from featurestore.online.lookup import Lookup, OnlineResult
+from featurestore.online.push_command import pack_eval
 from featurestore.online.registry import Served
 from featurestore.online.resp import read_ok_replies
 from featurestore.online.row_writes import RowBatch
@@ -404,23 +406,19 @@ class OnlineStore:
                     check_served: bool) -> tuple[int, bool]:
         """(keys written or PUSH_RETRY, whether the locks were released)."""
         writes = [w for v in views for w in build(v, storages[v.name])]
-        keys = [k for w in writes for k in w.keys]
-        values: list[Any] = [None] * (2 * len(keys))
-        values[0::2] = [x for w in writes for x in w.values]
-        values[1::2] = [x for w in writes for x in w.expiry_ms]
-        fenced: list[Any] = [registry_key(self.project)]
-        served: list[Any] = []
+        fenced = [registry_key(self.project)]
+        served: list[str] = []
         for v, lock in zip(views, locks, strict=True):
             fenced += [lock, sets[v.name], fresh_key(self.project, v.name, storages[v.name])]
             served += [f"active:{v.name}", storages[v.name]] if check_served else ["", ""]
-        grown = self._push_script(keys=fenced + keys,
-                                  args=[len(views), token, batch_id, ingested,
-                                        now - APPLIED_RETENTION_US, *served, *values])
+        grown = self._eval_packed(self._push_script, pack_eval(
+            self._push_script.sha, fenced,
+            [len(views), token, batch_id, ingested, now - APPLIED_RETENTION_US, *served], writes))
         if not isinstance(grown, list):
             return PUSH_RETRY, False
         if grown:
             self._rewrite(writes, [int(i) for i in grown], locks, token, ingested)
-        return len(keys), True
+        return sum(len(w.owners) for w in writes), True
 
     def _rewrite(self, writes: list[WindowWrites], grown: list[int], locks: list[str],
                  token: str, ingested: int) -> None:
@@ -566,6 +564,34 @@ class OnlineStore:
             raise
         self._client.connection_pool.release(connection)
         return [count]
+
+    def _eval_packed(self, script: Script, command: np.ndarray) -> Any:
+        """The reply of a script call packed as RESP bytes (EVALSHA), loading the script
+        first where Redis does not have it (a restarted Redis)."""
+        try:
+            return self._send_one(command)
+        except redis.exceptions.NoScriptError:
+            self._client.script_load(script.script)
+            return self._send_one(command)
+
+    def _send_one(self, command: np.ndarray) -> Any:
+        """Sends one packed command and reads its reply, with the client's retries."""
+        def run(connection: redis.Connection) -> Any:
+            connection.send_packed_command([command])
+            return connection.read_response()
+
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        try:
+            return connection.retry.call_with_retry(lambda: run(connection),
+                                                    lambda _: connection.disconnect())
+        except redis.ResponseError:
+            raise  # the reply was read whole: the connection stays usable
+        except BaseException:
+            connection.disconnect()  # a reply may still be in flight: never reuse it
+            raise
+        finally:
+            pool.release(connection)
 
     def _queue(self, execute: Callable[[], list[Any]]) -> None:
         if self._io is None:
