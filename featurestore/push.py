@@ -69,14 +69,14 @@ def push(plan: Plan, root: Path, online: OnlineStore, source: str, batch: pa.Tab
     try:  # the records are built while the log is written and synced (the fsync waits)
         for view in views:
             build(view, served[view.name].storage)
+        too_late = _too_late(views, table.column(plan.sources[source].timestamp), now)
     finally:
         ingested = logging.result()
     if ingested != now:  # a batch id logged before keeps its first ingest time
         build = _builder(plan, table, ingested, now)
     keys = None
     if ingested >= now - APPLIED_RETENTION_US:  # older batch ids are no longer remembered
-        keys = online.push_tiles(batch_id, ingested, views, build, now)
-    too_late = _too_late(views, table.column(plan.sources[source].timestamp), now)
+        keys = online.push_tiles(batch_id, ingested, views, build, now, served=served)
     return PushResult(source, batch_id, table.num_rows, ingested, keys is None, keys or 0,
                       too_late)
 

@@ -357,7 +357,8 @@ class OnlineStore:
 
     def push_tiles(self, batch_id: str, ingested: int, views: list[ViewPlan],
                    build: Callable[[ViewPlan, str], list[WindowWrites]], now: int,
-                   into: dict[str, str] | None = None) -> int | None:
+                   into: dict[str, str] | None = None,
+                   served: dict[str, Served] | None = None) -> int | None:
         """Appends a pushed batch to the window keys of each view whose storage does not hold
         it yet, and records it there, atomically. The storages are the served ones, or `into`
         (view -> storage: a materialization replaying the log). Each storage's push lock is
@@ -365,15 +366,17 @@ class OnlineStore:
         and the applied set (WRITE_PUSH): a flip, a concurrent push of the same batch or a
         lost lock makes it start over. Keys that doubled since their last rewrite are
         then rewritten under the same locks. `build(view, storage)` makes the records.
-        Returns the number of window keys written, or None when every storage held the
-        batch."""
+        `served`: the registry as the caller just read it, for the first attempt (the fence
+        catches a flip since). Returns the number of window keys written, or None when every
+        storage held the batch."""
         registry_name = registry_key(self.project)
         token = uuid.uuid4().hex
+        known = [served] if served is not None else []
 
         def attempt() -> int | None:
             for _ in range(PUSH_ATTEMPTS):
-                storages = into or self._pushable(
-                    registry.parse(self._client.hgetall(registry_name)), views)
+                storages = into or self._pushable(known.pop() if known else registry.parse(
+                    self._client.hgetall(registry_name)), views)
                 sets = {v.name: applied_key(self.project, v.name, storages[v.name])
                         for v in views}
                 locks = {v.name: push_lock_key(self.project, v.name, storages[v.name])
