@@ -10,7 +10,8 @@ full tiles and a head each), each next to a baseline measured in the same run.
   aggregates at every event over the same table (plain floating point, per event rather than
   per hop boundary: the closest bare-DuckDB equivalent). Median of --reps.
 - push: batches of --push-batch events through `Client.push` to `featurestore serve`, from this
-  process; events/s and per-batch latency.
+  process; events/s, per-batch latency, and the CPU the server, Redis and this client used per
+  batch.
 - online: batches of 1 and 100 users through `featurestore.Client` against a bare grpc.aio echo
   of the same requests pre-encoded, taking turns in blocks (online.py's method)."""
 
@@ -29,6 +30,7 @@ import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from cpu import cpu_delta, cpu_snapshot
 from echo import echo_call
 from harness import evaluate, log, machine_info, run, versions
 from payloads import encode_request
@@ -119,10 +121,15 @@ def measure_backfill(store: FeatureStore, reps: int) -> dict[str, Any]:
             "ratio_ours_over_duckdb": round(statistics.median(ours) / statistics.median(bare), 3)}
 
 
-def measure_push(target: str, users: int, batches: int, size: int, seed: int) -> dict[str, Any]:
+def measure_push(target: str, users: int, batches: int, size: int, seed: int,
+                 groups: dict[str, int]) -> dict[str, Any]:
+    """Sequential pushes; with the CPU each of `groups` (name -> process group: the server,
+    Redis) and this client used per batch, which a shared machine's load does not inflate
+    the way it does latencies."""
     rng = np.random.default_rng(seed)
     times = []
     run = time.time_ns()  # batch ids unique per run: a reused --workdir keeps its event log
+    before, own = cpu_snapshot(groups), time.process_time()
     with Client(target, timeout=30) as client:
         for b in range(batches):
             now = time.time_ns() // 1000
@@ -135,10 +142,12 @@ def measure_push(target: str, users: int, batches: int, size: int, seed: int) ->
             reply = client.push("tx", batch, f"bench-{seed}-{run}-{b}")
             times.append(time.perf_counter() - began)
             assert reply.rows == size and not reply.duplicate
+    cpu = cpu_delta(before, cpu_snapshot(groups), time.process_time() - own, "client")
     total = sum(times)
     return {"batches": batches, "batch_events": size,
             "events_per_s": round(batches * size / total),
-            "batch_latency": percentiles(np.array(times) * 1e9)}
+            "batch_latency": percentiles(np.array(times) * 1e9),
+            "cpu_ms_per_batch": {k: round(1000 * v / batches, 2) for k, v in cpu.items()}}
 
 
 def measure_online(ours: str, echo: str, users: int, batch: int, requests: int,
@@ -169,7 +178,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"machine": machine_info(), "versions": versions(),
                               "config": vars(args) | {"out": str(args.out),
                                                        "workdir": str(args.workdir)}}
-    with owned(start_redis(workdir)) as (_, url):
+    with owned(start_redis(workdir)) as (redis_group, url):
         (repo / "featurestore.yaml").write_text(f"project: bench\nonline_store: {url}\n")
         store = FeatureStore(repo)
         began = time.perf_counter()
@@ -181,7 +190,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         began = time.perf_counter()
         store.materialize()
         result["materialize_s"] = round(time.perf_counter() - began, 2)
-        with owned(start_ours(repo, 1, workdir)) as (_, ours), \
+        with owned(start_ours(repo, 1, workdir)) as (server, ours), \
                 owned(start_echo(False, workdir)) as (_, echo):
             if "online" in args.parts:
                 result["online"] = {
@@ -192,11 +201,12 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         f"{r['ours']['p99_ms']} ms, echo p50 {r['echo']['p50_ms']} p99 "
                         f"{r['echo']['p99_ms']} ms")
             if "push" in args.parts:
-                result["push"] = measure_push(ours, args.users, args.push_batches,
-                                              args.push_batch, args.seed)
+                result["push"] = measure_push(
+                    ours, args.users, args.push_batches, args.push_batch, args.seed,
+                    {"server": server.pgid, "redis": redis_group.pgid})
                 p = result["push"]
-                log(f"push: {p['events_per_s']:,} events/s, "
-                    f"p50 {p['batch_latency']['p50_ms']} ms per batch")
+                log(f"push: {p['events_per_s']:,} events/s, p50 {p['batch_latency']['p50_ms']} "
+                    f"ms per batch; CPU ms per batch {p['cpu_ms_per_batch']}")
     measured = {"materialize_events_per_s": round(args.events / result["materialize_s"])}
     if "online" in result:
         measured["online_batch_1_p99_ms"] = result["online"]["batch_1"]["ours"]["p99_ms"]
