@@ -433,7 +433,7 @@ class OnlineStore:
             mine = [i - at for i in range(at, at + len(w.keys)) if i in wanted]
             at += len(w.keys)
             if mine:
-                names = [w.keys[i] for i in mine]
+                names = [w.key(i) for i in mine]
                 old = self._client.mget(names)
                 new = compacted(w.group, old, ingested, ingested)
                 keys += [n for n, v in zip(names, new, strict=True) if v is not None]

@@ -112,7 +112,10 @@ class WindowWrites:
 
     @cached_property
     def keys(self) -> list[str]:
-        return [window_key(self.bases.text(e), self.group.hop_us) for e in self.owners.tolist()]
+        return [self.key(i) for i in range(len(self.owners))]
+
+    def key(self, i: int) -> str:
+        return window_key(self.bases.text(int(self.owners[i])), self.group.hop_us)
 
     @cached_property
     def values(self) -> list[bytes]:
