@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from featurestore.values.columns import from_arrow
 from featurestore.values.timestamps import now_us
 
 DEFAULT_MAX_FUTURE_US = 5 * 60 * 1_000_000  # events may be up to 5 minutes ahead of the clock
+# Writes pushed batches to the log while their records are built (concurrent pushes each
+# take a thread; the log's claims keep one batch id to one file whatever the order).
+_LOG_WRITER = ThreadPoolExecutor(8, thread_name_prefix="featurestore-push-log")
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,19 @@ def push(plan: Plan, root: Path, online: OnlineStore, source: str, batch: pa.Tab
         raise DeadlineExceeded(
             f"push of batch {batch_id!r} to source {source!r}: the deadline passed before the "
             "batch was logged; nothing was kept, retry with the same batch_id")
-    ingested = event_log.append(root, source, batch_id, table, now)
+    build = _builder(plan, table, now, now)
+    logging = _LOG_WRITER.submit(event_log.append, root, source, batch_id, table, now)
+    try:  # the records are built while the log is written and synced (the fsync waits)
+        for view in views:
+            build(view, served[view.name].storage)
+        too_late = _too_late(views, table.column(plan.sources[source].timestamp), now)
+    finally:
+        ingested = logging.result()
+    if ingested != now:  # a batch id logged before keeps its first ingest time
+        build = _builder(plan, table, ingested, now)
     keys = None
     if ingested >= now - APPLIED_RETENTION_US:  # older batch ids are no longer remembered
-        keys = online.push_tiles(batch_id, ingested, views,
-                                 _builder(plan, table, ingested, now), now)
-    too_late = _too_late(views, table.column(plan.sources[source].timestamp), now)
+        keys = online.push_tiles(batch_id, ingested, views, build, now, served=served)
     return PushResult(source, batch_id, table.num_rows, ingested, keys is None, keys or 0,
                       too_late)
 
@@ -83,13 +94,18 @@ def replay(plan: Plan, online: OnlineStore, view: ViewPlan, storage: str, path: 
 
 def _builder(plan: Plan, table: pa.Table, ingested: int, now: int
              ) -> Callable[[ViewPlan, str], list[WindowWrites]]:
-    """The records of a batch for one view and storage (called again when the write is
-    retried): tiles of the events visible at ingest, and each event ahead of it on its own
-    (counted by reads from its event time on)."""
+    """The records of a batch for one view and storage, built once per storage: tiles of
+    the events visible at ingest, and each event ahead of it on its own (counted by reads
+    from its event time on)."""
+    built: dict[tuple[str, str], list[WindowWrites]] = {}
+
     def build(view: ViewPlan, storage: str) -> list[WindowWrites]:
-        events = _events(view, table, ingested, plan.sources[view.source].timestamp)
-        return view_window_writes(plan.project, view, storage, events, now,
-                                  int(events.ts.max()), ingested, now, whole=False)
+        if (view.name, storage) not in built:
+            events = _events(view, table, ingested, plan.sources[view.source].timestamp)
+            built[view.name, storage] = view_window_writes(
+                plan.project, view, storage, events, now, int(events.ts.max()), ingested, now,
+                whole=False)
+        return built[view.name, storage]
     return build
 
 

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import pyarrow as pa
 
-from featurestore.definitions.types import DType
 from featurestore.online.resp import decimal_size, write_decimal
-from featurestore.values.columns import Column, from_arrow
+from featurestore.values.columns import Column
 from featurestore.values.strings import Utf8Array
 
 _ESCAPES = str.maketrans({"%": "%25", "|": "%7C", "{": "%7B", "}": "%7D"})
@@ -147,14 +145,6 @@ def write_tag(out, p, r, is_string, ints, starts, lengths, data):  # type: ignor
                 out[p] = c
                 p += 1
     return p
-
-
-def bases_of_table(project: str, view: str, storage: str, entity: str,
-                   join_keys: tuple[tuple[str, DType], ...],
-                   keys: pa.Table | pa.RecordBatch) -> list[str]:
-    """`entity_bases` for the key columns of an Arrow table or batch."""
-    return entity_bases(project, view, storage, entity,
-                        [key_text(from_arrow(keys.column(k), t)) for k, t in join_keys])
 
 
 def window_key(base: str, hop_us: int) -> str:

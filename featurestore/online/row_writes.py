@@ -39,6 +39,18 @@ class Keys:
     lengths: np.ndarray  # (n, keys) int64
     data: np.ndarray  # uint8
 
+    @classmethod
+    def of(cls, table: pa.Table | pa.RecordBatch, join_keys: tuple[tuple[str, DType], ...]
+           ) -> Keys:
+        """The join key columns of a table or batch, one row per entity."""
+        n = table.num_rows
+        columns = [_Column.of(_array(table.column(k)), t) for k, t in join_keys]
+        data, starts = _strings(columns)
+        return cls(np.array([c.data is not None for c in columns], np.bool_),
+                   _stacked([c.ints for c in columns], np.int64, n),
+                   _stacked(starts, np.int64, n),
+                   _stacked([c.lengths for c in columns], np.int64, n), data)
+
 
 @dataclass(frozen=True)
 class RowBatch:
@@ -53,23 +65,18 @@ class RowBatch:
     @classmethod
     def of(cls, view: ViewPlan, storage: str, project: str, batch: pa.RecordBatch) -> RowBatch:
         n = batch.num_rows
-        key_columns = [_Column.of(batch.column(k), t) for k, t in view.join_keys]
         features = [_Column.of(batch.column(f), t) for f, t in view.features]
         header = np.empty((n, 3), np.int64)
         for k, name in enumerate(HEADER_COLUMNS):
             header[:, k] = _Column.of(batch.column(name), None).ints
         schema = RowSchema(view.features)
-        key_data, key_starts = _strings(key_columns)
         data, starts = _strings([features[i] for i in schema.strings])
         rows = RowInputs(header, _stacked([c.valid for c in features], np.bool_, n),
                          _stacked([features[i].ints for i in schema.fixed], np.int64, n),
                          _stacked(starts, np.int64, n),
                          _stacked([features[i].lengths for i in schema.strings], np.int64, n),
                          data)
-        keys = Keys(np.array([c.data is not None for c in key_columns], np.bool_),
-                    _stacked([c.ints for c in key_columns], np.int64, n),
-                    _stacked(key_starts, np.int64, n),
-                    _stacked([c.lengths for c in key_columns], np.int64, n), key_data)
+        keys = Keys.of(batch, view.join_keys)
         head = np.frombuffer(base_head(project, view.name, storage, view.entity).encode(),
                              np.uint8)
         return cls(head, keys, rows, schema, expiry_ms(view, header[:, 0]))
@@ -126,6 +133,10 @@ class _Column:
         if dtype is Bool:
             return cls(valid, ints=_bits(buffers[1], offset, n).astype(np.int64))
         return cls(valid, ints=np.frombuffer(buffers[1], np.int64)[offset: offset + n])
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray:

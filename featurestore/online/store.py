@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
@@ -54,6 +55,7 @@ from featurestore.online.keys import (
     view_pattern,
 )
 from featurestore.online.lookup import Lookup, OnlineResult
+from featurestore.online.push_command import pack_eval
 from featurestore.online.registry import Served
 from featurestore.online.resp import read_ok_replies
 from featurestore.online.row_writes import RowBatch
@@ -355,7 +357,8 @@ class OnlineStore:
 
     def push_tiles(self, batch_id: str, ingested: int, views: list[ViewPlan],
                    build: Callable[[ViewPlan, str], list[WindowWrites]], now: int,
-                   into: dict[str, str] | None = None) -> int | None:
+                   into: dict[str, str] | None = None,
+                   served: dict[str, Served] | None = None) -> int | None:
         """Appends a pushed batch to the window keys of each view whose storage does not hold
         it yet, and records it there, atomically. The storages are the served ones, or `into`
         (view -> storage: a materialization replaying the log). Each storage's push lock is
@@ -363,15 +366,17 @@ class OnlineStore:
         and the applied set (WRITE_PUSH): a flip, a concurrent push of the same batch or a
         lost lock makes it start over. Keys that doubled since their last rewrite are
         then rewritten under the same locks. `build(view, storage)` makes the records.
-        Returns the number of window keys written, or None when every storage held the
-        batch."""
+        `served`: the registry as the caller just read it, for the first attempt (the fence
+        catches a flip since). Returns the number of window keys written, or None when every
+        storage held the batch."""
         registry_name = registry_key(self.project)
         token = uuid.uuid4().hex
+        known = [served] if served is not None else []
 
         def attempt() -> int | None:
             for _ in range(PUSH_ATTEMPTS):
-                storages = into or self._pushable(
-                    registry.parse(self._client.hgetall(registry_name)), views)
+                storages = into or self._pushable(known.pop() if known else registry.parse(
+                    self._client.hgetall(registry_name)), views)
                 sets = {v.name: applied_key(self.project, v.name, storages[v.name])
                         for v in views}
                 locks = {v.name: push_lock_key(self.project, v.name, storages[v.name])
@@ -404,23 +409,19 @@ class OnlineStore:
                     check_served: bool) -> tuple[int, bool]:
         """(keys written or PUSH_RETRY, whether the locks were released)."""
         writes = [w for v in views for w in build(v, storages[v.name])]
-        keys = [k for w in writes for k in w.keys]
-        values: list[Any] = [None] * (2 * len(keys))
-        values[0::2] = [x for w in writes for x in w.values]
-        values[1::2] = [x for w in writes for x in w.expiry_ms]
-        fenced: list[Any] = [registry_key(self.project)]
-        served: list[Any] = []
+        fenced = [registry_key(self.project)]
+        served: list[str] = []
         for v, lock in zip(views, locks, strict=True):
             fenced += [lock, sets[v.name], fresh_key(self.project, v.name, storages[v.name])]
             served += [f"active:{v.name}", storages[v.name]] if check_served else ["", ""]
-        grown = self._push_script(keys=fenced + keys,
-                                  args=[len(views), token, batch_id, ingested,
-                                        now - APPLIED_RETENTION_US, *served, *values])
+        grown = self._eval_packed(self._push_script, pack_eval(
+            self._push_script.sha, fenced,
+            [len(views), token, batch_id, ingested, now - APPLIED_RETENTION_US, *served], writes))
         if not isinstance(grown, list):
             return PUSH_RETRY, False
         if grown:
             self._rewrite(writes, [int(i) for i in grown], locks, token, ingested)
-        return len(keys), True
+        return sum(len(w.owners) for w in writes), True
 
     def _rewrite(self, writes: list[WindowWrites], grown: list[int], locks: list[str],
                  token: str, ingested: int) -> None:
@@ -432,7 +433,7 @@ class OnlineStore:
             mine = [i - at for i in range(at, at + len(w.keys)) if i in wanted]
             at += len(w.keys)
             if mine:
-                names = [w.keys[i] for i in mine]
+                names = [w.key(i) for i in mine]
                 old = self._client.mget(names)
                 new = compacted(w.group, old, ingested, ingested)
                 keys += [n for n, v in zip(names, new, strict=True) if v is not None]
@@ -566,6 +567,34 @@ class OnlineStore:
             raise
         self._client.connection_pool.release(connection)
         return [count]
+
+    def _eval_packed(self, script: Script, command: np.ndarray) -> Any:
+        """The reply of a script call packed as RESP bytes (EVALSHA), loading the script
+        first where Redis does not have it (a restarted Redis)."""
+        try:
+            return self._send_one(command)
+        except redis.exceptions.NoScriptError:
+            self._client.script_load(script.script)
+            return self._send_one(command)
+
+    def _send_one(self, command: np.ndarray) -> Any:
+        """Sends one packed command and reads its reply, with the client's retries."""
+        def run(connection: redis.Connection) -> Any:
+            connection.send_packed_command([command])
+            return connection.read_response()
+
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        try:
+            return connection.retry.call_with_retry(lambda: run(connection),
+                                                    lambda _: connection.disconnect())
+        except redis.ResponseError:
+            raise  # the reply was read whole: the connection stays usable
+        except BaseException:
+            connection.disconnect()  # a reply may still be in flight: never reuse it
+            raise
+        finally:
+            pool.release(connection)
 
     def _queue(self, execute: Callable[[], list[Any]]) -> None:
         if self._io is None:

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import pairwise
 
 import numpy as np
 
 from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, hops, span
 from featurestore.aggregation.tiles import event_tiles
-from featurestore.online.keys import bases_of_table, window_key
+from featurestore.online.keys import base_head, bases, window_key
+from featurestore.online.row_writes import Keys
 from featurestore.online.tile_format import (
     COARSE,
     EVENT,
@@ -68,18 +71,63 @@ def groups(aggregates: tuple[AggregatePlan, ...]) -> list[TileGroup]:
     return out
 
 
+@dataclass(frozen=True)
+class Bases:
+    """Entities' base keys (online/keys.py) in one buffer: entity e's is
+    data[offsets[e]:offsets[e + 1]], so keys are written without a string per entity."""
+
+    data: np.ndarray  # uint8
+    offsets: np.ndarray  # int64, entities + 1
+
+    @classmethod
+    def of_events(cls, project: str, view: ViewPlan, storage: str, events: Events) -> Bases:
+        head = np.frombuffer(base_head(project, view.name, storage, view.entity).encode(),
+                             np.uint8)
+        k = Keys.of(events.keys, view.join_keys)
+        return cls(*bases(head, k.is_string, k.ints, k.starts, k.lengths, k.data))
+
+    @classmethod
+    def of_strings(cls, names: list[str]) -> Bases:
+        encoded = [n.encode() for n in names]
+        offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        return cls(np.frombuffer(b"".join(encoded), np.uint8), offsets)
+
+    def text(self, entity: int) -> str:
+        return self.data[self.offsets[entity]:self.offsets[entity + 1]].tobytes().decode()
+
+
 @dataclass
 class WindowWrites:
     """One hop group's records for the window keys of some entities: whole values (a
-    rewrite, with their header) or records to append (a push)."""
+    rewrite, with their header) or records to append (a push). Key i is the window key of
+    entity owners[i] (of `bases`); its value is data[offsets[i]:offsets[i + 1]]."""
 
     group: TileGroup
-    keys: list[str]
-    values: list[bytes]
-    expiry_ms: list[int]
+    bases: Bases
+    owners: np.ndarray  # int64
+    data: np.ndarray  # uint8
+    offsets: np.ndarray  # int64, keys + 1
+    expiry: np.ndarray  # int64, ms
+
+    @cached_property
+    def keys(self) -> list[str]:
+        return [self.key(i) for i in range(len(self.owners))]
+
+    def key(self, i: int) -> str:
+        return window_key(self.bases.text(int(self.owners[i])), self.group.hop_us)
+
+    @cached_property
+    def values(self) -> list[bytes]:
+        raw = self.data.tobytes()
+        return [raw[a:b] for a, b in pairwise(self.offsets.tolist())]
+
+    @property
+    def expiry_ms(self) -> list[int]:
+        return self.expiry.tolist()
 
 
-def window_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_hi: int,
+def window_writes(g: TileGroup, bases: Bases, events: Events, k_lo: int, k_hi: int,
                   visible_at: int, now: int, whole: bool) -> WindowWrites:
     """The records of hops k_lo..k_hi of every entity in `events`: tiles of its events
     visible at `visible_at`, and each later event on its own. Expiry counts from `now`."""
@@ -110,10 +158,7 @@ def window_writes(g: TileGroup, bases: list[str], events: Events, k_lo: int, k_h
     np.maximum.at(k_last, owner[hops_only], k[hops_only])
     expiry = g.expiry_ms(k_last[owners], now)
     data, offsets = pack_records(buf, lo, hi, owner, k, kind, created, expiry, whole)
-    raw = data.tobytes()
-    return WindowWrites(g, [window_key(bases[e], g.hop_us) for e in owners.tolist()],
-                        [raw[offsets[i]:offsets[i + 1]] for i in range(len(owners))],
-                        expiry.tolist())
+    return WindowWrites(g, bases, owners.astype(np.int64), data, offsets, expiry)
 
 
 def view_window_writes(project: str, view: ViewPlan, storage: str, events: Events,
@@ -121,13 +166,12 @@ def view_window_writes(project: str, view: ViewPlan, storage: str, events: Event
                        whole: bool) -> list[WindowWrites]:
     """Every hop group's records of a windowed view from `events`, in `storage`: from the
     oldest tile a read at `oldest_head_us` covers to the hop of `newest_us`."""
-    bases = bases_of_table(project, view.name, storage, view.entity, view.join_keys,
-                           events.keys)
+    keys = Bases.of_events(project, view, storage, events)
     out = []
     for g in groups(view.aggregates):
         first, last = oldest_head_us // g.hop_us - g.span + 1, newest_us // g.hop_us
         if last >= first:
-            out.append(window_writes(g, bases, events, first, last, visible_at, now, whole))
+            out.append(window_writes(g, keys, events, first, last, visible_at, now, whole))
     return out
 
 

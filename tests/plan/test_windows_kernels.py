@@ -20,7 +20,7 @@ from featurestore.aggregation.windows import evaluate, sweep
 from featurestore.definitions.functions import AGGREGATE_FUNCTIONS
 from featurestore.definitions.types import Float64, Int64
 from featurestore.online.tile_format import HEADER, merge_windows
-from featurestore.online.tiles import compacted, groups, window_writes
+from featurestore.online.tiles import Bases, compacted, groups, window_writes
 from featurestore.plan.plan import AggregatePlan
 from featurestore.values.columns import Column
 
@@ -93,7 +93,7 @@ def test_sweep_and_tiles_equal_direct_evaluation(stream: dict, times: list[int])
     if t < 0:
         return
     g = replace(groups(AGGS)[0], coarse=stream["coarse"])
-    bases = ["e0", "e1", "e2"]
+    bases = Bases.of_strings(["e0", "e1", "e2"])
     k_lo, k_hi = t // H - g.span + 1, max([t, *ev.ts.tolist()]) // H
     whole = window_writes(g, bases, ev, k_lo, k_hi, t, 0, True)
     appended = _appended(g, bases, ev, np.array_split(np.arange(len(ev.ts)), 3), k_lo, k_hi, t)
@@ -118,7 +118,7 @@ def test_sweep_and_tiles_equal_direct_evaluation(stream: dict, times: list[int])
             assert canonical(*online) == canonical(*expected), (name, at)
 
 
-def _appended(g, bases: list[str], ev: Events, batches: list[np.ndarray], k_lo: int,
+def _appended(g, bases: Bases, ev: Events, batches: list[np.ndarray], k_lo: int,
               k_hi: int, t: int) -> dict[str, bytes]:
     """Window keys as pushes leave them: each batch's records appended, in batch order."""
     owner = np.repeat(np.arange(3), ev.ends - ev.starts)
@@ -144,7 +144,7 @@ def test_tiles_do_not_depend_on_arrival_order_or_batches(stream: dict, rnd) -> N
     arrival order: reads of them are compared in the test above)."""
     ev = events_of(stream["rows"], stream["late"])
     g = replace(groups(AGGS)[0], coarse=stream["coarse"])
-    bases = ["e0", "e1", "e2"]
+    bases = Bases.of_strings(["e0", "e1", "e2"])
     n = len(ev.ts)
     t = 200  # every event visible
     order = list(range(n))
