@@ -3,11 +3,13 @@ latency of a feature service with 10 windowed aggregations (7-day windows, 1-hou
 full tiles and a head each), each next to a baseline measured in the same run.
 
     .venv/bin/python benchmarks/windows.py [--events 10000000] [--users 100000] [--out FILE]
+        [--offline-only]
 
 - backfill: `windowed.build` of a view with 5 aggregations (what `featurestore backfill` runs
   per windowed view, after ingesting), against DuckDB window functions computing the same five
   aggregates at every event over the same table (plain floating point, per event rather than
   per hop boundary: the closest bare-DuckDB equivalent). Median of --reps.
+  With --offline-only, only `apply` and the backfill run (no materialize, reads or pushes).
 - push: batches of --push-batch events through `Client.push` to `featurestore serve`, from this
   process; events/s and per-batch latency.
 - online: batches of 1 and 100 users through `featurestore.Client` against a bare grpc.aio echo
@@ -44,7 +46,11 @@ DAY_US = 86_400_000_000
 # reads as of now: kept so that echo figures stay comparable with earlier results.
 # The issue "Serving at the gRPC floor": a windowed service's read tails, pushes of
 # 1,000-event batches over gRPC, and the 10M-event materialize in at most 15 s.
+# The issue "Beyond one machine": the 5-aggregation backfill at least 2x faster than DuckDB's
+# window functions in the same run, and `apply` of the 10M events within 20 s.
 TARGETS = {
+    "backfill_speedup_over_duckdb": (">=", 2.0),
+    "apply_s": ("<=", 20.0),
     "online_batch_1_p99_ms": ("<=", 1.5),
     "online_batch_100_p99_ms": ("<=", 3.0),
     "push_events_per_s": (">=", 100_000.0),
@@ -175,6 +181,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["apply_s"] = round(time.perf_counter() - began, 2)
         log(f"apply (ingest + both windowed views): {result['apply_s']} s")
         result["backfill"] = measure_backfill(store, args.reps)
+        if args.offline_only:
+            return finish(result, args)
         began = time.perf_counter()
         store.materialize()
         result["materialize_s"] = round(time.perf_counter() - began, 2)
@@ -189,14 +197,22 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             result["push"] = measure_push(ours, args.users, args.push_batches, args.push_batch,
                                           args.seed)
             log(f"push: {result['push']['events_per_s']:,} events/s")
-    online = result["online"]
-    result["targets"] = evaluate({
-        "online_batch_1_p99_ms": online["batch_1"]["ours"]["p99_ms"],
-        "online_batch_100_p99_ms": online["batch_100"]["ours"]["p99_ms"],
-        "push_events_per_s": result["push"]["events_per_s"],
-        "push_batch_p50_ms": result["push"]["batch_latency"]["p50_ms"],
-        "materialize_events_per_s": round(args.events / result["materialize_s"]),
-    }, TARGETS)
+    return finish(result, args)
+
+
+def finish(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The result with each target measured in it judged (pass/fail)."""
+    values = {"backfill_speedup_over_duckdb": round(1 / result["backfill"]["ratio_ours_over_duckdb"], 3),
+              "apply_s": result["apply_s"]}
+    if "online" in result:
+        online = result["online"]
+        values |= {
+            "online_batch_1_p99_ms": online["batch_1"]["ours"]["p99_ms"],
+            "online_batch_100_p99_ms": online["batch_100"]["ours"]["p99_ms"],
+            "push_events_per_s": result["push"]["events_per_s"],
+            "push_batch_p50_ms": result["push"]["batch_latency"]["p50_ms"],
+            "materialize_events_per_s": round(args.events / result["materialize_s"])}
+    result["targets"] = evaluate(values, {k: t for k, t in TARGETS.items() if k in values})
     result["all_targets_met"] = all(t["pass"] for t in result["targets"].values())
     return result
 
@@ -212,6 +228,8 @@ def main() -> None:
     parser.add_argument("--push-batch", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--offline-only", action="store_true",
+                        help="only apply and the backfill (no materialize, reads or pushes)")
     parser.add_argument("--out", type=Path)
     run(benchmark, parser.parse_args(), "featurestore-windows-")
 
