@@ -53,6 +53,7 @@ _INF_LIMB = (1024 - BASE) >> 5  # a nonzero limb at or above this one means |sum
 _TWO53 = 9007199254740992.0
 
 _jit = numba.njit(cache=True, nogil=True)
+_inline = numba.njit(cache=True, nogil=True, inline="always")  # no call, no refcounts
 
 
 @_jit
@@ -100,7 +101,7 @@ def normalize(acc):
     acc[HIGH] = h + 1
 
 
-@_jit
+@_inline
 def _add_int(acc, m, e):
     """acc += m * 2**e for an integer |m| < 2**60 and e >= BASE (spread over three limbs)."""
     if acc[PENDING] >= LIMIT:
@@ -126,19 +127,19 @@ def _add_int(acc, m, e):
         acc[k + 2] += u >> 32
 
 
-@_jit
+@_inline
 def _split(ax):
-    """(m, e) with ax = m * 2**e exactly, for finite ax > 0: m < 2**53 an integer, e >= -1074."""
-    f, e = math.frexp(ax)
-    m = np.int64(f * _TWO53)
-    e -= 53
-    if e < _EMIN:  # subnormal: the bits shifted out are zero
-        m >>= _EMIN - e
-        e = _EMIN
-    return m, e
+    """(m, e) with ax = m * 2**e exactly, for finite ax > 0: m < 2**53 an integer, e >= -1074
+    (m >= 2**52 unless ax is subnormal), read off ax's bits."""
+    b = np.float64(ax).view(np.int64)
+    biased = b >> 52
+    m = b & 0xFFFFFFFFFFFFF
+    if biased == 0:  # subnormal
+        return m, _EMIN
+    return m | (1 << 52), biased - 1075
 
 
-@_jit
+@_inline
 def _add_special(acc, p):
     """Count a NaN or infinity."""
     if p != p:
@@ -149,7 +150,7 @@ def _add_special(acc, p):
         acc[NINF] += 1
 
 
-@_jit
+@_inline
 def add(acc, x):
     """acc += x exactly; NaN and infinities only go to their counters."""
     if x - x == 0.0:  # finite
@@ -160,7 +161,7 @@ def add(acc, x):
         _add_special(acc, x)
 
 
-@_jit
+@_inline
 def subtract(acc, x):
     """Takes an added x back out: finite values exactly, NaN and infinities from their
     counters."""
@@ -172,7 +173,7 @@ def subtract(acc, x):
         acc[PINF if x > 0 else NINF] -= 1
 
 
-@_jit
+@_inline
 def _add_mul(acc, mx, my, e, negative):
     """acc += ±mx*my * 2**e exactly, for integers mx < 2**53 and my < 2**53, from 26/27-bit
     partial products."""
@@ -187,7 +188,7 @@ def _add_mul(acc, mx, my, e, negative):
     _add_int(acc, hi, e + 52)
 
 
-@_jit
+@_inline
 def add_product(acc, x, y):
     """acc += x*y exactly (no rounding, no overflow or underflow). A non-finite factor is
     classified like IEEE x*y."""
