@@ -3,7 +3,8 @@ latency of a feature service with 10 windowed aggregations (7-day windows, 1-hou
 full tiles and a head each), each next to a baseline measured in the same run.
 
     .venv/bin/python benchmarks/windows.py [--events 10000000] [--users 100000] [--out FILE]
-        [--parts backfill,online,push]   (the parts to measure; materialize always runs)
+        [--parts backfill,online,push]   (the parts to measure; `apply` always runs, and
+                                          materialize with online or push)
 
 - backfill: `windowed.build` of a view with 5 aggregations (what `featurestore backfill` runs
   per windowed view, after ingesting), against DuckDB window functions computing the same five
@@ -46,8 +47,11 @@ DAY_US = 86_400_000_000
 # The echo's request bytes carry this as_of (online.py's), as they always have, while our side
 # reads as of now: kept so that echo figures stay comparable with earlier results.
 # The issue "Serving at the gRPC floor": a windowed service's read tails, pushes of
-# 1,000-event batches over gRPC, and the 10M-event materialize in at most 15 s.
+# 1,000-event batches over gRPC, and the 10M-event materialize in at most 15 s; the issue
+# "Beyond one machine": the backfill at least 2x DuckDB's window functions, `apply` in 20 s.
 TARGETS = {
+    "backfill_speedup_over_duckdb": (">=", 2.0),
+    "apply_s": ("<=", 20.0),
     "online_batch_1_p99_ms": ("<=", 1.5),
     "online_batch_100_p99_ms": ("<=", 3.0),
     "push_events_per_s": (">=", 100_000.0),
@@ -187,27 +191,44 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log(f"apply (ingest + both windowed views): {result['apply_s']} s")
         if "backfill" in args.parts:
             result["backfill"] = measure_backfill(store, args.reps)
-        began = time.perf_counter()
-        store.materialize()
-        result["materialize_s"] = round(time.perf_counter() - began, 2)
-        with owned(start_ours(repo, 1, workdir)) as (server, ours), \
-                owned(start_echo(False, workdir)) as (_, echo):
-            if "online" in args.parts:
-                result["online"] = {
-                    f"batch_{b}": measure_online(ours, echo, args.users, b, n, args.seed + b)
-                    for b, n in ((1, args.requests), (100, args.requests // 4))}
-                for key, r in result["online"].items():
-                    log(f"online {key}: ours p50 {r['ours']['p50_ms']} p99 "
-                        f"{r['ours']['p99_ms']} ms, echo p50 {r['echo']['p50_ms']} p99 "
-                        f"{r['echo']['p99_ms']} ms")
-            if "push" in args.parts:
-                result["push"] = measure_push(
-                    ours, args.users, args.push_batches, args.push_batch, args.seed,
-                    {"server": server.pgid, "redis": redis_group.pgid})
-                p = result["push"]
-                log(f"push: {p['events_per_s']:,} events/s, p50 {p['batch_latency']['p50_ms']} "
-                    f"ms per batch; CPU ms per batch {p['cpu_ms_per_batch']}")
-    measured = {"materialize_events_per_s": round(args.events / result["materialize_s"])}
+        if {"online", "push"} & set(args.parts):
+            serve(result, args, repo, workdir, store, redis_group)
+    return finish(result, args)
+
+
+def serve(result: dict[str, Any], args: argparse.Namespace, repo: Path, workdir: Path,
+          store: FeatureStore, redis_group: Any) -> None:
+    """Materialize, then the online reads and pushes against a server beside an echo."""
+    began = time.perf_counter()
+    store.materialize()
+    result["materialize_s"] = round(time.perf_counter() - began, 2)
+    with owned(start_ours(repo, 1, workdir)) as (server, ours), \
+            owned(start_echo(False, workdir)) as (_, echo):
+        if "online" in args.parts:
+            result["online"] = {
+                f"batch_{b}": measure_online(ours, echo, args.users, b, n, args.seed + b)
+                for b, n in ((1, args.requests), (100, args.requests // 4))}
+            for key, r in result["online"].items():
+                log(f"online {key}: ours p50 {r['ours']['p50_ms']} p99 "
+                    f"{r['ours']['p99_ms']} ms, echo p50 {r['echo']['p50_ms']} p99 "
+                    f"{r['echo']['p99_ms']} ms")
+        if "push" in args.parts:
+            result["push"] = measure_push(
+                ours, args.users, args.push_batches, args.push_batch, args.seed,
+                {"server": server.pgid, "redis": redis_group.pgid})
+            p = result["push"]
+            log(f"push: {p['events_per_s']:,} events/s, p50 {p['batch_latency']['p50_ms']} "
+                f"ms per batch; CPU ms per batch {p['cpu_ms_per_batch']}")
+
+
+def finish(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The result with each target measured in it judged (pass/fail)."""
+    measured: dict[str, float] = {"apply_s": result["apply_s"]}
+    if "backfill" in result:
+        measured["backfill_speedup_over_duckdb"] = round(
+            1 / result["backfill"]["ratio_ours_over_duckdb"], 3)
+    if "materialize_s" in result:
+        measured["materialize_events_per_s"] = round(args.events / result["materialize_s"])
     if "online" in result:
         measured["online_batch_1_p99_ms"] = result["online"]["batch_1"]["ours"]["p99_ms"]
         measured["online_batch_100_p99_ms"] = result["online"]["batch_100"]["ours"]["p99_ms"]

@@ -39,7 +39,7 @@ def input_row(function: int, values: np.ndarray | Utf8Array, is_float: bool
     return encode(UNITS[function].inputs[is_float], values, is_float)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def add_event(spec, a, s, xi, xf, m, i, ts, created):  # type: ignore[no-untyped-def]
     """Adds event i's input of aggregation a to the state row s."""
     f, off, flt = spec[a, FUNC], spec[a, OFFSET], spec[a, FLOAT_INPUT] != 0
@@ -49,7 +49,7 @@ def add_event(spec, a, s, xi, xf, m, i, ts, created):  # type: ignore[no-untyped
                 coded[1].add(s, off, flt, xi[a, i], xf[a, i], ts, created)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def remove_event(spec, a, s, xi, xf, m, i):  # type: ignore[no-untyped-def]
     """Undoes add_event, for an aggregation whose unit sweeps by SUBTRACT."""
     f, off, flt = spec[a, FUNC], spec[a, OFFSET], spec[a, FLOAT_INPUT] != 0
@@ -59,7 +59,7 @@ def remove_event(spec, a, s, xi, xf, m, i):  # type: ignore[no-untyped-def]
                 coded[1].remove(s, off, flt, xi[a, i], xf[a, i])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def merge_state(spec, a, s, o):  # type: ignore[no-untyped-def]
     """Merges aggregation a's partial state in row o into row s."""
     f, off, flt = spec[a, FUNC], spec[a, OFFSET], spec[a, FLOAT_INPUT] != 0
@@ -68,7 +68,7 @@ def merge_state(spec, a, s, o):  # type: ignore[no-untyped-def]
             coded[1].merge(s, off, flt, o)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def normalize_state(spec, a, s):  # type: ignore[no-untyped-def]
     """Canonical slots, so that equal states serialize to equal bytes."""
     f, off, flt = spec[a, FUNC], spec[a, OFFSET], spec[a, FLOAT_INPUT] != 0
@@ -77,7 +77,7 @@ def normalize_state(spec, a, s):  # type: ignore[no-untyped-def]
             coded[1].normalize(s, off, flt)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def finish(spec, a, s, r, out_i, out_f, valid):  # type: ignore[no-untyped-def]
     """Aggregation a's value from state row s into column r of the outputs (out_f for Float64
     results, out_i for the others)."""
@@ -87,7 +87,7 @@ def finish(spec, a, s, r, out_i, out_f, valid):  # type: ignore[no-untyped-def]
             valid[a, r], out_i[a, r], out_f[a, r] = coded[1].finish(s, off, flt)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def sweep_kind(spec, a):  # type: ignore[no-untyped-def]
     """How the backfill sweep slides aggregation a's window (unit.SUBTRACT, QUEUE, DIRECT)."""
     f = spec[a, FUNC]
@@ -98,7 +98,7 @@ def sweep_kind(spec, a):  # type: ignore[no-untyped-def]
     return kind
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def better(spec, a, xi, ts, created, i, j):  # type: ignore[no-untyped-def]
     """Whether event i wins over event j, for an aggregation whose unit sweeps by QUEUE."""
     f = spec[a, FUNC]

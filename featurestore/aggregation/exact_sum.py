@@ -53,6 +53,7 @@ _INF_LIMB = (1024 - BASE) >> 5  # a nonzero limb at or above this one means |sum
 _TWO53 = 9007199254740992.0
 
 _jit = numba.njit(cache=True, nogil=True)
+_inline = numba.njit(cache=True, nogil=True, inline="always")  # no call, no refcounts
 
 
 @_jit
@@ -100,7 +101,7 @@ def normalize(acc):
     acc[HIGH] = h + 1
 
 
-@_jit
+@_inline
 def _add_int(acc, m, e):
     """acc += m * 2**e for an integer |m| < 2**60 and e >= BASE (spread over three limbs)."""
     if acc[PENDING] >= LIMIT:
@@ -126,19 +127,19 @@ def _add_int(acc, m, e):
         acc[k + 2] += u >> 32
 
 
-@_jit
+@_inline
 def _split(ax):
-    """(m, e) with ax = m * 2**e exactly, for finite ax > 0: m < 2**53 an integer, e >= -1074."""
-    f, e = math.frexp(ax)
-    m = np.int64(f * _TWO53)
-    e -= 53
-    if e < _EMIN:  # subnormal: the bits shifted out are zero
-        m >>= _EMIN - e
-        e = _EMIN
-    return m, e
+    """(m, e) with ax = m * 2**e exactly, for finite ax > 0: m < 2**53 an integer, e >= -1074
+    (m >= 2**52 unless ax is subnormal), read off ax's bits."""
+    b = np.float64(ax).view(np.int64)
+    biased = b >> 52
+    m = b & 0xFFFFFFFFFFFFF
+    if biased == 0:  # subnormal
+        return m, _EMIN
+    return m | (1 << 52), biased - 1075
 
 
-@_jit
+@_inline
 def _add_special(acc, p):
     """Count a NaN or infinity."""
     if p != p:
@@ -149,7 +150,7 @@ def _add_special(acc, p):
         acc[NINF] += 1
 
 
-@_jit
+@_inline
 def add(acc, x):
     """acc += x exactly; NaN and infinities only go to their counters."""
     if x - x == 0.0:  # finite
@@ -160,7 +161,7 @@ def add(acc, x):
         _add_special(acc, x)
 
 
-@_jit
+@_inline
 def subtract(acc, x):
     """Takes an added x back out: finite values exactly, NaN and infinities from their
     counters."""
@@ -172,7 +173,7 @@ def subtract(acc, x):
         acc[PINF if x > 0 else NINF] -= 1
 
 
-@_jit
+@_inline
 def _add_mul(acc, mx, my, e, negative):
     """acc += ±mx*my * 2**e exactly, for integers mx < 2**53 and my < 2**53, from 26/27-bit
     partial products."""
@@ -187,7 +188,7 @@ def _add_mul(acc, mx, my, e, negative):
     _add_int(acc, hi, e + 52)
 
 
-@_jit
+@_inline
 def add_product(acc, x, y):
     """acc += x*y exactly (no rounding, no overflow or underflow). A non-finite factor is
     classified like IEEE x*y."""
@@ -202,37 +203,57 @@ def add_product(acc, x, y):
 
 
 @_jit
-def add_scaled(acc, x, other):
-    """acc += x * other exactly, for a finite x and a normalized `other` without specials:
-    each limb is an integer below 2**32, so every partial product is exact. Bits must not
-    fall below 2**-2148: `other` a sum of doubles, or x an integer."""
-    if x == 0.0 or other[HIGH] == 0:
-        return
-    mx, ex = _split(abs(x))
-    while mx & 1 == 0:  # an integer x keeps every product bit at or above other's lowest
-        mx >>= 1
-        ex += 1
-    for i in range(TOP - other[LOW], other[HIGH]):
-        limb = other[i]
-        if limb != 0:
-            _add_mul(acc, mx, abs(limb), ex + BASE + 32 * i, (x < 0) != (limb < 0))
-
-
-@_jit
-def subtract_square(acc, other):
-    """acc -= other * other exactly, for a normalized sum of doubles `other` without
-    specials, limb by limb (its limbs start at 2**-1088, so no product bit falls below
-    2**BASE)."""
-    if other[HIGH] == 0:
-        return
-    lo, hi = TOP - other[LOW], other[HIGH]
-    for i in range(lo, hi):
-        if other[i] == 0:
+def scaled_minus_square(n, sq, s):
+    """n*sq - s*s exactly, correctly rounded, for a count 0 <= n < 2**63 and normalized sums
+    of doubles sq and s without specials (the variance's n*S2 - S1*S1). Schoolbook products
+    of the 32-bit limbs go into a few int64 columns (each below 2**64 as uint64, split in
+    halves: no column can overflow), whose carries then give the result's limbs; its
+    rounding is value's. s's limbs start at 2**-1088, so no product bit falls below
+    2**BASE."""
+    if s[HIGH] == 0 and (sq[HIGH] == 0 or n == 0):
+        return 0.0
+    l1, h1 = TOP - s[LOW], s[HIGH]
+    l2, h2 = TOP - sq[LOW], sq[HIGH]
+    shift = BASE >> 5                       # limb i*j of s*s is limb i + j + shift
+    lo = min(2 * l1 + shift if h1 else l2, l2 if h2 else 2 * l1 + shift)
+    hi = max(2 * h1 + shift if h1 else 0, h2 + 2 if h2 else 0) + 1
+    base = max(lo - 2, 0)                   # rounding may read two limbs below the lowest
+    c = np.zeros(hi - base, np.int64)
+    halves = (np.uint64(n) & np.uint64(_MASK), np.uint64(n) >> np.uint64(32))
+    for k in range(l2, h2):
+        limb = np.uint64(abs(sq[k]))
+        sign = -1 if sq[k] < 0 else 1
+        for h in range(2):
+            p = halves[h] * limb
+            c[k + h - base] += sign * np.int64(p & np.uint64(_MASK))
+            c[k + h + 1 - base] += sign * np.int64(p >> np.uint64(32))
+    for i in range(l1, h1):
+        if s[i] == 0:
             continue
-        for j in range(lo, hi):
-            if other[j] != 0:
-                _add_mul(acc, abs(other[i]), abs(other[j]), 2 * BASE + 32 * (i + j),
-                         (other[i] < 0) == (other[j] < 0))
+        x = np.uint64(abs(s[i]))
+        for j in range(i, h1):
+            p = x * np.uint64(abs(s[j]))
+            twice = 1 if i == j else 2  # s has one sign: every product is positive
+            c[i + j + shift - base] -= twice * np.int64(p & np.uint64(_MASK))
+            c[i + j + shift + 1 - base] -= twice * np.int64(p >> np.uint64(32))
+    carry = 0
+    for k in range(c.shape[0]):
+        v = c[k] + carry
+        c[k] = v & _MASK
+        carry = v >> 32
+    neg = carry < 0  # then c holds 2**(32*len(c)) + the value: take its magnitude
+    if neg:
+        carry = 0
+        for k in range(c.shape[0]):
+            v = carry - c[k]
+            c[k] = -(v & _MASK)
+            carry = v >> 32
+    top = c.shape[0] - 1
+    while top >= 0 and c[top] == 0:
+        top -= 1
+    if top < 0:
+        return 0.0
+    return _round_limbs(c, base, lo, top + base)
 
 
 @_jit
@@ -280,26 +301,34 @@ def _round_finite(acc):
         h -= 1
     if h < 0:
         return 0.0
-    neg = acc[h] < 0
+    return _round_limbs(acc, 0, TOP - acc[LOW], h)
+
+
+@_jit
+def _round_limbs(limbs, base, low, h):
+    """Correctly rounded (half-even) value of the sum of limbs[i - base] * 2**(BASE + 32*i)
+    over low <= i <= h: sign-magnitude limbs (each with the value's sign, magnitude below
+    2**32 but for limb h, which is nonzero), base <= max(low - 2, 0)."""
+    neg = limbs[h - base] < 0
     sign = -1.0 if neg else 1.0
     if h >= _INF_LIMB:
         return sign * math.inf
-    top = 32 * h + _bitlen(_limb(acc, h, neg)) - 1   # highest set bit, relative to BASE
+    top = 32 * h + _bitlen(_limb(limbs, h - base, neg)) - 1  # highest set bit, from BASE
     q = max(top - 52, _QMIN)                           # position of the result's last bit
     pos = q - 1                                        # keep one more bit: the rounding bit
     if pos > top:
         return sign * 0.0                             # below half the smallest subnormal
     j = pos >> 5
     b = pos & 31
-    w = _limb(acc, j, neg) >> b                        # bits pos .. top (at most 54 of them)
+    w = _limb(limbs, j - base, neg) >> b               # bits pos .. top (at most 54 of them)
     if j + 1 <= h:
-        w |= _limb(acc, j + 1, neg) << (32 - b)
+        w |= _limb(limbs, j + 1 - base, neg) << (32 - b)
     if j + 2 <= h and b > 10:
-        w |= _limb(acc, j + 2, neg) << (64 - b)
-    sticky = (_limb(acc, j, neg) & ((1 << b) - 1)) != 0
+        w |= _limb(limbs, j + 2 - base, neg) << (64 - b)
+    sticky = (_limb(limbs, j - base, neg) & ((1 << b) - 1)) != 0
     i = j - 1
-    while not sticky and i >= TOP - acc[LOW]:
-        sticky = acc[i] != 0
+    while not sticky and i >= low:
+        sticky = limbs[i - base] != 0
         i -= 1
     r = w >> 1
     if (w & 1) and (sticky or (r & 1)):

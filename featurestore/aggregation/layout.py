@@ -58,7 +58,8 @@ class Layout:
         return xi, xf, m
 
     def outputs(self, out_i: np.ndarray, out_f: np.ndarray, valid: np.ndarray) -> list[Column]:
-        """The finished values as Columns of each aggregation's output type."""
+        """The finished values as Columns of each aggregation's output type (views of the
+        rows: a unit's finish gives zeros where its value is not valid)."""
         columns = []
         for a, agg in enumerate(self.aggregations):
             if agg.output is Float64:
@@ -67,7 +68,7 @@ class Layout:
                 values = out_i[a] != 0
             else:
                 values = out_i[a]
-            columns.append(Column(np.where(valid[a], values, values.dtype.type(0)), valid[a]))
+            columns.append(Column(values, valid[a]))
         return columns
 
 

@@ -12,7 +12,7 @@ The kernels, all Numba-jitted with these signatures (`flt`: the input column is 
 - merge(s, off, flt, o): merges the partial state in row o (same offset) into row s.
 - normalize(s, off, flt): makes equal states equal slot for slot, so their bytes are equal.
 - finish(s, off, flt) -> (valid, int64 value, float64 value): the result; a Float64 result
-  goes in the float, every other in the int.
+  goes in the float, every other in the int; both values are zero when it is not valid.
 - better(k, ts, created, k2, ts2, created2): whether the first event wins over the second
   (QUEUE units only): the state of a set of events is then that of its best one.
 

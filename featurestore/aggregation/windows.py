@@ -67,31 +67,73 @@ def evaluate(spec, width, xi, xf, m, ts, created, starts, ends, q_entity, q_ts,
 
 
 @numba.njit(cache=True, nogil=True)
+def _entity_points(ts, created, lo, hi, hops, windows, out):  # type: ignore[no-untyped-def]
+    """One entity's change points (events [lo, hi)) into `out`, sorted and distinct; returns
+    how many. Each hop's visibility points and each window's leaving points form a sorted
+    run when their times are sorted (the leaving points always are, since events are sorted
+    by time; visibility when no event became visible after a later one), and the runs are
+    merged; otherwise they are sorted."""
+    n = hi - lo
+    runs = hops.shape[0] + windows.shape[0]
+    sorted_runs = True
+    for r in range(runs):
+        for i in range(lo, hi):
+            if r < hops.shape[0]:
+                h = hops[r]
+                point = -((-created[i]) // h) * h
+            else:
+                h, w = windows[r - hops.shape[0], 0], windows[r - hops.shape[0], 1]
+                point = ((ts[i] + w) // h + 1) * h
+            out[r * n + i - lo] = point
+            if i > lo and point < out[r * n + i - lo - 1]:
+                sorted_runs = False
+    if not sorted_runs:
+        out.sort()
+        c = 0
+        for j in range(out.shape[0]):
+            if j == 0 or out[j] != out[c - 1]:
+                out[c] = out[j]
+                c += 1
+        return c
+    merged = np.empty(out.shape[0], np.int64)
+    head = np.arange(runs) * n
+    c = 0
+    while True:
+        best = -1
+        for r in range(runs):
+            if head[r] < (r + 1) * n and (best < 0 or out[head[r]] < out[head[best]]):
+                best = r
+        if best < 0:
+            break
+        point = out[head[best]]
+        head[best] += 1
+        if c == 0 or point != merged[c - 1]:
+            merged[c] = point
+            c += 1
+    out[:c] = merged[:c]
+    return c
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
 def change_points(ts, created, starts, ends, hops, windows):  # type: ignore[no-untyped-def]
     """Per entity, in time order, the hop boundaries at which some aggregate can change: where
     an event becomes visible (rounded up to each hop in `hops`) and where it leaves each
     window ((hop, window) rows of `windows`). Between two of them every value stays put."""
     per_event = hops.shape[0] + windows.shape[0]
-    out_e = np.empty(ts.shape[0] * per_event, np.int64)
-    out_t = np.empty(ts.shape[0] * per_event, np.int64)
-    n = 0
-    for e in range(starts.shape[0]):
-        points = np.empty((ends[e] - starts[e]) * per_event, np.int64)
-        c = 0
-        for i in range(starts[e], ends[e]):
-            for h in hops:
-                points[c] = -((-created[i]) // h) * h
-                c += 1
-            for j in range(windows.shape[0]):
-                h, w = windows[j, 0], windows[j, 1]
-                points[c] = ((ts[i] + w) // h + 1) * h
-                c += 1
-        points.sort()
-        for j in range(c):
-            if j == 0 or points[j] != points[j - 1]:
-                out_e[n], out_t[n] = e, points[j]
-                n += 1
-    return out_e[:n].copy(), out_t[:n].copy()
+    points = np.empty(ts.shape[0] * per_event, np.int64)
+    counts = np.zeros(starts.shape[0] + 1, np.int64)
+    for e in numba.prange(starts.shape[0]):
+        counts[e + 1] = _entity_points(ts, created, starts[e], ends[e], hops, windows,
+                                       points[starts[e] * per_event:ends[e] * per_event])
+    first = np.cumsum(counts)
+    out_e = np.empty(first[-1], np.int64)
+    out_t = np.empty(first[-1], np.int64)
+    for e in numba.prange(starts.shape[0]):
+        at = starts[e] * per_event
+        for j in range(counts[e + 1]):
+            out_e[first[e] + j] = e
+            out_t[first[e] + j] = points[at + j]
+    return out_e, out_t
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

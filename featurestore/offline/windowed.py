@@ -5,9 +5,11 @@ backfill."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -22,6 +24,7 @@ from featurestore.plan import Plan, SourcePlan, ViewPlan
 from featurestore.values.columns import Column, from_arrow, to_arrow
 
 ENTITY = "__e"
+PARTS = 16  # parts of a sweep, more than threads so that uneven parts even out
 
 
 def created_at(src: SourcePlan, event: str) -> str:
@@ -118,14 +121,25 @@ def evaluate_at(view: ViewPlan, events: Events, entity: np.ndarray,
 
 def sweep_at(view: ViewPlan, events: Events, entity: np.ndarray, at_us: np.ndarray
              ) -> list[Column]:
-    """Like evaluate_at for times sorted by entity then time (every entity of `events`)."""
+    """Like evaluate_at for times sorted by entity then time (every entity of `events`).
+
+    The entities are swept in parts, one kernel call per part from a pool of threads, each
+    call single-threaded: calls from different threads share no reference counts, where one
+    multi-threaded kernel's threads would contend for those of the shared arrays."""
     layout = Layout.of(view.aggregates)
     xi, xf, m = layout.inputs(events.columns)
     out_i, out_f, valid = empty_outputs(layout, len(entity))
-    bounds = np.searchsorted(entity, np.arange(len(events.starts) + 1))
-    sweep(layout.spec, layout.width, xi, xf, m, events.ts, events.created, events.starts,
-          events.ends, bounds[:-1].astype(np.int64), bounds[1:].astype(np.int64), at_us,
-          out_i, out_f, valid)
+    bounds = np.searchsorted(entity, np.arange(len(events.starts) + 1)).astype(np.int64)
+
+    def part(first: int, stop: int) -> None:
+        numba.set_num_threads(1)
+        sweep(layout.spec, layout.width, xi, xf, m, events.ts, events.created,
+              events.starts[first:stop], events.ends[first:stop], bounds[first:stop],
+              bounds[first + 1:stop + 1], at_us, out_i, out_f, valid)
+
+    cuts = np.linspace(0, len(events.starts), PARTS + 1).astype(np.int64)
+    with ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS) as pool:
+        list(pool.map(part, cuts[:-1], cuts[1:]))
     return layout.outputs(out_i, out_f, valid)
 
 

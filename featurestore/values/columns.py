@@ -51,10 +51,10 @@ def from_arrow(array: pa.Array | pa.ChunkedArray, dtype: DType) -> Column:
 def to_arrow(column: Column, dtype: DType) -> pa.Array:
     import pyarrow as pa
 
-    mask = ~column.valid
     if dtype is String:
         assert isinstance(column.values, Utf8Array)
-        return column.values.to_arrow(mask)
+        return column.values.to_arrow(~column.valid)
+    mask = None if column.valid.all() else ~column.valid  # no mask: no bitmap to build
     if dtype is Timestamp:
         return pa.array(column.values, pa.int64(), mask=mask).cast(dtype.arrow)
     return pa.array(column.values, dtype.arrow, mask=mask)

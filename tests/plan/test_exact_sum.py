@@ -255,20 +255,32 @@ def test_product_specials(x, y):
 
 
 @FAST
-@given(st.lists(finite, max_size=15), finite)
-def test_add_scaled_adds_an_exact_multiple(xs, x):
-    """x times a sum of doubles (the shift of the variance): every bit stays in range."""
-    other = new()
-    exact = Fraction(0)
-    for a in xs:
-        es.add(other, a)
-        exact += Fraction(a)
-    es.normalize(other)
-    acc = new()
-    es.add(acc, 1.5)
-    es.add_scaled(acc, x, other)
-    total = Fraction(1.5) + Fraction(x) * exact
-    assert bits(es.value(acc)) == bits(round_exact(total) if total != 0 else 0.0)
+@given(st.lists(finite, max_size=15), st.lists(finite, max_size=15),
+       st.one_of(st.integers(0, 1000), st.integers(0, 2**63 - 1)))
+def test_scaled_minus_square_is_exact(xs, ys, n):
+    """n*S2 - S1*S1 (the variance's numerator) for any sums of doubles S1 and S2, of either
+    sign, rounded once."""
+    s1, s2 = summed(xs), summed(ys)
+    if s1[es.NAN:es.NINF + 1].any() or s2[es.NAN:es.NINF + 1].any():
+        return  # sums past the largest double hold infinities: not this function's input
+    es.normalize(s1)
+    es.normalize(s2)
+    exact = n * sum(map(Fraction, ys), Fraction(0)) - sum(map(Fraction, xs), Fraction(0)) ** 2
+    got = es.scaled_minus_square(n, s2, s1)
+    assert bits(got) == bits(round_exact(exact) if exact != 0 else 0.0)
+
+
+@pytest.mark.parametrize("xs", [[1.0, 2.0, 4.0], [0.1, 0.2, 0.3], [MAX, -MAX, 1e308], [TINY, 2 * TINY],
+                                [1e300, 1e-300], [60.23, 17.5, 99.99, 0.01, 123.45]])
+def test_scaled_minus_square_of_a_variance(xs):
+    s1, s2 = summed(xs), new()
+    for x in xs:
+        es.add_product(s2, x, x)
+    es.normalize(s1)
+    es.normalize(s2)
+    n = len(xs)
+    exact = n * sum(Fraction(x) ** 2 for x in xs) - sum(map(Fraction, xs), Fraction(0)) ** 2
+    assert bits(es.scaled_minus_square(n, s2, s1)) == bits(round_exact(exact))
 
 
 @numba.njit

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +17,10 @@ from hypothesis import strategies as st
 
 from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, empty_outputs
-from featurestore.aggregation.windows import evaluate, sweep
+from featurestore.aggregation.windows import change_points, evaluate, sweep
 from featurestore.definitions.functions import AGGREGATE_FUNCTIONS
 from featurestore.definitions.types import Float64, Int64
+from featurestore.offline.windowed import sweep_at
 from featurestore.online.tile_format import HEADER, merge_windows
 from featurestore.online.tiles import Bases, compacted, groups, window_writes
 from featurestore.plan.plan import AggregatePlan
@@ -157,3 +159,63 @@ def test_tiles_do_not_depend_on_arrival_order_or_batches(stream: dict, rnd) -> N
     a = compacted(g, [dict(zip(keys, whole.values, strict=True))[k] for k in keys], 0, t)
     b = compacted(g, [pushed[k] for k in keys], 0, t)
     assert [v[:8] + v[16:] for v in a] == [v[:8] + v[16:] for v in b]  # all but expiry
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams(), st.lists(st.sampled_from([2, 5, 10]), min_size=1, max_size=3, unique=True),
+       st.lists(st.tuples(st.sampled_from([2, 5, 10]), st.integers(1, 6)), min_size=1,
+                max_size=3))
+def test_change_points_are_every_distinct_boundary_in_order(stream: dict, hops: list[int],
+                                                            windows: list) -> None:
+    """Per entity in time order, each boundary where an event becomes visible (rounded up to
+    a hop) or leaves a window, once: against the rule written out plainly (late events make
+    the visibility times unsorted, which the kernel sorts rather than merges)."""
+    ev = events_of(stream["rows"], stream["late"])
+    windows = sorted({(h, h * k) for h, k in windows})
+    want = []
+    for e in range(3):
+        points = set()
+        for i in range(ev.starts[e], ev.ends[e]):
+            for h in hops:
+                points.add((int(ev.created[i]) + h - 1) // h * h)
+            for h, w in windows:
+                points.add((int(ev.ts[i]) + w) // h * h + h)
+        want += [(e, t) for t in sorted(points)]
+    got_e, got_t = change_points(ev.ts, ev.created, ev.starts, ev.ends,
+                                 np.array(sorted(hops), np.int64),
+                                 np.array(windows, np.int64).reshape(-1, 2))
+    assert list(zip(got_e.tolist(), got_t.tolist(), strict=True)) == want
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 39), st.integers(0, 120), st.booleans(), VALUES),
+                max_size=150), st.lists(st.integers(-5, 140), min_size=1, max_size=6))
+def test_sweep_at_in_parts_equals_direct_evaluation(rows: list, times: list[int]) -> None:
+    """sweep_at splits the entities into parts swept by a pool of threads: every entity's
+    values, wherever the cuts fall, are those of direct evaluation."""
+    rows = sorted(rows, key=lambda r: (r[0], r[1]))
+    entity = np.array([r[0] for r in rows], np.int64)
+    ts = np.array([r[1] for r in rows], np.int64)
+    x = pa.array([r[3] for r in rows], pa.float64())
+    ev = Events(pa.table({"e": list(range(40))}), ts,
+                ts + np.array([7 * r[2] for r in rows], np.int64),
+                {"x": Column(x.fill_null(0.0).to_numpy(zero_copy_only=False),
+                             x.is_valid().to_numpy(zero_copy_only=False))},
+                np.searchsorted(entity, np.arange(40)).astype(np.int64),
+                np.searchsorted(entity, np.arange(40), side="right").astype(np.int64))
+    aggs = tuple(a for a in AGGS if a.column == "x")
+    layout = Layout.of(aggs)
+    times = sorted(set(times))
+    q_entity = np.repeat(np.arange(40), len(times)).astype(np.int64)
+    q_ts = np.tile(np.array(times, np.int64), 40)
+    xi, xf, m = layout.inputs(ev.columns)
+    direct = empty_outputs(layout, len(q_ts))
+    evaluate(layout.spec, layout.width, xi, xf, m, ev.ts, ev.created, ev.starts, ev.ends,
+             q_entity, q_ts, *direct)
+    swept = sweep_at(SimpleNamespace(aggregates=aggs), ev, q_entity, q_ts)
+    for a, column in enumerate(swept):
+        floats = aggs[a].output is Float64
+        want = direct[1][a].view(np.int64) if floats else direct[0][a]
+        got = column.values.view(np.int64) if floats else column.values
+        assert column.valid.tolist() == direct[2][a].tolist()
+        assert got.tolist() == want.tolist()

@@ -53,10 +53,7 @@ def variance(s, off):  # type: ignore[no-untyped-def]
         return np.nan
     exact_sum.normalize(a1)
     exact_sum.normalize(a2)
-    total = np.zeros(W, np.int64)
-    exact_sum.add_scaled(total, float(n), a2)
-    exact_sum.subtract_square(total, a1)
-    return exact_sum.value(total) / (float(n) * float(n - 1))
+    return exact_sum.scaled_minus_square(n, a2, a1) / (float(n) * float(n - 1))
 
 
 @numba.njit(cache=True, nogil=True)
