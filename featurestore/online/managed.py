@@ -7,9 +7,11 @@ redis status|start|stop`."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,8 @@ from redis.retry import Retry
 from featurestore.errors import FeatureStoreError
 
 STOP_TIMEOUT_S = 30.0  # SHUTDOWN fsyncs the append-only file, which a large store takes a while
+# A unix socket's path must fit in 108 bytes (with its final NUL) on Linux, 104 elsewhere.
+SOCKET_PATH_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,28 @@ class ManagedStatus:
     version: str | None = None
 
 
+def socket_path(data_dir: Path) -> Path:
+    """`<data dir>/redis.sock`, or, for a repo so deep that this path is too long for a unix
+    socket, a socket in this user's private folder of the temp dir, named by the data dir's
+    absolute path, so that every command of the repo finds the same one."""
+    socket = data_dir / "redis.sock"
+    if len(os.fsencode(socket.absolute())) <= SOCKET_PATH_MAX:
+        return socket
+    private = Path(tempfile.gettempdir()) / f"featurestore-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    info = private.lstat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077 or not private.is_dir():
+        raise FeatureStoreError(
+            f"the managed redis-server of {data_dir} needs a short socket path, and {private} is "
+            "not a folder private to this user: remove it, or move the repo to a shorter path")
+    digest = hashlib.sha256(os.fsencode(data_dir.resolve())).hexdigest()[:24]
+    return private / f"{digest}.sock"
+
+
 class ManagedRedis:
     def __init__(self, root: Path):
         self.dir = root / ".featurestore" / "redis"
-        self.socket = self.dir / "redis.sock"
+        self.socket = socket_path(self.dir)
         self.pidfile = self.dir / "redis.pid"
 
     @property

@@ -122,3 +122,23 @@ def test_a_repo_with_a_redis_url_has_no_managed_server(tmp_path: Path, command: 
     assert f"{config}: online_store is a Redis URL, not 'managed'" in err
     assert "s3cret" not in err
     assert not (root / ".featurestore" / "redis").exists()
+
+
+def test_a_repo_too_deep_for_a_unix_socket_path_gets_a_short_one(tmp_path: Path) -> None:
+    """A socket path must fit in 108 bytes: a deep repo's managed redis-server listens in this
+    user's private temp folder instead, and every command of the repo finds it there."""
+    root = write_repo(tmp_path / ("deep" * 25) / "repo")
+    assert len(str(root / ".featurestore" / "redis" / "redis.sock")) > 108
+    try:
+        featurestore("redis", "start", "--repo", root)
+        socket = Path(status(root)["socket"])
+        assert len(str(socket)) <= 100 and root not in socket.parents
+        assert socket == ManagedRedis(root).socket and socket.is_socket()
+        assert (socket.parent.stat().st_mode & 0o777) == 0o700
+        assert status(root)["state"] == "running"
+        featurestore("apply", "--repo", root)
+        featurestore("materialize", "--repo", root, "--end", (T0 + timedelta(days=1)).isoformat())
+        assert redis.Redis(unix_socket_path=str(socket)).dbsize() > 0
+    finally:
+        ManagedRedis(root).stop()
+    assert status(root)["state"] == "not running"
