@@ -262,11 +262,11 @@ class Lookup:
         texts = {k: key_text(column) for k, column in entities.items()}  # shared by views
         keys: list[str] = list(self.fence)
         bases: dict[str, list[str]] = {}
-        for views in (self.rows, self.windows):
+        for views, windowed in ((self.rows, False), (self.windows, True)):
             for item in views:
                 v = item.view
                 bases[v.name] = entity_bases(self.project, v.name, item.storage, v.entity,
-                                             [texts[k] for k, _ in v.join_keys])
+                                             [texts[k] for k, _ in v.join_keys], windowed)
         for row in self.rows:
             keys += bases[row.view.name]
         for window in self.windows:

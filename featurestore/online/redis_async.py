@@ -17,11 +17,24 @@ from typing import Any
 import hiredis
 
 from featurestore.errors import FeatureStoreError, OnlineStoreError, OnlineTimeout, OnlineUnavailable
-from featurestore.online.urls import parse
+from featurestore.online.urls import RedisSettings, parse
 
 # Replies that say Redis is there but cannot answer now: a restart still loading its data, a
 # busy script, a replica without its master.
 _TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+
+
+def checked(reply: Any, settings: RedisSettings) -> Any:
+    """The reply, or for an error reply the exception saying it: OnlineUnavailable when Redis
+    cannot answer now or refused the connection's credentials, else OnlineStoreError."""
+    if not isinstance(reply, hiredis.ReplyError):
+        return reply
+    message = settings.scrub(str(reply))
+    if message.startswith(_TRANSIENT):
+        raise OnlineUnavailable(f"Redis cannot answer now: {message}")
+    if message.startswith("NOAUTH"):  # the URL has no password; redis-py: unavailable
+        raise OnlineUnavailable(f"Redis at {settings.where} refused the command: {message}")
+    raise OnlineStoreError(message)
 
 
 class _Protocol(asyncio.Protocol):
@@ -58,8 +71,8 @@ class _Protocol(asyncio.Protocol):
 
 
 class AsyncRedis:
-    def __init__(self, url: str):
-        self.settings = parse(url)
+    def __init__(self, url: str | RedisSettings):
+        self.settings = parse(url) if isinstance(url, str) else url
         self.where = self.settings.where  # for messages
         try:
             self._tls = self.settings.tls.context() if self.settings.tls else None
@@ -72,23 +85,27 @@ class AsyncRedis:
     async def execute(self, *args: Any, timeout: float) -> Any:
         """The reply to one command. Raises OnlineUnavailable when Redis cannot be reached or
         does not answer within `timeout` seconds, OnlineStoreError when it answers an error."""
+        return checked((await self.execute_many([args], timeout))[0], self.settings)
+
+    async def mget(self, keys: list[str], timeout: float) -> list[bytes | None]:
+        return await self.execute("MGET", *keys, timeout=timeout)  # type: ignore[no-any-return]
+
+    async def execute_many(self, commands: list[tuple[Any, ...]], timeout: float | None
+                           ) -> list[Any]:
+        """The replies to commands pipelined on the connection, error replies as they came
+        (`checked` turns one into its exception). Raises OnlineUnavailable as `execute`."""
         try:
             async with asyncio.timeout(timeout):
                 protocol = await self._connected()
-                reply = await protocol.send(args)
+                if len(commands) == 1:  # the usual case, without gather's machinery
+                    return [await protocol.send(commands[0])]
+                return list(await asyncio.gather(*(protocol.send(c) for c in commands)))
         except TimeoutError:
-            raise OnlineTimeout(f"Redis did not answer within {timeout * 1000:.1f} ms") from None
+            raise OnlineTimeout(f"Redis did not answer within {(timeout or 0) * 1000:.1f} ms"
+                                ) from None
         except OSError as exc:
             raise OnlineUnavailable(
                 f"cannot reach Redis at {self.where}: {self.settings.scrub(str(exc))}") from None
-        if isinstance(reply, hiredis.ReplyError):
-            message = self.settings.scrub(str(reply))
-            if message.startswith(_TRANSIENT):
-                raise OnlineUnavailable(f"Redis cannot answer now: {message}")
-            if message.startswith("NOAUTH"):  # the URL has no password; redis-py: unavailable
-                raise OnlineUnavailable(f"Redis at {self.where} refused the command: {message}")
-            raise OnlineStoreError(message)
-        return reply
 
     def reset(self) -> None:
         """Drops the connection (the next command reconnects): after a timeout it is not

@@ -38,10 +38,12 @@ import numpy as np
 import pyarrow as pa
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.retry import Retry
 
 from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
 from featurestore.online import registry
+from featurestore.online.cluster import connect_cluster, grouped, key_slot, node_groups
 from featurestore.online.keys import (
     active_key,
     applied_key,
@@ -204,13 +206,21 @@ class OnlineStore:
         # Three retries within 0.7 s: a blip is absorbed, while a stopped Redis, a wrong
         # password or an untrusted certificate is reported at once (redis-py 6+'s default
         # backoff took 3 to 8 s to say so; redis-py 5 did not retry at all).
-        self._client = redis.Redis(**self.settings.redis_py(), socket_timeout=timeout,
-                                   retry=Retry(ExponentialBackoff(cap=0.4, base=0.05), 3))
+        retry = Retry(ExponentialBackoff(cap=0.4, base=0.05), 3)
+        self._client: redis.Redis | redis.RedisCluster
+        if self.settings.cluster:
+            self._client = self._call(lambda: connect_cluster(self.settings, timeout, retry))
+        else:
+            self._client = redis.Redis(**self.settings.redis_py(), socket_timeout=timeout,
+                                       retry=retry)
         self._rows_script = self._client.register_script(WRITE_IF_NEWER)
         self._push_script = self._client.register_script(WRITE_PUSH)
         self._rewrite_script = self._client.register_script(REWRITE)
         self._activate_script = self._client.register_script(ACTIVATE)
         self._lock_script = self._client.register_script(LOCK)
+        if self.settings.cluster:  # scripts in a cluster pipeline are not loaded on demand
+            for script in (WRITE_IF_NEWER, WRITE_PUSH, REWRITE, ACTIVATE, LOCK):
+                self._call(lambda script=script: self._client.script_load(script))
         self._io: ThreadPoolExecutor | None = None
         self._pending: deque[Future[list[Any]]] = deque()
         self._in_flight, self._written = in_flight, 0
@@ -241,10 +251,16 @@ class OnlineStore:
         return {v: int(r) if r else None for v, r in zip(served, reply, strict=True)}
 
     def new_storage(self, view: ViewPlan) -> str:
-        """A new generation of the view's version: keys nothing reads until `activate`."""
-        registry_name = registry_key(self.project)
-        generation = self._call(lambda: self._client.hincrby(
-            registry_name, f"generation:{view.name}", 1))
+        """A new generation of the view's version: keys nothing reads until `activate`.
+        Generations count from the time the registry handed out its first (keys.py)."""
+        registry_name, counter = registry_key(self.project), f"generation:{view.name}"
+
+        def next_generation() -> int:
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.hsetnx(registry_name, counter, now_us() // 1000)
+                pipe.hincrby(registry_name, counter, 1)
+                return int(pipe.execute()[1])
+        generation = self._call(next_generation)
         storage = storage_of(view.version, int(generation))
         self._call(lambda: self._client.hset(registry_name, f"created:{view.name}:{storage}",
                                              now_us()))
@@ -308,29 +324,57 @@ class OnlineStore:
             return
         rows = RowBatch.of(view, storage, self.project, batch)
         if fresh:
-            commands = rows.set_commands()
-            self._queue(lambda: self._send(commands, n))
+            for node, part in self._row_nodes(rows):
+                commands = part.set_commands()
+                self._queue(lambda node=node, commands=commands, count=len(part): self._send(
+                    commands, count, node))
             return
         keys, values = rows.keys_and_rows()
         expire = rows.expire_ms.tolist()
-        pipe = self._client.pipeline(transaction=False)
-        for start in range(0, n, self.batch_rows):
-            stop = min(start + self.batch_rows, n)
-            args: list[Any] = [None] * (2 * (stop - start))
-            args[0::2] = values[start:stop]
-            args[1::2] = expire[start:stop]
-            self._rows_script(keys=keys[start:stop], args=args, client=pipe)
-        self._queue(pipe.execute)
+        for node, positions in self._key_nodes(keys):
+            pipe = (node or self._client).pipeline(transaction=False)
+            for chunk in self._script_chunks(keys, positions.tolist()):
+                args: list[Any] = [None] * (2 * len(chunk))
+                args[0::2] = [values[i] for i in chunk]
+                args[1::2] = [expire[i] for i in chunk]
+                self._rows_script(keys=[keys[i] for i in chunk], args=args, client=pipe)
+            self._queue(pipe.execute)
+
+    def _script_chunks(self, keys: list[bytes], positions: list[int]) -> list[list[int]]:
+        """The positions one script call takes: batch_rows at a time, and on a cluster only
+        keys of one slot (rows are written each on its own, so nothing needs more)."""
+        groups = [positions]
+        if self.settings.cluster:
+            groups = [[positions[i] for i in g] for g in
+                      grouped([keys[p] for p in positions]).values()]
+        return [group[start:start + self.batch_rows] for group in groups
+                for start in range(0, len(group), self.batch_rows)]
+
+    def _row_nodes(self, rows: RowBatch) -> list[tuple[redis.Redis | None, RowBatch]]:
+        """The rows each node takes: all of them for one Redis (None: the client's own)."""
+        if not isinstance(self._client, redis.RedisCluster):
+            return [(None, rows)]
+        return [(node, rows.take(positions)) for node, positions
+                in self._call(lambda: node_groups(self._client, rows.slots()))]
 
     def write_windows(self, writes: WindowWrites) -> int:
         """Queue a hop group's window keys (whole values), replacing what Redis holds for
         them, packed natively and sent as one buffer; returns the number of keys."""
         pack = hiredis.pack_command
-        commands = b"".join(pack(("SET", key, value, "PXAT", when)) for key, value, when
-                            in zip(writes.keys, writes.values, writes.expiry_ms, strict=True))
-        if commands:
-            self._queue(lambda: self._send(commands, len(writes.keys)))
+        for node, positions in self._key_nodes(writes.keys):
+            commands = b"".join(pack(("SET", writes.keys[i], writes.values[i], "PXAT",
+                                      writes.expiry_ms[i])) for i in positions)
+            self._queue(lambda node=node, commands=commands, count=len(positions): self._send(
+                commands, count, node))
         return len(writes.keys)
+
+
+    def _key_nodes(self, keys: list[str]) -> list[tuple[redis.Redis | None, np.ndarray]]:
+        """The positions of the keys each node takes (None: the client's own Redis)."""
+        if not isinstance(self._client, redis.RedisCluster):
+            return [(None, np.arange(len(keys)))] if keys else []
+        slots = np.array([key_slot(k) for k in keys], np.int64)
+        return self._call(lambda: node_groups(self._client, slots))
 
     def flush(self) -> int:
         """Waits for every queued write; returns how many rows were newer and written."""
@@ -461,7 +505,9 @@ class OnlineStore:
             time.sleep(0.001 + 0.004 * random.random())
 
     def _release(self, locks: list[str], token: str) -> None:
-        with self._client.pipeline(transaction=False) as pipe:
+        if not locks:
+            return
+        with self._pipeline(locks[0]) as pipe:
             for lock in locks:
                 self._lock_script(keys=[lock], args=[token, 0], client=pipe)
             pipe.execute()
@@ -482,7 +528,9 @@ class OnlineStore:
         """One lookup (scripts, tests, parity); the server does the same over asyncio. Raises
         RegistryMoved when a flip happened since `lookup` was prepared."""
         pending = lookup.start(entities, as_of_us)
-        return pending.finish(self._call(lambda: self._client.mget(pending.keys)), requests)
+        mget = (self._client.mget_nonatomic if isinstance(self._client, redis.RedisCluster)
+                else self._client.mget)  # a cluster: per slot, see the module's docstring
+        return pending.finish(self._call(lambda: mget(pending.keys)), requests)
 
     # -- versions ------------------------------------------------------------------------
 
@@ -516,7 +564,7 @@ class OnlineStore:
             todo = {s for s, at in listed.items() if at is None or at > now_ms + grace_ms}
             count = self._expire_storages(view, keep, grace_ms) if todo else 0
             at = now_us() // 1000 + grace_ms
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._pipeline(name)  # the registry, applied and fresh keys share a slot
             for storage in todo:
                 pipe.delete(applied_key(self.project, view, storage),
                             fresh_key(self.project, view, storage))
@@ -550,21 +598,32 @@ class OnlineStore:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _send(self, commands: bytes | np.ndarray, count: int) -> list[Any]:
+    def _pipeline(self, key: str) -> redis.client.Pipeline:
+        """A pipeline to the Redis serving `key`: on a cluster, a plain pipeline to its node
+        (redis-py's cluster pipeline refuses scripts), for commands on keys of its slot."""
+        if isinstance(self._client, redis.RedisCluster):
+            node = self._client.get_node_from_key(key)
+            return self._client.get_redis_connection(node).pipeline(transaction=False)
+        return self._client.pipeline(transaction=False)
+
+    def _send(self, commands: bytes | np.ndarray, count: int, node: redis.Redis | None = None
+              ) -> list[Any]:
         """Sends `count` packed commands that answer +OK at once and reads their replies:
-        [count] when all succeeded (redis-py costs microseconds of Python per reply)."""
-        connection = self._client.connection_pool.get_connection()
+        [count] when all succeeded (redis-py costs microseconds of Python per reply). `node`:
+        the cluster node that serves every key of them (None: the one Redis)."""
+        pool = (node or self._client).connection_pool
+        connection = pool.get_connection()
         try:
             connection.send_packed_command([commands])
             read_ok_replies(connection._sock, count)  # the socket redis-py connected
         except redis.ResponseError:
-            self._client.connection_pool.release(connection)  # every reply was read
+            pool.release(connection)  # every reply was read
             raise
         except BaseException:
             connection.disconnect()  # replies may still be in flight: never reuse it
-            self._client.connection_pool.release(connection)
+            pool.release(connection)
             raise
-        self._client.connection_pool.release(connection)
+        pool.release(connection)
         return [count]
 
     def _queue(self, execute: Callable[[], list[Any]]) -> None:
@@ -587,7 +646,8 @@ class OnlineStore:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, ClusterDownError,
+                RedisClusterException) as exc:
             raise OnlineUnavailable(f"online store {self.settings.where} unavailable: "
                                     f"{self.settings.scrub(str(exc))}") from None
         except redis.RedisError as exc:
