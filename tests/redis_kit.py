@@ -152,6 +152,31 @@ class RedisCluster:
     def client(self) -> redis.RedisCluster:
         return redis.RedisCluster(host="127.0.0.1", port=self.ports[0])
 
+    def node_of_slot(self, slot: int) -> int:
+        """The port of the node serving `slot`."""
+        with redis.Redis(host="127.0.0.1", port=self.ports[0]) as client:
+            for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if first <= slot <= last:
+                    return int(master[1])
+        raise KeyError(slot)
+
+    def move_slot(self, slot: int, source: int, target: int) -> None:
+        """Moves one slot and its keys between masters, as a resharding does (IMPORTING,
+        MIGRATING, MIGRATE, then SETSLOT NODE on every node)."""
+        clients = {p: redis.Redis(host="127.0.0.1", port=p) for p in self.ports}
+        try:
+            ids = {p: c.execute_command("CLUSTER", "MYID").decode() for p, c in clients.items()}
+            clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+            clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+            while keys := clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                clients[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000,
+                                                "KEYS", *keys)
+            for client in clients.values():
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        finally:
+            for client in clients.values():
+                client.close()
+
     def stop_node(self, port: int) -> None:
         process = self.processes.pop(port)
         process.terminate()

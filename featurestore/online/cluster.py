@@ -1,16 +1,25 @@
 """Redis Cluster routing for the online store: the slot of a key (CRC16 of its hash tag, as
-Redis computes it), the map from slots to the nodes serving them (from CLUSTER SLOTS), and
-the serving reader's cluster transport: a read is one MGET per slot, the MGETs of one node
-pipelined on its connection and the nodes asked in parallel, so a read costs one round trip
-per node. A reply saying a slot moved (MOVED, a resharding: the map is read again) or is
-moving (ASK: that node is asked once, after ASKING) is retried once; an unreachable node or
-a cluster that reports itself down is OnlineUnavailable, never values."""
+Redis computes it), the map from slots to the masters serving them (CLUSTER SLOTS), and reads
+that cost one round trip per node.
+
+Redis Cluster refuses a multi-key command (MGET, or a script's declared keys) over several
+slots, and a read's keys span many slots. So a read sends each node one call of a read-only
+script flagged `allow-cross-slot-keys` (Redis 7) that GETs every key of the read that node
+serves, passed as arguments; the nodes are asked in parallel. Redis refuses such a script
+touching a key whose slot the node does not serve now (the slot moved, or is moving: the
+script's MOVED/ASK), so a read returns the values a node held at one instant, or an error,
+never a value of a key the node no longer owns. On that error the slot map is read again and
+the read retried once; a second refusal, an unreachable node or a cluster reporting itself
+down is OnlineUnavailable, never values."""
 
 from __future__ import annotations
 
 import asyncio
 import binascii
+import functools
+import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -18,13 +27,13 @@ import numba
 import numpy as np
 import redis
 from redis.cluster import ClusterNode
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from featurestore.errors import OnlineStoreError, OnlineTimeout, OnlineUnavailable
+from featurestore.errors import OnlineDataLost, OnlineStoreError, OnlineTimeout, OnlineUnavailable
+from featurestore.online.keys import SLOTS, marker_key
 from featurestore.online.redis_async import AsyncRedis, checked
 from featurestore.online.urls import RedisSettings
-
-SLOTS = 16384
 
 
 def tag(key: str | bytes) -> bytes:
@@ -73,6 +82,7 @@ class SlotMap:
             if node not in self.nodes:
                 self.nodes.append(node)
             self.owner[first:last + 1] = self.nodes.index(node)
+        self.owners: list[int] = self.owner.tolist()  # indexed per key on the hot path
 
     def node_of(self, slot: int) -> tuple[str, int]:
         at = int(self.owner[slot])
@@ -80,6 +90,90 @@ class SlotMap:
             raise OnlineUnavailable(f"no node of the Redis Cluster serves slot {slot} (the "
                                     "cluster does not cover every slot)")
         return self.nodes[at]
+
+
+RowRanges = tuple[str, list[tuple[int, int, str, str]]]  # project, PendingRead.row_ranges()
+
+# GETs its arguments (keys of any slots this node serves): a read of one node at one instant.
+READ = """#!lua flags=no-writes,allow-cross-slot-keys
+local out = {}
+for i = 1, #ARGV do out[i] = redis.call('GET', ARGV[i]) end
+return out
+"""
+READ_SHA = hashlib.sha1(READ.encode()).hexdigest()
+
+
+@numba.njit(cache=True, nogil=True)
+def key_slots(data, offsets):  # type: ignore[no-untyped-def]
+    """`key_slot` of each key data[offsets[i]:offsets[i+1]]."""
+    n = offsets.shape[0] - 1
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        first, end = offsets[i], offsets[i + 1]
+        for p in range(first, end):
+            if data[p] == 123:  # '{'
+                for q in range(p + 2, end):
+                    if data[q] == 125:  # '}'
+                        first, end = p + 1, q
+                        break
+                break
+        crc = 0
+        for p in range(first, end):
+            crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ data[p]) & 0xFF]
+        out[i] = crc % SLOTS
+    return out
+
+
+@dataclass(frozen=True)
+class NodeRead:
+    """One node's part of a read: the positions of its keys, and the markers (online/keys.py)
+    of the row storages they belong to in each of their slots, read in the same call."""
+
+    node: tuple[str, int]
+    positions: list[int]
+    markers: list[str]
+    args: tuple[Any, ...]  # the script's call
+
+    def fill(self, values: list[bytes | None], reply: list[bytes | None]) -> None:
+        """Puts the node's values in place, or raises OnlineDataLost when a marker is
+        missing: the node lost the keys of that storage, whose rows would read as absent."""
+        n = len(self.positions)
+        for marker, value in zip(self.markers, reply[n:], strict=True):
+            if value is None:
+                raise OnlineDataLost(
+                    f"the Redis Cluster node {self.node[0]}:{self.node[1]} lost the online "
+                    f"store's keys (restarted without persistence, flushed or replaced: "
+                    f"{marker} is gone); run `featurestore materialize` to restore them")
+        for i, value in zip(self.positions, reply, strict=False):
+            values[i] = value
+
+
+def node_reads(keys: list[str], rows: RowRanges | None, slot_map: SlotMap) -> list[NodeRead]:
+    """The script calls of a read, one per node serving some of `keys`."""
+    encoded = [k.encode() for k in keys]
+    offsets = np.zeros(len(keys) + 1, np.int64)
+    np.cumsum([len(k) for k in encoded], out=offsets[1:])
+    slots = key_slots(np.frombuffer(b"".join(encoded), np.uint8), offsets).tolist()
+    owner = slot_map.owners
+    positions: dict[int, list[int]] = {}
+    for i, slot in enumerate(slots):
+        positions.setdefault(owner[slot], []).append(i)
+    markers: dict[int, dict[str, None]] = {j: {} for j in positions}  # ordered sets
+    for first, end, view, storage in rows[1] if rows else ():
+        names = _markers(rows[0], view, storage)  # type: ignore[index]
+        for slot in slots[first:end]:
+            markers[owner[slot]][names[slot]] = None
+    if -1 in positions:
+        raise OnlineUnavailable("the Redis Cluster does not cover every slot")
+    return [NodeRead(slot_map.nodes[j], mine, list(markers[j]),
+                     ("EVALSHA", READ_SHA, 0, *(keys[p] for p in mine), *markers[j]))
+            for j, mine in positions.items()]
+
+
+@functools.lru_cache(maxsize=16)
+def _markers(project: str, view: str, storage: str) -> list[str]:
+    """A row storage's marker key of each slot (built once per storage read)."""
+    return [marker_key(project, view, storage, slot) for slot in range(SLOTS)]
 
 
 def grouped(keys: Iterable[str | bytes]) -> dict[int, list[int]]:
@@ -104,11 +198,51 @@ def node_groups(client: redis.RedisCluster, slots: np.ndarray
                 ) -> list[tuple[redis.Redis, np.ndarray]]:
     """Each master serving some of `slots` (one per key), with the positions of its keys."""
     distinct, inverse = np.unique(slots, return_inverse=True)
-    owners = [client.nodes_manager.get_node_from_slot(int(slot)).name for slot in distinct]
+    cache = client.nodes_manager.slots_cache  # slot -> [master, replicas...]
+    if any(int(slot) not in cache for slot in distinct):
+        raise OnlineUnavailable("the Redis Cluster does not cover every slot")
+    owners = [cache[slot][0].name for slot in distinct.tolist()]
     names = list(dict.fromkeys(owners))
     node_of = np.array([names.index(o) for o in owners], np.int64)[inverse]
     return [(client.get_redis_connection(client.get_node(node_name=name)),
              np.flatnonzero(node_of == i)) for i, name in enumerate(names)]
+
+
+class ClusterReads:
+    """Reads on redis-py's cluster client (scripts, tests, parity): the serving reader's
+    script calls (`node_reads`), the nodes one after another."""
+
+    def __init__(self, client: redis.RedisCluster):
+        self.client = client
+        self._map: SlotMap | None = None
+
+    def read(self, keys: list[str], rows: RowRanges) -> list[bytes | None]:
+        for attempt in range(2):
+            if self._map is None:
+                default = self.client.get_redis_connection(self.client.get_default_node())
+                self._map = SlotMap(default.execute_command("CLUSTER", "SLOTS"))
+            values: list[bytes | None] = [None] * len(keys)
+            try:
+                for read in node_reads(keys, rows, self._map):
+                    read.fill(values, self._call(read))
+                return values
+            except redis.ResponseError as exc:
+                if attempt or not _moved(str(exc)):
+                    raise
+                self._map = None  # a slot moved: read the map again
+                self.client.nodes_manager.initialize()
+        raise AssertionError("unreachable")
+
+    def _call(self, read: NodeRead) -> list[bytes | None]:
+        node = self.client.get_node(host=read.node[0], port=read.node[1])
+        if node is None:
+            raise redis.ResponseError(f"non local key: node {read.node} is new")
+        connection = self.client.get_redis_connection(node)
+        try:
+            return connection.execute_command(*read.args)  # type: ignore[no-any-return]
+        except NoScriptError:
+            connection.script_load(READ)
+            return connection.execute_command(*read.args)  # type: ignore[no-any-return]
 
 
 class AsyncCluster:
@@ -153,55 +287,43 @@ class AsyncCluster:
         replies = await self.pipelined(args[1], [args], timeout)
         return replies[0]
 
-    async def mget(self, keys: list[str], timeout: float) -> list[bytes | None]:
-        """The values of `keys`, in order: one MGET per slot, pipelined per node, the nodes
-        in parallel."""
+    async def mget(self, keys: list[str], timeout: float, rows: RowRanges | None = None
+                   ) -> list[bytes | None]:
+        """The values of `keys`, in order: one script call per node, the nodes in
+        parallel; with the keys of `rows` their storages' markers in their slots."""
         try:
             async with asyncio.timeout(timeout):
-                return await self._mget(keys)
+                return await self._mget(keys, rows)
         except TimeoutError:
             raise OnlineTimeout(f"Redis did not answer within {timeout * 1000:.1f} ms") \
                 from None
 
-    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+    async def _mget(self, keys: list[str], rows: RowRanges | None) -> list[bytes | None]:
         slot_map = await self._slot_map()
-        groups = grouped(keys)
-        values: list[bytes | None] = [None] * len(keys)
-        todo = list(groups.items())
         for attempt in range(2):
-            by_node: dict[tuple[str, int], list[tuple[int, list[int]]]] = {}
-            for slot, positions in todo:
-                by_node.setdefault(slot_map.node_of(slot), []).append((slot, positions))
-            sent = list(by_node.items())
-            replies = await asyncio.gather(*(
-                self._node(node).execute_many(
-                    [("MGET", *(keys[i] for i in positions)) for _, positions in members],
-                    timeout=None)
-                for node, members in sent))
-            retry, asked = [], []
-            for (_, members), node_replies in zip(sent, replies, strict=True):
-                for (slot, positions), reply in zip(members, node_replies, strict=True):
-                    moved = _redirect(reply)
-                    if moved is None:
-                        for i, value in zip(positions, checked(reply, self.settings),
-                                            strict=True):
-                            values[i] = value
-                    elif moved[0] == "ASK":
-                        asked.append((moved[1], slot, positions))
-                    else:
-                        retry.append((slot, positions))
-            for node, _, positions in asked:  # a slot being migrated: ask its new node once
-                _, reply = await self._node(node).execute_many(
-                    [("ASKING",), ("MGET", *(keys[i] for i in positions))], timeout=None)
-                for i, value in zip(positions, checked(reply, self.settings), strict=True):
-                    values[i] = value
-            if not retry:
+            values: list[bytes | None] = [None] * len(keys)
+            reads = node_reads(keys, rows, slot_map)
+            replies = await asyncio.gather(*(self._call(read) for read in reads))
+            moved = False
+            for read, reply in zip(reads, replies, strict=True):
+                if isinstance(reply, hiredis.ReplyError) and _moved(str(reply)):
+                    moved = True
+                else:
+                    read.fill(values, checked(reply, self.settings))
+            if not moved:
                 return values
             if attempt == 0:
                 slot_map = await self._slot_map(stale=slot_map)
-            todo = retry
-        raise OnlineUnavailable(f"the Redis Cluster {self.where} moved slots "
-                                f"{sorted(s for s, _ in todo)[:5]} again while being read; retry")
+        raise OnlineUnavailable(f"the Redis Cluster {self.where} moved slots again while "
+                                "being read (a resharding is under way); retry")
+
+    async def _call(self, read: NodeRead) -> Any:
+        node = self._node(read.node)
+        (reply,) = await node.execute_many([read.args], timeout=None)
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            _, reply = await node.execute_many([("SCRIPT", "LOAD", READ), read.args],
+                                               timeout=None)
+        return reply
 
     async def pipelined(self, key: str, commands: list[tuple[Any, ...]], timeout: float
                         ) -> list[Any]:
@@ -227,6 +349,11 @@ class AsyncCluster:
         for node in self._nodes.values():
             node.reset()
         self._map = None
+
+
+def _moved(message: str) -> bool:
+    """Whether an error says a key's slot is not (or no longer) served by the node asked."""
+    return message.startswith(("MOVED", "ASK", "TRYAGAIN")) or "non local key" in message
 
 
 def _redirect(reply: Any) -> tuple[str, tuple[str, int]] | None:

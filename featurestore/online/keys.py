@@ -13,8 +13,8 @@
     P:<view>:<storage>:{P}:<entity>|<key>             a windowed view's base, and
     <base>:w{hop_us}                                  its window key: the entity's tiles of
                                                       one hop group
-    P:<view>:<storage>:{~<n>}                         a row storage's marker in a Redis Cluster
-                                                      slot (online/cluster.py: `slot_tag`)
+    P:<view>:<storage>:{~<n>}                         a row storage's marker in one Redis
+                                                      Cluster slot (`marker_key`)
 
 A storage is one generation of one view version, `<version>.<generation>`: every full
 materialization writes a new one where nothing reads it, and the registry flips to it.
@@ -28,10 +28,16 @@ that one script changes atomically shares the project's tag `{P}`, so it lives i
 the registry, active keys, applied sets, fresh keys and locks (a flip, a lock, a fenced push)
 and the windowed views' window keys (a push appends to them, fenced by the registry, lock and
 applied set, in one script; a read checks the fresh fence in the same MGET as the tiles).
-String keys escape the characters the layout uses; composite keys join their parts with
-'|'."""
+On a Redis Cluster, a row storage also has a marker key in every slot, written when the
+storage is created (before any of its rows): a read of rows in a slot reads the slot's marker
+in the same MGET, so a node that lost its data (restarted without persistence, flushed,
+replaced) is told apart from entities never written. String keys escape the characters the
+layout uses; composite keys join their parts with '|'."""
 
 from __future__ import annotations
+
+import binascii
+import functools
 
 import numba
 import numpy as np
@@ -72,6 +78,28 @@ def lock_key(project: str, view: str) -> str:
 
 def push_lock_key(project: str, view: str, storage: str) -> str:
     return f"{{{project}}}:__pushlock:{view}:{storage}"
+
+
+SLOTS = 16384  # Redis Cluster's hash slots
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For each slot, the first '~<n>' hashing to it (computed once, about 0.2 s)."""
+    tags: list[str | None] = [None] * SLOTS
+    missing, n = SLOTS, 0
+    while missing:
+        text = f"~{n}"
+        slot = binascii.crc_hqx(text.encode(), 0) % SLOTS
+        if tags[slot] is None:
+            tags[slot], missing = text, missing - 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def marker_key(project: str, view: str, storage: str, slot: int) -> str:
+    """A row storage's marker in a Redis Cluster slot (see the module's docstring)."""
+    return f"{project}:{view}:{storage}:{{{_slot_tags()[slot]}}}"
 
 
 def storage_of(version: str, generation: int) -> str:

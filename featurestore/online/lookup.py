@@ -288,6 +288,13 @@ class PendingRead:
     def __init__(self, lookup: Lookup, n: int, as_of_us: int, keys: list[str]):
         self.lookup, self.n, self.as_of_us, self.keys = lookup, n, as_of_us, keys
 
+    def row_ranges(self) -> list[tuple[int, int, str, str]]:
+        """(first, end, view, storage): where each row view's keys lie in `keys` (a Redis
+        Cluster reads each storage's slot markers with them, online/cluster.py)."""
+        at, n = len(self.lookup.fence), self.n
+        return [(at + i * n, at + (i + 1) * n, row.view.name, row.storage)
+                for i, row in enumerate(self.lookup.rows)]
+
     def finish(self, values: list[bytes | None], requests: dict[str, Column]) -> OnlineResult:
         fence = len(self.lookup.fence)
         self.lookup.check_fence(values[:fence], self.as_of_us)

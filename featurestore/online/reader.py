@@ -27,6 +27,7 @@ class OnlineReader:
         self.project = project
         settings = parse(url)
         self._redis = AsyncCluster(settings) if settings.cluster else AsyncRedis(settings)
+        self._cluster = bool(settings.cluster)
         self.where = self._redis.where  # the URL without its password, for messages
         self._observe = observe
 
@@ -56,8 +57,9 @@ class OnlineReader:
                    requests: dict[str, Column], as_of_us: int, timeout: float) -> OnlineResult:
         """One lookup (see PendingRead: the served storages are read with the keys)."""
         pending = lookup.start(entities, as_of_us)
-        return pending.finish(await self._observed(self._redis.mget(pending.keys, timeout)),
-                              requests)
+        rows = (self.project, pending.row_ranges()) if self._cluster else None
+        return pending.finish(await self._observed(self._redis.mget(pending.keys, timeout,
+                                                                    rows)), requests)
 
     async def last_pushes(self, served: dict[str, Served], timeout: float
                           ) -> dict[str, int | None]:

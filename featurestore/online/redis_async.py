@@ -40,7 +40,8 @@ def checked(reply: Any, settings: RedisSettings) -> Any:
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        # per batch of pipelined commands: its future, how many replies, the replies so far
+        self.waiting: deque[tuple[asyncio.Future[Any], int, list[Any]]] = deque()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,23 +51,29 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            waiter = self.waiting.popleft()
-            if not waiter.done():  # a caller that timed out is gone; its reply is dropped
-                waiter.set_result(reply)
+            waiter, count, replies = self.waiting[0]
+            replies.append(reply)
+            if len(replies) == count:
+                self.waiting.popleft()
+                if not waiter.done():  # a caller that timed out is gone; its replies dropped
+                    waiter.set_result(replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         while self.waiting:
-            waiter = self.waiting.popleft()
+            waiter = self.waiting.popleft()[0]
             if not waiter.done():
                 waiter.set_exception(ConnectionError(f"connection lost: {exc or 'closed'}"))
 
-    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def send(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        """Writes the commands at once; the future gets their replies, in order."""
         if self.transport is None:
             raise ConnectionError("connection lost")
         waiter = asyncio.get_running_loop().create_future()
-        self.waiting.append(waiter)
-        self.transport.write(hiredis.pack_command(args))
+        self.waiting.append((waiter, len(commands), []))
+        pack = hiredis.pack_command
+        self.transport.write(pack(commands[0]) if len(commands) == 1 else
+                             b"".join([pack(c) for c in commands]))
         return waiter
 
 
@@ -87,7 +94,9 @@ class AsyncRedis:
         does not answer within `timeout` seconds, OnlineStoreError when it answers an error."""
         return checked((await self.execute_many([args], timeout))[0], self.settings)
 
-    async def mget(self, keys: list[str], timeout: float) -> list[bytes | None]:
+    async def mget(self, keys: list[str], timeout: float, rows: Any = None
+                   ) -> list[bytes | None]:
+        """One MGET (`rows` is for a cluster's slot markers: one Redis needs none)."""
         return await self.execute("MGET", *keys, timeout=timeout)  # type: ignore[no-any-return]
 
     async def execute_many(self, commands: list[tuple[Any, ...]], timeout: float | None
@@ -97,9 +106,7 @@ class AsyncRedis:
         try:
             async with asyncio.timeout(timeout):
                 protocol = await self._connected()
-                if len(commands) == 1:  # the usual case, without gather's machinery
-                    return [await protocol.send(commands[0])]
-                return list(await asyncio.gather(*(protocol.send(c) for c in commands)))
+                return await protocol.send(commands)
         except TimeoutError:
             raise OnlineTimeout(f"Redis did not answer within {(timeout or 0) * 1000:.1f} ms"
                                 ) from None
@@ -136,7 +143,7 @@ class AsyncRedis:
             handshake.append(("SELECT", str(settings.db)))
         try:
             for command in handshake:
-                reply = await protocol.send(command)
+                (reply,) = await protocol.send([command])
                 if isinstance(reply, hiredis.ReplyError):
                     raise OnlineUnavailable(f"Redis at {self.where} refused {command[0]}: "
                                             f"{settings.scrub(str(reply))}")

@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import Any, TypeVar
 
 import hiredis
@@ -43,12 +44,20 @@ from redis.retry import Retry
 
 from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
 from featurestore.online import registry
-from featurestore.online.cluster import connect_cluster, grouped, key_slot, node_groups
+from featurestore.online.cluster import (
+    ClusterReads,
+    connect_cluster,
+    grouped,
+    key_slot,
+    node_groups,
+)
 from featurestore.online.keys import (
+    SLOTS,
     active_key,
     applied_key,
     fresh_key,
     lock_key,
+    marker_key,
     push_lock_key,
     registry_key,
     storage_in,
@@ -208,8 +217,10 @@ class OnlineStore:
         # backoff took 3 to 8 s to say so; redis-py 5 did not retry at all).
         retry = Retry(ExponentialBackoff(cap=0.4, base=0.05), 3)
         self._client: redis.Redis | redis.RedisCluster
+        self._cluster_reads: ClusterReads | None = None
         if self.settings.cluster:
             self._client = self._call(lambda: connect_cluster(self.settings, timeout, retry))
+            self._cluster_reads = ClusterReads(self._client)
         else:
             self._client = redis.Redis(**self.settings.redis_py(), socket_timeout=timeout,
                                        retry=retry)
@@ -264,6 +275,12 @@ class OnlineStore:
         storage = storage_of(view.version, int(generation))
         self._call(lambda: self._client.hset(registry_name, f"created:{view.name}:{storage}",
                                              now_us()))
+        if self.settings.cluster and not view.windowed:  # before any row: keys.py
+            markers = [marker_key(self.project, view.name, storage, s) for s in range(SLOTS)]
+            for node, positions in self._key_nodes(markers, np.arange(SLOTS)):
+                commands = b"".join(hiredis.pack_command(("SET", markers[i], "1"))
+                                    for i in positions)
+                self._call(partial(self._send, commands, len(positions), node))
         return storage
 
     def activate(self, view: ViewPlan, storage: str, end_us: int, rows: int,
@@ -325,9 +342,7 @@ class OnlineStore:
         rows = RowBatch.of(view, storage, self.project, batch)
         if fresh:
             for node, part in self._row_nodes(rows):
-                commands = part.set_commands()
-                self._queue(lambda node=node, commands=commands, count=len(part): self._send(
-                    commands, count, node))
+                self._queue(partial(self._send, part.set_commands(), len(part), node))
             return
         keys, values = rows.keys_and_rows()
         expire = rows.expire_ms.tolist()
@@ -364,16 +379,18 @@ class OnlineStore:
         for node, positions in self._key_nodes(writes.keys):
             commands = b"".join(pack(("SET", writes.keys[i], writes.values[i], "PXAT",
                                       writes.expiry_ms[i])) for i in positions)
-            self._queue(lambda node=node, commands=commands, count=len(positions): self._send(
-                commands, count, node))
+            self._queue(partial(self._send, commands, len(positions), node))
         return len(writes.keys)
 
 
-    def _key_nodes(self, keys: list[str]) -> list[tuple[redis.Redis | None, np.ndarray]]:
-        """The positions of the keys each node takes (None: the client's own Redis)."""
+    def _key_nodes(self, keys: list[str], slots: np.ndarray | None = None
+                   ) -> list[tuple[redis.Redis | None, np.ndarray]]:
+        """The positions of the keys each node takes (None: the client's own Redis);
+        `slots`: the keys' slots, when known."""
         if not isinstance(self._client, redis.RedisCluster):
             return [(None, np.arange(len(keys)))] if keys else []
-        slots = np.array([key_slot(k) for k in keys], np.int64)
+        if slots is None:
+            slots = np.array([key_slot(k) for k in keys], np.int64)
         return self._call(lambda: node_groups(self._client, slots))
 
     def flush(self) -> int:
@@ -528,9 +545,11 @@ class OnlineStore:
         """One lookup (scripts, tests, parity); the server does the same over asyncio. Raises
         RegistryMoved when a flip happened since `lookup` was prepared."""
         pending = lookup.start(entities, as_of_us)
-        mget = (self._client.mget_nonatomic if isinstance(self._client, redis.RedisCluster)
-                else self._client.mget)  # a cluster: per slot, see the module's docstring
-        return pending.finish(self._call(lambda: mget(pending.keys)), requests)
+        if self._cluster_reads is not None:
+            reads = self._cluster_reads
+            return pending.finish(self._call(lambda: reads.read(
+                pending.keys, (self.project, pending.row_ranges()))), requests)
+        return pending.finish(self._call(lambda: self._client.mget(pending.keys)), requests)
 
     # -- versions ------------------------------------------------------------------------
 

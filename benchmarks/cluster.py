@@ -1,0 +1,161 @@
+"""The online store on a 3-master Redis Cluster beside one Redis, in the same run: the
+server's own read path (`FeatureServer.online_features` on prepared requests, in process, so
+gRPC's noise stays out) at batch 1 and batch 100, latency of sequential requests and
+throughput with requests in flight at once, and materialization speed into each.
+
+    .venv/bin/python benchmarks/cluster.py [--reps 5] [--requests 300] [--out FILE]
+
+Uses online.py's data and its `bench_50_t3` service (50 features over its row views and 3
+transforms). The cluster's masters run on this machine's loopback like the single Redis, so
+the numbers show what the cluster transport costs (a read is one round trip per node, in
+parallel), not what more machines add. Prints JSON: per backend and batch, medians over
+--reps of microseconds per request and requests per second."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import harness
+import numpy as np
+import online
+import redis
+from grpc_health.v1 import health
+from processes import Group, free_port, start_group, wait_for
+from servers import start_redis
+
+from featurestore import FeatureStore
+from featurestore.online.reader import OnlineReader
+from featurestore.serving.proto import pb
+from featurestore.serving.request import Call
+from featurestore.serving.service import FeatureServer, ServerOptions
+
+BATCHES = (1, 100)
+IN_FLIGHT = 16  # concurrent requests of the throughput measure
+
+
+def start_cluster(workdir: Path, masters: int = 3) -> tuple[list[Group], str]:
+    """`masters` cluster-enabled redis-servers joined by `redis-cli --cluster create`."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise RuntimeError("redis-server and redis-cli are needed (make redis)")
+    ports: list[int] = []
+    while len(ports) < masters:
+        port = free_port()
+        if port + 10000 <= 65535 and port not in ports:  # its cluster bus port too
+            ports.append(port)
+    groups = []
+    for port in ports:
+        folder = workdir / f"cluster-{port}"
+        folder.mkdir()
+        group = start_group(f"redis-cluster-{port}", [
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+            "no", "--dir", str(folder), "--cluster-enabled", "yes"], folder / "redis.log")
+        groups.append(group)
+        client = redis.Redis(host="127.0.0.1", port=port)
+        wait_for(group, "redis-server to answer PING", lambda c=client: bool(c.ping()), 10)
+        client.close()
+    subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                    "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True)
+    for port, group in zip(ports, groups, strict=True):
+        client = redis.Redis(host="127.0.0.1", port=port)
+        wait_for(group, "the cluster to be ok", lambda c=client: b"cluster_state:ok" in
+                 c.execute_command("CLUSTER", "INFO"), 30)
+        client.close()
+    return groups, "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+
+
+async def measure(store: FeatureStore, url: str, reps: int, count: int) -> dict[str, Any]:
+    plan = store.plan
+    server = FeatureServer(plan, OnlineReader(url, plan.project), health.aio.HealthServicer(),
+                           ServerOptions())
+    await server.refresh()
+    out: dict[str, Any] = {}
+    for batch in BATCHES:
+        raws = online.encode_columns(online.SERVICE_T3, online.request_columns(
+            online.SERVICE_T3, batch, count, batch))
+
+        async def serve(raw: bytes) -> bytes:
+            return await server.online_features(pb.GetOnlineFeaturesRequest.FromString(raw),
+                                                Call(None))
+
+        async def sequential(part: list[bytes]) -> None:
+            for raw in part:
+                await serve(raw)
+
+        async def concurrent(all_: list[bytes]) -> None:
+            await asyncio.gather(*(sequential(all_[i::IN_FLIGHT]) for i in range(IN_FLIGHT)))
+
+        await sequential(raws)  # warm up
+        latency, throughput = [], []
+        for _ in range(reps):
+            start = time.perf_counter()
+            await sequential(raws)
+            latency.append((time.perf_counter() - start) / count * 1e6)
+            start = time.perf_counter()
+            await concurrent(raws)
+            throughput.append(count / (time.perf_counter() - start))
+        out[f"batch_{batch}"] = {"us_per_request": round(statistics.median(latency), 1),
+                                 "requests_per_s": round(statistics.median(throughput))}
+    return out
+
+
+def backend(url: str, workdir: Path, args: argparse.Namespace, rows: Any) -> dict[str, Any]:
+    repo = workdir / "repo"
+    online.write_repo(repo, rows, url)
+    store = FeatureStore(repo)
+    store.apply()
+    start = time.perf_counter()
+    done = store.materialize(end=datetime(1970, 1, 1, tzinfo=UTC)
+                             + timedelta(microseconds=online.END_US))
+    seconds = time.perf_counter() - start
+    written = sum(m.rows for m in done)
+    result = asyncio.run(measure(store, url, args.reps, args.requests))
+    return {**result, "materialize_rows_per_s": round(written / seconds)}
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    rows = online.generate_rows(np.random.default_rng(0))
+    out: dict[str, Any] = {}
+    group, url = start_redis(workdir)
+    try:
+        (workdir / "single").mkdir()
+        out["single_redis"] = backend(url, workdir / "single", args, rows)
+    finally:
+        group.stop()
+    groups, url = start_cluster(workdir)
+    try:
+        (workdir / "cluster").mkdir()
+        out["cluster_3_masters"] = backend(url, workdir / "cluster", args, rows)
+    finally:
+        for g in groups:
+            g.stop()
+    ratios = {f"batch_{b}": {
+        "latency_cluster_over_single": round(out["cluster_3_masters"][f"batch_{b}"][
+            "us_per_request"] / out["single_redis"][f"batch_{b}"]["us_per_request"], 2),
+        "throughput_cluster_over_single": round(out["cluster_3_masters"][f"batch_{b}"][
+            "requests_per_s"] / out["single_redis"][f"batch_{b}"]["requests_per_s"], 2)}
+        for b in BATCHES}
+    return {"benchmark": "cluster", "reps": args.reps, "requests": args.requests,
+            "in_flight": IN_FLIGHT, "cases": out, "ratios": ratios,
+            "machine": harness.machine_info(), "versions": harness.versions()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--out", type=Path)
+    harness.run(benchmark, parser.parse_args(), "cluster-")
+
+
+if __name__ == "__main__":
+    main()
