@@ -98,9 +98,12 @@ class RedisServer:
             self.process = None
 
 
-def online_of(client: redis.Redis, project: str) -> OnlineStore:
+def online_of(client: redis.Redis | redis.RedisCluster, project: str) -> OnlineStore:
     """The online store a test's redis-py client points at (tests inspect Redis directly;
     reads and writes go through the store's face)."""
+    if isinstance(client, redis.RedisCluster):
+        node = client.get_default_node()
+        return OnlineStore(f"redis+cluster://{node.host}:{node.port}", project)
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return OnlineStore(f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}", project)
