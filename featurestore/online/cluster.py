@@ -55,20 +55,6 @@ def key_slot(key: str | bytes) -> int:
 _CRC_TABLE = np.array([binascii.crc_hqx(bytes([b]), 0) for b in range(256)], np.int64)
 
 
-@numba.njit(cache=True, nogil=True)
-def tag_slots(data, offsets, skip):  # type: ignore[no-untyped-def]
-    """The slot of each key data[offsets[i]:offsets[i+1]] whose tag starts `skip` bytes in
-    and ends one byte before its end (a row view's base, online/keys.py): CRC16 (XMODEM)."""
-    n = offsets.shape[0] - 1
-    out = np.empty(n, np.int64)
-    for i in range(n):
-        crc = 0
-        for p in range(offsets[i] + skip, offsets[i + 1] - 1):
-            crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ data[p]) & 0xFF]
-        out[i] = crc % SLOTS
-    return out
-
-
 class SlotMap:
     """Slot -> node (host, port) of a cluster, read from a CLUSTER SLOTS reply."""
 
@@ -105,16 +91,17 @@ READ_SHA = hashlib.sha1(READ.encode()).hexdigest()
 
 @numba.njit(cache=True, nogil=True)
 def key_slots(data, offsets):  # type: ignore[no-untyped-def]
-    """`key_slot` of each key data[offsets[i]:offsets[i+1]]."""
+    """`key_slot` of each key data[offsets[i]:offsets[i+1]], compiled (CRC16/XMODEM)."""
     n = offsets.shape[0] - 1
     out = np.empty(n, np.int64)
     for i in range(n):
         first, end = offsets[i], offsets[i + 1]
         for p in range(first, end):
             if data[p] == 123:  # '{'
-                for q in range(p + 2, end):
-                    if data[q] == 125:  # '}'
-                        first, end = p + 1, q
+                for q in range(p + 1, end):
+                    if data[q] == 125:  # '}': the tag, unless empty
+                        if q > p + 1:
+                            first, end = p + 1, q
                         break
                 break
         crc = 0

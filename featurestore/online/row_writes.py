@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.definitions.types import Bool, DType, String
-from featurestore.online.cluster import tag_slots
+from featurestore.online.cluster import key_slots
 from featurestore.online.codec import RowInputs, RowSchema, row_size, write_row
 from featurestore.online.keys import EXPIRY_MARGIN_US, base_head, bases, tag_size, write_tag
 from featurestore.online.resp import (
@@ -85,7 +85,7 @@ class RowBatch:
         """Each row's Redis Cluster slot (that of its entity's hash tag)."""
         k = self.keys
         data, offsets = bases(self.head, k.is_string, k.ints, k.starts, k.lengths, k.data)
-        return tag_slots(data, offsets, bytes(self.head).rindex(b"{") + 1)
+        return key_slots(data, offsets)
 
     def take(self, positions: np.ndarray) -> RowBatch:
         """The rows at `positions` (their strings stay in the shared buffers)."""

@@ -19,7 +19,14 @@ tests go through these methods:
     read(lookup, entities, requests, as_of)   one lookup, two round trips at most
     storages()                                what is stored
 
-Redis errors leave as OnlineUnavailable or OnlineStoreError, with the URL's password removed."""
+Redis errors leave as OnlineUnavailable or OnlineStoreError, with the URL's password removed.
+
+On a Redis Cluster (a redis+cluster:// URL) every multi-key step stays atomic because its keys
+share one slot (online/keys.py): the flip (ACTIVATE), locks, a push and its compaction
+(WRITE_PUSH, REWRITE), a new generation and reclaim's registry fields all live in the
+project's slot; the write-if-newer script is called per slot (each row is compared on its
+own); plain SETs go to each key's node, packed per node; SCANs run on every master; reads are
+one call per node (online/cluster.py), each row storage's slot markers read with its rows."""
 
 from __future__ import annotations
 

@@ -9,15 +9,19 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import redis
+import redis.crc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis_kit import RedisCluster
 from test_store_contract import NOW, plan_with, rows_batch
 
 from featurestore.definitions.types import Int64
 from featurestore.errors import FeatureStoreError, OnlineDataLost, OnlineUnavailable
-from featurestore.online.cluster import key_slot
+from featurestore.online.cluster import key_slot, key_slots
 from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup
 from featurestore.online.reader import OnlineReader
@@ -110,6 +114,19 @@ def test_a_node_that_lost_its_data_is_refused_never_read_as_missing_rows(
     assert read(runner, reader, lookup, elsewhere) == [u / 4 for u in elsewhere]
     online.close()
     runner.close()
+
+
+@settings(deadline=None)  # the first example compiles (or loads) the kernel
+@given(st.lists(st.text(alphabet="ab{}|%é", max_size=8), min_size=1, max_size=20))
+def test_compiled_slots_are_redis_slots(keys: list[str]) -> None:
+    """The compiled slots of a read's keys are Redis's (redis-py's reference), hash tags
+    included: empty, unclosed, several."""
+    encoded = [k.encode() for k in keys]
+    offsets = np.zeros(len(keys) + 1, np.int64)
+    np.cumsum([len(k) for k in encoded], out=offsets[1:])
+    expected = [redis.crc.key_slot(k) for k in encoded]
+    assert key_slots(np.frombuffer(b"".join(encoded), np.uint8), offsets).tolist() == expected
+    assert [key_slot(k) for k in keys] == expected
 
 
 def test_cluster_urls_are_read_with_clear_errors() -> None:
