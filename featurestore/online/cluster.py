@@ -121,18 +121,33 @@ class NodeRead:
     markers: list[str]
     args: tuple[Any, ...]  # the script's call
 
-    def fill(self, values: list[bytes | None], reply: list[bytes | None]) -> None:
-        """Puts the node's values in place, or raises OnlineDataLost when a marker is
-        missing: the node lost the keys of that storage, whose rows would read as absent."""
+    def fill(self, values: list[bytes | None], reply: list[bytes | None]) -> str | None:
+        """Puts the node's values in place; returns a marker that is missing (the node lost
+        the keys of that storage, whose rows would read as absent), else None."""
         n = len(self.positions)
-        for marker, value in zip(self.markers, reply[n:], strict=True):
-            if value is None:
-                raise OnlineDataLost(
-                    f"the Redis Cluster node {self.node[0]}:{self.node[1]} lost the online "
-                    f"store's keys (restarted without persistence, flushed or replaced: "
-                    f"{marker} is gone); run `featurestore materialize` to restore them")
         for i, value in zip(self.positions, reply, strict=False):
             values[i] = value
+        lost = [m for m, value in zip(self.markers, reply[n:], strict=True) if value is None]
+        return f"{self.node[0]}:{self.node[1]} lost the online store's keys (restarted " \
+            f"without persistence, flushed or replaced: {lost[0]} is gone)" if lost else None
+
+
+class KeysLost(OnlineDataLost):
+    """A node lost a row storage's keys: raised with the values read, so that the reader can
+    first check the fence (a storage no longer served is RegistryMoved, not a loss)."""
+
+    def __init__(self, what: str, values: list[bytes | None]):
+        super().__init__(f"the Redis Cluster node {what}; run `featurestore materialize` to "
+                         "restore them")
+        self.values = values
+
+
+def _filled(reads: list[NodeRead], replies: list[Any], values: list[bytes | None]) -> None:
+    """Every node's values in place; KeysLost when a node misses a marker."""
+    lost = [what for read, reply in zip(reads, replies, strict=True)
+            if (what := read.fill(values, reply)) is not None]
+    if lost:
+        raise KeysLost(lost[0], values)
 
 
 def node_reads(keys: list[str], rows: RowRanges | None, slot_map: SlotMap) -> list[NodeRead]:
@@ -210,8 +225,8 @@ class ClusterReads:
                 self._map = SlotMap(default.execute_command("CLUSTER", "SLOTS"))
             values: list[bytes | None] = [None] * len(keys)
             try:
-                for read in node_reads(keys, rows, self._map):
-                    read.fill(values, self._call(read))
+                reads = node_reads(keys, rows, self._map)
+                _filled(reads, [self._call(read) for read in reads], values)
                 return values
             except redis.ResponseError as exc:
                 if attempt or not _moved(str(exc)):
@@ -291,13 +306,8 @@ class AsyncCluster:
             values: list[bytes | None] = [None] * len(keys)
             reads = node_reads(keys, rows, slot_map)
             replies = await asyncio.gather(*(self._call(read) for read in reads))
-            moved = False
-            for read, reply in zip(reads, replies, strict=True):
-                if isinstance(reply, hiredis.ReplyError) and _moved(str(reply)):
-                    moved = True
-                else:
-                    read.fill(values, checked(reply, self.settings))
-            if not moved:
+            if not any(isinstance(r, hiredis.ReplyError) and _moved(str(r)) for r in replies):
+                _filled(reads, [checked(r, self.settings) for r in replies], values)
                 return values
             if attempt == 0:
                 slot_map = await self._slot_map(stale=slot_map)

@@ -288,6 +288,10 @@ class PendingRead:
     def __init__(self, lookup: Lookup, n: int, as_of_us: int, keys: list[str]):
         self.lookup, self.n, self.as_of_us, self.keys = lookup, n, as_of_us, keys
 
+    def check_fence(self, values: list[bytes | None]) -> None:
+        """`Lookup.check_fence` on the fence's values among a read's `values`."""
+        self.lookup.check_fence(values[:len(self.lookup.fence)], self.as_of_us)
+
     def row_ranges(self) -> list[tuple[int, int, str, str]]:
         """(first, end, view, storage): where each row view's keys lie in `keys` (a Redis
         Cluster reads each storage's slot markers with them, online/cluster.py)."""

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from featurestore.errors import OnlineStoreError, OnlineUnavailable
 from featurestore.online import registry
-from featurestore.online.cluster import AsyncCluster
+from featurestore.online.cluster import AsyncCluster, KeysLost
 from featurestore.online.keys import fresh_key, registry_key
 from featurestore.online.lookup import Lookup, OnlineResult
 from featurestore.online.redis_async import AsyncRedis
@@ -58,8 +58,12 @@ class OnlineReader:
         """One lookup (see PendingRead: the served storages are read with the keys)."""
         pending = lookup.start(entities, as_of_us)
         rows = (self.project, pending.row_ranges()) if self._cluster else None
-        return pending.finish(await self._observed(self._redis.mget(pending.keys, timeout,
-                                                                    rows)), requests)
+        try:
+            values = await self._observed(self._redis.mget(pending.keys, timeout, rows))
+        except KeysLost as lost:
+            pending.check_fence(lost.values)  # a flip first: the old storage may be gone
+            raise
+        return pending.finish(values, requests)
 
     async def last_pushes(self, served: dict[str, Served], timeout: float
                           ) -> dict[str, int | None]:

@@ -53,6 +53,7 @@ from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavail
 from featurestore.online import registry
 from featurestore.online.cluster import (
     ClusterReads,
+    KeysLost,
     connect_cluster,
     grouped,
     key_slot,
@@ -554,8 +555,13 @@ class OnlineStore:
         pending = lookup.start(entities, as_of_us)
         if self._cluster_reads is not None:
             reads = self._cluster_reads
-            return pending.finish(self._call(lambda: reads.read(
-                pending.keys, (self.project, pending.row_ranges()))), requests)
+            try:
+                values = self._call(lambda: reads.read(pending.keys,
+                                                       (self.project, pending.row_ranges())))
+            except KeysLost as lost:
+                pending.check_fence(lost.values)  # a flip first: the old storage may be gone
+                raise
+            return pending.finish(values, requests)
         return pending.finish(self._call(lambda: self._client.mget(pending.keys)), requests)
 
     # -- versions ------------------------------------------------------------------------

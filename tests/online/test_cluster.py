@@ -20,7 +20,12 @@ from redis_kit import RedisCluster
 from test_store_contract import NOW, plan_with, rows_batch
 
 from featurestore.definitions.types import Int64
-from featurestore.errors import FeatureStoreError, OnlineDataLost, OnlineUnavailable
+from featurestore.errors import (
+    FeatureStoreError,
+    OnlineDataLost,
+    OnlineUnavailable,
+    RegistryMoved,
+)
 from featurestore.online.cluster import key_slot, key_slots
 from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup
@@ -112,6 +117,27 @@ def test_a_node_that_lost_its_data_is_refused_never_read_as_missing_rows(
         online.read(lookup, entities, {}, NOW)
     elsewhere = [u for u in users if cluster.node_of_slot(key_slot(f"{{user|{u}}}")) != lost]
     assert read(runner, reader, lookup, elsewhere) == [u / 4 for u in elsewhere]
+    online.close()
+    runner.close()
+
+
+def test_a_read_of_a_reclaimed_storage_is_a_flip_not_a_loss(cluster: RedisCluster) -> None:
+    """A lookup prepared before a flip whose old storage is gone already (markers and all)
+    raises RegistryMoved, so the server prepares it again, as on one Redis."""
+    users = list(range(1, 40))
+    online, stale = served_rows(cluster.url, users)
+    view = stale.rows[0].view
+    storage = online.new_storage(view)
+    online.write_rows(view, storage, rows_batch(users, [(2, 2, 0)] * len(users),
+                                                [u / 8 for u in users]), fresh=True)
+    online.flush()
+    online.activate(view, storage, NOW, len(users), stale.rows[0].storage)
+    assert online.reclaim(view.name, 0) > 0
+    reader, runner = OnlineReader(cluster.url, online.project), asyncio.Runner()
+    with pytest.raises(RegistryMoved):
+        read(runner, reader, stale, users)
+    with pytest.raises(RegistryMoved):
+        online.read(stale, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)}, {}, NOW)
     online.close()
     runner.close()
 
