@@ -203,6 +203,17 @@ redis.call('SET', KEYS[4], ARGV[3])
 return 0
 """
 
+# Expires, within ARGV[1] ms (0: now), the keys ARGV[2..] this node holds, of any slots
+# (reclaim: the keys one SCAN of this node found). Returns how many.
+EXPIRE = """#!lua flags=allow-cross-slot-keys
+local grace = ARGV[1]
+for i = 2, #ARGV do
+  if grace == '0' then redis.call('UNLINK', ARGV[i])
+  else redis.call('PEXPIRE', ARGV[i], grace, 'LT') end
+end
+return #ARGV - 1
+"""
+
 # Extends (ARGV[2] ms) or releases (ARGV[2] = 0) a lock, only if it still holds token ARGV[1].
 LOCK = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -567,14 +578,16 @@ class OnlineStore:
     # -- versions ------------------------------------------------------------------------
 
     def storages(self) -> dict[str, set[str]]:
-        """View -> the storages that have keys (one SCAN of the project's keys)."""
+        """View -> the storages that have keys (one SCAN of the project's keys on every
+        master)."""
         found: dict[str, set[str]] = {}
 
         def run() -> None:
-            for key in self._client.scan_iter(match=f"{self.project}:*", count=10_000):
-                parts = key.decode().split(":", 3)
-                if len(parts) == 4 and not parts[1].startswith("__"):
-                    found.setdefault(parts[1], set()).add(parts[2])
+            for node in self._masters():
+                for key in node.scan_iter(match=f"{self.project}:*", count=10_000):
+                    parts = key.decode().split(":", 3)
+                    if len(parts) == 4 and not parts[1].startswith("__"):
+                        found.setdefault(parts[1], set()).add(parts[2])
         self._call(run)
         return found
 
@@ -594,7 +607,8 @@ class OnlineStore:
             now_ms = now_us() // 1000
             listed = {s: at for s, at in registry.created(raw, view).items() if s != keep}
             todo = {s for s, at in listed.items() if at is None or at > now_ms + grace_ms}
-            count = self._expire_storages(view, keep, grace_ms) if todo else 0
+            expiring = {keep, *(set(listed) - todo)}  # kept, or expiring within the grace
+            count = self._expire_storages(view, expiring, grace_ms) if todo else 0
             at = now_us() // 1000 + grace_ms
             pipe = self._pipeline(name)  # the registry, applied and fresh keys share a slot
             for storage in todo:
@@ -610,23 +624,29 @@ class OnlineStore:
             return count
         return self._call(run)
 
-    def _expire_storages(self, view: str, keep: str | None, grace_ms: int) -> int:
-        """One SCAN of the view's keys, expiring every key outside `keep`."""
+    def _expire_storages(self, view: str, skip: set[str | None], grace_ms: int) -> int:
+        """One SCAN of the view's keys on every master, expiring every key of a storage
+        not in `skip` by one script call per node and 10,000 keys (a cluster's row storages
+        hold a marker per slot: a command per key cost seconds there)."""
         count = 0
-        pipe = self._client.pipeline(transaction=False)
-        for key in self._client.scan_iter(match=view_pattern(self.project, view),
-                                          count=10_000):
-            if storage_in(key.decode()) == keep:
-                continue
-            if grace_ms:
-                pipe.pexpire(key, grace_ms, lt=True)
-            else:
-                pipe.unlink(key)
-            count += 1
-            if len(pipe) >= 10_000:
-                pipe.execute()
-        pipe.execute()
+        for node in self._masters():
+            expire = node.register_script(EXPIRE)
+            todo: list[bytes] = []
+            for key in node.scan_iter(match=view_pattern(self.project, view), count=10_000):
+                if storage_in(key.decode()) not in skip:
+                    todo.append(key)
+                if len(todo) >= 10_000:
+                    count += int(expire(args=[grace_ms, *todo]))
+                    todo = []
+            if todo:
+                count += int(expire(args=[grace_ms, *todo]))
         return count
+
+    def _masters(self) -> list[redis.Redis]:
+        """A client of each master: the one Redis, or every master of the cluster."""
+        if isinstance(self._client, redis.RedisCluster):
+            return [self._client.get_redis_connection(n) for n in self._client.get_primaries()]
+        return [self._client]
 
     # -- plumbing ------------------------------------------------------------------------
 
