@@ -78,7 +78,7 @@ class SlotMap:
         return self.nodes[at]
 
 
-RowRanges = tuple[str, list[tuple[int, int, str, str]]]  # project, PendingRead.row_ranges()
+RowRanges = tuple[str, list[tuple[int, int, str | None]]]  # project, PendingRead.row_ranges()
 
 # GETs its arguments (keys of any slots this node serves): a read of one node at one instant.
 READ = """#!lua flags=no-writes,allow-cross-slot-keys
@@ -113,23 +113,26 @@ def key_slots(data, offsets):  # type: ignore[no-untyped-def]
 
 @dataclass(frozen=True)
 class NodeRead:
-    """One node's part of a read: the positions of its keys, and the markers (online/keys.py)
-    of the row storages they belong to in each of their slots, read in the same call."""
+    """One node's part of a read: the positions of its keys, and the project's markers
+    (online/keys.py) in their slots with the token each must hold, read in the same call."""
 
     node: tuple[str, int]
     positions: list[int]
-    markers: list[str]
+    markers: list[tuple[str, str | None]]  # (marker key, token its row storage recorded)
     args: tuple[Any, ...]  # the script's call
 
     def fill(self, values: list[bytes | None], reply: list[bytes | None]) -> str | None:
-        """Puts the node's values in place; returns a marker that is missing (the node lost
-        the keys of that storage, whose rows would read as absent), else None."""
+        """Puts the node's values in place; returns what is wrong when a marker is missing
+        or holds another token (the node lost keys of a storage, whose rows would read as
+        absent), else None."""
         n = len(self.positions)
         for i, value in zip(self.positions, reply, strict=False):
             values[i] = value
-        lost = [m for m, value in zip(self.markers, reply[n:], strict=True) if value is None]
+        lost = [key for (key, token), value in zip(self.markers, reply[n:], strict=True)
+                if value is None or token is None or value.decode() != token]
         return f"{self.node[0]}:{self.node[1]} lost the online store's keys (restarted " \
-            f"without persistence, flushed or replaced: {lost[0]} is gone)" if lost else None
+            f"without persistence, flushed or replaced: {lost[0]} is gone or was written " \
+            "again since the storage read was written)" if lost else None
 
 
 class KeysLost(OnlineDataLost):
@@ -160,22 +163,24 @@ def node_reads(keys: list[str], rows: RowRanges | None, slot_map: SlotMap) -> li
     positions: dict[int, list[int]] = {}
     for i, slot in enumerate(slots):
         positions.setdefault(owner[slot], []).append(i)
-    markers: dict[int, dict[str, None]] = {j: {} for j in positions}  # ordered sets
-    for first, end, view, storage in rows[1] if rows else ():
-        names = _markers(rows[0], view, storage)  # type: ignore[index]
-        for slot in slots[first:end]:
-            markers[owner[slot]][names[slot]] = None
+    markers: dict[int, dict[tuple[str, str | None], None]] = {j: {} for j in positions}
+    if rows:
+        names = project_markers(rows[0])
+        for first, end, token in rows[1]:
+            for slot in slots[first:end]:
+                markers[owner[slot]][names[slot], token] = None  # an ordered set
     if -1 in positions:
         raise OnlineUnavailable("the Redis Cluster does not cover every slot")
     return [NodeRead(slot_map.nodes[j], mine, list(markers[j]),
-                     ("EVALSHA", READ_SHA, 0, *(keys[p] for p in mine), *markers[j]))
+                     ("EVALSHA", READ_SHA, 0, *(keys[p] for p in mine),
+                      *(key for key, _ in markers[j])))
             for j, mine in positions.items()]
 
 
-@functools.lru_cache(maxsize=16)
-def _markers(project: str, view: str, storage: str) -> list[str]:
-    """A row storage's marker key of each slot (built once per storage read)."""
-    return [marker_key(project, view, storage, slot) for slot in range(SLOTS)]
+@functools.lru_cache(maxsize=8)
+def project_markers(project: str) -> list[str]:
+    """The project's marker key of each slot (built once per process)."""
+    return [marker_key(project, slot) for slot in range(SLOTS)]
 
 
 def grouped(keys: Iterable[str | bytes]) -> dict[int, list[int]]:
@@ -292,7 +297,7 @@ class AsyncCluster:
     async def mget(self, keys: list[str], timeout: float, rows: RowRanges | None = None
                    ) -> list[bytes | None]:
         """The values of `keys`, in order: one script call per node, the nodes in
-        parallel; with the keys of `rows` their storages' markers in their slots."""
+        parallel; with the keys of `rows` the markers of their slots."""
         try:
             async with asyncio.timeout(timeout):
                 return await self._mget(keys, rows)

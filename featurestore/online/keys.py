@@ -13,8 +13,8 @@
     P:<view>:<storage>:{P}:<entity>|<key>             a windowed view's base, and
     <base>:w{hop_us}                                  its window key: the entity's tiles of
                                                       one hop group
-    P:<view>:<storage>:{~<n>}                         a row storage's marker in one Redis
-                                                      Cluster slot (`marker_key`)
+    P:__marker:{~<n>}                                 the project's marker in one Redis Cluster
+                                                      slot (`marker_key`)
 
 A storage is one generation of one view version, `<version>.<generation>`: every full
 materialization writes a new one where nothing reads it, and the registry flips to it.
@@ -28,11 +28,14 @@ that one script changes atomically shares the project's tag `{P}`, so it lives i
 the registry, active keys, applied sets, fresh keys and locks (a flip, a lock, a fenced push)
 and the windowed views' window keys (a push appends to them, fenced by the registry, lock and
 applied set, in one script; a read checks the fresh fence in the same MGET as the tiles).
-On a Redis Cluster, a row storage also has a marker key in every slot, written when the
-storage is created (before any of its rows): a read of rows in a slot reads the slot's marker
-in the same MGET, so a node that lost its data (restarted without persistence, flushed,
-replaced) is told apart from entities never written. String keys escape the characters the
-layout uses; composite keys join their parts with '|'."""
+On a Redis Cluster, the project has a marker key in every slot holding a token that the
+registry records too; each row storage records the token current when it was created (before
+any of its rows). A read of rows in a slot reads the slot's marker in the same call and
+compares it with its storage's token, so a node that lost its data (restarted without
+persistence, flushed, replaced) is told apart from entities never written: its markers are
+gone, and once they are written again, with a new token, every storage older than that is
+refused too. String keys escape the characters the layout uses; composite keys join their
+parts with '|'."""
 
 from __future__ import annotations
 
@@ -97,9 +100,9 @@ def _slot_tags() -> tuple[str, ...]:
     return tuple(t for t in tags if t is not None)
 
 
-def marker_key(project: str, view: str, storage: str, slot: int) -> str:
-    """A row storage's marker in a Redis Cluster slot (see the module's docstring)."""
-    return f"{project}:{view}:{storage}:{{{_slot_tags()[slot]}}}"
+def marker_key(project: str, slot: int) -> str:
+    """The project's marker in a Redis Cluster slot (see the module's docstring)."""
+    return f"{project}:__marker:{{{_slot_tags()[slot]}}}"
 
 
 def storage_of(version: str, generation: int) -> str:

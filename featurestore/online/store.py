@@ -26,7 +26,7 @@ share one slot (online/keys.py): the flip (ACTIVATE), locks, a push and its comp
 (WRITE_PUSH, REWRITE), a new generation and reclaim's registry fields all live in the
 project's slot; the write-if-newer script is called per slot (each row is compared on its
 own); plain SETs go to each key's node, packed per node; SCANs run on every master; reads are
-one call per node (online/cluster.py), each row storage's slot markers read with its rows."""
+one call per node (online/cluster.py), the slot markers read with the rows (keys.py)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ from featurestore.online.cluster import (
     grouped,
     key_slot,
     node_groups,
+    project_markers,
 )
 from featurestore.online.keys import (
     SLOTS,
@@ -65,7 +66,6 @@ from featurestore.online.keys import (
     applied_key,
     fresh_key,
     lock_key,
-    marker_key,
     push_lock_key,
     registry_key,
     storage_in,
@@ -214,6 +214,15 @@ end
 return #ARGV - 1
 """
 
+# How many of the keys ARGV[2..] (of any slots this node serves) do not hold ARGV[1].
+MARKERS_DIFFER = """#!lua flags=no-writes,allow-cross-slot-keys
+local differ = 0
+for i = 2, #ARGV do
+  if redis.call('GET', ARGV[i]) ~= ARGV[1] then differ = differ + 1 end
+end
+return differ
+"""
+
 # Extends (ARGV[2] ms) or releases (ARGV[2] = 0) a lock, only if it still holds token ARGV[1].
 LOCK = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -295,12 +304,27 @@ class OnlineStore:
         self._call(lambda: self._client.hset(registry_name, f"created:{view.name}:{storage}",
                                              now_us()))
         if self.settings.cluster and not view.windowed:  # before any row: keys.py
-            markers = [marker_key(self.project, view.name, storage, s) for s in range(SLOTS)]
-            for node, positions in self._key_nodes(markers, np.arange(SLOTS)):
-                commands = b"".join(hiredis.pack_command(("SET", markers[i], "1"))
-                                    for i in positions)
-                self._call(partial(self._send, commands, len(positions), node))
+            token = self._call(self._marker_token)
+            self._call(lambda: self._client.hset(registry_name, f"token:{view.name}:{storage}",
+                                                 token))
         return storage
+
+    def _marker_token(self) -> str:
+        """The token every slot's marker holds (keys.py), after writing them all with a new
+        one when one is missing or differs (a node lost its data, or the registry did)."""
+        name, markers = registry_key(self.project), project_markers(self.project)
+        token = self._client.hget(name, "markers")
+        nodes = self._key_nodes(markers, np.arange(SLOTS))
+        if token is not None and not any(
+                node.register_script(MARKERS_DIFFER)(args=[token, *(markers[i] for i in at)])
+                for node, at in nodes if node is not None):
+            return str(token.decode())
+        token = uuid.uuid4().hex[:12]
+        for node, at in nodes:
+            self._send(b"".join(hiredis.pack_command(("SET", markers[i], token)) for i in at),
+                       len(at), node)
+        self._client.hset(name, "markers", token)
+        return token
 
     def activate(self, view: ViewPlan, storage: str, end_us: int, rows: int,
                  expected: str | None) -> int:
@@ -619,7 +643,7 @@ class OnlineStore:
                       if (grace_ms == 0 and s in todo) or (gone is not None and gone <= now_ms)]
             for storage in forget:  # its keys are gone
                 pipe.hdel(name, *(f"{f}:{view}:{storage}"
-                                  for f in ("materialized", "created", "reclaimed")))
+                                  for f in ("materialized", "created", "reclaimed", "token")))
             pipe.execute()
             return count
         return self._call(run)
@@ -627,7 +651,7 @@ class OnlineStore:
     def _expire_storages(self, view: str, skip: set[str | None], grace_ms: int) -> int:
         """One SCAN of the view's keys on every master, expiring every key of a storage
         not in `skip` by one script call per node and 10,000 keys (a cluster's row storages
-        hold a marker per slot: a command per key cost seconds there)."""
+        may hold many keys: a command per key costs a round trip of Python there)."""
         count = 0
         for node in self._masters():
             expire = node.register_script(EXPIRE)

@@ -170,9 +170,15 @@ MUTATIONS: list[Mutation] = [
              (LOG,)),
     # -- Redis Cluster ----------------------------------------------------------------------
     Mutation("cluster-marker-ignored", "featurestore/online/cluster.py",
-             "            if value is None:\n", "            if False:\n",
+             "if value is None or token is None or value.decode() != token]", "if False]",
              "rows of a cluster node that lost its data are served as NOT_FOUND",
              (CLUSTER + "::test_a_node_that_lost_its_data_is_refused_never_read_as_missing_rows",)),
+    Mutation("cluster-marker-token-ignored", "featurestore/online/cluster.py",
+             "if value is None or token is None or value.decode() != token]",
+             "if value is None]",
+             "a view's rows lost with a node are served as NOT_FOUND once another view's "
+             "materialization wrote the markers again",
+             (CLUSTER + "::test_a_view_not_materialized_since_a_node_lost_its_data_is_refused",)),
     Mutation("cluster-moved-not-followed", "featurestore/online/cluster.py",
              'return message.startswith(("MOVED", "ASK", "TRYAGAIN")) or "non local key" in '
              "message", "return False",

@@ -6,6 +6,7 @@ in test_store_contract.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from hypothesis import strategies as st
 from redis_kit import RedisCluster
 from test_store_contract import NOW, plan_with, rows_batch
 
-from featurestore.definitions.types import Int64
+from featurestore import Entity, FeatureView, Field, Source
+from featurestore.definitions import Definitions
+from featurestore.definitions.types import Float64, Int64
 from featurestore.errors import (
     FeatureStoreError,
     OnlineDataLost,
@@ -32,12 +35,14 @@ from featurestore.online.lookup import Lookup
 from featurestore.online.reader import OnlineReader
 from featurestore.online.store import OnlineStore
 from featurestore.online.urls import parse
+from featurestore.plan import Plan, ViewPlan, build_plan
 from featurestore.values.columns import from_arrow
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    """A cluster of the test's own: it moves slots and stops nodes."""
+    """A cluster of the test's own, for tests that move slots, stop or flush nodes (others
+    use the session's `cluster_url`)."""
     own = RedisCluster(tmp_path)
     try:
         own.start()
@@ -121,25 +126,77 @@ def test_a_node_that_lost_its_data_is_refused_never_read_as_missing_rows(
     runner.close()
 
 
-def test_a_read_of_a_reclaimed_storage_is_a_flip_not_a_loss(cluster: RedisCluster) -> None:
-    """A lookup prepared before a flip whose old storage is gone already (markers and all)
-    raises RegistryMoved, so the server prepares it again, as on one Redis."""
+def test_after_a_node_lost_its_data_a_new_storage_serves_and_old_reads_are_flips(
+        cluster: RedisCluster) -> None:
+    """A materialization after a node's loss writes the markers again with a new token: the
+    new storage reads everywhere, and a lookup prepared before it (its storage's token is
+    the old one) raises RegistryMoved, so the server prepares it again, not a loss."""
     users = list(range(1, 40))
     online, stale = served_rows(cluster.url, users)
+    registry_node = cluster.node_of_slot(key_slot(registry_key(online.project)))
+    with redis.Redis(host="127.0.0.1", port=next(
+            p for p in cluster.ports if p != registry_node)) as client:
+        client.flushall()
     view = stale.rows[0].view
     storage = online.new_storage(view)
     online.write_rows(view, storage, rows_batch(users, [(2, 2, 0)] * len(users),
                                                 [u / 8 for u in users]), fresh=True)
     online.flush()
     online.activate(view, storage, NOW, len(users), stale.rows[0].storage)
-    assert online.reclaim(view.name, 0) > 0
     reader, runner = OnlineReader(cluster.url, online.project), asyncio.Runner()
+    entities = {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)}
     with pytest.raises(RegistryMoved):
         read(runner, reader, stale, users)
     with pytest.raises(RegistryMoved):
-        online.read(stale, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)}, {}, NOW)
+        online.read(stale, entities, {}, NOW)
+    fresh = Lookup(online.project, stale.plan, stale.selection, online.served())
+    assert read(runner, reader, fresh, users) == [u / 8 for u in users]
     online.close()
     runner.close()
+
+
+def test_a_view_not_materialized_since_a_node_lost_its_data_is_refused(
+        cluster: RedisCluster) -> None:
+    """Two row views; a node loses its data; only one view is materialized again, which
+    writes every marker anew: the other view's rows on that node are gone though its slots
+    have markers again, so its reads are refused (its storage's token is the old one)."""
+    users = list(range(1, 40))
+    plan = two_row_views()
+    online = OnlineStore(cluster.url, plan.project)
+    for name in ("a", "b"):
+        materialize(online, plan.views[name], users, None)
+    registry_node = cluster.node_of_slot(key_slot(registry_key(online.project)))
+    lost = next(p for p in cluster.ports if p != registry_node)
+    with redis.Redis(host="127.0.0.1", port=lost) as client:
+        client.flushall()
+    materialize(online, plan.views["a"], users, online.served()["a"].storage)
+    reader, runner = OnlineReader(cluster.url, online.project), asyncio.Runner()
+    on_lost = [u for u in users if cluster.node_of_slot(key_slot(f"{{user|{u}}}")) == lost]
+    a = Lookup(plan.project, plan, plan.select(features=["a:x"]), online.served())
+    assert read(runner, reader, a, on_lost) == [u / 4 for u in on_lost]
+    b = Lookup(plan.project, plan, plan.select(features=["b:x"]), online.served())
+    with pytest.raises(OnlineDataLost, match=f"127.0.0.1:{lost} lost the online store's keys"):
+        read(runner, reader, b, on_lost)
+    online.close()
+    runner.close()
+
+
+def two_row_views() -> Plan:
+    user = Entity("user", join_keys={"user_id": Int64})
+    src = Source("src", path="unused.parquet", timestamp="ts")
+    views = {name: FeatureView(name, entity=user, source=src, fields=[Field("x", Float64)])
+             for name in ("a", "b")}
+    return build_plan(f"clustertwo{time.monotonic_ns()}", Definitions(
+        entities={"user": user}, sources={"src": src}, views=views), kernel_cache=None)
+
+
+def materialize(online: OnlineStore, view: ViewPlan, users: list[int], expected: str | None
+                ) -> None:
+    storage = online.new_storage(view)
+    online.write_rows(view, storage, rows_batch(users, [(1, 1, 0)] * len(users),
+                                                [u / 4 for u in users]), fresh=True)
+    online.flush()
+    online.activate(view, storage, NOW, len(users), expected)
 
 
 @settings(deadline=None)  # the first example compiles (or loads) the kernel

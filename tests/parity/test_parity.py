@@ -22,7 +22,6 @@ from redis_kit import both_backends, online_of, redis_client
 from serving_kit import Server, start_server, stop_server
 
 from featurestore import Client, FeatureStore
-from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup
 from featurestore.values.columns import from_arrow, to_arrow
 from featurestore.values.status import STATUS_NAMES
@@ -206,10 +205,8 @@ def test_served_over_grpc_equals_offline(data: st.DataObject,
     write_data(store.config.root, sc)
     store.backfill()
     client = redis_client(online_url)
-    registry = registry_key(store.plan.project)
-    for key in client.scan_iter(f"{store.plan.project}:*"):
-        if key.decode() != registry:  # rows of the previous example; the versions stay served
-            client.delete(key)
+    for key in client.scan_iter(f"{store.plan.project}:v:*{{e|*}}"):
+        client.delete(key)  # rows of the previous example; the versions stay served
     entities = entity_frame(sc)
     with Client(server.target) as grpc_client:
         for minute in sc["times"]:
