@@ -257,9 +257,6 @@ class OnlineStore:
         self._rewrite_script = self._client.register_script(REWRITE)
         self._activate_script = self._client.register_script(ACTIVATE)
         self._lock_script = self._client.register_script(LOCK)
-        if self.settings.cluster:  # scripts in a cluster pipeline are not loaded on demand
-            for script in (WRITE_IF_NEWER, WRITE_PUSH, REWRITE, ACTIVATE, LOCK):
-                self._call(lambda script=script: self._client.script_load(script))
         self._io: ThreadPoolExecutor | None = None
         self._pending: deque[Future[list[Any]]] = deque()
         self._in_flight, self._written = in_flight, 0

@@ -194,6 +194,9 @@ def served(request: pytest.FixtureRequest, online_url: str,
     stop_server(server)
 
 
+# One Redis only: tests/serving/test_cluster_serving.py checks gRPC values against training
+# sets on the cluster, and test_online_equals_offline this module's scenarios (suite time).
+@pytest.mark.parametrize("online_url", ["redis"], indirect=True)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(data=st.data())
