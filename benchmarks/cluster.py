@@ -1,7 +1,8 @@
 """The online store on a 3-master Redis Cluster beside one Redis, in the same run: the
 server's own read path (`FeatureServer.online_features` on prepared requests, in process, so
 gRPC's noise stays out) at batch 1 and batch 100, latency of sequential requests and
-throughput with requests in flight at once, and materialization speed into each.
+throughput with requests in flight at once, the two backends measured in turn within each
+round; and materialization speed into each.
 
     .venv/bin/python benchmarks/cluster.py [--reps 5] [--requests 300] [--out FILE]
 
@@ -73,76 +74,81 @@ def start_cluster(workdir: Path, masters: int = 3) -> tuple[list[Group], str]:
     return groups, "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
 
 
-async def measure(store: FeatureStore, url: str, reps: int, count: int) -> dict[str, Any]:
-    plan = store.plan
-    server = FeatureServer(plan, OnlineReader(url, plan.project), health.aio.HealthServicer(),
-                           ServerOptions(redis_timeout=REDIS_TIMEOUT_S))
-    await server.refresh()
-    out: dict[str, Any] = {}
+async def measure(stores: dict[str, tuple[FeatureStore, str]], reps: int, count: int
+                  ) -> dict[str, Any]:
+    """Per backend and batch size: the medians over `reps` rounds, the backends measured
+    one after the other within each round (a busy machine slows both alike)."""
+    servers = {}
+    for name, (store, url) in stores.items():
+        servers[name] = FeatureServer(store.plan, OnlineReader(url, store.plan.project),
+                                      health.aio.HealthServicer(),
+                                      ServerOptions(redis_timeout=REDIS_TIMEOUT_S))
+        await servers[name].refresh()
+    out: dict[str, Any] = {name: {} for name in stores}
     for batch in BATCHES:
         raws = online.encode_columns(online.SERVICE_T3, online.request_columns(
             online.SERVICE_T3, batch, count, batch))
-
-        async def serve(raw: bytes) -> bytes:
-            return await server.online_features(pb.GetOnlineFeaturesRequest.FromString(raw),
-                                                Call(None))
-
-        async def sequential(part: list[bytes]) -> None:
-            for raw in part:
-                await serve(raw)
-
-        async def concurrent(all_: list[bytes]) -> None:
-            await asyncio.gather(*(sequential(all_[i::IN_FLIGHT]) for i in range(IN_FLIGHT)))
-
-        await sequential(raws)  # warm up
-        latency, throughput = [], []
+        latency: dict[str, list[float]] = {name: [] for name in stores}
+        throughput: dict[str, list[float]] = {name: [] for name in stores}
+        for server in servers.values():
+            await _sequential(server, raws)  # warm up
         for _ in range(reps):
-            start = time.perf_counter()
-            await sequential(raws)
-            latency.append((time.perf_counter() - start) / count * 1e6)
-            start = time.perf_counter()
-            await concurrent(raws)
-            throughput.append(count / (time.perf_counter() - start))
-        out[f"batch_{batch}"] = {"us_per_request": round(statistics.median(latency), 1),
-                                 "requests_per_s": round(statistics.median(throughput))}
+            for name, server in servers.items():
+                start = time.perf_counter()
+                await _sequential(server, raws)
+                latency[name].append((time.perf_counter() - start) / count * 1e6)
+                start = time.perf_counter()
+                await asyncio.gather(*(_sequential(server, raws[i::IN_FLIGHT])
+                                       for i in range(IN_FLIGHT)))
+                throughput[name].append(count / (time.perf_counter() - start))
+        for name in stores:
+            out[name][f"batch_{batch}"] = {
+                "us_per_request": round(statistics.median(latency[name]), 1),
+                "requests_per_s": round(statistics.median(throughput[name]))}
     return out
 
 
-def backend(url: str, workdir: Path, args: argparse.Namespace, rows: Any) -> dict[str, Any]:
-    repo = workdir / "repo"
-    online.write_repo(repo, rows, url)
-    store = FeatureStore(repo)
+async def _sequential(server: FeatureServer, raws: list[bytes]) -> None:
+    for raw in raws:
+        await server.online_features(pb.GetOnlineFeaturesRequest.FromString(raw), Call(None))
+
+
+def materialized(url: str, workdir: Path, rows: Any) -> tuple[FeatureStore, float]:
+    """The benchmark repo on `url`, materialized; and its rows per second."""
+    workdir.mkdir()
+    online.write_repo(workdir / "repo", rows, url)
+    store = FeatureStore(workdir / "repo")
     store.apply()
     start = time.perf_counter()
     done = store.materialize(end=datetime(1970, 1, 1, tzinfo=UTC)
                              + timedelta(microseconds=online.END_US))
-    seconds = time.perf_counter() - start
-    written = sum(m.rows for m in done)
-    result = asyncio.run(measure(store, url, args.reps, args.requests))
-    return {**result, "materialize_rows_per_s": round(written / seconds)}
+    return store, sum(m.rows for m in done) / (time.perf_counter() - start)
 
 
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     rows = online.generate_rows(np.random.default_rng(0))
-    out: dict[str, Any] = {}
-    group, url = start_redis(workdir)
+    group, single_url = start_redis(workdir)
+    groups = [group]
     try:
-        (workdir / "single").mkdir()
-        out["single_redis"] = backend(url, workdir / "single", args, rows)
-    finally:
-        group.stop()
-    groups, url = start_cluster(workdir)
-    try:
-        (workdir / "cluster").mkdir()
-        out["cluster_3_masters"] = backend(url, workdir / "cluster", args, rows)
+        cluster_groups, cluster_url = start_cluster(workdir)
+        groups += cluster_groups
+        urls = {"single_redis": single_url, "cluster_3_masters": cluster_url}
+        stores, speed = {}, {}
+        for name, url in urls.items():
+            store, speed[name] = materialized(url, workdir / name, rows)
+            stores[name] = (store, url)
+        out = asyncio.run(measure(stores, args.reps, args.requests))
     finally:
         for g in groups:
             g.stop()
+    for name in out:
+        out[name]["materialize_rows_per_s"] = round(speed[name])
+    single, cluster = out["single_redis"], out["cluster_3_masters"]
     ratios = {f"batch_{b}": {
-        "latency_cluster_over_single": round(out["cluster_3_masters"][f"batch_{b}"][
-            "us_per_request"] / out["single_redis"][f"batch_{b}"]["us_per_request"], 2),
-        "throughput_cluster_over_single": round(out["cluster_3_masters"][f"batch_{b}"][
-            "requests_per_s"] / out["single_redis"][f"batch_{b}"]["requests_per_s"], 2)}
+        "latency_cluster_over_single": round(cluster[f"batch_{b}"]["us_per_request"]
+                                             / single[f"batch_{b}"]["us_per_request"], 2),
+        "throughput_cluster_over_single": round(cluster[f"batch_{b}"]["requests_per_s"]
+                                                / single[f"batch_{b}"]["requests_per_s"], 2)}
         for b in BATCHES}
     return {"benchmark": "cluster", "reps": args.reps, "requests": args.requests,
             "in_flight": IN_FLIGHT, "cases": out, "ratios": ratios,
