@@ -6,11 +6,12 @@ Redis Cluster refuses a multi-key command (MGET, or a script's declared keys) ov
 slots, and a read's keys span many slots. So a read sends each node one call of a read-only
 script flagged `allow-cross-slot-keys` (Redis 7) that GETs every key of the read that node
 serves, passed as arguments; the nodes are asked in parallel. Redis refuses such a script
-touching a key whose slot the node does not serve now (the slot moved, or is moving: the
-script's MOVED/ASK), so a read returns the values a node held at one instant, or an error,
-never a value of a key the node no longer owns. On that error the slot map is read again and
-the read retried once; a second refusal, an unreachable node or a cluster reporting itself
-down is OnlineUnavailable, never values."""
+touching a key of a slot the node does not serve ("non local key": the script's MOVED; so on
+Redis 7.0 for a slot moved away, and for a key that already left a slot being migrated), so a
+read returns the values a node held at one instant, or an error, never a value of a key the
+node no longer owns. On that error the slot map is read again and the read retried once; a
+second refusal, an unreachable node or a cluster reporting itself down is OnlineUnavailable,
+never values."""
 
 from __future__ import annotations
 
