@@ -21,12 +21,14 @@ install: $(VENV)/.installed
 proto: install
 	$(PY) featurestore/serving/codegen.py
 
-# The online store's tests and `online_store: managed` need a local redis-server.
+# The online store's tests and `online_store: managed` need a local redis-server; the Redis
+# Cluster tests also redis-cli (Debian's redis-tools) to create their cluster.
 redis:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server (Debian package)"; \
+	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { \
+		echo "installing redis-server and redis-tools (Debian packages)"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server \
+			redis-tools >/dev/null; }
 
 # The catalog page's tests look at it in a real browser: Debian's chromium, headless.
 chromium:

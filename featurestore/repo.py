@@ -106,10 +106,11 @@ def load_config(root: str | Path) -> RepoConfig:
         raise FeatureStoreError(f"{path}: {exc}") from exc
     offline = Path(str(raw.get("offline_store", "offline.duckdb")))
     online = str(raw.get("online_store", "managed"))
-    if online != "managed" and not online.startswith(("redis://", "rediss://", "unix://")):
+    if online != "managed" and not online.startswith(
+            ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
         raise FeatureStoreError(  # the value is not shown: it may hold a password
-            f"{path}: online_store must be 'managed' or a redis://, rediss:// or unix:// URL"
-        )
+            f"{path}: online_store must be 'managed' or a redis://, rediss://, unix:// or "
+            "redis+cluster:// URL")
     engine = str(raw.get("offline_engine", "duckdb"))
     check_engine(engine, f"{path}: offline_engine")
     spark = {k: str(raw[k]) for k in ("spark_master", "spark_tables") if k in raw}

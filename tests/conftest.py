@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import Phase, settings
-from redis_kit import RedisServer
+from redis_kit import RedisCluster, RedisServer
 
 # `make mutate` runs tests with --hypothesis-profile=mutation: a failing example is enough to
 # kill a mutation, so it is not shrunk (shrinking a DuckDB-backed example takes minutes).
@@ -43,3 +43,23 @@ def docker_reachable() -> bool:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-master Redis Cluster on loopback ports, for the session (about 3 s to
+    start): the tests that run against both backends ask for it through `online_url`."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def online_url(redis_url: str) -> str:
+    """The online store a test writes to: one Redis; modules that also run against a Redis
+    Cluster override it with redis_kit's `both_backends`."""
+    return redis_url
+

@@ -74,5 +74,6 @@ def write_repo(root: Path, project: str, redis_url: str, tx: pl.DataFrame) -> Fe
 
 
 def drop_project(client: redis.Redis, project: str) -> None:
-    for key in client.scan_iter(match=f"{project}:*"):
-        client.delete(key)
+    for pattern in (f"{project}:*", f"{{{project}}}:*"):  # data keys, the project's tag
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)

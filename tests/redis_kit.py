@@ -98,11 +98,137 @@ class RedisServer:
             self.process = None
 
 
-def online_of(client: redis.Redis, project: str) -> OnlineStore:
+def online_of(client: redis.Redis | redis.RedisCluster, project: str) -> OnlineStore:
     """The online store a test's redis-py client points at (tests inspect Redis directly;
     reads and writes go through the store's face)."""
+    if isinstance(client, redis.RedisCluster):
+        node = client.get_default_node()
+        return OnlineStore(f"redis+cluster://{node.host}:{node.port}", project)
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return OnlineStore(f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}", project)
     return OnlineStore(f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/"
                        f"{kwargs.get('db', 0)}", project)
+
+
+class RedisCluster:
+    """A Redis Cluster of `masters` redis-server processes (no replicas) on free loopback
+    ports, created with `redis-cli --cluster create`; `url` is its redis+cluster:// URL.
+    Tests may stop one node (`stop_node`) to see what a read says then."""
+
+    def __init__(self, workdir: Path, masters: int = 3):
+        self.binary, self.cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if self.binary is None or self.cli is None:
+            pytest.fail("redis-server and redis-cli are not installed: run `make redis` (it "
+                        "installs Debian's redis-server and redis-tools)")
+        self.workdir = workdir
+        self.ports = [_cluster_port() for _ in range(masters)]
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def start(self) -> None:
+        for port in self.ports:
+            folder = self.workdir / str(port)
+            folder.mkdir(exist_ok=True)
+            self.processes[port] = subprocess.Popen(
+                [self.binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
+                 "--save", "", "--appendonly", "no", "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port in self.ports:
+            _ping(redis.Redis(host="127.0.0.1", port=port))
+        subprocess.run([self.cli, "--cluster", "create",
+                        *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        for port in self.ports:
+            client = redis.Redis(host="127.0.0.1", port=port)
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the cluster's node {port} is not ok after 30 s")
+                time.sleep(0.05)
+            client.close()
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.ports[0])
+
+    def node_of_slot(self, slot: int) -> int:
+        """The port of the node serving `slot`."""
+        with redis.Redis(host="127.0.0.1", port=self.ports[0]) as client:
+            for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if first <= slot <= last:
+                    return int(master[1])
+        raise KeyError(slot)
+
+    def move_slot(self, slot: int, source: int, target: int) -> None:
+        """Moves one slot and its keys between masters, as a resharding does (IMPORTING,
+        MIGRATING, MIGRATE, then SETSLOT NODE on every node)."""
+        clients = {p: redis.Redis(host="127.0.0.1", port=p) for p in self.ports}
+        try:
+            ids = {p: c.execute_command("CLUSTER", "MYID").decode() for p, c in clients.items()}
+            clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+            clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+            while keys := clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                clients[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000,
+                                                "KEYS", *keys)
+            for client in clients.values():
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        finally:
+            for client in clients.values():
+                client.close()
+
+    def stop_node(self, port: int) -> None:
+        process = self.processes.pop(port)
+        process.terminate()
+        process.wait(10)
+
+    def stop(self) -> None:
+        for port in list(self.processes):
+            self.stop_node(port)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10000 above it) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 <= 65535:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
+def _ping(client: redis.Redis) -> None:
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+    finally:
+        client.close()
+
+
+def redis_client(url: str) -> redis.Redis | redis.RedisCluster:
+    """A redis-py client of the test's online store, a cluster client for a cluster URL
+    (tests look at keys directly)."""
+    if url.startswith("redis+cluster://"):
+        host, port = url.removeprefix("redis+cluster://").split(",")[0].split(":")
+        return redis.RedisCluster(host=host, port=int(port))
+    return redis.Redis.from_url(url)
+
+
+def both_backends(request: pytest.FixtureRequest) -> str:
+    """An `online_url` fixture body for modules that run against one Redis and a Redis
+    Cluster: `online_url = pytest.fixture(params=["redis", "cluster"])(both_backends)`."""
+    return str(request.getfixturevalue("redis_url" if request.param == "redis" else
+                                       "cluster_url"))

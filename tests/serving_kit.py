@@ -4,6 +4,7 @@ serve` process, and asking it for its health."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,3 +125,24 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         text = response.read().decode()
     return {(sample.name, frozenset(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def build_example(folder: Path, url: str) -> Example:
+    """The example repo in `folder` with its online store at `url`, applied, and
+    materialized at END through the CLI."""
+    repo = folder / "feature_repo"
+    repo.mkdir()
+    for path in EXAMPLE.glob("*.py"):
+        shutil.copy2(path, repo)
+    config = (EXAMPLE / "featurestore.yaml").read_text()
+    (repo / "featurestore.yaml").write_text(config.replace("online_store: managed",
+                                                           f"online_store: {url}"))
+    shutil.copytree(EXAMPLE / "datagen", repo / "datagen",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, repo / "datagen" / "generate.py", "--out", repo / "data",
+                    *SMALL_DATA], check=True, capture_output=True)
+    store = FeatureStore(repo)
+    store.apply()
+    proc = cli("materialize", "--repo", repo, "--end", END.isoformat())
+    assert "user_profile" in proc.stdout and "merchant_profile" in proc.stdout, proc.stdout
+    return Example(repo, store)

@@ -1,25 +1,46 @@
-"""Every Redis key the online store uses, spelled here and nowhere else:
+"""Every Redis key the online store uses, spelled here and nowhere else (P is the project):
 
-    {project}:__registry                              the online registry (online/registry.py)
-    {project}:__active:{view}                         the view's served storage, a copy of the
+    {P}:__registry                                    the online registry (online/registry.py)
+    {P}:__active:<view>                               the view's served storage, a copy of the
                                                       registry's that reads fetch with their keys
-    {project}:__applied:{view}:{storage}              pushed batches a storage holds (a ZSET
+    {P}:__applied:<view>:<storage>                    pushed batches a storage holds (a ZSET
                                                       of batch ids scored by ingest time)
-    {project}:__fresh:{view}:{storage}                the latest ingest time of a batch pushed
+    {P}:__fresh:<view>:<storage>                      the latest ingest time of a batch pushed
                                                       into a storage
-    {project}:__lock:{view}                           the materialization lock of a view
-    {project}:__pushlock:{view}:{storage}             held while a push merges into a storage
-    {project}:{view}:{storage}:{<entity>|<key>}       a row view's row for one entity (its base)
-    <base>:w{hop_us}                                  a windowed view's window key: the
-                                                      entity's tiles of one hop group
+    {P}:__lock:<view>                                 the materialization lock of a view
+    {P}:__pushlock:<view>:<storage>                   held while a push merges into a storage
+    P:<view>:<storage>:{<entity>|<key>}               a row view's row for one entity (its base)
+    P:<view>:<storage>:{P}:<entity>|<key>             a windowed view's base, and
+    <base>:w{hop_us}                                  its window key: the entity's tiles of
+                                                      one hop group
+    P:__marker:{~<n>}                                 the project's marker in one Redis Cluster
+                                                      slot (`marker_key`)
 
 A storage is one generation of one view version, `<version>.<generation>`: every full
-materialization writes a new one where nothing reads it, and the registry flips to it. The
-braces are a Redis Cluster hash tag naming only the entity and its key, so every key of one
-entity lands in one slot and a lookup of one entity never crosses slots. String keys escape
-the characters the layout uses; composite keys join their parts with '|'."""
+materialization writes a new one where nothing reads it, and the registry flips to it.
+Generations count up from the time (ms) the registry first handed one out, so a storage name
+is never reused, even after the registry was lost while keys of older storages survived.
+
+The braces are Redis Cluster hash tags: a key's slot is that of the text between its first
+'{' and the next '}'. A row view's rows are tagged by entity, so rows spread over the
+cluster's nodes, and a lookup of one entity reads one slot for every row view. Everything
+that one script changes atomically shares the project's tag `{P}`, so it lives in one slot:
+the registry, active keys, applied sets, fresh keys and locks (a flip, a lock, a fenced push)
+and the windowed views' window keys (a push appends to them, fenced by the registry, lock and
+applied set, in one script; a read checks the fresh fence in the same MGET as the tiles).
+On a Redis Cluster, the project has a marker key in every slot holding a token that the
+registry records too; each row storage records the token current when it was created (before
+any of its rows). A read of rows in a slot reads the slot's marker in the same call and
+compares it with its storage's token, so a node that lost its data (restarted without
+persistence, flushed, replaced) is told apart from entities never written: its markers are
+gone, and once they are written again, with a new token, every storage older than that is
+refused too. String keys escape the characters the layout uses; composite keys join their
+parts with '|'."""
 
 from __future__ import annotations
+
+import binascii
+import functools
 
 import numba
 import numpy as np
@@ -37,27 +58,49 @@ EXPIRY_MARGIN_US = 60_000_000
 
 
 def registry_key(project: str) -> str:
-    return f"{project}:__registry"
+    return f"{{{project}}}:__registry"
 
 
 def applied_key(project: str, view: str, storage: str) -> str:
-    return f"{project}:__applied:{view}:{storage}"
+    return f"{{{project}}}:__applied:{view}:{storage}"
 
 
 def active_key(project: str, view: str) -> str:
-    return f"{project}:__active:{view}"
+    return f"{{{project}}}:__active:{view}"
 
 
 def fresh_key(project: str, view: str, storage: str) -> str:
-    return f"{project}:__fresh:{view}:{storage}"
+    return f"{{{project}}}:__fresh:{view}:{storage}"
 
 
 def lock_key(project: str, view: str) -> str:
-    return f"{project}:__lock:{view}"
+    return f"{{{project}}}:__lock:{view}"
 
 
 def push_lock_key(project: str, view: str, storage: str) -> str:
-    return f"{project}:__pushlock:{view}:{storage}"
+    return f"{{{project}}}:__pushlock:{view}:{storage}"
+
+
+SLOTS = 16384  # Redis Cluster's hash slots
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For each slot, the first '~<n>' hashing to it (computed once, about 0.2 s)."""
+    tags: list[str | None] = [None] * SLOTS
+    missing, n = SLOTS, 0
+    while missing:
+        text = f"~{n}"
+        slot = binascii.crc_hqx(text.encode(), 0) % SLOTS
+        if tags[slot] is None:
+            tags[slot], missing = text, missing - 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def marker_key(project: str, slot: int) -> str:
+    """The project's marker in a Redis Cluster slot (see the module's docstring)."""
+    return f"{project}:__marker:{{{_slot_tags()[slot]}}}"
 
 
 def storage_of(version: str, generation: int) -> str:
@@ -86,17 +129,27 @@ def key_text(column: Column) -> list[str]:
 
 
 def entity_bases(project: str, view: str, storage: str, entity: str,
-                 key_texts: list[list[str]]) -> list[str]:
-    """Each entity's base key, from each join key's `key_text` (in the entity's key order)."""
+                 key_texts: list[list[str]], windowed: bool = False) -> list[str]:
+    """Each entity's base key, from each join key's `key_text` (in the entity's key order):
+    a row view's, or with `windowed` a windowed view's."""
     joined = key_texts[0] if len(key_texts) == 1 else [
         "|".join(parts) for parts in zip(*key_texts, strict=True)]
+    if windowed:
+        head = window_head(project, view, storage, entity)
+        return [head + tag for tag in joined]
     head = base_head(project, view, storage, entity)
     return [f"{head}{tag}}}" for tag in joined]
 
 
 def base_head(project: str, view: str, storage: str, entity: str) -> str:
-    """What every base key of the storage starts with; the entity's tag and '}' follow."""
+    """What every base key of a row storage starts with; the entity's tag and '}' follow."""
     return f"{project}:{view}:{storage}:{{{entity}|"
+
+
+def window_head(project: str, view: str, storage: str, entity: str) -> str:
+    """What every base key of a windowed storage starts with (in the project's slot); the
+    entity's tag follows."""
+    return f"{project}:{view}:{storage}:{{{project}}}:{entity}|"
 
 
 # The compiled twin of `entity_bases` for bulk writes: a row's tag from its join key values,
@@ -152,18 +205,20 @@ def window_key(base: str, hop_us: int) -> str:
 
 
 @numba.njit(cache=True, nogil=True)
-def bases(head, is_string, ints, starts, lengths, data):  # type: ignore[no-untyped-def]
-    """Every row's base key (`head`, its tag, '}'), as (bytes buffer, offsets)."""
+def bases(head, close, is_string, ints, starts, lengths, data):  # type: ignore[no-untyped-def]
+    """Every row's base key (`head`, its tag, then '}' when `close`: a row storage's, not a
+    windowed one's), as (bytes buffer, offsets)."""
     n = ints.shape[0]
     offsets = np.empty(n + 1, np.int64)
     offsets[0] = 0
     for r in range(n):
         offsets[r + 1] = offsets[r] + head.shape[0] + tag_size(r, is_string, ints, starts,
-                                                               lengths, data) + 1
+                                                               lengths, data) + (1 if close else 0)
     out = np.empty(offsets[n], np.uint8)
     for r in range(n):
         p = offsets[r]
         out[p: p + head.shape[0]] = head
         p = write_tag(out, p + head.shape[0], r, is_string, ints, starts, lengths, data)
-        out[p] = 125  # '}'
+        if close:
+            out[p] = 125  # '}'
     return out, offsets

@@ -155,6 +155,7 @@ class RowView:
     storage: str
     created_us: int  # the storage's oldest write: keys of a ttl view expire from then on
     wanted: tuple[str, ...]
+    token: str | None = None  # a cluster's slot markers' token when the storage was created
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,8 @@ class Lookup:
                 windows.append(WindowView(view, storage, served[name].end_us or 0,
                                           tuple(groups(view.aggregates)), frozenset(wanted)))
             else:
-                rows.append(RowView(view, storage, served[name].created_us or 0, tuple(wanted)))
+                rows.append(RowView(view, storage, served[name].created_us or 0, tuple(wanted),
+                                    served[name].token))
         self.rows, self.windows = tuple(rows), tuple(windows)
         self.row_views = tuple(r.view.name for r in rows)
         self.slots = Slots(plan, selection)
@@ -262,11 +264,11 @@ class Lookup:
         texts = {k: key_text(column) for k, column in entities.items()}  # shared by views
         keys: list[str] = list(self.fence)
         bases: dict[str, list[str]] = {}
-        for views in (self.rows, self.windows):
+        for views, windowed in ((self.rows, False), (self.windows, True)):
             for item in views:
                 v = item.view
                 bases[v.name] = entity_bases(self.project, v.name, item.storage, v.entity,
-                                             [texts[k] for k, _ in v.join_keys])
+                                             [texts[k] for k, _ in v.join_keys], windowed)
         for row in self.rows:
             keys += bases[row.view.name]
         for window in self.windows:
@@ -287,6 +289,17 @@ class PendingRead:
 
     def __init__(self, lookup: Lookup, n: int, as_of_us: int, keys: list[str]):
         self.lookup, self.n, self.as_of_us, self.keys = lookup, n, as_of_us, keys
+
+    def check_fence(self, values: list[bytes | None]) -> None:
+        """`Lookup.check_fence` on the fence's values among a read's `values`."""
+        self.lookup.check_fence(values[:len(self.lookup.fence)], self.as_of_us)
+
+    def row_ranges(self) -> list[tuple[int, int, str | None]]:
+        """(first, end, token): where each row view's keys lie in `keys`, and its storage's
+        token (a Redis Cluster reads the slot markers with them, online/cluster.py)."""
+        at, n = len(self.lookup.fence), self.n
+        return [(at + i * n, at + (i + 1) * n, row.token)
+                for i, row in enumerate(self.lookup.rows)]
 
     def finish(self, values: list[bytes | None], requests: dict[str, Column]) -> OnlineResult:
         fence = len(self.lookup.fence)

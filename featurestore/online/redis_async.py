@@ -17,17 +17,31 @@ from typing import Any
 import hiredis
 
 from featurestore.errors import FeatureStoreError, OnlineStoreError, OnlineTimeout, OnlineUnavailable
-from featurestore.online.urls import parse
+from featurestore.online.urls import RedisSettings, parse
 
 # Replies that say Redis is there but cannot answer now: a restart still loading its data, a
 # busy script, a replica without its master.
 _TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
 
 
+def checked(reply: Any, settings: RedisSettings) -> Any:
+    """The reply, or for an error reply the exception saying it: OnlineUnavailable when Redis
+    cannot answer now or refused the connection's credentials, else OnlineStoreError."""
+    if not isinstance(reply, hiredis.ReplyError):
+        return reply
+    message = settings.scrub(str(reply))
+    if message.startswith(_TRANSIENT):
+        raise OnlineUnavailable(f"Redis cannot answer now: {message}")
+    if message.startswith("NOAUTH"):  # the URL has no password; redis-py: unavailable
+        raise OnlineUnavailable(f"Redis at {settings.where} refused the command: {message}")
+    raise OnlineStoreError(message)
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        # per batch of pipelined commands: its future, how many replies, the replies so far
+        self.waiting: deque[tuple[asyncio.Future[Any], int, list[Any]]] = deque()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -37,29 +51,35 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            waiter = self.waiting.popleft()
-            if not waiter.done():  # a caller that timed out is gone; its reply is dropped
-                waiter.set_result(reply)
+            waiter, count, replies = self.waiting[0]
+            replies.append(reply)
+            if len(replies) == count:
+                self.waiting.popleft()
+                if not waiter.done():  # a caller that timed out is gone; its replies dropped
+                    waiter.set_result(replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         while self.waiting:
-            waiter = self.waiting.popleft()
+            waiter = self.waiting.popleft()[0]
             if not waiter.done():
                 waiter.set_exception(ConnectionError(f"connection lost: {exc or 'closed'}"))
 
-    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def send(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        """Writes the commands at once; the future gets their replies, in order."""
         if self.transport is None:
             raise ConnectionError("connection lost")
         waiter = asyncio.get_running_loop().create_future()
-        self.waiting.append(waiter)
-        self.transport.write(hiredis.pack_command(args))
+        self.waiting.append((waiter, len(commands), []))
+        pack = hiredis.pack_command
+        self.transport.write(pack(commands[0]) if len(commands) == 1 else
+                             b"".join([pack(c) for c in commands]))
         return waiter
 
 
 class AsyncRedis:
-    def __init__(self, url: str):
-        self.settings = parse(url)
+    def __init__(self, url: str | RedisSettings):
+        self.settings = parse(url) if isinstance(url, str) else url
         self.where = self.settings.where  # for messages
         try:
             self._tls = self.settings.tls.context() if self.settings.tls else None
@@ -72,23 +92,27 @@ class AsyncRedis:
     async def execute(self, *args: Any, timeout: float) -> Any:
         """The reply to one command. Raises OnlineUnavailable when Redis cannot be reached or
         does not answer within `timeout` seconds, OnlineStoreError when it answers an error."""
+        return checked((await self.execute_many([args], timeout))[0], self.settings)
+
+    async def mget(self, keys: list[str], timeout: float, rows: Any = None
+                   ) -> list[bytes | None]:
+        """One MGET (`rows` is for a cluster's slot markers: one Redis needs none)."""
+        return await self.execute("MGET", *keys, timeout=timeout)  # type: ignore[no-any-return]
+
+    async def execute_many(self, commands: list[tuple[Any, ...]], timeout: float | None
+                           ) -> list[Any]:
+        """The replies to commands pipelined on the connection, error replies as they came
+        (`checked` turns one into its exception). Raises OnlineUnavailable as `execute`."""
         try:
             async with asyncio.timeout(timeout):
                 protocol = await self._connected()
-                reply = await protocol.send(args)
+                return await protocol.send(commands)
         except TimeoutError:
-            raise OnlineTimeout(f"Redis did not answer within {timeout * 1000:.1f} ms") from None
+            raise OnlineTimeout(f"Redis did not answer within {(timeout or 0) * 1000:.1f} ms"
+                                ) from None
         except OSError as exc:
             raise OnlineUnavailable(
                 f"cannot reach Redis at {self.where}: {self.settings.scrub(str(exc))}") from None
-        if isinstance(reply, hiredis.ReplyError):
-            message = self.settings.scrub(str(reply))
-            if message.startswith(_TRANSIENT):
-                raise OnlineUnavailable(f"Redis cannot answer now: {message}")
-            if message.startswith("NOAUTH"):  # the URL has no password; redis-py: unavailable
-                raise OnlineUnavailable(f"Redis at {self.where} refused the command: {message}")
-            raise OnlineStoreError(message)
-        return reply
 
     def reset(self) -> None:
         """Drops the connection (the next command reconnects): after a timeout it is not
@@ -119,7 +143,7 @@ class AsyncRedis:
             handshake.append(("SELECT", str(settings.db)))
         try:
             for command in handshake:
-                reply = await protocol.send(command)
+                (reply,) = await protocol.send([command])
                 if isinstance(reply, hiredis.ReplyError):
                     raise OnlineUnavailable(f"Redis at {self.where} refused {command[0]}: "
                                             f"{settings.scrub(str(reply))}")

@@ -10,6 +10,9 @@ read, and what each holds.
                                    is listed here until reclaimed
     reclaimed:<view>:<storage>     when (ms) every key of a superseded storage is gone: its
                                    keys were given that expiry (`OnlineStore.reclaim`)
+    markers                        on a Redis Cluster, the token the slot markers hold
+                                   (online/keys.py)
+    token:<view>:<storage>         the markers' token when a row storage was created
 
 A storage becomes active only after all of its keys are written, in one atomic step
 (`OnlineStore.activate`)."""
@@ -37,6 +40,7 @@ class Served:
     storage: str
     end_us: int | None  # END of the materialization that wrote the storage
     created_us: int | None  # when the storage was created (its oldest write)
+    token: str | None = None  # a cluster's slot markers' token when it was created
 
 
 def parse(raw: dict[bytes, bytes]) -> dict[str, Served]:
@@ -59,7 +63,8 @@ def parse(raw: dict[bytes, bytes]) -> dict[str, Served]:
             continue
         created = fields.get(f"created:{name}:{storage}")
         served[name] = Served(view, storage, done.get("end_us"),
-                              int(created) if created is not None else None)
+                              int(created) if created is not None else None,
+                              fields.get(f"token:{name}:{storage}"))
     return served
 
 

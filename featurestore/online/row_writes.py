@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore.definitions.types import Bool, DType, String
+from featurestore.online.cluster import key_slots
 from featurestore.online.codec import RowInputs, RowSchema, row_size, write_row
 from featurestore.online.keys import EXPIRY_MARGIN_US, base_head, bases, tag_size, write_tag
 from featurestore.online.resp import (
@@ -87,10 +88,28 @@ class RowBatch:
         return _pack_sets(self.head, k.is_string, k.ints, k.starts, k.lengths, k.data,
                           self.expire_ms, *self.rows.kernel_args(self.schema))
 
+    def slots(self) -> np.ndarray:
+        """Each row's Redis Cluster slot (that of its entity's hash tag)."""
+        k = self.keys
+        data, offsets = bases(self.head, True, k.is_string, k.ints, k.starts, k.lengths, k.data)
+        return key_slots(data, offsets)
+
+    def take(self, positions: np.ndarray) -> RowBatch:
+        """The rows at `positions` (their strings stay in the shared buffers)."""
+        k, r = self.keys, self.rows
+        keys = Keys(k.is_string, k.ints[positions], k.starts[positions], k.lengths[positions],
+                    k.data)
+        rows = RowInputs(r.header[positions], r.valid[positions], r.fixed[positions],
+                         r.str_start[positions], r.str_len[positions], r.str_data)
+        return RowBatch(self.head, keys, rows, self.schema, self.expire_ms[positions])
+
+    def __len__(self) -> int:
+        return len(self.expire_ms)
+
     def keys_and_rows(self) -> tuple[list[bytes], list[bytes]]:
         """Each row's key and encoded row, as the write-if-newer script takes them."""
         k = self.keys
-        keys = bases(self.head, k.is_string, k.ints, k.starts, k.lengths, k.data)
+        keys = bases(self.head, True, k.is_string, k.ints, k.starts, k.lengths, k.data)
         return _split(*keys), _split(*self.rows.encode(self.schema))
 
 

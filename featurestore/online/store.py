@@ -19,7 +19,14 @@ tests go through these methods:
     read(lookup, entities, requests, as_of)   one lookup, two round trips at most
     storages()                                what is stored
 
-Redis errors leave as OnlineUnavailable or OnlineStoreError, with the URL's password removed."""
+Redis errors leave as OnlineUnavailable or OnlineStoreError, with the URL's password removed.
+
+On a Redis Cluster (a redis+cluster:// URL) every multi-key step stays atomic because its keys
+share one slot (online/keys.py): the flip (ACTIVATE), locks, a push and its compaction
+(WRITE_PUSH, REWRITE), a new generation and reclaim's registry fields all live in the
+project's slot; the write-if-newer script is called per slot (each row is compared on its
+own); plain SETs go to each key's node, packed per node; SCANs run on every master; reads are
+one call per node (online/cluster.py), the slot markers read with the rows (keys.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import Any, TypeVar
 
 import hiredis
@@ -39,11 +47,22 @@ import pyarrow as pa
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
+from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.retry import Retry
 
 from featurestore.errors import NotAppliedError, OnlineStoreError, OnlineUnavailable
 from featurestore.online import registry
+from featurestore.online.cluster import (
+    ClusterReads,
+    KeysLost,
+    connect_cluster,
+    grouped,
+    key_slot,
+    node_groups,
+    project_markers,
+)
 from featurestore.online.keys import (
+    SLOTS,
     active_key,
     applied_key,
     fresh_key,
@@ -186,6 +205,26 @@ redis.call('SET', KEYS[4], ARGV[3])
 return 0
 """
 
+# Expires, within ARGV[1] ms (0: now), the keys ARGV[2..] this node holds, of any slots
+# (reclaim: the keys one SCAN of this node found). Returns how many.
+EXPIRE = """#!lua flags=allow-cross-slot-keys
+local grace = ARGV[1]
+for i = 2, #ARGV do
+  if grace == '0' then redis.call('UNLINK', ARGV[i])
+  else redis.call('PEXPIRE', ARGV[i], grace, 'LT') end
+end
+return #ARGV - 1
+"""
+
+# How many of the keys ARGV[2..] (of any slots this node serves) do not hold ARGV[1].
+MARKERS_DIFFER = """#!lua flags=no-writes,allow-cross-slot-keys
+local differ = 0
+for i = 2, #ARGV do
+  if redis.call('GET', ARGV[i]) ~= ARGV[1] then differ = differ + 1 end
+end
+return differ
+"""
+
 # Extends (ARGV[2] ms) or releases (ARGV[2] = 0) a lock, only if it still holds token ARGV[1].
 LOCK = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -206,8 +245,15 @@ class OnlineStore:
         # Three retries within 0.7 s: a blip is absorbed, while a stopped Redis, a wrong
         # password or an untrusted certificate is reported at once (redis-py 6+'s default
         # backoff took 3 to 8 s to say so; redis-py 5 did not retry at all).
-        self._client = redis.Redis(**self.settings.redis_py(), socket_timeout=timeout,
-                                   retry=Retry(ExponentialBackoff(cap=0.4, base=0.05), 3))
+        retry = Retry(ExponentialBackoff(cap=0.4, base=0.05), 3)
+        self._client: redis.Redis | redis.RedisCluster
+        self._cluster_reads: ClusterReads | None = None
+        if self.settings.cluster:
+            self._client = self._call(lambda: connect_cluster(self.settings, timeout, retry))
+            self._cluster_reads = ClusterReads(self._client)
+        else:
+            self._client = redis.Redis(**self.settings.redis_py(), socket_timeout=timeout,
+                                       retry=retry)
         self._rows_script = self._client.register_script(WRITE_IF_NEWER)
         self._push_script = self._client.register_script(WRITE_PUSH)
         self._rewrite_script = self._client.register_script(REWRITE)
@@ -243,14 +289,41 @@ class OnlineStore:
         return {v: int(r) if r else None for v, r in zip(served, reply, strict=True)}
 
     def new_storage(self, view: ViewPlan) -> str:
-        """A new generation of the view's version: keys nothing reads until `activate`."""
-        registry_name = registry_key(self.project)
-        generation = self._call(lambda: self._client.hincrby(
-            registry_name, f"generation:{view.name}", 1))
+        """A new generation of the view's version: keys nothing reads until `activate`.
+        Generations count from the time the registry handed out its first (keys.py)."""
+        registry_name, counter = registry_key(self.project), f"generation:{view.name}"
+
+        def next_generation() -> int:
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.hsetnx(registry_name, counter, now_us() // 1000)
+                pipe.hincrby(registry_name, counter, 1)
+                return int(pipe.execute()[1])
+        generation = self._call(next_generation)
         storage = storage_of(view.version, int(generation))
         self._call(lambda: self._client.hset(registry_name, f"created:{view.name}:{storage}",
                                              now_us()))
+        if self.settings.cluster and not view.windowed:  # before any row: keys.py
+            token = self._call(self._marker_token)
+            self._call(lambda: self._client.hset(registry_name, f"token:{view.name}:{storage}",
+                                                 token))
         return storage
+
+    def _marker_token(self) -> str:
+        """The token every slot's marker holds (keys.py), after writing them all with a new
+        one when one is missing or differs (a node lost its data, or the registry did)."""
+        name, markers = registry_key(self.project), project_markers(self.project)
+        token = self._client.hget(name, "markers")
+        nodes = self._key_nodes(markers, np.arange(SLOTS))
+        if token is not None and not any(
+                node.register_script(MARKERS_DIFFER)(args=[token, *(markers[i] for i in at)])
+                for node, at in nodes if node is not None):
+            return str(token.decode())
+        token = uuid.uuid4().hex[:12]
+        for node, at in nodes:
+            self._send(b"".join(hiredis.pack_command(("SET", markers[i], token)) for i in at),
+                       len(at), node)
+        self._client.hset(name, "markers", token)
+        return token
 
     def activate(self, view: ViewPlan, storage: str, end_us: int, rows: int,
                  expected: str | None) -> int:
@@ -310,29 +383,57 @@ class OnlineStore:
             return
         rows = RowBatch.of(view, storage, self.project, batch)
         if fresh:
-            commands = rows.set_commands()
-            self._queue(lambda: self._send(commands, n))
+            for node, part in self._row_nodes(rows):
+                self._queue(partial(self._send, part.set_commands(), len(part), node))
             return
         keys, values = rows.keys_and_rows()
         expire = rows.expire_ms.tolist()
-        pipe = self._client.pipeline(transaction=False)
-        for start in range(0, n, self.batch_rows):
-            stop = min(start + self.batch_rows, n)
-            args: list[Any] = [None] * (2 * (stop - start))
-            args[0::2] = values[start:stop]
-            args[1::2] = expire[start:stop]
-            self._rows_script(keys=keys[start:stop], args=args, client=pipe)
-        self._queue(pipe.execute)
+        for node, positions in self._key_nodes(keys):
+            pipe = (node or self._client).pipeline(transaction=False)
+            for chunk in self._script_chunks(keys, positions.tolist()):
+                args: list[Any] = [None] * (2 * len(chunk))
+                args[0::2] = [values[i] for i in chunk]
+                args[1::2] = [expire[i] for i in chunk]
+                self._rows_script(keys=[keys[i] for i in chunk], args=args, client=pipe)
+            self._queue(pipe.execute)
+
+    def _script_chunks(self, keys: list[bytes], positions: list[int]) -> list[list[int]]:
+        """The positions one script call takes: batch_rows at a time, and on a cluster only
+        keys of one slot (rows are written each on its own, so nothing needs more)."""
+        groups = [positions]
+        if self.settings.cluster:
+            groups = [[positions[i] for i in g] for g in
+                      grouped([keys[p] for p in positions]).values()]
+        return [group[start:start + self.batch_rows] for group in groups
+                for start in range(0, len(group), self.batch_rows)]
+
+    def _row_nodes(self, rows: RowBatch) -> list[tuple[redis.Redis | None, RowBatch]]:
+        """The rows each node takes: all of them for one Redis (None: the client's own)."""
+        if not isinstance(self._client, redis.RedisCluster):
+            return [(None, rows)]
+        return [(node, rows.take(positions)) for node, positions
+                in self._call(lambda: node_groups(self._client, rows.slots()))]
 
     def write_windows(self, writes: WindowWrites) -> int:
         """Queue a hop group's window keys (whole values), replacing what Redis holds for
         them, packed natively and sent as one buffer; returns the number of keys."""
         pack = hiredis.pack_command
-        commands = b"".join(pack(("SET", key, value, "PXAT", when)) for key, value, when
-                            in zip(writes.keys, writes.values, writes.expiry_ms, strict=True))
-        if commands:
-            self._queue(lambda: self._send(commands, len(writes.keys)))
+        for node, positions in self._key_nodes(writes.keys):
+            commands = b"".join(pack(("SET", writes.keys[i], writes.values[i], "PXAT",
+                                      writes.expiry_ms[i])) for i in positions)
+            self._queue(partial(self._send, commands, len(positions), node))
         return len(writes.keys)
+
+
+    def _key_nodes(self, keys: list[str], slots: np.ndarray | None = None
+                   ) -> list[tuple[redis.Redis | None, np.ndarray]]:
+        """The positions of the keys each node takes (None: the client's own Redis);
+        `slots`: the keys' slots, when known."""
+        if not isinstance(self._client, redis.RedisCluster):
+            return [(None, np.arange(len(keys)))] if keys else []
+        if slots is None:
+            slots = np.array([key_slot(k) for k in keys], np.int64)
+        return self._call(lambda: node_groups(self._client, slots))
 
     def flush(self) -> int:
         """Waits for every queued write; returns how many rows were newer and written."""
@@ -416,7 +517,8 @@ class OnlineStore:
             served += [f"active:{v.name}", storages[v.name]] if check_served else ["", ""]
         grown = self._eval_packed(self._push_script, pack_eval(
             self._push_script.sha, fenced,
-            [len(views), token, batch_id, ingested, now - APPLIED_RETENTION_US, *served], writes))
+            [len(views), token, batch_id, ingested, now - APPLIED_RETENTION_US, *served], writes),
+            fenced[0])  # every key of the push is in the project's slot (keys.py)
         if not isinstance(grown, list):
             return PUSH_RETRY, False
         if grown:
@@ -462,7 +564,9 @@ class OnlineStore:
             time.sleep(0.001 + 0.004 * random.random())
 
     def _release(self, locks: list[str], token: str) -> None:
-        with self._client.pipeline(transaction=False) as pipe:
+        if not locks:
+            return
+        with self._pipeline(locks[0]) as pipe:
             for lock in locks:
                 self._lock_script(keys=[lock], args=[token, 0], client=pipe)
             pipe.execute()
@@ -483,19 +587,30 @@ class OnlineStore:
         """One lookup (scripts, tests, parity); the server does the same over asyncio. Raises
         RegistryMoved when a flip happened since `lookup` was prepared."""
         pending = lookup.start(entities, as_of_us)
+        if self._cluster_reads is not None:
+            reads = self._cluster_reads
+            try:
+                values = self._call(lambda: reads.read(pending.keys,
+                                                       (self.project, pending.row_ranges())))
+            except KeysLost as lost:
+                pending.check_fence(lost.values)  # a flip first: the old storage may be gone
+                raise
+            return pending.finish(values, requests)
         return pending.finish(self._call(lambda: self._client.mget(pending.keys)), requests)
 
     # -- versions ------------------------------------------------------------------------
 
     def storages(self) -> dict[str, set[str]]:
-        """View -> the storages that have keys (one SCAN of the project's keys)."""
+        """View -> the storages that have keys (one SCAN of the project's keys on every
+        master)."""
         found: dict[str, set[str]] = {}
 
         def run() -> None:
-            for key in self._client.scan_iter(match=f"{self.project}:*", count=10_000):
-                parts = key.decode().split(":", 3)
-                if len(parts) == 4 and not parts[1].startswith("__"):
-                    found.setdefault(parts[1], set()).add(parts[2])
+            for node in self._masters():
+                for key in node.scan_iter(match=f"{self.project}:*", count=10_000):
+                    parts = key.decode().split(":", 3)
+                    if len(parts) == 4 and not parts[1].startswith("__"):
+                        found.setdefault(parts[1], set()).add(parts[2])
         self._call(run)
         return found
 
@@ -515,9 +630,10 @@ class OnlineStore:
             now_ms = now_us() // 1000
             listed = {s: at for s, at in registry.created(raw, view).items() if s != keep}
             todo = {s for s, at in listed.items() if at is None or at > now_ms + grace_ms}
-            count = self._expire_storages(view, keep, grace_ms) if todo else 0
+            expiring = {keep, *(set(listed) - todo)}  # kept, or expiring within the grace
+            count = self._expire_storages(view, expiring, grace_ms) if todo else 0
             at = now_us() // 1000 + grace_ms
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._pipeline(name)  # the registry, applied and fresh keys share a slot
             for storage in todo:
                 pipe.delete(applied_key(self.project, view, storage),
                             fresh_key(self.project, view, storage))
@@ -526,64 +642,86 @@ class OnlineStore:
                       if (grace_ms == 0 and s in todo) or (gone is not None and gone <= now_ms)]
             for storage in forget:  # its keys are gone
                 pipe.hdel(name, *(f"{f}:{view}:{storage}"
-                                  for f in ("materialized", "created", "reclaimed")))
+                                  for f in ("materialized", "created", "reclaimed", "token")))
             pipe.execute()
             return count
         return self._call(run)
 
-    def _expire_storages(self, view: str, keep: str | None, grace_ms: int) -> int:
-        """One SCAN of the view's keys, expiring every key outside `keep`."""
+    def _expire_storages(self, view: str, skip: set[str | None], grace_ms: int) -> int:
+        """One SCAN of the view's keys on every master, expiring every key of a storage
+        not in `skip` by one script call per node and 10,000 keys (a cluster's row storages
+        may hold many keys: a command per key costs a round trip of Python there)."""
         count = 0
-        pipe = self._client.pipeline(transaction=False)
-        for key in self._client.scan_iter(match=view_pattern(self.project, view),
-                                          count=10_000):
-            if storage_in(key.decode()) == keep:
-                continue
-            if grace_ms:
-                pipe.pexpire(key, grace_ms, lt=True)
-            else:
-                pipe.unlink(key)
-            count += 1
-            if len(pipe) >= 10_000:
-                pipe.execute()
-        pipe.execute()
+        for node in self._masters():
+            expire = node.register_script(EXPIRE)
+            todo: list[bytes] = []
+            for key in node.scan_iter(match=view_pattern(self.project, view), count=10_000):
+                if storage_in(key.decode()) not in skip:
+                    todo.append(key)
+                if len(todo) >= 10_000:
+                    count += int(expire(args=[grace_ms, *todo]))
+                    todo = []
+            if todo:
+                count += int(expire(args=[grace_ms, *todo]))
         return count
+
+    def _masters(self) -> list[redis.Redis]:
+        """A client of each master: the one Redis, or every master of the cluster."""
+        if isinstance(self._client, redis.RedisCluster):
+            return [self._client.get_redis_connection(n) for n in self._client.get_primaries()]
+        return [self._client]
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _send(self, commands: bytes | np.ndarray, count: int) -> list[Any]:
+    def _serving(self, key: str) -> redis.Redis:
+        """A client of the Redis serving `key`: the one Redis, or its cluster node."""
+        if isinstance(self._client, redis.RedisCluster):
+            return self._client.get_redis_connection(self._client.get_node_from_key(key))
+        return self._client
+
+    def _pipeline(self, key: str) -> redis.client.Pipeline:
+        """A pipeline to the Redis serving `key` (on a cluster a plain pipeline to its node:
+        redis-py's cluster pipeline refuses scripts), for commands on keys of its slot."""
+        return self._serving(key).pipeline(transaction=False)
+
+    def _send(self, commands: bytes | np.ndarray, count: int, node: redis.Redis | None = None
+              ) -> list[Any]:
         """Sends `count` packed commands that answer +OK at once and reads their replies:
-        [count] when all succeeded (redis-py costs microseconds of Python per reply)."""
-        connection = self._client.connection_pool.get_connection()
+        [count] when all succeeded (redis-py costs microseconds of Python per reply). `node`:
+        the cluster node that serves every key of them (None: the one Redis)."""
+        pool = (node or self._client).connection_pool
+        connection = pool.get_connection()
         try:
             connection.send_packed_command([commands])
             read_ok_replies(connection._sock, count)  # the socket redis-py connected
         except redis.ResponseError:
-            self._client.connection_pool.release(connection)  # every reply was read
+            pool.release(connection)  # every reply was read
             raise
         except BaseException:
             connection.disconnect()  # replies may still be in flight: never reuse it
-            self._client.connection_pool.release(connection)
+            pool.release(connection)
             raise
-        self._client.connection_pool.release(connection)
+        pool.release(connection)
         return [count]
 
-    def _eval_packed(self, script: Script, command: np.ndarray) -> Any:
-        """The reply of a script call packed as RESP bytes (EVALSHA), loading the script
-        first where Redis does not have it (a restarted Redis)."""
+    def _eval_packed(self, script: Script, command: np.ndarray, key: str) -> Any:
+        """The reply of a script call packed as RESP bytes (EVALSHA) whose keys share `key`'s
+        slot, loading the script first where Redis does not have it (a restarted Redis)."""
+        node = self._serving(key)
         try:
-            return self._send_one(command)
+            return self._send_one(node, command)
         except redis.exceptions.NoScriptError:
-            self._client.script_load(script.script)
-            return self._send_one(command)
+            node.script_load(script.script)
+            return self._send_one(node, command)
 
-    def _send_one(self, command: np.ndarray) -> Any:
+    @staticmethod
+    def _send_one(node: redis.Redis, command: np.ndarray) -> Any:
         """Sends one packed command and reads its reply, with the client's retries."""
         def run(connection: redis.Connection) -> Any:
             connection.send_packed_command([command])
             return connection.read_response()
 
-        pool = self._client.connection_pool
+        pool = node.connection_pool
         connection = pool.get_connection()
         try:
             return connection.retry.call_with_retry(lambda: run(connection),
@@ -616,7 +754,8 @@ class OnlineStore:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, ClusterDownError,
+                RedisClusterException) as exc:
             raise OnlineUnavailable(f"online store {self.settings.where} unavailable: "
                                     f"{self.settings.scrub(str(exc))}") from None
         except redis.RedisError as exc:

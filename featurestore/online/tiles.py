@@ -21,7 +21,7 @@ import numpy as np
 from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, hops, span
 from featurestore.aggregation.tiles import event_tiles
-from featurestore.online.keys import base_head, bases, window_key
+from featurestore.online.keys import bases, window_head, window_key
 from featurestore.online.row_writes import Keys
 from featurestore.online.tile_format import (
     COARSE,
@@ -81,10 +81,10 @@ class Bases:
 
     @classmethod
     def of_events(cls, project: str, view: ViewPlan, storage: str, events: Events) -> Bases:
-        head = np.frombuffer(base_head(project, view.name, storage, view.entity).encode(),
+        head = np.frombuffer(window_head(project, view.name, storage, view.entity).encode(),
                              np.uint8)
         k = Keys.of(events.keys, view.join_keys)
-        return cls(*bases(head, k.is_string, k.ints, k.starts, k.lengths, k.data))
+        return cls(*bases(head, False, k.is_string, k.ints, k.starts, k.lengths, k.data))
 
     @classmethod
     def of_strings(cls, names: list[str]) -> Bases:

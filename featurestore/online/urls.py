@@ -1,4 +1,5 @@
-"""Online store URLs: the one parser of redis://, rediss:// and unix:// URLs into the settings
+"""Online store URLs: the one parser of redis://, rediss://, unix:// and Redis Cluster
+(redis+cluster://host:port,host:port,..., rediss+cluster:// with TLS) URLs into the settings
 every Redis client here connects with (redis-py in online/store.py, the serving reader's own
 client in online/redis_async.py), so the two agree on database, credentials and TLS; and the
 password's one way out of messages (`where`, `scrub`).
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -60,6 +61,7 @@ class RedisSettings:
     password: str | None = field(default=None, repr=False)
     tls: Tls | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)  # the password as written too
+    cluster: tuple[tuple[str, int], ...] = ()  # a Redis Cluster's startup nodes (host, port)
 
     def scrub(self, text: str) -> str:
         """`text` (a Redis or socket error) with the password, decoded or as written in the
@@ -74,10 +76,17 @@ class RedisSettings:
             return ("AUTH", self.username, self.password or "")
         return ("AUTH", self.password) if self.password else None
 
+    def node(self, host: str, port: int) -> RedisSettings:
+        """The same credentials and TLS for one node of the cluster."""
+        where = f"{'rediss' if self.tls else 'redis'}://{_host(host)}:{port}"
+        return replace(self, where=where, host=host, port=port, cluster=())
+
     def redis_py(self) -> dict[str, Any]:
-        """Keyword arguments of redis.Redis for these settings."""
-        kwargs: dict[str, Any] = {"db": self.db, "username": self.username,
-                                  "password": self.password}
+        """Keyword arguments of redis.Redis (or, for a cluster, of redis.RedisCluster but
+        for its startup nodes) for these settings."""
+        kwargs: dict[str, Any] = {"username": self.username, "password": self.password}
+        if not self.cluster:
+            kwargs["db"] = self.db
         if self.path is not None:
             return kwargs | {"unix_socket_path": self.path}
         kwargs |= {"host": self.host, "port": self.port}
@@ -89,15 +98,22 @@ class RedisSettings:
         return kwargs
 
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
 def parse(url: str) -> RedisSettings:
     """The settings of redis://[[user]:password@]host[:port][/db][?options],
-    rediss://... (TLS) or unix://[[user]:password@]/socket/path[?db=N]. Raises
+    rediss://... (TLS), unix://[[user]:password@]/socket/path[?db=N], or of a Redis Cluster:
+    redis+cluster://[[user]:password@]host:port,host:port,...[?options] (any reachable
+    nodes; the client learns the others from them), rediss+cluster://... with TLS. Raises
     FeatureStoreError naming the problem, never the password."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme in CLUSTER_SCHEMES:
+        return _cluster(scheme, url)
     if scheme not in ("redis", "rediss", "unix"):
         shown = f"{scheme}://" if _OPTION_NAME.fullmatch(scheme) else "a value without scheme"
-        raise FeatureStoreError(f"online store URL must start with redis://, rediss:// or "
-                                f"unix://, got {shown}")
+        raise FeatureStoreError(f"online store URL must start with redis://, rediss://, "
+                                f"unix:// or redis+cluster://, got {shown}")
     try:
         parts = urlsplit(url)
     except ValueError:  # unbalanced [ ] around an IPv6 address
@@ -132,6 +148,33 @@ def parse(url: str) -> RedisSettings:
         host=host or "localhost", port=port or 6379, path=path, db=db or 0, username=username,
         password=password, tls=_tls(scheme, options) if scheme == "rediss" else None,
         secrets=tuple(sorted({s for s in (password, raw_password) if s}, key=len, reverse=True)))
+
+
+def _cluster(scheme: str, url: str) -> RedisSettings:
+    """A cluster URL: each node of its comma-separated list read as a one-node URL of the
+    plain scheme with the same credentials and options."""
+    rest = url.split("://", 1)[1]
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, after = rest[:end], rest[end:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not hosts or "" in hosts.split(","):
+        raise _bad(scheme, "no nodes: list them as host:port,host:port")
+    plain = CLUSTER_SCHEMES[scheme]
+    try:
+        nodes = [parse(f"{plain}://{userinfo}{at}{host}{after}") for host in hosts.split(",")]
+    except FeatureStoreError as exc:  # said of the node: say it of the cluster URL
+        raise FeatureStoreError(str(exc).replace(f"{plain}://...", f"{scheme}://...", 1)
+                                ) from None
+    if nodes[0].db:
+        raise _bad(scheme, "a Redis Cluster has only database 0")
+    shown = nodes[0].where.split("://", 1)[1].rpartition("@")
+    where = f"{scheme}://{shown[0]}{shown[1]}" + ",".join(
+        f"{_host(n.host)}:{n.port}" for n in nodes)
+    return replace(nodes[0], where=where, cluster=tuple((n.host, n.port) for n in nodes))
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _where(scheme: str, username: str | None, has_password: bool, host: str | None,

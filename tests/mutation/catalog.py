@@ -36,6 +36,7 @@ LOG = "tests/offline/test_event_log.py"
 OPERATING = "tests/serving/test_operating.py"
 SANDBOX = "tests/offline/test_sql_sandbox.py"
 REDIS_SECURITY = "tests/online/test_redis_security.py"
+CLUSTER = "tests/online/test_cluster.py"
 
 MUTATIONS: list[Mutation] = [
     # -- the point-in-time rule, offline ---------------------------------------------------
@@ -167,6 +168,22 @@ MUTATIONS: list[Mutation] = [
              "WHERE {INGESTED} IS NULL)", ")",
              "training sets count pushed events both from the log and from the last ingest",
              (LOG,)),
+    # -- Redis Cluster ----------------------------------------------------------------------
+    Mutation("cluster-marker-ignored", "featurestore/online/cluster.py",
+             "if value is None or token is None or value.decode() != token]", "if False]",
+             "rows of a cluster node that lost its data are served as NOT_FOUND",
+             (CLUSTER + "::test_a_node_that_lost_its_data_is_refused_never_read_as_missing_rows",)),
+    Mutation("cluster-marker-token-ignored", "featurestore/online/cluster.py",
+             "if value is None or token is None or value.decode() != token]",
+             "if value is None]",
+             "a view's rows lost with a node are served as NOT_FOUND once another view's "
+             "materialization wrote the markers again",
+             (CLUSTER + "::test_a_view_not_materialized_since_a_node_lost_its_data_is_refused",)),
+    Mutation("cluster-moved-not-followed", "featurestore/online/cluster.py",
+             'return message.startswith(("MOVED", "ASK", "TRYAGAIN")) or "non local key" in '
+             "message", "return False",
+             "a read of a slot that moved to another node fails instead of following it",
+             (CLUSTER + "::test_a_key_moved_to_another_node_is_still_read",)),
     # -- past reads -------------------------------------------------------------------------------
     Mutation("as-of-expired-head-served", "featurestore/online/lookup.py",
              "if any(b is None for b in blobs):", "if False:",

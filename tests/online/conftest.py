@@ -11,13 +11,13 @@ from featurestore.plan import Plan
 
 
 @pytest.fixture
-def store_for(redis_url: str) -> Iterator[Callable[[Plan], OnlineStore]]:
+def store_for(online_url: str) -> Iterator[Callable[[Plan], OnlineStore]]:
     """Opens the online store of a plan's project; every store opened is closed after the
     test."""
     opened: list[OnlineStore] = []
 
     def open_for(plan: Plan) -> OnlineStore:
-        opened.append(OnlineStore(redis_url, plan.project))
+        opened.append(OnlineStore(online_url, plan.project))
         return opened[-1]
     yield open_for
     for store in opened:

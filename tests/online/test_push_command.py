@@ -61,7 +61,8 @@ def test_window_keys_are_the_documented_ones() -> None:
     view = plan.views["spend"]
     ev = events()
     bases = entity_bases(plan.project, "spend", "v.1", view.entity,
-                         [key_text(from_arrow(ev.keys.column(k), t)) for k, t in view.join_keys])
+                         [key_text(from_arrow(ev.keys.column(k), t)) for k, t in view.join_keys],
+                         windowed=True)
     groups = writes(plan, view, "v.1")
     assert [w.group.hop_us for w in groups] == [HOUR // 2, HOUR]
     for w in groups:

@@ -163,7 +163,7 @@ def test_redis_py_reads_every_url_as_we_do(authority: Authority) -> None:
     ("redis://:Zq7s3cr3t?w0rd@h/0", "percent-encode"),
     ("redis://:Zq7s3cr3t#w0rd@h/0", "percent-encode"),
     ("redis://:{pw}@[::1/0", "the host is not a name or an address"),
-    ("htps://:{pw}@h/0", "must start with redis://, rediss:// or unix://, got htps://"),
+    ("htps://:{pw}@h/0", "must start with redis://, rediss://, unix:// or redis+cluster://, got htps://"),
     (":{pw}@h:6379", "got a value without scheme"),
 ])
 def test_bad_urls_are_refused_naming_the_problem(authority: Authority, url: str,

@@ -16,7 +16,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis_kit import free_port
+from redis_kit import both_backends, free_port, redis_client
 
 from featurestore import Aggregate, Entity, FeatureView, Field, Source
 from featurestore.aggregation.events import Events
@@ -30,12 +30,15 @@ from featurestore.errors import (
     PastReadRefused,
     RegistryMoved,
 )
+from featurestore.online.keys import active_key, push_lock_key, registry_key
 from featurestore.online.lookup import Lookup
 from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import view_window_writes
 from featurestore.plan import Plan, ViewPlan, build_plan
 from featurestore.values.columns import from_arrow
 from featurestore.values.timestamps import now_us
+
+online_url = pytest.fixture(params=["redis", "cluster"])(both_backends)
 
 HOUR = 3_600_000_000
 NOW = (now_us() // HOUR + 1) * HOUR  # a hop boundary; expiries count from the real clock
@@ -92,14 +95,14 @@ def test_the_registry_serves_what_was_activated(store_for: Callable[[Plan], Onli
 
 
 def test_a_version_the_registry_cannot_read_is_not_served(
-        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+        store_for: Callable[[Plan], OnlineStore], online_url: str) -> None:
     """An entry written by an older release (its schema in another shape) is left out, so a
     lookup asks to materialize instead of reading rows through a guessed schema."""
     plan = plan_with()
     online = store_for(plan)
     activate(online, plan.views["spend"])
-    client = redis.Redis.from_url(redis_url)
-    client.hset(f"{plan.project}:__registry", mapping={
+    client = redis_client(online_url)
+    client.hset(registry_key(plan.project), mapping={
         "active:rows": "v0", "schema:rows:v0": '{"entity": "user", "join_keys": [["user_id", "Int64"]]}'})
     client.close()
     assert set(online.served()) == {"spend"}
@@ -135,7 +138,7 @@ def test_a_row_replaces_the_stored_one_only_if_not_older(
 
 
 def test_a_fresh_storage_takes_each_entitys_row_as_written(
-        store_for: Callable[[Plan], OnlineStore]) -> None:
+        store_for: Callable[[Plan], OnlineStore], online_url: str) -> None:
     """A full materialization writes each entity once into a storage nobody else writes:
     rows go in without comparison, with the view's ttl expiry, and are counted."""
     plan = plan_with(ttl=timedelta(hours=3))
@@ -148,7 +151,7 @@ def test_a_fresh_storage_takes_each_entitys_row_as_written(
     online.activate(view, storage, NOW, len(users), None)
     assert read(online, plan, ["rows:x"], [1, 2500, 5000, 5001], NOW) == {
         "x": [0.5, 1250.0, 2500.0, None]}
-    client = redis.Redis(**online.settings.redis_py())
+    client = redis_client(online_url)
     key = next(client.scan_iter(match=f"{plan.project}:rows:*", count=10_000))
     assert 0 < client.pttl(key) <= 3 * 3_600_000 + 60_000  # ttl after the event, plus a minute
     client.close()
@@ -248,14 +251,14 @@ def test_concurrent_pushes_all_count_and_a_batch_sent_twice_at_once_counts_once(
 
 
 def test_a_push_that_lost_its_lock_writes_nothing_and_starts_over(
-        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+        store_for: Callable[[Plan], OnlineStore], online_url: str) -> None:
     """A pusher stalled past its lock's expiry, while another took the lock: its write is
     refused and it merges again from what is stored then."""
     plan = plan_with()
     online, view = store_for(plan), plan.views["spend"]
     served = activate(online, view)
-    client = redis.Redis.from_url(redis_url)
-    lock = f"{plan.project}:__pushlock:spend:{served}"
+    client = redis_client(online_url)
+    lock = push_lock_key(plan.project, "spend", served)
     calls = []
 
     def stalled(v: ViewPlan, storage: str) -> list:
@@ -300,7 +303,7 @@ def test_a_flip_waits_until_the_new_storage_holds_every_pushed_batch(
 
 
 def test_reclaim_removes_every_storage_but_the_served_one(
-        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+        store_for: Callable[[Plan], OnlineStore], online_url: str) -> None:
     old, new = plan_with(), plan_with(extra_field=True)
     old.project = new.project
     online = store_for(new)
@@ -317,7 +320,7 @@ def test_reclaim_removes_every_storage_but_the_served_one(
     online.flush()
     online.activate(v_new, s_new, NOW, 1, s_old)
     assert online.storages() == {"rows": {s_old, s_new, s_dead}}
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(online_url)
     assert online.reclaim("rows", 5_000) == 3  # within the grace, old reads still work
     assert 0 < client.pttl(f"{new.project}:rows:{s_old}:{{user|1}}") <= 5_000
     assert client.pttl(f"{new.project}:rows:{s_new}:{{user|1}}") == -1
@@ -325,20 +328,24 @@ def test_reclaim_removes_every_storage_but_the_served_one(
     assert online.storages() == {"rows": {s_new}}
     assert read(online, new, ["rows:x", "rows:y"], [1, 2], NOW) == {"x": [3.0, None],
                                                                      "y": [5, None]}
-    assert all(f":{s_old}".encode() not in k for k in client.hkeys(f"{new.project}:__registry"))
+    assert all(f":{s_old}".encode() not in k for k in client.hkeys(registry_key(new.project)))
     client.close()
 
 
 def test_reclaim_scans_only_while_a_storage_may_still_hold_keys(
-        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+        store_for: Callable[[Plan], OnlineStore], online_url: str) -> None:
     """A superseded storage is scanned for once: later reclaims (every materialization
     starts and ends with one) scan nothing, and forget it once its grace has passed."""
     plan = plan_with()
     online, view = store_for(plan), plan.views["rows"]
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(online_url)
 
     def scans() -> int:
-        return int(client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))
+        if isinstance(client, redis.RedisCluster):
+            per_node = client.info("commandstats", target_nodes=client.PRIMARIES).values()
+        else:
+            per_node = [client.info("commandstats")]
+        return sum(int(s.get("cmdstat_scan", {}).get("calls", 0)) for s in per_node)
 
     before = scans()
     assert online.reclaim("rows", 0) == 0  # nothing written yet
@@ -361,13 +368,13 @@ def test_reclaim_scans_only_while_a_storage_may_still_hold_keys(
     assert client.keys(f"{plan.project}:rows:{first}:*") == []
     assert online.reclaim("rows", 0) == 0
     assert scans() == before
-    assert [k for k in client.hkeys(f"{plan.project}:__registry") if first.encode() in k] == []
+    assert [k for k in client.hkeys(registry_key(plan.project)) if first.encode() in k] == []
     assert read(online, plan, ["rows:x"], [1, 2], NOW) == {"x": [3.0, None]}
     client.close()
 
 
 def test_a_read_prepared_before_a_flip_or_a_data_loss_is_refused(
-        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+        store_for: Callable[[Plan], OnlineStore], online_url: str) -> None:
     """The fence read with the keys: a lookup of a storage that is no longer served raises
     RegistryMoved (a new lookup reads the new storage), and one against a Redis that lost
     the project's keys raises OnlineDataLost, never NOT_FOUND values."""
@@ -386,8 +393,9 @@ def test_a_read_prepared_before_a_flip_or_a_data_loss_is_refused(
         online.read(stale, users, {}, NOW)
     assert read(online, plan, ["rows:x"], [1], NOW) == {"x": [2.0]}
     fresh = Lookup(plan.project, plan, plan.select(features=["rows:x"]), online.served())
-    client = redis.Redis.from_url(redis_url)
-    client.delete(*client.keys(f"{plan.project}:*"))
+    client = redis_client(online_url)
+    client.delete(registry_key(plan.project), active_key(plan.project, "rows"),
+                  *client.keys(f"{plan.project}:*"))
     client.close()
     with pytest.raises(OnlineDataLost, match="run `featurestore materialize`"):
         online.read(fresh, users, {}, NOW)
@@ -415,7 +423,7 @@ def test_a_windowed_read_before_what_the_tiles_hold_is_refused(
 
 
 def test_a_past_read_that_may_meet_an_expired_key_is_refused(
-        store_for: Callable[[Plan], OnlineStore], redis_url: str) -> None:
+        store_for: Callable[[Plan], OnlineStore], online_url: str) -> None:
     """With a ttl, Redis expires keys: a missing key at a past as_of may be a row that was
     inside the ttl then. Once the storage is older than its ttl, such a read is refused; reads
     as of the last minute, or finding every key, are answered."""
@@ -428,8 +436,8 @@ def test_a_past_read_that_may_meet_an_expired_key_is_refused(
     online.activate(view, storage, now, 1, None)
     past = now - 300_000_000
     assert read(online, plan, ["rows:x"], [1, 2], past) == {"x": [7.0, None]}  # storage new
-    client = redis.Redis.from_url(redis_url)
-    client.hset(f"{plan.project}:__registry", f"created:rows:{storage}",
+    client = redis_client(online_url)
+    client.hset(registry_key(plan.project), f"created:rows:{storage}",
                 now - 2 * 86_400_000_000)  # as if written two days ago
     client.close()
     with pytest.raises(PastReadRefused, match=r"'rows'.*some of these entities have no key"):

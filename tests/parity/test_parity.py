@@ -18,11 +18,10 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis_kit import online_of
+from redis_kit import both_backends, online_of, redis_client
 from serving_kit import Server, start_server, stop_server
 
 from featurestore import Client, FeatureStore
-from featurestore.online.keys import registry_key
 from featurestore.online.lookup import Lookup
 from featurestore.values.columns import from_arrow, to_arrow
 from featurestore.values.status import STATUS_NAMES
@@ -32,6 +31,8 @@ TYPES = ["Int64", "Float64", "Bool", "String", "Timestamp"]
 POLARS = {"Int64": pl.Int64, "Float64": pl.Float64, "Bool": pl.Boolean, "String": pl.String,
           "Timestamp": pl.Datetime("us", "UTC")}
 _projects = itertools.count()
+# Against one Redis and a 3-master Redis Cluster alike (redis_kit.both_backends).
+online_url = pytest.fixture(scope="module", params=["redis", "cluster"])(both_backends)
 
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
     [-0.0, 0.0, 5e-324, -5e-324, float("nan"), float("inf"), float("-inf"), 1.7976931348623157e308])
@@ -82,10 +83,10 @@ def scenarios(draw: st.DrawFn, schema: dict[str, Any] | None = None) -> dict[str
             "rows": rows, "times": times}
 
 
-def write_repo(root: Path, sc: dict[str, Any], redis_url: str) -> None:
+def write_repo(root: Path, sc: dict[str, Any], online_url: str) -> None:
     (root / "data").mkdir(parents=True, exist_ok=True)
     project = f"parity{next(_projects)}"
-    (root / "featurestore.yaml").write_text(f"project: {project}\nonline_store: {redis_url}\n")
+    (root / "featurestore.yaml").write_text(f"project: {project}\nonline_store: {online_url}\n")
     write_data(root, sc)
 
     keys = ", ".join(f'"{k}": {t}' for k, t in sc["keys"].items())
@@ -159,13 +160,13 @@ def assert_same(offline: pl.DataFrame, served: dict[str, tuple[pl.Series, np.nda
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(sc=scenarios())
-def test_online_equals_offline(sc: dict[str, Any], redis_url: str,
+def test_online_equals_offline(sc: dict[str, Any], online_url: str,
                                tmp_path_factory: pytest.TempPathFactory) -> None:
     root = tmp_path_factory.mktemp("parity")
-    write_repo(root, sc, redis_url)
+    write_repo(root, sc, online_url)
     store = FeatureStore(root)
     store.apply()
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(online_url)
     entities = entity_frame(sc)
     for minute in sc["times"]:
         as_of = BASE + timedelta(minutes=minute)
@@ -177,14 +178,14 @@ def test_online_equals_offline(sc: dict[str, Any], redis_url: str,
 
 
 @pytest.fixture(scope="module", params=["visibility", "tie_break"])
-def served(request: pytest.FixtureRequest, redis_url: str,
+def served(request: pytest.FixtureRequest, online_url: str,
            tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[FeatureStore, Server, dict[str, Any]]]:
     """One repo of the FIXED schema (with each created role) behind a real `featurestore
     serve`; examples swap its data."""
     schema = {**FIXED, "created": request.param}
     root = tmp_path_factory.mktemp("parity-grpc")
-    write_repo(root, {**schema, "rows": [], "times": []}, redis_url)
+    write_repo(root, {**schema, "rows": [], "times": []}, online_url)
     store = FeatureStore(root)
     store.apply()
     store.materialize(end=BASE)
@@ -193,21 +194,22 @@ def served(request: pytest.FixtureRequest, redis_url: str,
     stop_server(server)
 
 
+# One Redis only: tests/serving/test_cluster_serving.py checks gRPC values against training
+# sets on the cluster, and test_online_equals_offline this module's scenarios (suite time).
+@pytest.mark.parametrize("online_url", ["redis"], indirect=True)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(data=st.data())
 def test_served_over_grpc_equals_offline(data: st.DataObject,
                                          served: tuple[FeatureStore, Server, dict[str, Any]],
-                                         redis_url: str) -> None:
+                                         online_url: str) -> None:
     store, server, schema = served
     sc = data.draw(scenarios(schema))
     write_data(store.config.root, sc)
     store.backfill()
-    client = redis.Redis.from_url(redis_url)
-    registry = registry_key(store.plan.project)
-    for key in client.scan_iter(f"{store.plan.project}:*"):
-        if key.decode() != registry:  # rows of the previous example; the versions stay served
-            client.delete(key)
+    client = redis_client(online_url)
+    for key in client.scan_iter(f"{store.plan.project}:v:*{{e|*}}"):
+        client.delete(key)  # rows of the previous example; the versions stay served
     entities = entity_frame(sc)
     with Client(server.target) as grpc_client:
         for minute in sc["times"]:

@@ -34,7 +34,7 @@ from push_kit import (
     tx_events,
     write_repo,
 )
-from redis_kit import online_of
+from redis_kit import online_of, redis_client
 from serving_kit import Server, cli, start_server, stop_server
 
 from featurestore import Client, FeatureStore, FeatureStoreError
@@ -63,7 +63,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[En
     `activity` not, and one server for the whole module. Each test pushes its own users."""
     root = tmp_path_factory.mktemp("push")
     project = f"push{os.getpid()}{root.name.replace('-', '_')}"
-    r = redis.Redis.from_url(redis_url)
+    r = redis_client(redis_url)
     drop_project(r, project)
     t0 = now_us()
     store = write_repo(root, project, redis_url, tx_events([
@@ -425,7 +425,7 @@ def test_a_batch_id_ending_another_is_a_batch_of_its_own(env: Env) -> None:
 
 def scratch(root: Path, redis_url: str, history: pl.DataFrame) -> tuple[FeatureStore, redis.Redis]:
     project = f"pushscratch{os.getpid()}{root.name.replace('-', '_')}"
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     drop_project(client, project)
     return write_repo(root, project, redis_url, history), client
 
