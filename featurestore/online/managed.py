@@ -24,7 +24,7 @@ from featurestore.errors import FeatureStoreError
 
 STOP_TIMEOUT_S = 30.0  # SHUTDOWN fsyncs the append-only file, which a large store takes a while
 # A unix socket's path must fit in 108 bytes (with its final NUL) on Linux, 104 elsewhere.
-SOCKET_PATH_MAX = 100
+SOCKET_PATH_MAX = 103
 
 
 @dataclass(frozen=True)

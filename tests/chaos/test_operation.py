@@ -161,8 +161,7 @@ def test_lost_online_data_is_refused_not_served(env: Env) -> None:
     """Observation 4: with the project's keys gone (Redis restarted without its data), no
     request is answered with values; health goes NOT_SERVING and comes back by itself after
     a materialization."""
-    for key in env.redis.scan_iter(match=f"{env.project}:*"):
-        env.redis.delete(key)
+    drop_project(env.redis, env.project)
     with Client(env.server.target) as client:
         with pytest.raises(ServingError) as caught:
             client.get_online_features(service=SERVICE, entities={"user_id": [1, 2]})

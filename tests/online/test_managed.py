@@ -15,7 +15,7 @@ import redis
 from repo_kit import T0, write_repo
 from serving_kit import cli
 
-from featurestore.online.managed import ManagedRedis
+from featurestore.online.managed import ManagedRedis, socket_path
 
 # An empty FEATURESTORE_REDIS_URL leaves the repo's own `online_store: managed` in force.
 MANAGED = {"FEATURESTORE_REDIS_URL": ""}
@@ -60,7 +60,7 @@ def test_status_start_and_stop(repo: Path) -> None:
     assert is_redis_server(pid)
     shown = status(repo)
     assert shown["state"] == "running" and shown["pid"] == str(pid)
-    assert shown["socket"] == str(data_dir / "redis.sock")
+    assert shown["socket"] == str(ManagedRedis(repo).socket)
     assert shown["data dir"].startswith(f"{data_dir} (")
     assert re.fullmatch(r"[\d.]+[KMG]? used", shown["memory"]) and shown["keys"] == "0"
 
@@ -127,6 +127,8 @@ def test_a_repo_with_a_redis_url_has_no_managed_server(tmp_path: Path, command: 
 def test_a_repo_too_deep_for_a_unix_socket_path_gets_a_short_one(tmp_path: Path) -> None:
     """A socket path must fit in 108 bytes: a deep repo's managed redis-server listens in this
     user's private temp folder instead, and every command of the repo finds it there."""
+    short = Path("/srv/repo/.featurestore/redis")
+    assert socket_path(short) == short / "redis.sock"
     root = write_repo(tmp_path / ("deep" * 25) / "repo")
     assert len(str(root / ".featurestore" / "redis" / "redis.sock")) > 108
     try:
