@@ -511,24 +511,26 @@ Views = Annotated[list[str] | None, typer.Option("--view", help="only this view 
 def materialize(repo: Repo = Path("feature_repo"), end: End = None,
                 start: Annotated[str | None, typer.Option(
                     help="only entities whose value became visible after this ISO time")] = None,
-                view: Views = None) -> None:
+                view: Views = None, engine: Engine = None) -> None:
     """Write online views' latest values as of --end to the online store (Redis)."""
+    _check_engine(engine)
     store = _store(repo)
     until, since = _guard(lambda: (_time(end, "--end"), _time(start, "--start")))
     _start_managed(store, repo)
     _print_materialized(_guard(lambda: store.materialize(end=until, start=since,
-                                                         views=view or None)))
+                                                         views=view or None, engine=engine)))
 
 
 @app.command("materialize-incremental")
 def materialize_incremental(repo: Repo = Path("feature_repo"), end: End = None,
-                            view: Views = None) -> None:
+                            view: Views = None, engine: Engine = None) -> None:
     """Materialize what became visible since each view's last materialization ended."""
+    _check_engine(engine)
     store = _store(repo)
     until = _guard(lambda: _time(end, "--end"))
     _start_managed(store, repo)
     _print_materialized(_guard(lambda: store.materialize(end=until, views=view or None,
-                                                         incremental=True)))
+                                                         incremental=True, engine=engine)))
 
 
 def _start_managed(store: FeatureStore, repo: Path) -> None:

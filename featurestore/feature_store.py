@@ -134,16 +134,19 @@ class FeatureStore:
         return url
 
     def materialize(self, end: datetime | None = None, start: datetime | None = None,
-                    views: list[str] | None = None, incremental: bool = False
-                    ) -> list[Materialized]:
+                    views: list[str] | None = None, incremental: bool = False,
+                    engine: str | None = None) -> list[Materialized]:
         """Write each online view's latest values as of `end` (default now) to Redis. With
         `start`, only entities whose value became visible after it; `incremental=True` starts
-        where the last materialization of the same version ended."""
+        where the last materialization of the same version ended. `engine` ('duckdb' or
+        'spark') overrides the repo's offline_engine: with Spark, the plain views' rows come
+        from the Spark feature tables, written by the executors."""
         end_us = to_micros(end) if end is not None else now_us()
+        spark = self.spark if self._engine(engine) == "spark" else None
         with self.online() as online:
             return materialize(self.plan, self.offline, online, end_us,
                                to_micros(start) if start is not None else None, views,
-                               incremental, self.reporter)
+                               incremental, self.reporter, spark)
 
     def online(self) -> OnlineStore:
         """The repo's online store (close it, or use it in a `with` block)."""

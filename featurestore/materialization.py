@@ -7,7 +7,12 @@ new storage (a generation of the view's version) that nothing reads, replays int
 pushed batch it does not hold, and flips the registry to it in one atomic step that fails
 while the served storage holds a batch the new one misses (then it replays again). A crash at any point
 leaves the served storage as it was; the superseded one expires after RECLAIM_GRACE_MS, and
-what a killed run left is removed by the next run."""
+what a killed run left is removed by the next run.
+
+With the Spark engine, a row view's latest rows come from its Spark feature table and the
+executors write them, each partition over its own connection with the same packing; the
+driver keeps the locks, the new storage and the flip. Windowed views' tiles are built from
+the DuckDB store's events either way."""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ import pyarrow as pa
 from featurestore import push
 from featurestore.errors import FeatureStoreError
 from featurestore.offline import OfflineStore, event_log
+from featurestore.offline.spark import SparkOffline
+from featurestore.offline.spark.feature_tables import with_values
 from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import WindowWrites, groups, view_window_writes
 from featurestore.plan import Plan, ViewPlan
@@ -49,7 +56,9 @@ class Materialized:
 
 def materialize(plan: Plan, offline: OfflineStore, online: OnlineStore, end_us: int,
                 start_us: int | None, views: list[str] | None, incremental: bool,
-                reporter: Reporter = QUIET) -> list[Materialized]:
+                reporter: Reporter = QUIET, spark: SparkOffline | None = None
+                ) -> list[Materialized]:
+    """`spark`: the row views' rows are read and written by Spark (module docstring)."""
     names = list(dict.fromkeys(views or [v.name for v in plan.views.values() if v.online]))
     unknown = [n for n in names if n not in plan.views]
     if unknown:
@@ -59,9 +68,10 @@ def materialize(plan: Plan, offline: OfflineStore, online: OnlineStore, end_us: 
         with offline.session(), ExitStack() as held:
             for name in names:  # all first: the next view's rows are read while this one's write
                 held.enter_context(online.lock(name))
-            reader = held.enter_context(_RowReader(
-                [_Query(plan, offline, online, plan.views[n], end_us, start_us, incremental)
-                 for n in names if not plan.views[n].windowed]))
+            queries = [_Query(plan, offline, online, plan.views[n], end_us, start_us,
+                              incremental) for n in names if not plan.views[n].windowed]
+            reader = held.enter_context(_SparkRows(spark, queries) if spark
+                                        else _RowReader(queries))
             for name in names:
                 done.append(_materialize_view(plan, offline, online, plan.views[name], end_us,
                                               reader, reporter))
@@ -121,9 +131,15 @@ class _RowReader:
     def start(self, view: str) -> int | None:
         return self._next(view)  # type: ignore[no-any-return]
 
-    def batches(self, view: str) -> Iterator[pa.RecordBatch]:
-        while (batch := self._next(view)) is not _DONE:
-            yield batch
+    def write(self, online: OnlineStore, view: ViewPlan, storage: str, fresh: bool,
+              step: Reporter) -> tuple[int, int]:
+        """Writes the view's rows into the storage: (rows, rows written)."""
+        rows = 0
+        while (batch := self._next(view.name)) is not _DONE:
+            online.write_rows(view, storage, batch, fresh=fresh)
+            rows += batch.num_rows
+            step.advance(f"materializing {view.name}: {rows} rows")
+        return rows, online.flush()
 
     def _next(self, view: str) -> Any:
         item = self._queues[view].get()
@@ -161,8 +177,50 @@ class _RowReader:
 _DONE = object()
 
 
+class _SparkRows:
+    """The row views' rows as _RowReader gives them, read from the Spark feature tables and
+    written by the executors: each partition's batches go through OnlineStore.write_rows on
+    a connection of its own (to one Redis or a Redis Cluster), in parallel."""
+
+    def __init__(self, spark: SparkOffline, queries: list[_Query]):
+        self._spark, self._queries = spark, {q.view.name: q for q in queries}
+        self._starts: dict[str, int | None] = {}
+
+    def __enter__(self) -> _SparkRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def start(self, view: str) -> int | None:
+        self._starts[view] = self._queries[view].start()
+        return self._starts[view]
+
+    def write(self, online: OnlineStore, view: ViewPlan, storage: str, fresh: bool,
+              step: Reporter) -> tuple[int, int]:
+        query = self._queries[view.name]
+        url, project = online.url, online.project
+
+        def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            rows = 0
+            with OnlineStore(url, project) as mine:
+                for batch in batches:
+                    mine.write_rows(view, storage, with_values(batch, view), fresh=fresh)
+                    rows += batch.num_rows
+                written = mine.flush()
+            yield pa.RecordBatch.from_pydict({"rows": [rows], "written": [written]})
+
+        frame = self._spark.latest_rows(query.plan, view.name, query.end_us,
+                                        self._starts[view.name])
+        done = frame.mapInArrow(run, "rows BIGINT, written BIGINT").toArrow()
+        rows, written = (sum(done.column(c).to_pylist()) for c in ("rows", "written"))
+        step.advance(f"materializing {view.name}: {rows} rows (Spark)")
+        return rows, written
+
+
 def _materialize_view(plan: Plan, offline: OfflineStore, online: OnlineStore, view: ViewPlan,
-                      end_us: int, reader: _RowReader, reporter: Reporter) -> Materialized:
+                      end_us: int, reader: _RowReader | _SparkRows, reporter: Reporter
+                      ) -> Materialized:
     online.reclaim(view.name, RECLAIM_GRACE_MS)  # what killed runs left (reads may be on it)
     served = online.served().get(view.name)
     start = None if view.windowed else reader.start(view.name)
@@ -177,12 +235,7 @@ def _materialize_view(plan: Plan, offline: OfflineStore, online: OnlineStore, vi
             rows = _write_tiles(plan, offline, online, view, storage, end_us, step)
             written = rows
         else:
-            rows = 0
-            for batch in reader.batches(view.name):
-                online.write_rows(view, storage, batch, fresh=storage != expected)
-                rows += batch.num_rows
-                step.advance(f"materializing {view.name}: {rows} rows")
-            written = online.flush()
+            rows, written = reader.write(online, view, storage, storage != expected, step)
     while online.activate(view, storage, end_us, rows, expected):  # pushes came meanwhile
         _replay(plan, offline, online, view, storage)
     online.reclaim(view.name, RECLAIM_GRACE_MS)

@@ -241,7 +241,7 @@ class OnlineStore:
     def __init__(self, url: str, project: str, timeout: float | None = None,
                  batch_rows: int = 2000, in_flight: int = 2):
         self.project, self.batch_rows = project, batch_rows
-        self.settings = parse(url)
+        self.url, self.settings = url, parse(url)  # the URL: for Spark's executors
         # Three retries within 0.7 s: a blip is absorbed, while a stopped Redis, a wrong
         # password or an untrusted certificate is reported at once (redis-py 6+'s default
         # backoff took 3 to 8 s to say so; redis-py 5 did not retry at all).

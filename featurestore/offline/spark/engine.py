@@ -1,5 +1,6 @@
-"""The Spark engine's operations: backfill (rebuild feature tables from the sources' files)
-and training sets, each a Spark job; the driver only plans them and assembles the result."""
+"""The Spark engine's operations: backfill (rebuild feature tables from the sources' files),
+training sets, and the latest rows materialization writes online, each a Spark job; the
+driver only plans them and assembles the result."""
 
 from __future__ import annotations
 
@@ -69,6 +70,13 @@ class SparkOffline:
             self.spark, plan, self.tables, selection.views, frame,
             lambda view: self._events(plan, view))
         return assemble(plan, selection, labels, table, prepared, joined, windowed, statuses)
+
+    def latest_rows(self, plan: Plan, view: str, end_us: int, start_us: int | None
+                    ) -> DataFrame:
+        """A plain view's winner per entity as of `end` from its Spark feature table, for
+        materialization (feature_tables.latest_at)."""
+        table = training.feature_table(self.spark, self.tables, plan.views[view])
+        return feature_tables.latest_at(table, plan.views[view], end_us, start_us)
 
     def _rows(self, plan: Plan, source: str) -> DataFrame:
         return source_rows(self.spark, plan, plan.sources[source], self.root)

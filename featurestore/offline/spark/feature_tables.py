@@ -5,7 +5,7 @@ the canonical one, and a NaN's sign and payload are bits like any other."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -34,9 +34,38 @@ def to_bits(array: pa.Array, dtype: DType) -> pa.Array:
     return array.view(pa.int64()) if dtype is Float64 else array
 
 
-def from_bits(column: pa.ChunkedArray, dtype: DType) -> pa.Array | pa.ChunkedArray:
+def from_bits(column: pa.Array | pa.ChunkedArray, dtype: DType) -> pa.Array | pa.ChunkedArray:
     """A column read from a Spark feature table as its feature type's values."""
-    return column.combine_chunks().view(pa.float64()) if dtype is Float64 else column
+    if dtype is not Float64:
+        return column
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return array.view(pa.float64())
+
+
+def with_values(batch: pa.RecordBatch, view: ViewPlan) -> pa.RecordBatch:
+    """A batch of a plain view's feature table with its features as their types' values."""
+    return _converted(batch, dict(view.features), from_bits)
+
+
+def _converted(batch: pa.RecordBatch, dtypes: dict[str, DType],
+               convert: Callable[[pa.Array, DType], pa.Array]) -> pa.RecordBatch:
+    """The batch with each column named in `dtypes` converted."""
+    return pa.RecordBatch.from_arrays(
+        [convert(batch.column(i), dtypes[n]) if n in dtypes else batch.column(i)
+         for i, n in enumerate(batch.schema.names)], names=batch.schema.names)
+
+
+def latest_at(table: DataFrame, view: ViewPlan, end_us: int, start_us: int | None
+              ) -> DataFrame:
+    """Each entity's winner as of `end` (what materialization writes online), as the DuckDB
+    engine's latest_sql has it: with `start`, only entities whose winner became visible after
+    it. Float64 features stay bits (with_values turns them back)."""
+    keys = [quote(k) for k, _ in view.join_keys]
+    ranked = table.where(f"__vis <= timestamp_micros({end_us})").selectExpr(
+        "*", f"row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY __vis DESC) AS __rank")
+    since = f" AND __vis > timestamp_micros({start_us})" if start_us is not None else ""
+    return ranked.where(f"__rank = 1{since}").selectExpr(
+        *keys, "__event_ts", "__created", "__seq", *(quote(f) for f, _ in view.features))
 
 
 def _float_bits(frame: DataFrame, view: ViewPlan) -> DataFrame:
@@ -49,9 +78,7 @@ def _float_bits(frame: DataFrame, view: ViewPlan) -> DataFrame:
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            yield pa.RecordBatch.from_arrays(
-                [to_bits(batch.column(i), dtypes[n]) if n in dtypes else batch.column(i)
-                 for i, n in enumerate(batch.schema.names)], names=batch.schema.names)
+            yield _converted(batch, dtypes, to_bits)
 
     return frame.mapInArrow(run, schema)
 
