@@ -3,7 +3,7 @@ the errors that name the key and the fix."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,9 @@ def test_engine_argument_is_checked(tmp_path: Path) -> None:
 
 
 def test_cli_names_the_bad_engine(tmp_path: Path) -> None:
-    proc = cli("backfill", "--engine", "dask", "--repo", write_repo(tmp_path), expect=1)
-    assert "--engine must be one of duckdb, spark, got 'dask'" in proc.stderr + proc.stdout
+    for command in ("backfill", "materialize"):
+        proc = cli(command, "--engine", "dask", "--repo", write_repo(tmp_path), expect=1)
+        assert "--engine must be one of duckdb, spark, got 'dask'" in proc.stderr + proc.stdout
 
 
 def test_spark_training_set_needs_a_spark_backfill(tmp_path: Path, spark: Any) -> None:
@@ -63,3 +64,38 @@ def test_spark_training_set_needs_a_spark_backfill(tmp_path: Path, spark: Any) -
     assert got["age"].to_list() == [30, 40, None]
     assert got["age__status"].to_list() == ["PRESENT", "PRESENT", "NOT_FOUND"]
     assert got["amount_to_limit"].to_list() == [0.01, 0.04, None]
+
+
+def test_spark_materialize_needs_a_spark_backfill(tmp_path: Path, spark: Any, redis_url: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before any flip: the served storage stays the one the DuckDB engine wrote;
+    after a Spark backfill the Spark engine's materialization is served."""
+    monkeypatch.setenv("FEATURESTORE_REDIS_URL", redis_url)
+    root = write_repo(tmp_path, project=f"sparkmat{tmp_path.name[-12:].replace('-', '_')}")
+    store = FeatureStore(root)
+    store.apply()
+    asked = ["materialize", "--repo", str(root), "--view", "user_profile", "--end",
+             "2024-01-05", "--engine"]
+    assert CliRunner().invoke(app, [*asked, "duckdb"]).exit_code == 0
+    with store.online() as online:
+        before = online.served()["user_profile"].storage
+    expected = read(store)
+    assert expected["age"][:2] == [31, 40], expected
+    refused = CliRunner().invoke(app, [*asked, "spark"])
+    assert refused.exit_code == 1 and "backfill --engine spark" in refused.output
+    with store.online() as online:
+        assert online.served()["user_profile"].storage == before
+    assert CliRunner().invoke(app, ["backfill", "--repo", str(root), "--engine",
+                                    "spark"]).exit_code == 0
+    done = CliRunner().invoke(app, [*asked, "spark"])
+    assert done.exit_code == 0, done.output
+    with store.online() as online:
+        assert online.served()["user_profile"].storage != before
+    assert read(store) == expected
+
+
+def read(store: FeatureStore) -> dict[str, list[Any]]:
+    return store.get_online_features(
+        features=["user_profile:age", "user_profile:country", "user_profile:credit_limit"],
+        entities={"user_id": [1, 2, 3]}, as_of=datetime(2024, 1, 5, tzinfo=UTC)
+    ).to_dict(statuses=True)
