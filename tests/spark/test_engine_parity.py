@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import redis
+from redis_kit import redis_client
 
 from featurestore import FeatureStore
 from featurestore.offline import event_log
@@ -247,7 +247,7 @@ def test_training_sets_are_identical(repo: tuple[FeatureStore, pl.DataFrame]) ->
 def stored_rows(url: str, store: FeatureStore, views: list[str]) -> dict[str, tuple[bytes, bool]]:
     """Every row key of the views' served storages (named without the storage), its bytes
     and whether it expires."""
-    client = redis.Redis.from_url(url)
+    client = redis_client(url)
     try:
         with store.online() as online:
             served = online.served()
@@ -261,19 +261,22 @@ def stored_rows(url: str, store: FeatureStore, views: list[str]) -> dict[str, tu
         client.close()
 
 
+@pytest.mark.parametrize("spark_online", ["redis", "cluster"])
 def test_materialized_rows_are_identical(repo: tuple[FeatureStore, pl.DataFrame], redis_url: str,
+                                         spark_online: str, request: pytest.FixtureRequest,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both engines write the plain views online byte for byte: a full materialization at a
-    time inside the data (rows visible later are left out), then an update from that time on
-    (only entities whose winner changed since, written if newer)."""
+    """Both engines write the plain views online byte for byte (the Spark engine's executors
+    into one Redis, then into a Redis Cluster): a full materialization at a time inside the
+    data (rows visible later are left out), then an update from that time on (only entities
+    whose winner changed since, written if newer)."""
     store, _ = repo
     views = [v.name for v in store.plan.views.values() if not v.windowed]
     first, then = (datetime.fromtimestamp((BASE + k * STEP) / 1e6, UTC) for k in (25, 70))
+    base = redis_url.rsplit("/", 1)[0]
+    targets = {"redis": f"{base}/2", "cluster": request.getfixturevalue("cluster_url")}
     got = {}
-    for db, engine in [(1, "duckdb"), (2, "spark")]:
-        url = redis_url.rsplit("/", 1)[0] + f"/{db}"
+    for url, engine in [(f"{base}/1", "duckdb"), (targets[spark_online], "spark")]:
         monkeypatch.setenv("FEATURESTORE_REDIS_URL", url)
-        redis.Redis.from_url(url).flushdb()
         full = store.materialize(end=first, views=views, engine=engine)
         before = stored_rows(url, store, views)
         more = store.materialize(end=then, start=first, views=views, engine=engine)
