@@ -193,7 +193,9 @@ class _SparkRows:
         pass
 
     def start(self, view: str) -> int | None:
-        self._starts[view] = self._queries[view].start()
+        query = self._queries[view]
+        query.offline.check_applied(query.plan)  # as the DuckDB store's reads do
+        self._starts[view] = query.start()
         return self._starts[view]
 
     def write(self, online: OnlineStore, view: ViewPlan, storage: str, fresh: bool,

@@ -169,6 +169,11 @@ class OfflineStore:
                 [view, plan.views[view].version]).fetchone()
             return row[0] if row else None
 
+    def check_applied(self, plan: Plan) -> None:
+        """Refuses definitions that differ from the registry (run `featurestore apply`)."""
+        with self._reading() as con:
+            self._check_applied(con, plan)
+
     def _check_applied(self, con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         d = registry.diff(plan, registry.active_versions(con))
         if not d.empty:

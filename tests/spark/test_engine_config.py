@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from repo_kit import T0, write_repo
+from repo_kit import PROFILE_DEFS, T0, write_repo
 from serving_kit import cli
 from typer.testing import CliRunner
 
@@ -92,6 +92,9 @@ def test_spark_materialize_needs_a_spark_backfill(tmp_path: Path, spark: Any, re
     with store.online() as online:
         assert online.served()["user_profile"].storage != before
     assert read(store) == expected
+    (root / "features.py").write_text(PROFILE_DEFS.replace("days=10", "days=12"))
+    unapplied = CliRunner().invoke(app, [*asked, "spark"])
+    assert unapplied.exit_code == 1 and "differ from the registry" in unapplied.output
 
 
 def read(store: FeatureStore) -> dict[str, list[Any]]:
