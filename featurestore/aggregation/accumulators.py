@@ -89,7 +89,7 @@ def finish(spec, a, s, r, out_i, out_f, valid):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def sweep_kind(spec, a):  # type: ignore[no-untyped-def]
-    """How the backfill sweep slides aggregation a's window (unit.SUBTRACT, QUEUE, DIRECT)."""
+    """How the backfill sweep slides aggregation a's window (unit.SUBTRACT, QUEUE, SET, DIRECT)."""
     f = spec[a, FUNC]
     kind = 0
     for coded in literal_unroll(_CODED):

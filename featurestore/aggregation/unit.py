@@ -18,7 +18,9 @@ The kernels, all Numba-jitted with these signatures (`flt`: the input column is 
 
 and, as plain ints, indexed by `flt`: `widths`, the slots of the state, and `inputs`, how the
 column is encoded (KEYS, FLOATS or HASHES). `sweep` says how the backfill sweep slides a window:
-SUBTRACT (add entering, remove leaving events), QUEUE (a monotonic queue of best events) or
+SUBTRACT (add entering, remove leaving events), QUEUE (a monotonic queue of best events), SET
+(for a state that depends only on the set of distinct int64 inputs, so adding an input twice
+changes nothing: add the inputs new to the window, rebuild from those left when one leaves) or
 DIRECT (re-read the window at every step)."""
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, NamedTuple
 import numba
 
 KEYS, FLOATS, HASHES = range(3)
-SUBTRACT, QUEUE, DIRECT = range(3)
+SUBTRACT, QUEUE, DIRECT, SET = range(4)
 Kernel = Callable[..., Any]  # a Numba dispatcher
 
 

@@ -7,7 +7,7 @@ import numba
 import numpy as np
 
 from featurestore.aggregation.events import lower_bound
-from featurestore.aggregation.unit import DIRECT, HASHES, Unit, no_better, no_normalize, no_remove
+from featurestore.aggregation.unit import HASHES, SET, Unit, no_better, no_normalize, no_remove
 
 EXACT_SET = 32
 HLL_REGISTERS = 256
@@ -106,4 +106,4 @@ def finish(s, off, flt):  # type: ignore[no-untyped-def]
 
 
 UNIT = Unit(add, no_remove, merge, no_normalize, finish, no_better,
-            widths=(1 + EXACT_SET, 1 + EXACT_SET), inputs=(HASHES, HASHES), sweep=DIRECT)
+            widths=(1 + EXACT_SET, 1 + EXACT_SET), inputs=(HASHES, HASHES), sweep=SET)
