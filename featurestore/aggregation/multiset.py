@@ -1,6 +1,6 @@
 """The int64 inputs in a sliding window, each counted, for the sweep of SET units (whose state
 depends only on the set of distinct inputs): which inputs are in the window at least once, and
-one event that carries each, so that the state can be rebuilt from them when one leaves.
+one event that carries each, so that a state that cannot lose an input can be rebuilt.
 
 A multiset is (slots, live): slots[j] = (input, count, position in live, event) with count -1
 for an empty slot, open-addressed; live[0] is how many inputs are in the window, live[1:]

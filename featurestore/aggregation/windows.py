@@ -144,9 +144,9 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
     same values as `evaluate`, found by sliding each window over the events instead of
     re-reading it, as each unit's `sweep` says: sums and counts add entering and subtract
     leaving events (exactly); min, max, first and last keep a monotonic queue of best events;
-    distinct counts count each input in the window, add the new ones and are rebuilt from the
-    distinct inputs left when one leaves; entities with events visible only after their event
-    time (created later) are evaluated directly."""
+    distinct counts count each input in the window, add the new ones and remove the gone ones,
+    or are rebuilt from the distinct inputs left when their state cannot; entities with events
+    visible only after their event time (created later) are evaluated directly."""
     for e in numba.prange(starts.shape[0]):
         s = np.zeros(width, np.int64)
         queue = np.empty(ends[e] - starts[e], np.int64)
@@ -186,8 +186,8 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     if kind == SUBTRACT:
                         remove_event(spec, a, s, xi, xf, m, lo)
                     elif kind == SET:
-                        if m[a, lo] and multiset.leave(slots, live, xi[a, lo]):
-                            gone = True
+                        if m[a, lo] and multiset.leave(slots, live, xi[a, lo]) and not gone:
+                            gone = not remove_event(spec, a, s, xi, xf, m, lo)
                     elif q_tail > q_head and queue[q_head] == lo:
                         q_head += 1
                     lo += 1
@@ -200,7 +200,7 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     if q_tail > q_head:
                         best = queue[q_head]
                         add_event(spec, a, s, xi, xf, m, best, ts[best], created[best])
-                elif kind == SET and gone:  # the state of the distinct inputs left
+                elif kind == SET and gone:  # rebuilt from the distinct inputs left
                     _reset(spec, a, s)
                     for j in range(1, live[0] + 1):
                         i = slots[live[j], multiset.EVENT]
