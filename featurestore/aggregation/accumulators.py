@@ -51,12 +51,15 @@ def add_event(spec, a, s, xi, xf, m, i, ts, created):  # type: ignore[no-untyped
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def remove_event(spec, a, s, xi, xf, m, i):  # type: ignore[no-untyped-def]
-    """Undoes add_event, for an aggregation whose unit sweeps by SUBTRACT."""
+    """Undoes add_event if the state allows it (always for a unit that sweeps by SUBTRACT);
+    whether it did."""
     f, off, flt = spec[a, FUNC], spec[a, OFFSET], spec[a, FLOAT_INPUT] != 0
+    done = True
     if m[a, i]:
         for coded in literal_unroll(_CODED):
             if coded[0] == f:
-                coded[1].remove(s, off, flt, xi[a, i], xf[a, i])
+                done = coded[1].remove(s, off, flt, xi[a, i], xf[a, i])
+    return done
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -89,7 +92,7 @@ def finish(spec, a, s, r, out_i, out_f, valid):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def sweep_kind(spec, a):  # type: ignore[no-untyped-def]
-    """How the backfill sweep slides aggregation a's window (unit.SUBTRACT, QUEUE, DIRECT)."""
+    """How the backfill sweep slides aggregation a's window (unit.SUBTRACT, QUEUE, SET, DIRECT)."""
     f = spec[a, FUNC]
     kind = 0
     for coded in literal_unroll(_CODED):

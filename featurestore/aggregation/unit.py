@@ -8,7 +8,9 @@ The kernels, all Numba-jitted with these signatures (`flt`: the input column is 
 
 - add(s, off, flt, k, x, ts, created): adds one event, whose input is k (int64: integers,
   timestamps, booleans, order keys or hashes, see `inputs`) or x (float64).
-- remove(s, off, flt, k, x): takes an added event back out (SUBTRACT units only).
+- remove(s, off, flt, k, x) -> bool: takes an added event back out if the state allows it,
+  and says whether it did: SUBTRACT units always do, SET units when their state can lose
+  that input exactly (the sweep then rebuilds it).
 - merge(s, off, flt, o): merges the partial state in row o (same offset) into row s.
 - normalize(s, off, flt): makes equal states equal slot for slot, so their bytes are equal.
 - finish(s, off, flt) -> (valid, int64 value, float64 value): the result; a Float64 result
@@ -18,7 +20,10 @@ The kernels, all Numba-jitted with these signatures (`flt`: the input column is 
 
 and, as plain ints, indexed by `flt`: `widths`, the slots of the state, and `inputs`, how the
 column is encoded (KEYS, FLOATS or HASHES). `sweep` says how the backfill sweep slides a window:
-SUBTRACT (add entering, remove leaving events), QUEUE (a monotonic queue of best events) or
+SUBTRACT (add entering, remove leaving events), QUEUE (a monotonic queue of best events), SET
+(for a state that depends only on the set of distinct int64 inputs, so adding an input twice
+changes nothing: add the inputs new to the window, remove those that leave it or, if the state
+cannot, rebuild it from those left) or
 DIRECT (re-read the window at every step)."""
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any, NamedTuple
 import numba
 
 KEYS, FLOATS, HASHES = range(3)
-SUBTRACT, QUEUE, DIRECT = range(3)
+SUBTRACT, QUEUE, DIRECT, SET = range(4)
 Kernel = Callable[..., Any]  # a Numba dispatcher
 
 
@@ -47,7 +52,8 @@ class Unit(NamedTuple):
 
 @numba.njit(cache=True, nogil=True)
 def no_remove(s, off, flt, k, x):  # type: ignore[no-untyped-def]
-    """For units that are not SUBTRACT: the sweep never calls it."""
+    """For units that are neither SUBTRACT nor SET: the sweep never calls it."""
+    return False
 
 
 @numba.njit(cache=True, nogil=True)

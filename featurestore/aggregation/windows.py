@@ -17,6 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from featurestore.aggregation import multiset
 from featurestore.aggregation.accumulators import (
     HOP,
     OFFSET,
@@ -28,7 +29,7 @@ from featurestore.aggregation.accumulators import (
     sweep_kind,
 )
 from featurestore.aggregation.events import lower_bound
-from featurestore.aggregation.unit import DIRECT, SUBTRACT
+from featurestore.aggregation.unit import DIRECT, QUEUE, SET, SUBTRACT
 
 
 @numba.njit(cache=True, nogil=True)
@@ -143,11 +144,13 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
     same values as `evaluate`, found by sliding each window over the events instead of
     re-reading it, as each unit's `sweep` says: sums and counts add entering and subtract
     leaving events (exactly); min, max, first and last keep a monotonic queue of best events;
-    distinct counts, and entities with events visible only after their event time (created
-    later), are evaluated directly."""
+    distinct counts count each input in the window, add the new ones and remove the gone ones,
+    or are rebuilt from the distinct inputs left when their state cannot; entities with events
+    visible only after their event time (created later) are evaluated directly."""
     for e in numba.prange(starts.shape[0]):
         s = np.zeros(width, np.int64)
         queue = np.empty(ends[e] - starts[e], np.int64)
+        slots, live = multiset.make(ends[e] - starts[e])
         lo_e, hi_e = starts[e], ends[e]
         late = False
         for i in range(lo_e, hi_e):
@@ -155,7 +158,9 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
         for a in range(spec.shape[0]):
             kind = DIRECT if late else sweep_kind(spec, a)
             _reset(spec, a, s)
-            lo, hi, q_head, q_tail = lo_e, lo_e, 0, 0
+            if kind == SET:
+                multiset.clear(slots, live)
+            lo, hi, q_head, q_tail, gone = lo_e, lo_e, 0, 0, False
             for p in range(p_starts[e], p_ends[e]):
                 t = p_ts[p]
                 if kind == DIRECT:
@@ -167,6 +172,9 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                 while hi < hi_e and ts[hi] <= t:
                     if kind == SUBTRACT:
                         add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
+                    elif kind == SET:
+                        if m[a, hi] and multiset.enter(slots, live, xi[a, hi], hi):
+                            add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
                     elif m[a, hi]:
                         while q_tail > q_head and better(spec, a, xi, ts, created, hi,
                                                          queue[q_tail - 1]):
@@ -177,6 +185,9 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                 while lo < hi and ts[lo] < tail:
                     if kind == SUBTRACT:
                         remove_event(spec, a, s, xi, xf, m, lo)
+                    elif kind == SET:
+                        if m[a, lo] and multiset.leave(slots, live, xi[a, lo]) and not gone:
+                            gone = not remove_event(spec, a, s, xi, xf, m, lo)
                     elif q_tail > q_head and queue[q_head] == lo:
                         q_head += 1
                     lo += 1
@@ -184,9 +195,15 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     out_i[a, p], out_f[a, p] = out_i[a, p - 1], out_f[a, p - 1]
                     valid[a, p] = valid[a, p - 1]
                     continue
-                if kind != SUBTRACT:  # the state of the window's best event
+                if kind == QUEUE:  # the state of the window's best event
                     _reset(spec, a, s)
                     if q_tail > q_head:
                         best = queue[q_head]
                         add_event(spec, a, s, xi, xf, m, best, ts[best], created[best])
+                elif kind == SET and gone:  # rebuilt from the distinct inputs left
+                    _reset(spec, a, s)
+                    for j in range(1, live[0] + 1):
+                        i = slots[live[j], multiset.EVENT]
+                        add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
+                    gone = False
                 finish(spec, a, s, p, out_i, out_f, valid)

@@ -219,3 +219,32 @@ def test_sweep_at_in_parts_equals_direct_evaluation(rows: list, times: list[int]
         got = column.values.view(np.int64) if floats else column.values
         assert column.valid.tolist() == direct[2][a].tolist()
         assert got.tolist() == want.tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([3, 40, 100, 5000]), st.data())
+def test_sweep_of_distinct_counts_past_the_exact_set_equals_direct_evaluation(
+        spread: int, data: st.DataObject) -> None:
+    """Distinct counts slide (inputs counted in the window, the state rebuilt when one leaves)
+    across windows of few and of more than 32 distinct values (HyperLogLog registers), with
+    duplicates entering and leaving: the values of direct evaluation at every hop."""
+    n = data.draw(st.integers(0, 400))
+    ts = np.sort(np.array(data.draw(st.lists(st.integers(0, 400), min_size=n, max_size=n)),
+                          np.int64))
+    k = pa.array(data.draw(st.lists(st.one_of(st.none(), st.integers(0, spread)), min_size=n,
+                                    max_size=n)), pa.int64())
+    ev = Events(pa.table({"e": [0]}), ts, ts.copy(),
+                {"k": Column(k.fill_null(0).to_numpy(zero_copy_only=False),
+                             k.is_valid().to_numpy(zero_copy_only=False))},
+                np.array([0], np.int64), np.array([n], np.int64))
+    layout = Layout.of(tuple(AggregatePlan(f"d{w}", "k", "count_distinct", Int64, Int64, w, H)
+                             for w in (20, 100, 300)))
+    xi, xf, m = layout.inputs(ev.columns)
+    q_ts = np.arange(-H, 420, H, dtype=np.int64)
+    direct = empty_outputs(layout, len(q_ts))
+    evaluate(layout.spec, layout.width, xi, xf, m, ev.ts, ev.created, ev.starts, ev.ends,
+             np.zeros(len(q_ts), np.int64), q_ts, *direct)
+    swept = empty_outputs(layout, len(q_ts))
+    sweep(layout.spec, layout.width, xi, xf, m, ev.ts, ev.created, ev.starts, ev.ends,
+          np.array([0], np.int64), np.array([len(q_ts)], np.int64), q_ts, *swept)
+    assert canonical(*swept) == canonical(*direct)

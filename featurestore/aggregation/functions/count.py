@@ -13,6 +13,7 @@ def add(s, off, flt, k, x, ts, created):  # type: ignore[no-untyped-def]
 @numba.njit(cache=True, nogil=True)
 def remove(s, off, flt, k, x):  # type: ignore[no-untyped-def]
     s[off] -= 1
+    return True
 
 
 @numba.njit(cache=True, nogil=True)

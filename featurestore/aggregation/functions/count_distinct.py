@@ -7,7 +7,7 @@ import numba
 import numpy as np
 
 from featurestore.aggregation.events import lower_bound
-from featurestore.aggregation.unit import DIRECT, HASHES, Unit, no_better, no_normalize, no_remove
+from featurestore.aggregation.unit import HASHES, SET, Unit, no_better, no_normalize
 
 EXACT_SET = 32
 HLL_REGISTERS = 256
@@ -70,6 +70,21 @@ def add(s, off, flt, k, x, ts, created):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def remove(s, off, flt, k, x):  # type: ignore[no-untyped-def]
+    """Takes a hash out of the exact set (the slots then are those of the set without it);
+    an estimate's registers cannot lose one."""
+    n = s[off]
+    if n < 0:
+        return False
+    lo = lower_bound(s, off + 1, off + 1 + n, k)
+    for j in range(lo, off + n):
+        s[j] = s[j + 1]
+    s[off + n] = 0
+    s[off] = n - 1
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def merge(s, off, flt, o):  # type: ignore[no-untyped-def]
     m = o[off]
     if m >= 0:
@@ -105,5 +120,5 @@ def finish(s, off, flt):  # type: ignore[no-untyped-def]
     return True, np.int64(np.round(estimate)), 0.0
 
 
-UNIT = Unit(add, no_remove, merge, no_normalize, finish, no_better,
-            widths=(1 + EXACT_SET, 1 + EXACT_SET), inputs=(HASHES, HASHES), sweep=DIRECT)
+UNIT = Unit(add, remove, merge, no_normalize, finish, no_better,
+            widths=(1 + EXACT_SET, 1 + EXACT_SET), inputs=(HASHES, HASHES), sweep=SET)

@@ -18,7 +18,7 @@ def add(s, off, flt, k, x, ts, created):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True, nogil=True)
 def remove(s, off, flt, k, x):  # type: ignore[no-untyped-def]
-    total.remove(s, off, True, k, x)
+    return total.remove(s, off, True, k, x)
 
 
 @numba.njit(cache=True, nogil=True)

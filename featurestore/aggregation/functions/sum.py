@@ -26,6 +26,7 @@ def remove(s, off, flt, k, x):  # type: ignore[no-untyped-def]
         exact_sum.subtract(s[off + 1:off + 1 + W], x)
     else:
         s[off + 1] -= k
+    return True
 
 
 @numba.njit(cache=True, nogil=True)

@@ -25,6 +25,7 @@ def remove(s, off, flt, k, x):  # type: ignore[no-untyped-def]
         exact_sum.add_product(s[off + 1 + W:off + 1 + 2 * W], -x, x)
     else:
         exact_sum.subtract(s[off + 1 + W:off + 1 + 2 * W], x * x)
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
