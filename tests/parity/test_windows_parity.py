@@ -25,7 +25,7 @@ from redis_kit import both_backends, online_of, redis_client
 
 from featurestore import FeatureStore, materialization
 from featurestore.definitions.types import Int64
-from featurestore.errors import PastReadRefused
+from featurestore.errors import PastReadRefused, RegistryMoved
 from featurestore.online.lookup import Lookup
 from featurestore.online.tiles import compacted, groups
 from featurestore.push import push
@@ -89,9 +89,15 @@ def online_values(store: FeatureStore, client: redis.Redis, users: list[int], as
     plan = store.plan
     selection = plan.select(service=service)
     with online_of(client, plan.project) as online:
-        lookup = Lookup(plan.project, plan, selection, online.served())
-        result = online.read(lookup, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)},
-                             {}, as_of)
+        for attempt in range(3):  # as the server does: a racing flip means prepare again
+            lookup = Lookup(plan.project, plan, selection, online.served())
+            try:
+                result = online.read(
+                    lookup, {"user_id": from_arrow(pa.array(users, pa.int64()), Int64)}, {}, as_of)
+                break
+            except RegistryMoved:
+                if attempt == 2:
+                    raise
     return {f.name: to_arrow(f.column, f.dtype).to_pylist() for f in result.features}
 
 
