@@ -77,19 +77,7 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen([self.binary, *self.arguments()],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)  # redis-py's own reading of the URL
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-        finally:
-            client.close()
+        _ping(redis.Redis.from_url(self.url))  # redis-py's own reading of the URL
 
     def stop(self) -> None:
         if self.process is not None:
