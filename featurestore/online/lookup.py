@@ -111,6 +111,7 @@ class OnlineResult:
         if ref in self.computed:
             return self.computed[ref]
         valid = self.status[slots.status_row[ref]] == PRESENT
+        valid.flags.writeable = False  # kernels take read-only inputs
         dtype = slots.dtypes[ref]
         if dtype is String:
             row = slots.string_row[ref]
@@ -120,6 +121,7 @@ class OnlineResult:
             values = values.view(np.float64)
         elif dtype is Bool:
             values = values != 0
+        values.flags.writeable = False  # a view: `fixed` itself stays writable
         return Column(values, valid)
 
     __getitem__ = column  # run_transforms reads and writes the result as a mapping
@@ -128,7 +130,7 @@ class OnlineResult:
         """A computed ref's values (a transform's or a windowed view's): kept as a column,
         and, where the ref has a fixed row, written there with missing values zeroed."""
         self.computed[ref] = column
-        self.status[self.slots.status_row[ref]] = computed_status(column.valid)
+        computed_status(column.valid, self.status[self.slots.status_row[ref]])
         values = column.values
         if isinstance(values, Utf8Array):  # rare (a String transform): appended to `strings`
             text = Utf8Array.from_list([v if ok else "" for v, ok in zip(

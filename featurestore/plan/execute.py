@@ -20,9 +20,16 @@ def feature_status(state: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where((state == PRESENT) & ~valid, NULL, state)
 
 
-def computed_status(valid: np.ndarray) -> np.ndarray:
-    """A computed value's status (a transform's or a windowed aggregate's): PRESENT or NULL."""
-    return np.where(valid, PRESENT, NULL)
+def computed_status(valid: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A computed value's status (a transform's or a windowed aggregate's): PRESENT or NULL,
+    written into `out` (uint8) when given. PRESENT is 0 and NULL 1, so it is `not valid`."""
+    if out is None:
+        out = np.empty(len(valid), np.uint8)
+    np.logical_not(valid, out=out.view(np.bool_))
+    return out
+
+
+assert (PRESENT, NULL) == (0, 1)  # computed_status relies on it
 
 
 # A new object for each run of run_transforms: what plain-Python transforms may remember

@@ -52,58 +52,69 @@ def read_columns(request: pb.GetOnlineFeaturesRequest, selection: Selection, lim
     """(number of entities, entity key columns, request input columns). Names, lengths and
     the batch limit are checked before any column is read, so an oversized batch costs
     nothing; a column's type is checked as it is read."""
-    roles = [("entity key", request.entities, selection.join_keys),
-             ("request input", request.request_inputs, selection.requests)]
-    sent = [_sent(role, given, wanted) for role, given, wanted in roles]
-    lengths = {name: len(values) for columns in sent for name, (_, values) in columns.items()}
-    if len(set(lengths.values())) > 1:
-        raise invalid("columns of different lengths: "
-                      + ", ".join(f"{name} {n}" for name, n in lengths.items()))
-    n = next(iter(lengths.values()), 0)
+    keys = _sent("entity key", request.entities, selection.join_keys)
+    inputs = _sent("request input", request.request_inputs, selection.requests)
+    n = _length(keys + inputs)
     if n > limit:
         raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"{n} entities in one request; this server takes at most {limit} "
                            "(featurestore serve --max-batch): split the batch")
     valid = _VALID[:n] if n <= len(_VALID) else np.ones(n, np.bool_)
-    entities, inputs = (
-        {name: Column(_array(wanted[name], field, values, name, role),
-                      _validity(given[name], valid, name, role))
-         for name, (field, values) in columns.items()}
-        for columns, (role, given, wanted) in zip(sent, roles, strict=True))
-    return n, entities, inputs
+    return n, _read("entity key", keys, valid), _read("request input", inputs, valid)
 
 
-def _validity(values: pb.Values, all_valid: np.ndarray, name: str, role: str) -> np.ndarray:
-    if not values.nulls:
-        return all_valid
+# A column as sent: its name, type, the list it fills, that list's values and its nulls.
+Sent = tuple[str, DType, str, Any, Any]
+
+
+def _length(sent: list[Sent]) -> int:
+    lengths = {len(values) for _, _, _, values, _ in sent}
+    if len(lengths) > 1:
+        raise invalid("columns of different lengths: "
+                      + ", ".join(f"{name} {len(values)}" for name, _, _, values, _ in sent))
+    return lengths.pop() if lengths else 0
+
+
+def _read(role: str, sent: list[Sent], valid: np.ndarray) -> dict[str, Column]:
+    return {name: Column(_array(dtype, field, values, name, role),
+                         _validity(nulls, valid, name, role) if nulls else valid)
+            for name, dtype, field, values, nulls in sent}
+
+
+def _validity(nulls: Any, all_valid: np.ndarray, name: str, role: str) -> np.ndarray:
     if role == "entity key":
         raise invalid(f"entity key {name!r} has missing values; keys cannot be null")
-    if len(values.nulls) != len(all_valid):
-        raise invalid(f"{role} {name!r} has {len(values.nulls)} nulls flags for "
+    if len(nulls) != len(all_valid):
+        raise invalid(f"{role} {name!r} has {len(nulls)} nulls flags for "
                       f"{len(all_valid)} values; send one per value")
-    valid = ~to_numpy(values.nulls, np.dtype(np.bool_))
+    valid = ~to_numpy(nulls, np.dtype(np.bool_))
     valid.flags.writeable = False  # kernels take read-only inputs
     return valid
 
 
 def _sent(role: str, given: Mapping[str, pb.Values], wanted: Mapping[str, DType]
-          ) -> dict[str, tuple[str, Any]]:
-    """Column name -> (the list it fills, the list's values), checked against `wanted`."""
-    unknown = sorted(set(given) - set(wanted))
-    if unknown:
-        raise invalid(f"unknown {role} {', '.join(map(repr, unknown))}; this selection takes "
-                      f"{_listing(wanted)}")
-    sent = {}
+          ) -> list[Sent]:
+    """The columns `wanted` as sent, checked against it: names, and one list filled."""
+    if len(given) != len(wanted) or not all(name in wanted for name in given):
+        unknown = sorted(set(given) - set(wanted))
+        if unknown:
+            raise invalid(f"unknown {role} {', '.join(map(repr, unknown))}; this selection "
+                          f"takes {_listing(wanted)}")
+    sent = []
     for name, dtype in wanted.items():
         if name not in given:
             raise invalid(f"missing {role} {name!r} ({dtype}); this selection takes "
                           f"{_listing(wanted)}")
-        fields = [f for f in given[name].ListFields() if f[0].name != "nulls"]
-        if len(fields) > 1:
-            raise invalid(f"{role} {name!r} fills {len(fields)} lists "
-                          f"({', '.join(f.name for f, _ in fields)}); fill only "
+        column = given[name]
+        fields = column.ListFields()
+        nulls = column.nulls
+        lists = [f for f in fields if f[0].name != "nulls"] if nulls else fields
+        if len(lists) > 1:
+            raise invalid(f"{role} {name!r} fills {len(lists)} lists "
+                          f"({', '.join(f.name for f, _ in lists)}); fill only "
                           f"{WIRE[dtype].field}")
-        sent[name] = (fields[0][0].name, fields[0][1]) if fields else (WIRE[dtype].field, ())
+        field, values = (lists[0][0].name, lists[0][1]) if lists else (WIRE[dtype].field, ())
+        sent.append((name, dtype, field, values, nulls))
     return sent
 
 
