@@ -13,6 +13,9 @@
     P:<view>:<storage>:{P}:<entity>|<key>             a windowed view's base, and
     <base>:w{hop_us}                                  its window key: the entity's tiles of
                                                       one hop group
+    <base>:w{hop_us}:p                                its push key: the records pushes
+                                                      appended since the window key's last
+                                                      rewrite (read with it, as one value)
     P:__marker:{~<n>}                                 the project's marker in one Redis Cluster
                                                       slot (`marker_key`)
 
@@ -202,6 +205,15 @@ def write_tag(out, p, r, is_string, ints, starts, lengths, data):  # type: ignor
 
 def window_key(base: str, hop_us: int) -> str:
     return f"{base}:w{hop_us}"
+
+
+PUSH_SUFFIX = ":p"
+
+
+def push_key(window: str) -> str:
+    """Where pushes append to a window key's value: a key of its own, so an append never
+    grows (and makes Redis copy) the window key a rewrite wrote whole."""
+    return window + PUSH_SUFFIX
 
 
 @numba.njit(cache=True, nogil=True)
