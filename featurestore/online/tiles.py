@@ -30,6 +30,7 @@ from featurestore.online.tile_format import (
     COARSE,
     EVENT,
     HEADER,
+    LOOSE,
     build_encoded,
     compact_values,
     encode_tiles,
@@ -137,12 +138,16 @@ class WindowWrites:
 def window_writes(g: TileGroup, bases: Bases, events: Events, k_lo: int, k_hi: int,
                   visible_at: int, now: int, whole: bool) -> WindowWrites:
     """The records of hops k_lo..k_hi of every entity in `events`: tiles of its events
-    visible at `visible_at`, and each later event on its own. Expiry counts from `now`."""
+    visible at `visible_at`, and each later event on its own. Expiry counts from `now`.
+    `whole`: the keys' whole values (hop and coarse tiles, with a header); else records to
+    append, the hop tiles as LOOSE ones (tile_format.py: no coarse copy of each)."""
     xi, xf, m = g.layout.inputs(events.columns)
     spec, width = g.layout.spec, g.layout.width
     buf, lo, hi, owner, k, kind = build_encoded(
-        spec, width, g.hop_us, g.coarse, xi, xf, m, events.ts, events.created, events.starts,
-        events.ends, k_lo, k_hi, visible_at)
+        spec, width, g.hop_us, g.coarse if whole else 0, xi, xf, m, events.ts, events.created,
+        events.starts, events.ends, k_lo, k_hi, visible_at)
+    if not whole:
+        kind[:] = LOOSE
     created = np.zeros(len(k), np.int64)
     hop_of = events.ts // g.hop_us
     later = np.flatnonzero((hop_of >= k_lo) & (hop_of <= k_hi) & (
