@@ -29,8 +29,9 @@ The braces are Redis Cluster hash tags: a key's slot is that of the text between
 cluster's nodes, and a lookup of one entity reads one slot for every row view. Everything
 that one script changes atomically shares the project's tag `{P}`, so it lives in one slot:
 the registry, active keys, applied sets, fresh keys and locks (a flip, a lock, a fenced push)
-and the windowed views' window keys (a push appends to them, fenced by the registry, lock and
-applied set, in one script; a read checks the fresh fence in the same MGET as the tiles).
+and the windowed views' window and push keys (a push appends to the push keys, fenced by the
+registry, lock and applied set, in one script, and a rewrite folds a push key into its window
+key; a read checks the fresh fence in the same MGET as the tiles).
 On a Redis Cluster, the project has a marker key in every slot holding a token that the
 registry records too; each row storage records the token current when it was created (before
 any of its rows). A read of rows in a slot reads the slot's marker in the same call and
