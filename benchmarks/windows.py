@@ -5,14 +5,15 @@ full tiles and a head each), each next to a baseline measured in the same run.
     .venv/bin/python benchmarks/windows.py [--events 10000000] [--users 100000] [--out FILE]
         [--parts backfill,online,push]   (the parts to measure; `apply` always runs, and
                                           materialize with online or push)
+        [--push-batches 50] [--push-batch 1000] [--push-concurrency 1]
 
 - backfill: `windowed.build` of a view with 5 aggregations (what `featurestore backfill` runs
   per windowed view, after ingesting), against DuckDB window functions computing the same five
   aggregates at every event over the same table (plain floating point, per event rather than
   per hop boundary: the closest bare-DuckDB equivalent). Median of --reps.
 - push: batches of --push-batch events through `Client.push` to `featurestore serve`, from this
-  process; events/s, per-batch latency, and the CPU the server, Redis and this client used per
-  batch.
+  process, --push-concurrency at a time; events/s over the wall time, per-batch latency, and
+  the CPU the server, Redis and this client used per batch.
 - online: batches of 1 and 100 users through `featurestore.Client` against a bare grpc.aio echo
   of the same requests pre-encoded, taking turns in blocks (online.py's method)."""
 
@@ -22,6 +23,7 @@ import argparse
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,31 +128,37 @@ def measure_backfill(store: FeatureStore, reps: int) -> dict[str, Any]:
 
 
 def measure_push(target: str, users: int, batches: int, size: int, seed: int,
-                 groups: dict[str, int]) -> dict[str, Any]:
-    """Sequential pushes; with the CPU each of `groups` (name -> process group: the server,
-    Redis) and this client used per batch, which a shared machine's load does not inflate
-    the way it does latencies."""
+                 groups: dict[str, int], concurrency: int) -> dict[str, Any]:
+    """Pushes from `concurrency` senders at once (1: one after the other), each batch sent
+    when a sender is free; events/s over the wall time from the first send to the last
+    reply, with the CPU each of `groups` (name -> process group: the server, Redis) and this
+    client used per batch, which a shared machine's load does not inflate the way it does
+    latencies."""
     rng = np.random.default_rng(seed)
-    times = []
     run = time.time_ns()  # batch ids unique per run: a reused --workdir keeps its event log
+    now = time.time_ns() // 1000
+    tables = [pa.table({
+        "user_id": rng.integers(0, users, size),
+        "amount": rng.gamma(2.0, 30.0, size).round(2),
+        "event_ts": pa.array(now - rng.integers(0, 3_600_000_000, size), pa.int64()
+                             ).cast(pa.timestamp("us", tz="UTC"))}) for _ in range(batches)]
+    times = np.zeros(batches)
     before, own = cpu_snapshot(groups), time.process_time()
     with Client(target, timeout=30) as client:
-        for b in range(batches):
-            now = time.time_ns() // 1000
-            batch = pa.table({
-                "user_id": rng.integers(0, users, size),
-                "amount": rng.gamma(2.0, 30.0, size).round(2),
-                "event_ts": pa.array(now - rng.integers(0, 3_600_000_000, size), pa.int64()
-                                     ).cast(pa.timestamp("us", tz="UTC"))})
+        def send(b: int) -> None:
             began = time.perf_counter()
-            reply = client.push("tx", batch, f"bench-{seed}-{run}-{b}")
-            times.append(time.perf_counter() - began)
+            reply = client.push("tx", tables[b], f"bench-{seed}-{run}-{b}")
+            times[b] = time.perf_counter() - began
             assert reply.rows == size and not reply.duplicate
+
+        began = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as senders:
+            list(senders.map(send, range(batches)))
+        wall = time.perf_counter() - began
     cpu = cpu_delta(before, cpu_snapshot(groups), time.process_time() - own, "client")
-    total = sum(times)
-    return {"batches": batches, "batch_events": size,
-            "events_per_s": round(batches * size / total),
-            "batch_latency": percentiles(np.array(times) * 1e9),
+    return {"batches": batches, "batch_events": size, "concurrency": concurrency,
+            "events_per_s": round(batches * size / wall),
+            "batch_latency": percentiles(times * 1e9),
             "cpu_ms_per_batch": {k: round(1000 * v / batches, 2) for k, v in cpu.items()}}
 
 
@@ -215,7 +223,7 @@ def serve(result: dict[str, Any], args: argparse.Namespace, repo: Path, workdir:
         if "push" in args.parts:
             result["push"] = measure_push(
                 ours, args.users, args.push_batches, args.push_batch, args.seed,
-                {"server": server.pgid, "redis": redis_group.pgid})
+                {"server": server.pgid, "redis": redis_group.pgid}, args.push_concurrency)
             p = result["push"]
             log(f"push: {p['events_per_s']:,} events/s, p50 {p['batch_latency']['p50_ms']} "
                 f"ms per batch; CPU ms per batch {p['cpu_ms_per_batch']}")
@@ -259,6 +267,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--push-batches", type=int, default=50)
     parser.add_argument("--push-batch", type=int, default=1000)
+    parser.add_argument("--push-concurrency", type=int, default=1,
+                        help="pushes in flight at once (senders sharing one client)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--parts", type=parts, default=PARTS,
                         help="comma-separated parts to measure (default: all)")

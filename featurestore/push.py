@@ -19,8 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.aggregation.events import Events
+from featurestore.definitions.types import Timestamp
 from featurestore.errors import DeadlineExceeded, FeatureStoreError, NotAppliedError
 from featurestore.offline import event_log
+from featurestore.online.push_command import pack_eval
 from featurestore.online.store import APPLIED_RETENTION_US, OnlineStore
 from featurestore.online.tiles import WindowWrites, view_window_writes
 from featurestore.plan import Plan, ViewPlan
@@ -79,6 +81,23 @@ def push(plan: Plan, root: Path, online: OnlineStore, source: str, batch: pa.Tab
         keys = online.push_tiles(batch_id, ingested, views, build, now, served=served)
     return PushResult(source, batch_id, table.num_rows, ingested, keys is None, keys or 0,
                       too_late)
+
+
+def warm_up(plan: Plan) -> None:
+    """Builds and packs the records of a one-event batch for every windowed view, writing
+    nothing anywhere, so that a server's first push does not pay for loading compiled
+    functions from Numba's caches and Arrow's lazy imports."""
+    now = now_us()
+    for view in plan.views.values():
+        if view.windowed and view.online:
+            ts = plan.sources[view.source].timestamp
+            columns = {**dict(view.join_keys), **{a.column: a.dtype for a in view.aggregates}}
+            table = pa.table({**{c: pa.array([0], pa.int64()).cast(t.arrow)
+                                 for c, t in columns.items()},
+                              ts: pa.array([now], pa.int64()).cast(Timestamp.arrow)})
+            writes = _builder(plan, table, now, now)(view, "warm-up")
+            pack_eval("0" * 40, [], [], writes)
+            _too_late([view], table.column(ts), now)
 
 
 def replay(plan: Plan, online: OnlineStore, view: ViewPlan, storage: str, path: Path,

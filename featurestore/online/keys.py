@@ -13,6 +13,9 @@
     P:<view>:<storage>:{P}:<entity>|<key>             a windowed view's base, and
     <base>:w{hop_us}                                  its window key: the entity's tiles of
                                                       one hop group
+    <base>:w{hop_us}:p                                its push key: the records pushes
+                                                      appended since the window key's last
+                                                      rewrite (read with it, as one value)
     P:__marker:{~<n>}                                 the project's marker in one Redis Cluster
                                                       slot (`marker_key`)
 
@@ -26,8 +29,9 @@ The braces are Redis Cluster hash tags: a key's slot is that of the text between
 cluster's nodes, and a lookup of one entity reads one slot for every row view. Everything
 that one script changes atomically shares the project's tag `{P}`, so it lives in one slot:
 the registry, active keys, applied sets, fresh keys and locks (a flip, a lock, a fenced push)
-and the windowed views' window keys (a push appends to them, fenced by the registry, lock and
-applied set, in one script; a read checks the fresh fence in the same MGET as the tiles).
+and the windowed views' window and push keys (a push appends to the push keys, fenced by the
+registry, lock and applied set, in one script, and a rewrite folds a push key into its window
+key; a read checks the fresh fence in the same MGET as the tiles).
 On a Redis Cluster, the project has a marker key in every slot holding a token that the
 registry records too; each row storage records the token current when it was created (before
 any of its rows). A read of rows in a slot reads the slot's marker in the same call and
@@ -202,6 +206,15 @@ def write_tag(out, p, r, is_string, ints, starts, lengths, data):  # type: ignor
 
 def window_key(base: str, hop_us: int) -> str:
     return f"{base}:w{hop_us}"
+
+
+PUSH_SUFFIX = ":p"
+
+
+def push_key(window: str) -> str:
+    """Where pushes append to a window key's value: a key of its own, so an append never
+    grows (and makes Redis copy) the window key a rewrite wrote whole."""
+    return window + PUSH_SUFFIX
 
 
 @numba.njit(cache=True, nogil=True)

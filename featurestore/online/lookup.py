@@ -25,11 +25,12 @@ from featurestore.online.keys import (
     entity_bases,
     fresh_key,
     key_text,
+    push_key,
     window_key,
 )
 from featurestore.online.registry import Served
 from featurestore.online.tile_format import merge_windows
-from featurestore.online.tiles import TileGroup, groups
+from featurestore.online.tiles import TileGroup, groups, stored_values
 from featurestore.plan import Plan, Selection, ViewPlan
 from featurestore.plan.execute import computed_status, run_transforms
 from featurestore.values.columns import Column
@@ -260,8 +261,8 @@ class Lookup:
 
     def start(self, entities: dict[str, Column], as_of_us: int) -> PendingRead:
         """The keys of one read: the fence (each view's served storage), every row view's
-        keys, view after view, then every windowed view's window keys: per hop group, entity
-        after entity."""
+        keys, view after view, then every windowed view's keys: per hop group, the window
+        keys entity after entity, then their push keys."""
         n = len(next(iter(entities.values())))
         texts = {k: key_text(column) for k, column in entities.items()}  # shared by views
         keys: list[str] = list(self.fence)
@@ -275,7 +276,9 @@ class Lookup:
             keys += bases[row.view.name]
         for window in self.windows:
             for g in window.groups:
-                keys += [window_key(base, g.hop_us) for base in bases[window.view.name]]
+                windows = [window_key(base, g.hop_us) for base in bases[window.view.name]]
+                keys += windows
+                keys += [push_key(k) for k in windows]
         return PendingRead(self, n, as_of_us, keys)
 
 
@@ -332,8 +335,9 @@ class PendingRead:
         for window in lookup.windows:
             for g in window.groups:
                 layout, name = g.layout, window.view.name
-                buf, offsets = _joined(values[at:at + n])
-                at += n
+                buf, offsets = _joined(stored_values(values[at:at + n],
+                                                     values[at + n:at + 2 * n]))
+                at += 2 * n
                 out_i, out_f, valid = empty_outputs(layout, n)
                 ahead = merge_windows(layout.spec, layout.width, g.coarse, as_of_us // g.hop_us,
                                       as_of_us, buf, offsets, n, g.span, out_i, out_f, valid)

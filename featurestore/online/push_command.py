@@ -1,5 +1,5 @@
 """A push's call of the fenced append script (online/store.py, WRITE_PUSH) as one RESP
-command, packed in compiled code: every window key and its record/expiry pair are written
+command, packed in compiled code: every push key and its record/expiry pair are written
 straight from the records' buffers (online/tiles.py WindowWrites), with no Python object per
 key. redis-py builds the same command from a list of thousands of arguments in about the
 time Redis takes to run it."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from featurestore.online.keys import window_key
+from featurestore.online.keys import push_key, window_key
 from featurestore.online.resp import (
     decimal_size,
     write_bulk_head,
@@ -24,8 +24,8 @@ BULK_FRAMING = 24  # '$', up to 19 digits of length and two CRLFs: a bulk string
 
 def pack_eval(sha: str, fenced: list[str], args: list[str | int],
               writes: list[WindowWrites]) -> np.ndarray:
-    """EVALSHA sha with KEYS = `fenced` then every write's window keys, and ARGV = `args` then
-    each window key's record and expiry (ms), as RESP bytes."""
+    """EVALSHA sha with KEYS = `fenced` then every write's push keys, and ARGV = `args` then
+    each push key's record and expiry (ms), as RESP bytes."""
     count = sum(len(w.owners) for w in writes)
     head = _bulk([b"EVALSHA", sha.encode(), str(len(fenced) + count).encode(),
                   *(k.encode() for k in fenced)])
@@ -55,8 +55,8 @@ def _put(out: np.ndarray, p: int, data: bytes) -> int:
 
 
 def _suffix(w: WindowWrites) -> np.ndarray:
-    """What a window key adds to its base (online/keys.py window_key)."""
-    return np.frombuffer(window_key("", w.group.hop_us).encode(), np.uint8)
+    """What a push key adds to its base (online/keys.py window_key, push_key)."""
+    return np.frombuffer(push_key(window_key("", w.group.hop_us)).encode(), np.uint8)
 
 
 def _keys_bound(w: WindowWrites) -> int:

@@ -62,6 +62,7 @@ from featurestore.online.cluster import (
     project_markers,
 )
 from featurestore.online.keys import (
+    PUSH_SUFFIX,
     SLOTS,
     active_key,
     applied_key,
@@ -78,7 +79,7 @@ from featurestore.online.push_command import pack_eval
 from featurestore.online.registry import Served
 from featurestore.online.resp import read_ok_replies
 from featurestore.online.row_writes import RowBatch
-from featurestore.online.tiles import WindowWrites, compacted
+from featurestore.online.tiles import WindowWrites, compacted, stored_values
 from featurestore.online.urls import parse
 from featurestore.plan import ViewPlan
 from featurestore.values.columns import Column
@@ -122,16 +123,17 @@ end
 return written
 """
 
-# Appends a pushed batch's records to the window keys of its views' storages in one atomic
-# step, fenced: only while this pusher holds every storage's push lock (so no other push
-# rewrites those keys meanwhile), while each storage is still the served one (or is the one a
-# materialization replays into), and while none holds the batch yet. A new key gets its
-# header (tile_format.py) first; a key's expiry only moves later. KEYS: the registry, then
-# per view its push lock, applied set and fresh key, then the window keys. ARGV: views, lock
-# token, batch id, ingest time, applied-set floor, then per view the registry field and
-# storage that must be served ('' when replaying), then value/expiry pairs. Returns the
-# (0-based) window keys that doubled since their last rewrite (the locks stay held for their
-# rewrite; with none, they are released), or PUSH_RETRY.
+# Appends a pushed batch's records to the push keys of its views' storages (keys.py
+# push_key: beside each window key, read with it) in one atomic step, fenced: only while this
+# pusher holds every storage's push lock (so no other push rewrites those keys meanwhile),
+# while each storage is still the served one (or is the one a materialization replays into),
+# and while none holds the batch yet. A push key's expiry only moves later (a new key has
+# none: GT would keep it so). KEYS: the registry, then per view its push lock, applied set
+# and fresh key, then the push keys. ARGV: views, lock token, batch id, ingest time,
+# applied-set floor, then per view the registry field and storage that must be served (''
+# when replaying), then value/expiry pairs. Returns the (0-based) push keys that outgrew
+# their window key (and REWRITE_BYTES): the locks stay held for their rewrite (with none,
+# they are released); or PUSH_RETRY.
 WRITE_PUSH = """
 local views, token, batch, ingested, floor = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 for v = 1, views do
@@ -145,18 +147,16 @@ local first = 2 + 3 * views
 local at = 6 + 2 * views
 local grown = {}
 for i = first, #KEYS do
-  local key, value, expire_at = KEYS[i], ARGV[at], tonumber(ARGV[at + 1])
-  at = at + 2
+  local key, value = KEYS[i], ARGV[at]
   local size = redis.call('APPEND', key, value)
   if size == #value then
-    redis.call('SET', key, struct.pack('<i8<i8', size + 16, expire_at) .. value, 'PXAT', expire_at)
+    redis.call('PEXPIREAT', key, ARGV[at + 1])
   else
-    local base, expiry = struct.unpack('<i8<i8', redis.call('GETRANGE', key, 0, 15))
-    if expire_at > expiry then
-      redis.call('SETRANGE', key, 8, struct.pack('<i8', expire_at))
-      redis.call('PEXPIREAT', key, expire_at)
-    end
-    if size - base > math.max(REWRITE_BYTES, base) then grown[#grown + 1] = i - first end
+    redis.call('PEXPIREAT', key, ARGV[at + 1], 'GT')
+  end
+  at = at + 2
+  if size > REWRITE_BYTES and size > redis.call('STRLEN', string.sub(key, 1, -SUFFIX)) then
+    grown[#grown + 1] = i - first
   end
 end
 for v = 1, views do
@@ -170,17 +170,32 @@ for v = 1, views do
 end
 return grown
 """
-REWRITE_BYTES = 4096  # a window key is rewritten once it grew by this much, and doubled
-WRITE_PUSH = WRITE_PUSH.replace("REWRITE_BYTES", str(REWRITE_BYTES))
-# Replaces window keys that still exist, keeping their expiry, while this pusher holds every
-# push lock (KEYS[1..ARGV[2]]), and releases them; ARGV[1]: the token, then one value per key.
+REWRITE_BYTES = 4096  # a window key is rewritten once its push key holds this much, and more
+WRITE_PUSH = WRITE_PUSH.replace("REWRITE_BYTES", str(REWRITE_BYTES)).replace(
+    "-SUFFIX", str(-1 - len(PUSH_SUFFIX)))  # the window key of a push key (same slot)
+# Rewrites window keys with their push keys' records merged in, while this pusher holds every
+# push lock (KEYS[1..ARGV[2]]), and releases them. Then KEYS: window key, push key pairs;
+# ARGV[1]: the token, then one value per pair. A pair whose push key is gone (expired: its
+# records are of no use any more) is left as it is; else the window key is written, expiring
+# no earlier than it did nor than its push key, which is deleted.
 REWRITE = """
 local locks = tonumber(ARGV[2])
 for i = 1, locks do
   if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
 end
-for i = locks + 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('SET', KEYS[i], ARGV[i + 2 - locks], 'KEEPTTL') end
+for i = locks + 1, #KEYS, 2 do
+  local window, pushed = KEYS[i], KEYS[i + 1]
+  local at = redis.call('PEXPIRETIME', pushed)
+  if at > 0 then
+    local value = ARGV[2 + (i - locks + 1) / 2]
+    if redis.call('EXISTS', window) == 1 then
+      redis.call('SET', window, value, 'KEEPTTL')
+      redis.call('PEXPIREAT', window, at, 'GT')
+    else
+      redis.call('SET', window, value, 'PXAT', at)
+    end
+    redis.call('DEL', pushed)
+  end
 end
 for i = 1, locks do redis.call('DEL', KEYS[i]) end
 return 1
@@ -460,13 +475,13 @@ class OnlineStore:
                    build: Callable[[ViewPlan, str], list[WindowWrites]], now: int,
                    into: dict[str, str] | None = None,
                    served: dict[str, Served] | None = None) -> int | None:
-        """Appends a pushed batch to the window keys of each view whose storage does not hold
+        """Appends a pushed batch to the push keys of each view whose storage does not hold
         it yet, and records it there, atomically. The storages are the served ones, or `into`
         (view -> storage: a materialization replaying the log). Each storage's push lock is
         held while its keys are written, and the write is fenced by the lock, the registry
         and the applied set (WRITE_PUSH): a flip, a concurrent push of the same batch or a
-        lost lock makes it start over. Keys that doubled since their last rewrite are
-        then rewritten under the same locks. `build(view, storage)` makes the records.
+        lost lock makes it start over. Window keys whose push keys outgrew them are then
+        rewritten under the same locks. `build(view, storage)` makes the records.
         `served`: the registry as the caller just read it, for the first attempt (the fence
         catches a flip since). Returns the number of window keys written, or None when every
         storage held the batch."""
@@ -527,19 +542,23 @@ class OnlineStore:
 
     def _rewrite(self, writes: list[WindowWrites], grown: list[int], locks: list[str],
                  token: str, ingested: int) -> None:
-        """Compacts the window keys that grew (indices into the writes' keys, in order) and
-        releases the locks: a read after this push is as of `ingested` or later, so the keys
+        """Compacts the window keys whose push keys grew (indices into the writes' keys, in
+        order) and releases the locks: a read after this push is as of `ingested` or later, so the keys
         keep what it needs."""
         keys, values, at, wanted = [], [], 0, set(grown)
         for w in writes:
-            mine = [i - at for i in range(at, at + len(w.keys)) if i in wanted]
-            at += len(w.keys)
+            mine = [i - at for i in range(at, at + len(w.owners)) if i in wanted]
+            at += len(w.owners)
             if mine:
                 names = [w.key(i) for i in mine]
-                old = self._client.mget(names)
-                new = compacted(w.group, old, ingested, ingested)
-                keys += [n for n, v in zip(names, new, strict=True) if v is not None]
-                values += [v for v in new if v is not None]
+                pushed = [w.push_key(i) for i in mine]
+                old = self._client.mget(names + pushed)
+                new = compacted(w.group, stored_values(old[:len(mine)], old[len(mine):]),
+                                ingested, ingested)
+                for pair, v in zip(zip(names, pushed, strict=True), new, strict=True):
+                    if v is not None:
+                        keys += pair
+                        values.append(v)
         self._rewrite_script(keys=locks + keys, args=[token, len(locks), *values])
 
     def _take(self, locks: list[str], token: str, applied: list[str], batch_id: str

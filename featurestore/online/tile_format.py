@@ -3,7 +3,8 @@ value) varint pairs of its nonzero slots, so equal states are equal bytes and a 
 few events stays a few dozen bytes. One entity's tiles of one hop group live in one value, its
 window key:
 
-    header   16 bytes: int64 length after its last rewrite, int64 expiry (ms)
+    header   16 bytes: int64 length and int64 expiry (ms) as its last rewrite wrote it
+             (reads skip it)
     records  varint tag, varint length, payload; tag = zigzag(k) * 4 + kind
              TILE    the tile of hop k
              EVENT   zigzag(created) varint, then the tile of that one event of hop k: an
@@ -11,10 +12,15 @@ window key:
              COARSE  the tile of hops k*C .. k*C + C - 1 (C: the group's coarse hops): the
                      merge of the TILE records of those hops, so a read merges a few coarse
                      tiles where the window covers them whole, and hop tiles at its tail
+             LOOSE   the tile of hop k that no COARSE record holds (a push's): a read
+                     counts it wherever its window covers hop k
 
-A hop (or coarse hop) may have several records: a push appends its own, and they merge like
-any tiles. A rewrite (materialization, compaction) holds one per hop and drops the hops no
-read can need. Reading merges a window straight from these bytes."""
+A hop (or coarse hop) may have several records: a push appends its own (LOOSE and EVENT
+only, so each pushed tile is written once), and they merge like any tiles. A rewrite
+(materialization, compaction) holds one per hop, merges LOOSE tiles and visible EVENT tiles
+into their hop's and coarse hop's, and drops the hops no read can need. Reading merges a
+window straight from these bytes (a window key's value followed by its push key's records,
+online/tiles.py)."""
 
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ from featurestore.aggregation.tiles import merge_tile
 from featurestore.values.varints import get_varint, put_varint, varint_size
 
 HEADER = 16  # bytes: length after the last rewrite, expiry in ms (both int64, little-endian)
-TILE, EVENT, COARSE = 0, 1, 2
+TILE, EVENT, COARSE, LOOSE = 0, 1, 2, 3
 
 
 @numba.njit(cache=True, nogil=True)
@@ -265,9 +271,9 @@ def _head_ts(buf, pos, end):  # type: ignore[no-untyped-def]
 def compact_values(spec, width, coarse, buf, offsets, k_min, visible_at
                    ):  # type: ignore[no-untyped-def]
     """Window key values buf[offsets[i]:offsets[i + 1]] rewritten (empty ones stay empty),
-    each keeping its expiry: records of hops before k_min dropped, EVENT records visible at
-    `visible_at` made TILE (and COARSE) records, the records of each hop merged into one
-    (a hop's lone record is copied as it is). Returns the bytes and each value's offsets."""
+    each keeping its expiry: records of hops before k_min dropped, LOOSE records and EVENT
+    records visible at `visible_at` made TILE (and COARSE) records, the records of each hop
+    merged into one (a hop's lone record is copied as it is). Returns the bytes and each value's offsets."""
     n = offsets.shape[0] - 1
     out = np.empty(2 * buf.shape[0] + 64 * n + 64, np.uint8)
     out_offsets = np.zeros(n + 1, np.int64)
@@ -301,13 +307,15 @@ def compact_values(spec, width, coarse, buf, offsets, k_min, visible_at
                 z, p = get_varint(buf, p)
                 created[j] = _unzigzag(z)
                 if _head_ts(buf, p, stop[j]) <= visible_at and created[j] <= visible_at:
-                    kind = TILE
-                    if coarse > 1:
-                        key[j + 1], start[j + 1], stop[j + 1] = 4 * (k // coarse) + COARSE, p, stop[j]
-                        key[j], start[j] = 4 * k + kind, p
-                        p = stop[j]
-                        j += 2
-                        continue
+                    kind = LOOSE
+            if kind == LOOSE:  # a tile of its hop and of its coarse hop from now on
+                kind = TILE
+                if coarse > 1:
+                    key[j + 1], start[j + 1], stop[j + 1] = 4 * (k // coarse) + COARSE, p, stop[j]
+                    key[j], start[j] = 4 * k + kind, p
+                    p = stop[j]
+                    j += 2
+                    continue
             key[j], start[j] = 4 * k + kind, p
             p = stop[j]
             j += 1
@@ -356,7 +364,8 @@ def merge_windows(spec, width, coarse, k_head, as_of, buf, offsets, n, span, out
     """The values at as_of (head hop k_head) of n entities from their window keys (entity
     r's value is buf[offsets[r]:offsets[r + 1]], empty when absent), into column r of the
     outputs: per aggregation, the COARSE tiles its window covers whole, the TILE records of
-    the other hops it covers and the EVENT records visible at as_of. Returns how many tiles
+    the other hops it covers, the LOOSE records of every hop it covers and the EVENT records
+    visible at as_of. Returns how many tiles
     hold an event after as_of (none can: the fence refuses such reads)."""
     acc = np.zeros(width, np.int64)
     tile = np.zeros(width, np.int64)
@@ -380,7 +389,7 @@ def merge_windows(spec, width, coarse, k_head, as_of, buf, offsets, n, span, out
                 needed = first_any <= start_hop <= k_head
             elif kind == TILE and coarse > 1:
                 needed = first_any <= k <= k_head and (k // coarse) * coarse < latest_first
-            else:
+            else:  # a LOOSE or EVENT tile, or any hop tile without coarse ones
                 needed = first_any <= k
             if not needed:
                 pos = stop

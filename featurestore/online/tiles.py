@@ -1,13 +1,16 @@
 """Windowed views in Redis: one window key per entity and hop group (online/keys.py:
 window_key) holding the entity's tiles (the partial aggregate of one hop each) and its pushed
-events that are not visible yet, in the bytes of online/tile_format.py.
+events that are not visible yet, in the bytes of online/tile_format.py, and beside it a push
+key (keys.py push_key) holding the records pushed since the window key was last written
+whole. The two read as one value: the window key's bytes, then the push key's records.
 
 A read at T merges the coarse and hop tiles of each window and the held events visible at T:
-one key per entity and hop group, one round trip. A push appends its own tiles and events to
-the keys (it reads nothing); a rewrite (materialization, or a push's compaction once a key
-has doubled) merges the tiles of equal hops and drops the hops no read can need. A key
-expires one window after the later of its last hop and its last write (rounded up to the
-hop)."""
+two keys per entity and hop group, one round trip. A push appends its own tiles and events to
+the push keys (it reads nothing, and never grows a window key, which would make Redis copy
+it); a rewrite (materialization, or a push's compaction once a push key outgrew its window
+key) merges the tiles of equal hops, drops the hops no read can need and empties the push
+key. Each key expires one window after the later of its last hop and its last write (rounded
+up to the hop): what it holds is of no use to any read after that."""
 
 from __future__ import annotations
 
@@ -21,11 +24,13 @@ import numpy as np
 from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, hops, span
 from featurestore.aggregation.tiles import event_tiles
-from featurestore.online.keys import bases, window_head, window_key
+from featurestore.online.keys import bases, push_key, window_head, window_key
 from featurestore.online.row_writes import Keys
 from featurestore.online.tile_format import (
     COARSE,
     EVENT,
+    HEADER,
+    LOOSE,
     build_encoded,
     compact_values,
     encode_tiles,
@@ -117,6 +122,9 @@ class WindowWrites:
     def key(self, i: int) -> str:
         return window_key(self.bases.text(int(self.owners[i])), self.group.hop_us)
 
+    def push_key(self, i: int) -> str:
+        return push_key(self.key(i))
+
     @cached_property
     def values(self) -> list[bytes]:
         raw = self.data.tobytes()
@@ -130,12 +138,16 @@ class WindowWrites:
 def window_writes(g: TileGroup, bases: Bases, events: Events, k_lo: int, k_hi: int,
                   visible_at: int, now: int, whole: bool) -> WindowWrites:
     """The records of hops k_lo..k_hi of every entity in `events`: tiles of its events
-    visible at `visible_at`, and each later event on its own. Expiry counts from `now`."""
+    visible at `visible_at`, and each later event on its own. Expiry counts from `now`.
+    `whole`: the keys' whole values (hop and coarse tiles, with a header); else records to
+    append, the hop tiles as LOOSE ones (tile_format.py: no coarse copy of each)."""
     xi, xf, m = g.layout.inputs(events.columns)
     spec, width = g.layout.spec, g.layout.width
     buf, lo, hi, owner, k, kind = build_encoded(
-        spec, width, g.hop_us, g.coarse, xi, xf, m, events.ts, events.created, events.starts,
-        events.ends, k_lo, k_hi, visible_at)
+        spec, width, g.hop_us, g.coarse if whole else 0, xi, xf, m, events.ts, events.created,
+        events.starts, events.ends, k_lo, k_hi, visible_at)
+    if not whole:
+        kind[:] = LOOSE
     created = np.zeros(len(k), np.int64)
     hop_of = events.ts // g.hop_us
     later = np.flatnonzero((hop_of >= k_lo) & (hop_of <= k_hi) & (
@@ -173,6 +185,15 @@ def view_window_writes(project: str, view: ViewPlan, storage: str, events: Event
         if last >= first:
             out.append(window_writes(g, keys, events, first, last, visible_at, now, whole))
     return out
+
+
+def stored_values(windows: list[bytes | None], pushed: list[bytes | None]
+                  ) -> list[bytes | None]:
+    """Each entity's value as reads and rewrites see it: its window key's bytes followed by
+    its push key's records (a push key without its window key: behind an empty header).
+    None where neither exists."""
+    return [w if p is None else (w or bytes(HEADER)) + p
+            for w, p in zip(windows, pushed, strict=True)]
 
 
 def compacted(g: TileGroup, values: list[bytes | None], oldest_head_us: int, visible_at: int

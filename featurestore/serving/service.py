@@ -44,6 +44,7 @@ from featurestore.online.store import OnlineStore
 from featurestore.plan import Plan, Selection
 from featurestore.plan.hashing import version_of
 from featurestore.push import DEFAULT_MAX_FUTURE_US, push
+from featurestore.push import warm_up as push_warm_up
 from featurestore.repo import definition_files, load_plan
 from featurestore.serving import metrics
 from featurestore.serving.proto import SERVICE, WIRE, pb
@@ -225,8 +226,9 @@ class FeatureServer:
             await self.refresh()
 
     async def warm_up(self) -> None:
-        """Runs every feature service once on an empty batch, so that the first real requests
-        do not pay for loading compiled functions from Numba's caches."""
+        """Runs every feature service once on an empty batch, and builds a push's records
+        when the server takes pushes, so that the first real requests do not pay for loading
+        compiled functions from Numba's caches."""
         for name in self.plan.services:
             request = pb.GetOnlineFeaturesRequest(feature_service=name)
             selection = self.plan.select(service=name)
@@ -238,6 +240,11 @@ class FeatureServer:
                 await self.online_features(request, Call(None))
             except RequestError as exc:  # e.g. not materialized yet: warms up on first use
                 log.info("not warming up %s: %s", name, exc)
+        if self.options.repo_root is not None and self.options.redis_url is not None:
+            try:  # pushes: their records, built and packed
+                await asyncio.to_thread(push_warm_up, self.plan)
+            except Exception as exc:  # only the first push pays for what did not warm up
+                log.warning("not warming up pushes: %s", exc)
 
     async def online_features(self, request: pb.GetOnlineFeaturesRequest, call: Call) -> bytes:
         prepared = self._prepare(request)

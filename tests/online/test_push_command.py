@@ -1,4 +1,4 @@
-"""A push's natively packed script call (online/push_command.py): its window keys are the ones
+"""A push's natively packed script call (online/push_command.py): its push keys are the ones
 online/keys.py spells, its bytes are what redis-py would send for the same call, and a Redis
 that lost its scripts (restarted, SCRIPT FLUSH) still takes pushes."""
 
@@ -16,7 +16,7 @@ from featurestore import Aggregate, Entity, FeatureView, Source
 from featurestore.aggregation.events import Events
 from featurestore.definitions import Definitions
 from featurestore.definitions.types import Float64, Int64, String
-from featurestore.online.keys import entity_bases, key_text, window_key
+from featurestore.online.keys import entity_bases, key_text, push_key, window_key
 from featurestore.online.push_command import pack_eval
 from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import view_window_writes
@@ -76,7 +76,7 @@ def test_the_packed_call_is_what_redis_py_sends() -> None:
     fenced, args = ["reg", "lock", "applied", "fresh"], [1, "token", "b1", NOW, 0, "", ""]
     pairs = [x for w in ws for value, expiry in zip(w.values, w.expiry_ms, strict=True)
              for x in (value, expiry)]
-    keys = [k for w in ws for k in w.keys]
+    keys = [push_key(k) for w in ws for k in w.keys]
     expected = hiredis.pack_command(("EVALSHA", "f" * 40, len(fenced) + len(keys), *fenced,
                                      *keys, *args, *pairs))
     assert pack_eval("f" * 40, fenced, args, ws).tobytes() == expected
@@ -93,5 +93,5 @@ def test_a_redis_without_the_script_still_takes_pushes(
     assert online.push_tiles("b1", NOW, [view], lambda v, s: writes(plan, v, s), NOW) == 16
     assert online.applied("spend", storage) == {"b1"}
     keys = [k for w in writes(plan, view, storage) for k in w.keys]
-    assert all(client.exists(k) for k in keys)
+    assert all(client.exists(push_key(k)) and not client.exists(k) for k in keys)
     client.close()

@@ -30,7 +30,7 @@ from featurestore.errors import (
     PastReadRefused,
     RegistryMoved,
 )
-from featurestore.online.keys import active_key, push_lock_key, registry_key
+from featurestore.online.keys import active_key, push_key, push_lock_key, registry_key
 from featurestore.online.lookup import Lookup
 from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import view_window_writes
@@ -220,6 +220,53 @@ def test_a_pushed_batch_is_applied_once_per_storage(store_for: Callable[[Plan], 
     into = {"spend": building}
     assert online.push_tiles("b1", NOW, [view], build(plan), NOW, into=into) == 2
     assert online.push_tiles("b1", NOW, [view], build(plan), NOW, into=into) is None
+
+
+def test_pushes_leave_a_written_window_key_whole_until_its_push_key_outgrows_it(
+        store_for: Callable[[Plan], OnlineStore], online_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push appends to push keys, never to the window key a rewrite wrote (Redis would copy
+    it); once a push key outgrew its window key (the 4 kB floor made 0 here), the push folds
+    it into the window key, which then expires no earlier than either did. Reads count every
+    record throughout, wherever it lies."""
+    from featurestore.online import store as online_store
+    small = online_store.WRITE_PUSH.replace(f"size > {online_store.REWRITE_BYTES} and",
+                                            "size > 0 and")
+    assert small != online_store.WRITE_PUSH
+    monkeypatch.setattr(online_store, "WRITE_PUSH", small)
+    plan = plan_with()
+    online, view = store_for(plan), plan.views["spend"]
+    storage = activate(online, view)
+    early = Events.from_sorted(  # user 1's one event in the hour before, written whole
+        pa.table({"user_id": pa.array([1], pa.int64())}), ["user_id"],
+        ts=np.array([NOW - HOUR - 10]), created=np.array([NOW - HOUR - 10]),
+        columns={"x": from_arrow(pa.array([7.0]), Float64)})
+    (whole,) = view_window_writes(plan.project, view, storage, early, NOW - HOUR, NOW - HOUR,
+                                  NOW - HOUR, NOW - 2 * HOUR, whole=True)
+    online.write_windows(whole)
+    online.flush()
+    client = redis_client(online_url)
+    window, pushed = whole.key(0), whole.push_key(0)
+    written, expiry = client.get(window), client.pexpiretime(window)
+    (pushes,) = build(plan)(view, storage)
+    user_2 = pushes.key(1)
+    sizes = []
+    for n in range(1, 6):
+        assert online.push_tiles(f"b{n}", NOW, [view], build(plan), NOW) == 2
+        assert read(online, plan, ["spend:x_sum_2h", "spend:x_count_2h"], [1, 2], NOW) == {
+            "x_sum_2h": [7.0 + 3.5 * n, 4.0 * n], "x_count_2h": [1 + 2 * n, n]}
+        if n == 1:  # user 2 had no window key: its push key outgrew it at once
+            assert not client.exists(push_key(user_2)) and client.exists(user_2)
+        if not client.exists(pushed):
+            break
+        assert client.get(window) == written
+        sizes.append(client.strlen(pushed))
+        later = client.pexpiretime(pushed)
+    assert 0 < len(sizes) < n, "the push key never outgrew its window key"
+    assert sizes[-1] <= len(written) and client.get(window) != written
+    assert client.pexpiretime(window) == later > expiry
+    assert client.pexpiretime(user_2) == later
+    client.close()
 
 
 def test_concurrent_pushes_all_count_and_a_batch_sent_twice_at_once_counts_once(

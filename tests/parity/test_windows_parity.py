@@ -26,8 +26,9 @@ from redis_kit import both_backends, online_of, redis_client
 from featurestore import FeatureStore, materialization
 from featurestore.definitions.types import Int64
 from featurestore.errors import PastReadRefused, RegistryMoved
+from featurestore.online.keys import PUSH_SUFFIX, push_key
 from featurestore.online.lookup import Lookup
-from featurestore.online.tiles import compacted, groups
+from featurestore.online.tiles import compacted, groups, stored_values
 from featurestore.push import push
 from featurestore.values.columns import from_arrow, to_arrow
 
@@ -233,15 +234,18 @@ def test_a_pushed_event_tying_a_stored_one_is_the_later_on_both_paths(
 
 
 def tile_dump(client: redis.Redis, store: FeatureStore, clock: int) -> dict[bytes, bytes]:
-    """The view's window keys, each rewritten as a push's compaction would (pushes append
-    records in arrival order; the merged tiles are what must not depend on it)."""
+    """The view's window keys, each rewritten with its push key as a push's compaction would
+    (pushes append records in arrival order; the merged tiles are what must not depend on
+    it)."""
     prefix = f"{store.config.project}:spend:".encode()
     by_hop = {g.hop_us: g for g in groups(store.plan.views["spend"].aggregates)}
     out = {}
     for key in client.scan_iter(match=prefix + b"*:w*"):
-        g = by_hop[int(key.rsplit(b":w", 1)[1])]
-        entity = key.split(b":", 4)[4]  # after project, view, storage and the project's tag
-        out[entity] = compacted(g, [client.get(key)], clock, clock)[0]
+        window = key.removesuffix(PUSH_SUFFIX.encode())
+        g = by_hop[int(window.rsplit(b":w", 1)[1])]
+        entity = window.split(b":", 4)[4]  # after project, view, storage and the project's tag
+        value = stored_values([client.get(window)], [client.get(push_key(window.decode()))])
+        out[entity] = compacted(g, value, clock, clock)[0]
     return out
 
 
@@ -286,8 +290,8 @@ def test_many_pushes_with_rewrites_a_racing_materialization_and_early_events_mat
     from featurestore.online import store as online_store
     from featurestore.online.store import OnlineStore
 
-    small = online_store.WRITE_PUSH.replace(f"math.max({online_store.REWRITE_BYTES}, base)",
-                                            "math.max(256, base)")
+    small = online_store.WRITE_PUSH.replace(f"size > {online_store.REWRITE_BYTES} and",
+                                            "size > 256 and")
     assert small != online_store.WRITE_PUSH
     monkeypatch.setattr(online_store, "WRITE_PUSH", small)  # rewrites come sooner
     rewrites: list[int] = []
