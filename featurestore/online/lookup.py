@@ -333,8 +333,8 @@ class PendingRead:
                 buf, offsets = _joined(values[at:at + n])
                 at += n
                 out_i, out_f, valid = empty_outputs(layout, n)
-                ahead = merge_windows(layout.spec, layout.width, g.coarse, as_of_us // g.hop_us,
-                                      as_of_us, buf, offsets, n, g.span, out_i, out_f, valid)
+                ahead = merge_windows(*layout.merging, g.coarse, as_of_us // g.hop_us, as_of_us,
+                                      buf, offsets, n, g.span, out_i, out_f, valid)
                 if ahead:
                     raise OnlineStoreError(
                         f"feature view {name!r}: {ahead} stored tiles hold events after as_of "

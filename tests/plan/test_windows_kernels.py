@@ -114,7 +114,7 @@ def test_sweep_and_tiles_equal_direct_evaluation(stream: dict, times: list[int])
             off = np.zeros(4, np.int64)
             np.cumsum([len(b) for b in blobs], out=off[1:])
             online = empty_outputs(layout, 3)
-            assert merge_windows(layout.spec, layout.width, g.coarse, at // H, at,
+            assert merge_windows(*layout.merging, g.coarse, at // H, at,
                                  np.frombuffer(b"".join(blobs), np.uint8), off, 3, g.span,
                                  *online) == 0
             assert canonical(*online) == canonical(*expected), (name, at)
