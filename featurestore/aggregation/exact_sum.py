@@ -51,6 +51,10 @@ _EMIN = -1074                 # exponent of the smallest subnormal's unit
 _QMIN = _EMIN - BASE          # rounding position of subnormals, relative to BASE
 _INF_LIMB = (1024 - BASE) >> 5  # a nonzero limb at or above this one means |sum| >= 2**1024
 _TWO53 = 9007199254740992.0
+# How merge treats each slot (unit.py's `merges`): limbs and counters add, LOW and HIGH keep
+# the larger. (merge also counts itself in PENDING, which bounds the limbs' growth between
+# carries; a reader adding tiles slot by slot bounds it by normalizing, see merge_windows.)
+MERGES = "+" * (PENDING + 1) + "^^"
 
 _jit = numba.njit(cache=True, nogil=True)
 _inline = numba.njit(cache=True, nogil=True, inline="always")  # no call, no refcounts

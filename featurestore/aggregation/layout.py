@@ -4,16 +4,26 @@ results cross between Columns and the kernels' arrays."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from featurestore.aggregation.accumulators import CODES, SPEC_WIDTH, input_row, state_width
+from featurestore.aggregation.accumulators import (
+    CODES,
+    OFFSET,
+    SPEC_WIDTH,
+    UNITS,
+    input_row,
+    state_width,
+)
 from featurestore.definitions.types import Bool, Float64
 from featurestore.plan.plan import AggregatePlan
 from featurestore.values.columns import Column
 
 MAX_TS = 0  # slot 0 of a tile row: the latest event time it holds
-
+# How merge_windows (online/tile_format.py) merges a slot of a tile: through its unit's merge,
+# or slot by slot as it decodes the tile (Unit.merges: "+" adds, "^" keeps the larger)
+BY_UNIT, ADD, MAX = range(3)
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,28 @@ class Layout:
             offset += state_width(code, is_float)
         spec.flags.writeable = False
         return cls(aggregations, spec, offset)
+
+    @cached_property
+    def merging(self) -> tuple[np.ndarray, np.ndarray]:
+        """(spec, slots) for merging tiles (merge_windows). An aggregation whose state always
+        equals an earlier one's (same column, type, window, hop and unit state: var and stddev
+        of a column) reads that one's slots in `spec` and its own are not merged. slots[i]:
+        -1 for a slot not merged (MAX_TS, such slots), else aggregation << 2 | how
+        (BY_UNIT, ADD or MAX)."""
+        spec = self.spec.copy()
+        slots = np.full(self.width, -1, np.int64)
+        for a, agg in enumerate(self.aggregations):
+            unit, flt = UNITS[CODES[agg.function]], agg.dtype is Float64
+            twin = next((b for b, other in enumerate(self.aggregations[:a])
+                         if _same_state(agg, other)), None)
+            if twin is not None:
+                spec[a, OFFSET] = spec[twin, OFFSET]
+                continue
+            off, how = spec[a, OFFSET], unit.merges[flt] or "=" * unit.widths[flt]
+            codes = {"=": BY_UNIT, "+": ADD, "^": MAX}
+            slots[off:off + len(how)] = [a << 2 | codes[c] for c in how]
+        spec.flags.writeable = False
+        return spec, slots
 
     @property
     def columns(self) -> list[str]:
@@ -70,6 +102,14 @@ class Layout:
                 values = out_i[a]
             columns.append(Column(values, valid[a]))
         return columns
+
+
+def _same_state(a: AggregatePlan, b: AggregatePlan) -> bool:
+    """Whether a's state always equals b's: the same events added and merged alike."""
+    ua, ub = UNITS[CODES[a.function]], UNITS[CODES[b.function]]
+    return (a.column, a.dtype, a.window_us, a.hop_us) == (b.column, b.dtype, b.window_us,
+                                                          b.hop_us) and \
+        (ua.add, ua.merge, ua.widths, ua.inputs) == (ub.add, ub.merge, ub.widths, ub.inputs)
 
 
 def empty_outputs(layout: Layout, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

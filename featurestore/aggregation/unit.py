@@ -19,11 +19,13 @@ The kernels, all Numba-jitted with these signatures (`flt`: the input column is 
   (QUEUE units only): the state of a set of events is then that of its best one.
 
 and, as plain ints, indexed by `flt`: `widths`, the slots of the state, and `inputs`, how the
-column is encoded (KEYS, FLOATS or HASHES). `sweep` says how the backfill sweep slides a window:
-SUBTRACT (add entering, remove leaving events), QUEUE (a monotonic queue of best events), SET
-(for a state that depends only on the set of distinct int64 inputs, so adding an input twice
-changes nothing: add the inputs new to the window, remove those that leave it or, if the state
-cannot, rebuild it from those left) or
+column is encoded (KEYS, FLOATS or HASHES); also indexed by `flt`, `merges`: when `merge` only
+adds each slot or keeps the larger value, one character per slot ("+" or "^"), so a lookup
+merges tiles slot by slot as it decodes them (online/tile_format.py), else "". `sweep` says
+how the backfill sweep slides a window: SUBTRACT (add entering, remove leaving events), QUEUE
+(a monotonic queue of best events), SET (for a state that depends only on the set of distinct
+int64 inputs, so adding an input twice changes nothing: add the inputs new to the window,
+remove those that leave it or, if the state cannot, rebuild it from those left) or
 DIRECT (re-read the window at every step)."""
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Unit(NamedTuple):
     widths: tuple[int, int]
     inputs: tuple[int, int]
     sweep: int
+    merges: tuple[str, str] = ("", "")
 
 
 @numba.njit(cache=True, nogil=True)

@@ -96,7 +96,7 @@ class OnlineResult:
     slots: Slots
     fixed: np.ndarray  # int64 (fixed refs, n)
     strings: Utf8Array  # `offsets` is (string refs, n + 1) over `data`
-    computed: dict[str, Column]  # transforms' and windowed views' outputs
+    computed: dict[str, Column]  # transforms' outputs
     status: np.ndarray  # uint8 (refs, n)
     row_views: tuple[str, ...]
     event_matrix: np.ndarray  # int64 (row views, n): the event time of the row served, 0 if none
@@ -128,8 +128,8 @@ class OnlineResult:
     __getitem__ = column  # run_transforms reads and writes the result as a mapping
 
     def __setitem__(self, ref: str, column: Column) -> None:
-        """A computed ref's values (a transform's or a windowed view's): kept as a column,
-        and, where the ref has a fixed row, written there with missing values zeroed."""
+        """A transform's values: kept as a column, and, where the ref has a fixed row,
+        written there with missing values zeroed."""
         self.computed[ref] = column
         computed_status(column.valid, self.status[self.slots.status_row[ref]])
         values = column.values
@@ -170,6 +170,39 @@ class WindowView:
     end_us: int  # END of the materialization that wrote the storage
     groups: tuple[TileGroup, ...]
     wanted: frozenset[str]
+
+
+@dataclass(frozen=True)
+class GroupOutputs:
+    """Where a hop group's wanted aggregates go in a result, so that a read writes them all
+    with a few array operations (a column each cost more than the merge at batch 1)."""
+
+    aggregations: np.ndarray  # int64: positions in the group's layout of the wanted ones
+    floats: np.ndarray  # bool per wanted: a Float64 result (out_f), else out_i
+    bools: np.ndarray  # bool per wanted: a Bool result (stored 0/1)
+    fixed_rows: np.ndarray  # int64 per wanted: its row of `fixed`
+    status_rows: np.ndarray  # int64 per wanted: its row of `status`
+
+    @classmethod
+    def of(cls, window: WindowView, g: TileGroup, slots: Slots) -> GroupOutputs:
+        wanted = [(a, agg) for a, agg in enumerate(g.layout.aggregations)
+                  if agg.name in window.wanted]
+        refs = [f"{window.view.name}:{agg.name}" for _, agg in wanted]
+        return cls(np.array([a for a, _ in wanted], np.int64),
+                   np.array([agg.output is Float64 for _, agg in wanted], np.bool_),
+                   np.array([agg.output is Bool for _, agg in wanted], np.bool_),
+                   np.array([slots.fixed_row[r] for r in refs], np.int64),
+                   np.array([slots.status_row[r] for r in refs], np.int64))
+
+    def write(self, result: OnlineResult, out_i: np.ndarray, out_f: np.ndarray,
+              valid: np.ndarray) -> None:
+        """The merge's outputs into the result's rows: values where valid (zero elsewhere),
+        status PRESENT or NULL."""
+        a, ok = self.aggregations, valid[self.aggregations]
+        bits = np.where(self.floats[:, None], out_f[a].view(np.int64), out_i[a])
+        bits[self.bools] = bits[self.bools] != 0
+        result.fixed[self.fixed_rows] = np.where(ok, bits, 0)
+        result.status[self.status_rows] = np.where(ok, PRESENT, NULL)
 
 
 def _row_maps(rows: tuple[RowView, ...], slots: Slots
@@ -229,6 +262,8 @@ class Lookup:
         self.row_views = tuple(r.view.name for r in rows)
         self.slots = Slots(plan, selection)
         self._maps = _row_maps(self.rows, self.slots)
+        self._outputs = tuple(tuple(GroupOutputs.of(w, g, self.slots) for g in w.groups)
+                              for w in self.windows)
         views = (*self.rows, *self.windows)
         self.fence = [active_key(project, item.view.name) for item in views] + [
             fresh_key(project, w.view.name, w.storage) for w in self.windows]
@@ -332,25 +367,21 @@ class PendingRead:
         result = OnlineResult(slots, fixed, Utf8Array(offsets, data), {}, status,
                               lookup.row_views, event_ts, {})
         at = len(rows) * n
-        for window in lookup.windows:
-            for g in window.groups:
+        for window, outputs in zip(lookup.windows, lookup._outputs, strict=True):
+            for g, output in zip(window.groups, outputs, strict=True):
                 layout, name = g.layout, window.view.name
                 buf, offsets = _joined(stored_values(values[at:at + n],
                                                      values[at + n:at + 2 * n]))
                 at += 2 * n
                 out_i, out_f, valid = empty_outputs(layout, n)
-                ahead = merge_windows(layout.spec, layout.width, g.coarse, as_of_us // g.hop_us,
-                                      as_of_us, buf, offsets, n, g.span, out_i, out_f, valid)
+                ahead = merge_windows(*layout.merging, g.coarse, as_of_us // g.hop_us, as_of_us,
+                                      buf, offsets, n, g.span, out_i, out_f, valid)
                 if ahead:
                     raise OnlineStoreError(
                         f"feature view {name!r}: {ahead} stored tiles hold events after as_of "
                         f"{as_of_us}, which its fence should have refused; run `featurestore "
                         "materialize`")
-                for agg, column in zip(layout.aggregations,
-                                       layout.outputs(out_i, out_f, valid), strict=True):
-                    if agg.name in window.wanted:
-                        column.valid.flags.writeable = False
-                        result[f"{name}:{agg.name}"] = column
+                output.write(result, out_i, out_f, valid)
         result.transform_errors = run_transforms(lookup.selection, result, requests)
         return result
 

@@ -35,7 +35,7 @@ from featurestore.aggregation.accumulators import (
     merge_state,
     normalize_state,
 )
-from featurestore.aggregation.layout import MAX_TS
+from featurestore.aggregation.layout import ADD, BY_UNIT, MAX, MAX_TS
 from featurestore.aggregation.tiles import merge_tile
 from featurestore.values.varints import get_varint, put_varint, varint_size
 
@@ -359,23 +359,34 @@ def compact_values(spec, width, coarse, buf, offsets, k_min, visible_at
 
 
 @numba.njit(cache=True, nogil=True)
-def merge_windows(spec, width, coarse, k_head, as_of, buf, offsets, n, span, out_i, out_f,
+def merge_windows(spec, slots, coarse, k_head, as_of, buf, offsets, n, span, out_i, out_f,
                   valid):  # type: ignore[no-untyped-def]
     """The values at as_of (head hop k_head) of n entities from their window keys (entity
     r's value is buf[offsets[r]:offsets[r + 1]], empty when absent), into column r of the
     outputs: per aggregation, the COARSE tiles its window covers whole, the TILE records of
     the other hops it covers, the LOOSE records of every hop it covers and the EVENT records
-    visible at as_of. Returns how many tiles
-    hold an event after as_of (none can: the fence refuses such reads)."""
+    visible at as_of. `spec` and `slots` are the layout's `merging`: slots that merge slot by
+    slot are merged as a tile is decoded, the others decoded into a row for their unit's
+    merge. Returns how many tiles hold an event after as_of (none can: the fence refuses such
+    reads)."""
+    width, aggregations = slots.shape[0], spec.shape[0]
     acc = np.zeros(width, np.int64)
     tile = np.zeros(width, np.int64)
     touched = np.empty(width, np.int64)
+    first_full = np.empty(aggregations, np.int64)
+    use = np.zeros(aggregations, np.bool_)
+    by_unit = np.zeros(aggregations, np.bool_)
+    for slot in range(width):
+        if slots[slot] >= 0 and slots[slot] & 3 == BY_UNIT:
+            by_unit[slots[slot] >> 2] = True
     first_any = latest_first = k_head - span + 1
-    for a in range(spec.shape[0]):
-        latest_first = max(latest_first, k_head - spec[a, WINDOW] // spec[a, HOP])
+    for a in range(aggregations):
+        first_full[a] = k_head - spec[a, WINDOW] // spec[a, HOP]
+        latest_first = max(latest_first, first_full[a])
     ahead = 0
     for r in range(n):
         acc[:] = 0
+        merged = 0
         pos, end = offsets[r] + HEADER, offsets[r + 1]
         if offsets[r + 1] == offsets[r]:
             pos = end
@@ -391,31 +402,65 @@ def merge_windows(spec, width, coarse, k_head, as_of, buf, offsets, n, span, out
                 needed = first_any <= k <= k_head and (k // coarse) * coarse < latest_first
             else:  # a LOOSE or EVENT tile, or any hop tile without coarse ones
                 needed = first_any <= k
+            created = np.int64(-(2 ** 62))
+            if needed and kind == EVENT:
+                z, pos = get_varint(buf, pos)
+                created = _unzigzag(z)
+            if needed and (_head_ts(buf, pos, stop) > as_of or created > as_of):
+                needed = False
+                if kind != EVENT:  # an event merely waits
+                    ahead += 1
+            if needed:
+                needed = False
+                for a in range(aggregations):
+                    if kind == COARSE:
+                        use[a] = start_hop >= first_full[a]
+                    elif kind == TILE and coarse > 1:
+                        use[a] = first_full[a] <= k <= k_head and \
+                            (k // coarse) * coarse < first_full[a]
+                    else:
+                        use[a] = first_full[a] <= k <= k_head
+                    needed |= use[a]
             if not needed:
                 pos = stop
                 continue
-            created = np.int64(-(2 ** 62))
-            if kind == EVENT:
-                z, pos = get_varint(buf, pos)
-                created = _unzigzag(z)
-            count = decode_tile(buf, pos, stop, tile, touched)
+            count = _merge_decoded(buf, pos, stop, slots, use, acc, tile, touched)
             pos = stop
-            if tile[MAX_TS] > as_of or created > as_of:
-                if kind != EVENT:  # an event merely waits
-                    ahead += 1
-            else:
-                for a in range(spec.shape[0]):
-                    first_full = k_head - spec[a, WINDOW] // spec[a, HOP]
-                    if kind == COARSE:
-                        use = start_hop >= first_full
-                    elif kind == TILE and coarse > 1:
-                        use = first_full <= k <= k_head and (k // coarse) * coarse < first_full
-                    else:
-                        use = first_full <= k <= k_head
-                    if use:
-                        merge_state(spec, a, acc, tile)
+            for a in range(aggregations):
+                if by_unit[a] and use[a]:
+                    merge_state(spec, a, acc, tile)
             for t in range(count):
                 tile[touched[t]] = 0
-        for a in range(spec.shape[0]):
+            merged += 1
+            if merged % 512 == 0:  # slot-by-slot sums of exact sums: carry before any limb
+                for a in range(aggregations):  # can near overflow (each tile's < 2**53)
+                    normalize_state(spec, a, acc)
+        for a in range(aggregations):
             finish(spec, a, acc, r, out_i, out_f, valid)
     return ahead
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _merge_decoded(buf, pos, stop, slots, use, acc, tile, touched
+                   ):  # type: ignore[no-untyped-def]
+    """Decodes the tile in buf[pos:stop], merging into acc the slots of the aggregations in
+    `use` that merge slot by slot, and writing into the zeroed row `tile` those their unit
+    merges (their slots go to `touched`, for zeroing them again). Returns how many."""
+    slot, count = -1, 0
+    while pos < stop:
+        gap, pos = get_varint(buf, pos)
+        z, pos = get_varint(buf, pos)
+        slot += gap
+        plan = slots[slot]
+        if plan < 0 or not use[plan >> 2]:
+            continue
+        how, v = plan & 3, _unzigzag(z)
+        if how == ADD:
+            acc[slot] += v
+        elif how == MAX:
+            acc[slot] = max(acc[slot], v)
+        else:
+            tile[slot] = v
+            touched[count] = slot
+            count += 1
+    return count

@@ -15,6 +15,14 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from featurestore.aggregation.accumulators import (
+    CODES,
+    UNITS,
+    add_event,
+    finish,
+    merge_state,
+    normalize_state,
+)
 from featurestore.aggregation.events import Events
 from featurestore.aggregation.layout import Layout, empty_outputs
 from featurestore.aggregation.windows import change_points, evaluate, sweep
@@ -114,7 +122,7 @@ def test_sweep_and_tiles_equal_direct_evaluation(stream: dict, times: list[int])
             off = np.zeros(4, np.int64)
             np.cumsum([len(b) for b in blobs], out=off[1:])
             online = empty_outputs(layout, 3)
-            assert merge_windows(layout.spec, layout.width, g.coarse, at // H, at,
+            assert merge_windows(*layout.merging, g.coarse, at // H, at,
                                  np.frombuffer(b"".join(blobs), np.uint8), off, 3, g.span,
                                  *online) == 0
             assert canonical(*online) == canonical(*expected), (name, at)
@@ -248,3 +256,67 @@ def test_sweep_of_distinct_counts_past_the_exact_set_equals_direct_evaluation(
     sweep(layout.spec, layout.width, xi, xf, m, ev.ts, ev.created, ev.starts, ev.ends,
           np.array([0], np.int64), np.array([len(q_ts)], np.int64), q_ts, *swept)
     assert canonical(*swept) == canonical(*direct)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(VALUES, max_size=12), st.lists(VALUES, max_size=12),
+       st.lists(st.integers(-2**62, 2**62), min_size=24, max_size=24))
+def test_units_that_merge_slot_by_slot_merge_as_they_say(xs: list, ys: list, ks: list) -> None:
+    """A unit whose `merges` says its merge adds slots ("+") or keeps the larger ("^") gives,
+    merged that way slot by slot as lookups do, the state its own merge gives (up to the
+    carries normalize propagates) and the same value."""
+    for agg in AGGS:
+        unit, flt = UNITS[CODES[agg.function]], agg.dtype is Float64
+        if not unit.merges[flt]:
+            continue
+        layout = Layout.of((agg,))
+        spec, width = layout.spec, layout.width
+        assert len(unit.merges[flt]) == width - 1
+        states = []
+        for values, keys in ((xs, ks[:12]), (ys, ks[12:])):
+            ev = events_of([(0, 7, False, x, k) for x, k in zip(values, keys, strict=False)],
+                           False)
+            xi, xf, m = layout.inputs(ev.columns)
+            s = np.zeros(width, np.int64)
+            for i in range(len(ev.ts)):
+                add_event(spec, 0, s, xi, xf, m, i, 7, 7)
+            normalize_state(spec, 0, s)  # as tiles are stored
+            states.append(s)
+        by_unit, by_slot = states[0].copy(), states[0].copy()
+        merge_state(spec, 0, by_unit, states[1])
+        for slot, how in enumerate(unit.merges[flt], start=1):
+            other = states[1][slot]
+            by_slot[slot] = by_slot[slot] + other if how == "+" else max(by_slot[slot], other)
+        finished = []
+        for s in (by_unit, by_slot):
+            out = empty_outputs(layout, 1)
+            finish(spec, 0, s, 0, *out)
+            normalize_state(spec, 0, s)
+            finished.append(canonical(*out))
+        assert finished[0] == finished[1], agg.function
+        assert by_unit.tolist() == by_slot.tolist(), agg.function
+
+
+def test_a_key_of_many_records_reads_as_direct_evaluation() -> None:
+    """An entity whose key holds more tiles than a lookup merges before carrying its slot by
+    slot sums (600 one-event pushes to one hop group, no rewrite) reads as evaluated."""
+    rng = np.random.default_rng(3)
+    values = rng.choice([1e300, -1e300, 1.5, -2.25, 1e-300, 3.0], 600).tolist()
+    rows = sorted([(0, int(t), False, v, int(k)) for t, v, k in zip(
+        rng.integers(60, 100, 600), values, rng.integers(-2**40, 2**40, 600), strict=True)],
+        key=lambda r: r[1])
+    ev = events_of(rows, False)
+    layout = Layout.of(AGGS)
+    g = replace(groups(AGGS)[0], coarse=0)
+    bases = Bases.of_strings(["e0", "e1", "e2"])
+    t = 100
+    key = _appended(g, bases, ev, np.array_split(np.arange(600), 600), t // H - g.span + 1,
+                    t // H, t)["e0:w10"]
+    xi, xf, m = layout.inputs(ev.columns)
+    expected = empty_outputs(layout, 1)
+    evaluate(layout.spec, layout.width, xi, xf, m, ev.ts, ev.created, ev.starts, ev.ends,
+             np.zeros(1, np.int64), np.full(1, t, np.int64), *expected)
+    online = empty_outputs(layout, 1)
+    assert merge_windows(*layout.merging, g.coarse, t // H, t, np.frombuffer(key, np.uint8),
+                         np.array([0, len(key)], np.int64), 1, g.span, *online) == 0
+    assert canonical(*online) == canonical(*expected)

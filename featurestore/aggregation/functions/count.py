@@ -27,4 +27,4 @@ def finish(s, off, flt):  # type: ignore[no-untyped-def]
 
 
 UNIT = Unit(add, remove, merge, no_normalize, finish, no_better, widths=(1, 1),
-            inputs=(KEYS, KEYS), sweep=SUBTRACT)
+            inputs=(KEYS, KEYS), sweep=SUBTRACT, merges=("+", "+"))

@@ -40,4 +40,5 @@ def finish(s, off, flt):  # type: ignore[no-untyped-def]
 
 
 UNIT = Unit(add, remove, merge, normalize, finish, no_better, widths=(1 + W, 1 + W),
-            inputs=(FLOATS, FLOATS), sweep=SUBTRACT)
+            inputs=(FLOATS, FLOATS), sweep=SUBTRACT,
+            merges=("+" + exact_sum.MERGES,) * 2)

@@ -52,4 +52,5 @@ def finish(s, off, flt):  # type: ignore[no-untyped-def]
 
 
 UNIT = Unit(add, remove, merge, normalize, finish, no_better, widths=(2, 1 + W),
-            inputs=(KEYS, FLOATS), sweep=SUBTRACT)
+            inputs=(KEYS, FLOATS), sweep=SUBTRACT,
+            merges=("++", "+" + exact_sum.MERGES))

@@ -65,4 +65,5 @@ def finish(s, off, flt):  # type: ignore[no-untyped-def]
 
 
 UNIT = Unit(add, remove, merge, normalize, finish, no_better, widths=(1 + 2 * W, 1 + 2 * W),
-            inputs=(FLOATS, FLOATS), sweep=SUBTRACT)
+            inputs=(FLOATS, FLOATS), sweep=SUBTRACT,
+            merges=("+" + 2 * exact_sum.MERGES,) * 2)
