@@ -219,20 +219,26 @@ def scaled_minus_square(n, sq, s):
     halves: no column can overflow), whose carries then give the result's limbs; its
     rounding is value's. s's limbs start at 2**-1088, so no product bit falls below
     2**BASE."""
-    return spread(n, sq, TOP - sq[LOW], sq[HIGH], 0, s, TOP - s[LOW], s[HIGH], 0)
+    return spread(n, sq, TOP - sq[LOW], sq[HIGH], 0, s, TOP - s[LOW], s[HIGH], 0,
+                  np.empty(0, np.int64))
 
 
 @_jit
-def spread(n, sq, l2, h2, b2, s, l1, h1, b1):
+def spread(n, sq, l2, h2, b2, s, l1, h1, b1, c):
     """scaled_minus_square of any sign-magnitude limbs: limb k of sq is sq[k - b2], nonzero
-    only for l2 <= k < h2, and limb i of s is s[i - b1], for l1 <= i < h1 (h = 0: none)."""
+    only for l2 <= k < h2, and limb i of s is s[i - b1], for l1 <= i < h1 (h = 0: none).
+    c: scratch for the columns of the products (a larger one is made if it is too short)."""
     if h1 == 0 and (h2 == 0 or n == 0):
         return 0.0
     shift = BASE >> 5                       # limb i*j of s*s is limb i + j + shift
     lo = min(2 * l1 + shift if h1 else l2, l2 if h2 else 2 * l1 + shift)
     hi = max(2 * h1 + shift if h1 else 0, h2 + 2 if h2 else 0) + 1
     base = max(lo - 2, 0)                   # rounding may read two limbs below the lowest
-    c = np.zeros(hi - base, np.int64)
+    size = hi - base
+    if c.shape[0] < size:
+        c = np.zeros(size, np.int64)
+    else:
+        c[:size] = 0
     halves = (np.uint64(n) & np.uint64(_MASK), np.uint64(n) >> np.uint64(32))
     for k in range(l2, h2):
         limb = np.uint64(abs(sq[k - b2]))
@@ -251,18 +257,18 @@ def spread(n, sq, l2, h2, b2, s, l1, h1, b1):
             c[i + j + shift - base] -= twice * np.int64(p & np.uint64(_MASK))
             c[i + j + shift + 1 - base] -= twice * np.int64(p >> np.uint64(32))
     carry = 0
-    for k in range(c.shape[0]):
+    for k in range(size):
         v = c[k] + carry
         c[k] = v & _MASK
         carry = v >> 32
     neg = carry < 0  # then c holds 2**(32*len(c)) + the value: take its magnitude
     if neg:
         carry = 0
-        for k in range(c.shape[0]):
+        for k in range(size):
             v = carry - c[k]
             c[k] = -(v & _MASK)
             carry = v >> 32
-    top = c.shape[0] - 1
+    top = size - 1
     while top >= 0 and c[top] == 0:
         top -= 1
     if top < 0:
@@ -318,7 +324,7 @@ def _round_finite(acc):
     return round_limbs(acc, 0, TOP - acc[LOW], h)
 
 
-@_jit
+@_inline
 def round_limbs(limbs, base, low, h):
     """Correctly rounded (half-even) value of the sum of limbs[i - base] * 2**(BASE + 32*i)
     over low <= i <= h: sign-magnitude limbs (each with the value's sign, magnitude below

@@ -105,10 +105,11 @@ def value(limbs, first):
 
 
 @_inline
-def scaled_minus_square(n, squares, first_sq, limbs, first):
+def scaled_minus_square(n, squares, first_sq, limbs, first, scratch):
     """n * (sum of squares) - (sum)**2, correctly rounded, as exact_sum.scaled_minus_square
-    rounds it (squares as layout sized them: not none unless the values are all zeros)."""
+    rounds it (squares as layout sized them: not none unless the values are all zeros;
+    scratch: as exact_sum.spread's, of about 2 * LIMBS + 8 not to be replaced)."""
     l2, h2 = _carry(squares)
     l1, h1 = _carry(limbs)
     return exact_sum.spread(n, squares, first_sq + l2, first_sq + h2 if h2 else 0, first_sq,
-                            limbs, first + l1, first + h1 if h1 else 0, first)
+                            limbs, first + l1, first + h1 if h1 else 0, first, scratch)

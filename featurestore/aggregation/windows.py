@@ -156,6 +156,7 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
         s = np.zeros(width, np.int64)
         queue = np.empty(ends[e] - starts[e], np.int64)
         slots, live = multiset.make(ends[e] - starts[e])
+        scratch = np.zeros(2 * fixed_sum.LIMBS + 8, np.int64)
         lo_e, hi_e = starts[e], ends[e]
         late = False
         for i in range(lo_e, hi_e):
@@ -234,7 +235,7 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                 elif kind == FIXED:
                     total = fixed_sum.value(limbs, first) if wanted == TOTAL else 0.0
                     spread = fixed_sum.scaled_minus_square(
-                        n, squares, first_sq, limbs, first) if wanted == SPREAD else 0.0
+                        n, squares, first_sq, limbs, first, scratch) if wanted == SPREAD else 0.0
                     finish_moments(spec, a, n, total, spread, p, out_i, out_f, valid)
                     continue
                 finish(spec, a, s, p, out_i, out_f, valid)
