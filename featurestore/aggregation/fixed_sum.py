@@ -54,62 +54,64 @@ def layout(xf, m, a, lo, hi, squares):
 
 
 @_inline
-def add(limbs, first, x, sign):
-    """limbs += sign * x for a finite x."""
+def add(limbs, at, first, x, sign):
+    """Adds sign * x, for a finite x, to the sum whose limb `first` is limbs[at]."""
     if x != 0.0:
         mx, e = split(abs(x))
-        put(limbs, first, mx if (x > 0) == (sign > 0) else -mx, e)
+        put(limbs, first - at, mx if (x > 0) == (sign > 0) else -mx, e)
 
 
 @_inline
-def add_square(limbs, first, x, sign):
-    """limbs += sign * x*x exactly, for a finite x."""
+def add_square(limbs, at, first, x, sign):
+    """Adds sign * x*x exactly, for a finite x, to the sum whose limb `first` is limbs[at]."""
     if x != 0.0:
         mx, e = split(abs(x))
         lo, hi = exact_sum.product(mx, mx)
-        put(limbs, first, sign * lo, 2 * e)
-        put(limbs, first, sign * hi, 2 * e + 52)
+        put(limbs, first - at, sign * lo, 2 * e)
+        put(limbs, first - at, sign * hi, 2 * e + 52)
 
 
 @_inline
-def _carry(limbs):
-    """Propagate carries into sign-magnitude limbs (the value unchanged); (lowest, highest + 1)
-    of the nonzero ones, (0, 0) for zero."""
+def _carry(limbs, at, size):
+    """Propagate carries through limbs[at:at + size] into sign-magnitude limbs (the value
+    unchanged); (lowest, highest + 1) of the nonzero ones, from `at`, (0, 0) for zero."""
     c = 0
-    for i in range(limbs.shape[0]):
+    for i in range(at, at + size):
         v = limbs[i] + c
         limbs[i] = v & _MASK
         c = v >> 32
-    if c < 0:  # the value is -(2**(32*LIMBS) - the limbs): store its magnitude, negated
+    if c < 0:  # the value is -(2**(32*size) - the limbs): store its magnitude, negated
         c = 0
-        for i in range(limbs.shape[0]):
+        for i in range(at, at + size):
             v = c - limbs[i]
             limbs[i] = -(v & _MASK)
             c = v >> 32
-    h = limbs.shape[0]
-    while h > 0 and limbs[h - 1] == 0:
+    h = size
+    while h > 0 and limbs[at + h - 1] == 0:
         h -= 1
     low = 0
-    while low < h and limbs[low] == 0:
+    while low < h and limbs[at + low] == 0:
         low += 1
     return low, h
 
 
 @_inline
-def value(limbs, first):
-    """The sum correctly rounded to float64 (+0.0 for zero), as exact_sum.value rounds it."""
-    low, h = _carry(limbs)
+def value(limbs, at, size, first):
+    """The sum in limbs[at:at + size] (limb `first` at `at`, as layout sized it) correctly
+    rounded to float64 (+0.0 for zero), as exact_sum.value rounds it."""
+    low, h = _carry(limbs, at, size)
     if h == 0:  # also for no limbs at all
         return 0.0
-    return exact_sum.round_limbs(limbs, first, first + low, first + h - 1)
+    return exact_sum.round_limbs(limbs, first - at, first + low, first + h - 1)
 
 
 @_inline
-def scaled_minus_square(n, squares, first_sq, limbs, first, scratch):
+def scaled_minus_square(n, limbs, at, size, first, at_sq, size_sq, first_sq, scratch):
     """n * (sum of squares) - (sum)**2, correctly rounded, as exact_sum.scaled_minus_square
-    rounds it (squares as layout sized them: not none unless the values are all zeros;
-    scratch: as exact_sum.spread's, of about 2 * LIMBS + 8 not to be replaced)."""
-    l2, h2 = _carry(squares)
-    l1, h1 = _carry(limbs)
-    return exact_sum.spread(n, squares, first_sq + l2, first_sq + h2 if h2 else 0, first_sq,
-                            limbs, first + l1, first + h1 if h1 else 0, first, scratch)
+    rounds it: the sum as in `value`, the sum of squares likewise from at_sq (scratch: as
+    exact_sum.spread's, about 2 * LIMBS + 8 long not to be replaced)."""
+    l2, h2 = _carry(limbs, at_sq, size_sq)
+    l1, h1 = _carry(limbs, at, size)
+    return exact_sum.spread(n, limbs, first_sq + l2, first_sq + h2 if h2 else 0,
+                            first_sq - at_sq, limbs, first + l1, first + h1 if h1 else 0,
+                            first - at, scratch)

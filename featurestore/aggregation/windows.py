@@ -156,6 +156,7 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
         s = np.zeros(width, np.int64)
         queue = np.empty(ends[e] - starts[e], np.int64)
         slots, live = multiset.make(ends[e] - starts[e])
+        limbs = np.zeros(3 * fixed_sum.LIMBS, np.int64)  # sums from 0, squares from LIMBS
         scratch = np.zeros(2 * fixed_sum.LIMBS + 8, np.int64)
         lo_e, hi_e = starts[e], ends[e]
         late = False
@@ -173,7 +174,8 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                                                                   wanted == SPREAD)
             if first >= 0:
                 kind = FIXED
-            limbs, squares, n = np.zeros(size, np.int64), np.zeros(size_sq, np.int64), 0
+                limbs[:] = 0
+            n, sq = 0, fixed_sum.LIMBS
             lo, hi, q_head, q_tail, gone = lo_e, lo_e, 0, 0, False
             for p in range(p_starts[e], p_ends[e]):
                 t = p_ts[p]
@@ -189,9 +191,9 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     elif kind == FIXED:
                         if m[a, hi]:
                             n += 1
-                            fixed_sum.add(limbs, first, xf[a, hi], 1)
+                            fixed_sum.add(limbs, 0, first, xf[a, hi], 1)
                             if wanted == SPREAD:
-                                fixed_sum.add_square(squares, first_sq, xf[a, hi], 1)
+                                fixed_sum.add_square(limbs, sq, first_sq, xf[a, hi], 1)
                     elif kind == SET:
                         if m[a, hi] and multiset.enter(slots, live, xi[a, hi], hi):
                             add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
@@ -208,9 +210,9 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     elif kind == FIXED:
                         if m[a, lo]:
                             n -= 1
-                            fixed_sum.add(limbs, first, xf[a, lo], -1)
+                            fixed_sum.add(limbs, 0, first, xf[a, lo], -1)
                             if wanted == SPREAD:
-                                fixed_sum.add_square(squares, first_sq, xf[a, lo], -1)
+                                fixed_sum.add_square(limbs, sq, first_sq, xf[a, lo], -1)
                     elif kind == SET:
                         if m[a, lo] and multiset.leave(slots, live, xi[a, lo]) and not gone:
                             gone = not remove_event(spec, a, s, xi, xf, m, lo)
@@ -233,9 +235,10 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                         add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
                     gone = False
                 elif kind == FIXED:
-                    total = fixed_sum.value(limbs, first) if wanted == TOTAL else 0.0
+                    total = fixed_sum.value(limbs, 0, size, first) if wanted == TOTAL else 0.0
                     spread = fixed_sum.scaled_minus_square(
-                        n, squares, first_sq, limbs, first, scratch) if wanted == SPREAD else 0.0
+                        n, limbs, 0, size, first, sq, size_sq, first_sq, scratch
+                    ) if wanted == SPREAD else 0.0
                     finish_moments(spec, a, n, total, spread, p, out_i, out_f, valid)
                     continue
                 finish(spec, a, s, p, out_i, out_f, valid)

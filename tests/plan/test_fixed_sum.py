@@ -70,16 +70,13 @@ def _fixed(values: list[float], gone: list[float], squares: bool):
     first, size, first_sq, size_sq = fs.layout(xf, m, 0, 0, len(every), squares)
     if first < 0:
         return None
-    limbs, sq = np.zeros(size, np.int64), np.zeros(size_sq, np.int64)
-    for x in every:
-        fs.add(limbs, first, x, 1)
-        if squares:
-            fs.add_square(sq, first_sq, x, 1)
-    for x in gone:
-        fs.add(limbs, first, x, -1)
-        if squares:
-            fs.add_square(sq, first_sq, x, -1)
-    return limbs, first, sq, first_sq
+    limbs, at_sq = np.zeros(3 * fs.LIMBS, np.int64), fs.LIMBS
+    for sign, xs in ((1, every), (-1, gone)):
+        for x in xs:
+            fs.add(limbs, 0, first, x, sign)
+            if squares:
+                fs.add_square(limbs, at_sq, first_sq, x, sign)
+    return limbs, (0, size, first), (at_sq, size_sq, first_sq)
 
 
 def _accumulated(values: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,12 +96,12 @@ def test_sums_round_as_exact_sum_does(values: list[float], data: st.DataObject) 
     fixed = _fixed(values, gone, False)
     if fixed is None:
         return
-    limbs, first, _, _ = fixed
+    limbs, where, _ = fixed
     s1, _ = _accumulated(values)
-    got = fs.value(limbs, first)
+    got = fs.value(limbs, *where)
     assert bits(got) == bits(es.value(s1))
     assert bits(got) == bits(exact(sum(map(Fraction, values), Fraction(0))))
-    assert bits(fs.value(limbs, first)) == bits(got)  # reading leaves the value as it was
+    assert bits(fs.value(limbs, *where)) == bits(got)  # reading leaves the value as it was
 
 
 @FAST
@@ -114,10 +111,10 @@ def test_spreads_round_as_exact_sum_does(values: list[float], data: st.DataObjec
     fixed = _fixed(values, gone, True)
     if fixed is None:
         return
-    limbs, first, sq, first_sq = fixed
+    limbs, where, where_sq = fixed
     n = len(values)
     s1, s2 = _accumulated(values)
-    got = fs.scaled_minus_square(n, sq, first_sq, limbs, first, np.zeros(56, np.int64))
+    got = fs.scaled_minus_square(n, limbs, *where, *where_sq, np.zeros(2 * fs.LIMBS + 8, np.int64))
     assert bits(got) == bits(es.scaled_minus_square(n, s2, s1))
     q = [Fraction(x) for x in values]
     assert bits(got) == bits(exact(n * sum(x * x for x in q) - sum(q, Fraction(0)) ** 2))
@@ -143,9 +140,9 @@ def test_everyday_values_fit_and_the_rest_declines() -> None:
 
 @pytest.mark.parametrize("values", [[MAX, MAX], [-MAX, -MAX, MAX], [1e308] * 3])
 def test_overflow_rounds_to_infinity_as_exact_sum_does(values: list[float]) -> None:
-    limbs, first, sq, first_sq = _fixed(values, [], True)
+    limbs, where, where_sq = _fixed(values, [], True)
     s1, s2 = _accumulated(values)
-    assert bits(fs.value(limbs, first)) == bits(es.value(s1))
-    assert bits(fs.scaled_minus_square(len(values), sq, first_sq, limbs, first,
-                                       np.zeros(0, np.int64))) == bits(
+    spread = fs.scaled_minus_square(len(values), limbs, *where, *where_sq, np.zeros(0, np.int64))
+    assert bits(fs.value(limbs, *where)) == bits(es.value(s1))
+    assert bits(spread) == bits(
         es.scaled_minus_square(len(values), s2, s1))
