@@ -22,6 +22,7 @@ MAX_EVENTS = 1 << 30            # more values than this in a window could overfl
 _MASK = (1 << 32) - 1
 _MIN_SQUARE_EXP = -1024         # smallest exponent whose square's limbs spread() can place
 
+_jit = numba.njit(cache=True, nogil=True)  # once per value read: kept out of the sweep's loop
 _inline = numba.njit(cache=True, nogil=True, inline="always")
 
 
@@ -95,7 +96,7 @@ def _carry(limbs, at, size):
     return low, h
 
 
-@_inline
+@_jit
 def value(limbs, at, size, first):
     """The sum in limbs[at:at + size] (limb `first` at `at`, as layout sized it) correctly
     rounded to float64 (+0.0 for zero), as exact_sum.value rounds it."""
@@ -105,7 +106,7 @@ def value(limbs, at, size, first):
     return exact_sum.round_limbs(limbs, first - at, first + low, first + h - 1)
 
 
-@_inline
+@_jit
 def scaled_minus_square(n, limbs, at, size, first, at_sq, size_sq, first_sq, scratch):
     """n * (sum of squares) - (sum)**2, correctly rounded, as exact_sum.scaled_minus_square
     rounds it: the sum as in `value`, the sum of squares likewise from at_sq (scratch: as
