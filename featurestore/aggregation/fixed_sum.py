@@ -50,7 +50,7 @@ def layout(xf, m, a, lo, hi, squares):
         return -1, 0, 0, 0
     if not squares:
         return first, limbs, 0, 0
-    first_sq = ((2 * low - BASE) >> 5) - 2
+    first_sq = ((2 * low - BASE) >> 5) - 2  # the squares then span fewer than 2 * LIMBS
     return first, limbs, first_sq, ((2 * high + 52 - BASE) >> 5) + 4 - first_sq
 
 
