@@ -110,3 +110,23 @@ def better(spec, a, xi, ts, created, i, j):  # type: ignore[no-untyped-def]
         if coded[0] == f:
             wins = coded[1].better(xi[a, i], ts[i], created[i], xi[a, j], ts[j], created[j])
     return wins
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def moments(spec, a):  # type: ignore[no-untyped-def]
+    """Which exact sum aggregation a's value comes from (unit.NONE, TOTAL or SPREAD)."""
+    f, flt = spec[a, FUNC], spec[a, FLOAT_INPUT] != 0
+    kind = 0
+    for coded in literal_unroll(_CODED):
+        if coded[0] == f:
+            kind = coded[1].moments[1] if flt else coded[1].moments[0]
+    return kind
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def finish_moments(spec, a, n, total, spread, r, out_i, out_f, valid):  # type: ignore[no-untyped-def]
+    """Like finish, from n events' rounded exact sum or spread (see `moments`)."""
+    f = spec[a, FUNC]
+    for coded in literal_unroll(_CODED):
+        if coded[0] == f:
+            valid[a, r], out_i[a, r], out_f[a, r] = coded[1].from_moments(n, total, spread)

@@ -111,28 +111,37 @@ def _add_int(acc, m, e):
     if acc[PENDING] >= LIMIT:
         normalize(acc)
     acc[PENDING] += 1
-    o = e - BASE
-    k = o >> 5
-    s = o & 31
+    k = (e - BASE) >> 5
     if TOP - k > acc[LOW]:
         acc[LOW] = TOP - k
     if k + 3 > acc[HIGH]:
         acc[HIGH] = k + 3
+    put(acc, 0, m, e)
+
+
+@_inline
+def put(limbs, first, m, e):
+    """Adds m * 2**e (an integer |m| < 2**60, e >= BASE) to the limbs (limbs[i] counts units
+    of 2**(BASE + 32*(first + i))), less than 2**32 to each of three: no carries, no
+    bookkeeping."""
+    o = e - BASE
+    k = (o >> 5) - first
+    s = o & 31
     a = -m if m < 0 else m
     t = (a & _MASK) << s
     u = ((a >> 32) << s) + (t >> 32)
     if m < 0:
-        acc[k] -= t & _MASK
-        acc[k + 1] -= u & _MASK
-        acc[k + 2] -= u >> 32
+        limbs[k] -= t & _MASK
+        limbs[k + 1] -= u & _MASK
+        limbs[k + 2] -= u >> 32
     else:
-        acc[k] += t & _MASK
-        acc[k + 1] += u & _MASK
-        acc[k + 2] += u >> 32
+        limbs[k] += t & _MASK
+        limbs[k + 1] += u & _MASK
+        limbs[k + 2] += u >> 32
 
 
 @_inline
-def _split(ax):
+def split(ax):
     """(m, e) with ax = m * 2**e exactly, for finite ax > 0: m < 2**53 an integer, e >= -1074
     (m >= 2**52 unless ax is subnormal), read off ax's bits."""
     b = np.float64(ax).view(np.int64)
@@ -159,7 +168,7 @@ def add(acc, x):
     """acc += x exactly; NaN and infinities only go to their counters."""
     if x - x == 0.0:  # finite
         if x != 0.0:
-            m, e = _split(abs(x))
+            m, e = split(abs(x))
             _add_int(acc, -m if x < 0 else m, e)
     else:
         _add_special(acc, x)
@@ -178,18 +187,14 @@ def subtract(acc, x):
 
 
 @_inline
-def _add_mul(acc, mx, my, e, negative):
-    """acc += ±mx*my * 2**e exactly, for integers mx < 2**53 and my < 2**53, from 26/27-bit
-    partial products."""
+def product(mx, my):
+    """(lo, hi) with mx*my = hi * 2**52 + lo, lo < 2**53 and hi < 2**55, for integers
+    mx < 2**53 and my < 2**53, from 26/27-bit partial products."""
     x1, x0 = mx >> 26, mx & 0x3FFFFFF
     y1, y0 = my >> 26, my & 0x3FFFFFF
     mid = x0 * y1 + x1 * y0                          # < 2**54
     lo = x0 * y0 + ((mid & 0x3FFFFFF) << 26)          # < 2**53
-    hi = x1 * y1 + (mid >> 26)                        # mx*my = hi * 2**52 + lo, hi < 2**55
-    if negative:
-        lo, hi = -lo, -hi
-    _add_int(acc, lo, e)
-    _add_int(acc, hi, e + 52)
+    return lo, x1 * y1 + (mid >> 26)
 
 
 @_inline
@@ -199,9 +204,13 @@ def add_product(acc, x, y):
     if x - x == 0.0 and y - y == 0.0:
         if x == 0.0 or y == 0.0:
             return
-        mx, ex = _split(abs(x))
-        my, ey = _split(abs(y))
-        _add_mul(acc, mx, my, ex + ey, (x < 0) != (y < 0))
+        mx, ex = split(abs(x))
+        my, ey = split(abs(y))
+        lo, hi = product(mx, my)
+        if (x < 0) != (y < 0):
+            lo, hi = -lo, -hi
+        _add_int(acc, lo, ex + ey)
+        _add_int(acc, hi, ex + ey + 52)
     else:
         _add_special(acc, x * y)
 
@@ -214,50 +223,61 @@ def scaled_minus_square(n, sq, s):
     halves: no column can overflow), whose carries then give the result's limbs; its
     rounding is value's. s's limbs start at 2**-1088, so no product bit falls below
     2**BASE."""
-    if s[HIGH] == 0 and (sq[HIGH] == 0 or n == 0):
+    return spread(n, sq, TOP - sq[LOW], sq[HIGH], 0, s, TOP - s[LOW], s[HIGH], 0,
+                  np.empty(0, np.int64))
+
+
+@_jit
+def spread(n, sq, l2, h2, b2, s, l1, h1, b1, c):
+    """scaled_minus_square of any sign-magnitude limbs: limb k of sq is sq[k - b2], nonzero
+    only for l2 <= k < h2, and limb i of s is s[i - b1], for l1 <= i < h1 (h = 0: none).
+    c: scratch for the columns of the products (a larger one is made if it is too short)."""
+    if h1 == 0 and (h2 == 0 or n == 0):
         return 0.0
-    l1, h1 = TOP - s[LOW], s[HIGH]
-    l2, h2 = TOP - sq[LOW], sq[HIGH]
     shift = BASE >> 5                       # limb i*j of s*s is limb i + j + shift
     lo = min(2 * l1 + shift if h1 else l2, l2 if h2 else 2 * l1 + shift)
     hi = max(2 * h1 + shift if h1 else 0, h2 + 2 if h2 else 0) + 1
     base = max(lo - 2, 0)                   # rounding may read two limbs below the lowest
-    c = np.zeros(hi - base, np.int64)
+    size = hi - base
+    if c.shape[0] < size:
+        c = np.zeros(size, np.int64)
+    else:
+        c[:size] = 0
     halves = (np.uint64(n) & np.uint64(_MASK), np.uint64(n) >> np.uint64(32))
     for k in range(l2, h2):
-        limb = np.uint64(abs(sq[k]))
-        sign = -1 if sq[k] < 0 else 1
+        limb = np.uint64(abs(sq[k - b2]))
+        sign = -1 if sq[k - b2] < 0 else 1
         for h in range(2):
             p = halves[h] * limb
             c[k + h - base] += sign * np.int64(p & np.uint64(_MASK))
             c[k + h + 1 - base] += sign * np.int64(p >> np.uint64(32))
     for i in range(l1, h1):
-        if s[i] == 0:
+        if s[i - b1] == 0:
             continue
-        x = np.uint64(abs(s[i]))
+        x = np.uint64(abs(s[i - b1]))
         for j in range(i, h1):
-            p = x * np.uint64(abs(s[j]))
+            p = x * np.uint64(abs(s[j - b1]))
             twice = 1 if i == j else 2  # s has one sign: every product is positive
             c[i + j + shift - base] -= twice * np.int64(p & np.uint64(_MASK))
             c[i + j + shift + 1 - base] -= twice * np.int64(p >> np.uint64(32))
     carry = 0
-    for k in range(c.shape[0]):
+    for k in range(size):
         v = c[k] + carry
         c[k] = v & _MASK
         carry = v >> 32
     neg = carry < 0  # then c holds 2**(32*len(c)) + the value: take its magnitude
     if neg:
         carry = 0
-        for k in range(c.shape[0]):
+        for k in range(size):
             v = carry - c[k]
             c[k] = -(v & _MASK)
             carry = v >> 32
-    top = c.shape[0] - 1
+    top = size - 1
     while top >= 0 and c[top] == 0:
         top -= 1
     if top < 0:
         return 0.0
-    return _round_limbs(c, base, lo, top + base)
+    return round_limbs(c, base, lo, top + base)
 
 
 @_jit
@@ -305,11 +325,11 @@ def _round_finite(acc):
         h -= 1
     if h < 0:
         return 0.0
-    return _round_limbs(acc, 0, TOP - acc[LOW], h)
+    return round_limbs(acc, 0, TOP - acc[LOW], h)
 
 
-@_jit
-def _round_limbs(limbs, base, low, h):
+@_inline
+def round_limbs(limbs, base, low, h):
     """Correctly rounded (half-even) value of the sum of limbs[i - base] * 2**(BASE + 32*i)
     over low <= i <= h: sign-magnitude limbs (each with the value's sign, magnitude below
     2**32 but for limb h, which is nonzero), base <= max(low - 2, 0)."""

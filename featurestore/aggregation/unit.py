@@ -26,7 +26,12 @@ how the backfill sweep slides a window: SUBTRACT (add entering, remove leaving e
 (a monotonic queue of best events), SET (for a state that depends only on the set of distinct
 int64 inputs, so adding an input twice changes nothing: add the inputs new to the window,
 remove those that leave it or, if the state cannot, rebuild it from those left) or
-DIRECT (re-read the window at every step)."""
+DIRECT (re-read the window at every step).
+
+A unit whose value comes from exact sums of float64 inputs says so in `moments` (indexed by
+`flt`): TOTAL (the sum, rounded once) or SPREAD (n * sum of squares - sum**2, rounded once),
+and gives its value from that with from_moments(n, total, spread) -> (valid, int64, float64),
+which its finish uses too: the sweep then may keep those sums in fewer limbs (fixed_sum)."""
 
 from __future__ import annotations
 
@@ -37,7 +42,14 @@ import numba
 
 KEYS, FLOATS, HASHES = range(3)
 SUBTRACT, QUEUE, DIRECT, SET = range(4)
+NONE, TOTAL, SPREAD = range(3)  # moments
 Kernel = Callable[..., Any]  # a Numba dispatcher
+
+
+@numba.njit(cache=True, nogil=True)
+def no_moments(n, total, spread):  # type: ignore[no-untyped-def]
+    """For units whose `moments` are NONE: the sweep never calls it."""
+    return False, 0, 0.0
 
 
 class Unit(NamedTuple):
@@ -51,6 +63,8 @@ class Unit(NamedTuple):
     inputs: tuple[int, int]
     sweep: int
     merges: tuple[str, str] = ("", "")
+    moments: tuple[int, int] = (NONE, NONE)
+    from_moments: Kernel = no_moments
 
 
 @numba.njit(cache=True, nogil=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from featurestore.aggregation import multiset
+from featurestore.aggregation import fixed_sum, multiset
 from featurestore.aggregation.accumulators import (
     HOP,
     OFFSET,
@@ -25,11 +25,15 @@ from featurestore.aggregation.accumulators import (
     add_event,
     better,
     finish,
+    finish_moments,
+    moments,
     remove_event,
     sweep_kind,
 )
 from featurestore.aggregation.events import lower_bound
-from featurestore.aggregation.unit import DIRECT, QUEUE, SET, SUBTRACT
+from featurestore.aggregation.unit import DIRECT, NONE, QUEUE, SET, SPREAD, SUBTRACT, TOTAL
+
+FIXED = SET + 1  # the sweep's own kind: SUBTRACT with the exact sums in fixed_sum's limbs
 
 
 @numba.njit(cache=True, nogil=True)
@@ -143,14 +147,17 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
     """Every aggregation at each entity's increasing times p_ts[p_starts[e]:p_ends[e]]: the
     same values as `evaluate`, found by sliding each window over the events instead of
     re-reading it, as each unit's `sweep` says: sums and counts add entering and subtract
-    leaving events (exactly); min, max, first and last keep a monotonic queue of best events;
-    distinct counts count each input in the window, add the new ones and remove the gone ones,
-    or are rebuilt from the distinct inputs left when their state cannot; entities with events
-    visible only after their event time (created later) are evaluated directly."""
+    leaving events (exactly; in fixed_sum's few limbs where an entity's values fit); min, max,
+    first and last keep a monotonic queue of best events; distinct counts count each input in
+    the window, add the new ones and remove the gone ones, or are rebuilt from the distinct
+    inputs left when their state cannot; entities with events visible only after their event
+    time (created later) are evaluated directly."""
     for e in numba.prange(starts.shape[0]):
         s = np.zeros(width, np.int64)
         queue = np.empty(ends[e] - starts[e], np.int64)
         slots, live = multiset.make(ends[e] - starts[e])
+        limbs = np.zeros(3 * fixed_sum.LIMBS, np.int64)  # sums from 0, squares from LIMBS
+        scratch = np.zeros(2 * fixed_sum.LIMBS + 8, np.int64)
         lo_e, hi_e = starts[e], ends[e]
         late = False
         for i in range(lo_e, hi_e):
@@ -160,6 +167,15 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
             _reset(spec, a, s)
             if kind == SET:
                 multiset.clear(slots, live)
+            wanted = moments(spec, a)
+            first, size, first_sq, size_sq = -1, 0, 0, 0
+            if kind == SUBTRACT and wanted != NONE:
+                first, size, first_sq, size_sq = fixed_sum.layout(xf, m, a, lo_e, hi_e,
+                                                                  wanted == SPREAD)
+            if first >= 0:
+                kind = FIXED
+                limbs[:] = 0
+            n, sq = 0, fixed_sum.LIMBS
             lo, hi, q_head, q_tail, gone = lo_e, lo_e, 0, 0, False
             for p in range(p_starts[e], p_ends[e]):
                 t = p_ts[p]
@@ -172,6 +188,12 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                 while hi < hi_e and ts[hi] <= t:
                     if kind == SUBTRACT:
                         add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
+                    elif kind == FIXED:
+                        if m[a, hi]:
+                            n += 1
+                            fixed_sum.add(limbs, 0, first, xf[a, hi], 1)
+                            if wanted == SPREAD:
+                                fixed_sum.add_square(limbs, sq, first_sq, xf[a, hi], 1)
                     elif kind == SET:
                         if m[a, hi] and multiset.enter(slots, live, xi[a, hi], hi):
                             add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
@@ -185,6 +207,12 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                 while lo < hi and ts[lo] < tail:
                     if kind == SUBTRACT:
                         remove_event(spec, a, s, xi, xf, m, lo)
+                    elif kind == FIXED:
+                        if m[a, lo]:
+                            n -= 1
+                            fixed_sum.add(limbs, 0, first, xf[a, lo], -1)
+                            if wanted == SPREAD:
+                                fixed_sum.add_square(limbs, sq, first_sq, xf[a, lo], -1)
                     elif kind == SET:
                         if m[a, lo] and multiset.leave(slots, live, xi[a, lo]) and not gone:
                             gone = not remove_event(spec, a, s, xi, xf, m, lo)
@@ -206,4 +234,11 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                         i = slots[live[j], multiset.EVENT]
                         add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
                     gone = False
+                elif kind == FIXED:
+                    total = fixed_sum.value(limbs, 0, size, first) if wanted == TOTAL else 0.0
+                    spread = fixed_sum.scaled_minus_square(
+                        n, limbs, 0, size, first, sq, size_sq, first_sq, scratch
+                    ) if wanted == SPREAD else 0.0
+                    finish_moments(spec, a, n, total, spread, p, out_i, out_f, valid)
+                    continue
                 finish(spec, a, s, p, out_i, out_f, valid)

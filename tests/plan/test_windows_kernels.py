@@ -320,3 +320,50 @@ def test_a_key_of_many_records_reads_as_direct_evaluation() -> None:
     assert merge_windows(*layout.merging, g.coarse, t // H, t, np.frombuffer(key, np.uint8),
                          np.array([0, len(key)], np.int64), 1, g.span, *online) == 0
     assert canonical(*online) == canonical(*expected)
+
+
+@st.composite
+def finite_values(draw: st.DrawFn) -> list[float | None]:
+    """Finite values in an exponent band (the sweep then keeps exact sums in a few limbs) or
+    not (it falls back), with cancellations, zeros of both signs and nulls."""
+    center, width = draw(st.integers(-1074, 971)), draw(st.sampled_from([0, 10, 100, 700]))
+    parts = st.tuples(st.integers(1, 2**53 - 1), st.integers(0, width), st.booleans())
+    values: list[float | None] = [
+        math.copysign(math.ldexp(m, min(center + d, 971)), -1.0 if neg else 1.0)
+        for m, d, neg in draw(st.lists(parts, max_size=30))]
+    values += [v for v in values[:3] if v is not None and draw(st.booleans())]  # repeats
+    values += draw(st.lists(st.sampled_from([0.0, -0.0, None]), max_size=4))
+    return draw(st.permutations(values))
+
+
+@settings(max_examples=80, deadline=None)
+@given(finite_values(), st.integers(1, 3), st.data())
+def test_sweep_of_exact_sums_in_fixed_limbs_equals_direct_evaluation(
+        values: list, entities: int, data: st.DataObject) -> None:
+    """Sums, means, variances and standard deviations of entities whose values are all finite
+    (kept in fixed_sum's limbs when they fit) slide to the bits of direct evaluation."""
+    n = len(values)
+    entity = np.sort(np.array(data.draw(st.lists(st.integers(0, entities - 1), min_size=n,
+                                                 max_size=n)), np.int64))
+    ts = np.array(data.draw(st.lists(st.integers(0, 120), min_size=n, max_size=n)), np.int64)
+    ts = ts[np.lexsort((ts, entity))]
+    x = pa.array(values, pa.float64())
+    starts = np.searchsorted(entity, np.arange(entities)).astype(np.int64)
+    ends = np.searchsorted(entity, np.arange(entities), side="right").astype(np.int64)
+    ev = Events(pa.table({"e": list(range(entities))}), ts, ts.copy(),
+                {"x": Column(x.fill_null(0.0).to_numpy(zero_copy_only=False),
+                             x.is_valid().to_numpy(zero_copy_only=False))}, starts, ends)
+    layout = Layout.of(tuple(a for a in AGGS if a.column == "x" and a.function in (
+        "sum", "mean", "var", "stddev")))
+    xi, xf, m = layout.inputs(ev.columns)
+    q_ts = np.arange(-H, 140, 3, dtype=np.int64)
+    q_entity = np.repeat(np.arange(entities), len(q_ts)).astype(np.int64)
+    q_all = np.tile(q_ts, entities)
+    direct = empty_outputs(layout, len(q_all))
+    evaluate(layout.spec, layout.width, xi, xf, m, ev.ts, ev.created, ev.starts, ev.ends,
+             q_entity, q_all, *direct)
+    swept = empty_outputs(layout, len(q_all))
+    bounds = np.arange(entities + 1, dtype=np.int64) * len(q_ts)
+    sweep(layout.spec, layout.width, xi, xf, m, ev.ts, ev.created, ev.starts, ev.ends,
+          bounds[:-1], bounds[1:], q_all, *swept)
+    assert canonical(*swept) == canonical(*direct)

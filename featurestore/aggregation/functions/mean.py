@@ -6,7 +6,7 @@ import numpy as np
 
 from featurestore.aggregation import exact_sum
 from featurestore.aggregation.functions import sum as total
-from featurestore.aggregation.unit import FLOATS, SUBTRACT, Unit, no_better
+from featurestore.aggregation.unit import FLOATS, SUBTRACT, TOTAL, Unit, no_better
 
 W = exact_sum.WIDTH
 
@@ -32,13 +32,19 @@ def normalize(s, off, flt):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def finish(s, off, flt):  # type: ignore[no-untyped-def]
-    n = s[off]
+def from_moments(n, total, spread):  # type: ignore[no-untyped-def]
     if n == 0:
         return False, np.int64(0), 0.0
-    return True, np.int64(0), exact_sum.value(s[off + 1:off + 1 + W]) / float(n)
+    return True, np.int64(0), total / float(n)
+
+
+@numba.njit(cache=True, nogil=True)
+def finish(s, off, flt):  # type: ignore[no-untyped-def]
+    n = s[off]
+    return from_moments(n, exact_sum.value(s[off + 1:off + 1 + W]) if n else 0.0, 0.0)
 
 
 UNIT = Unit(add, remove, merge, normalize, finish, no_better, widths=(1 + W, 1 + W),
-            inputs=(FLOATS, FLOATS), sweep=SUBTRACT,
+            inputs=(FLOATS, FLOATS), sweep=SUBTRACT, moments=(TOTAL, TOTAL),
+            from_moments=from_moments,
             merges=("+" + exact_sum.MERGES,) * 2)

@@ -5,7 +5,7 @@ import numba
 import numpy as np
 
 from featurestore.aggregation import exact_sum
-from featurestore.aggregation.unit import FLOATS, KEYS, SUBTRACT, Unit, no_better
+from featurestore.aggregation.unit import FLOATS, KEYS, NONE, SUBTRACT, TOTAL, Unit, no_better
 
 W = exact_sum.WIDTH
 
@@ -45,12 +45,18 @@ def normalize(s, off, flt):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def from_moments(n, total, spread):  # type: ignore[no-untyped-def]
+    return True, np.int64(0), total
+
+
+@numba.njit(cache=True, nogil=True)
 def finish(s, off, flt):  # type: ignore[no-untyped-def]
     if flt:
-        return True, np.int64(0), exact_sum.value(s[off + 1:off + 1 + W])
+        return from_moments(s[off], exact_sum.value(s[off + 1:off + 1 + W]), 0.0)
     return True, s[off + 1] if s[off] else np.int64(0), 0.0
 
 
 UNIT = Unit(add, remove, merge, normalize, finish, no_better, widths=(2, 1 + W),
-            inputs=(KEYS, FLOATS), sweep=SUBTRACT,
+            inputs=(KEYS, FLOATS), sweep=SUBTRACT, moments=(NONE, TOTAL),
+            from_moments=from_moments,
             merges=("++", "+" + exact_sum.MERGES))
