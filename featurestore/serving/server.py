@@ -12,6 +12,7 @@ response serializer of its own."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -182,6 +183,8 @@ async def run(plan: Plan, redis_url: str, address: str, options: ServerOptions,
                     "--tls-key unless every caller is on this machine")
     await service.refresh()
     await service.warm_up()
+    gc.collect()  # what loading and warming up made stays: later full collections skip it
+    gc.freeze()
     await server.start()
     http = None if options.http_port is None else await feast_http.start(
         service, tokens, address.rsplit(":", 1)[0].strip("[]"), options.http_port,
