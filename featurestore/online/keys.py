@@ -1,7 +1,7 @@
 """Every Redis key the online store uses, spelled here and nowhere else (P is the project):
 
-    {P}:__registry                                    the online registry (online/registry.py)
-    {P}:__active:<view>                               the view's served storage, a copy of the
+    {P}:__registry:L2                                 the online registry (online/registry.py)
+    {P}:__active:L2:<view>                            the view's served storage, a copy of the
                                                       registry's that reads fetch with their keys
     {P}:__applied:<view>:<storage>                    pushed batches a storage holds (a ZSET
                                                       of batch ids scored by ingest time)
@@ -61,8 +61,21 @@ _ESCAPES = str.maketrans({"%": "%25", "|": "%7C", "{": "%7B", "}": "%7D"})
 EXPIRY_MARGIN_US = 60_000_000
 
 
+# The online layout: part of the names of the registry and the active keys, so that a server
+# of a release that would misread this one's keys (layout 1: before push keys, a server that
+# reads window keys without them) finds no served storage and refuses, rather than answering
+# without the pushed events. Bump it with every such change, and name the old keys below.
+LAYOUT = 2
+
+
 def registry_key(project: str) -> str:
-    return f"{{{project}}}:__registry"
+    return f"{{{project}}}:__registry:L{LAYOUT}"
+
+
+def previous_layout_keys(project: str, view: str) -> list[str]:
+    """The registry and the view's active key of the layout before this one, which a flip of
+    the view deletes (in the project's slot, like the flip)."""
+    return [f"{{{project}}}:__registry", f"{{{project}}}:__active:{view}"]
 
 
 def applied_key(project: str, view: str, storage: str) -> str:
@@ -70,7 +83,7 @@ def applied_key(project: str, view: str, storage: str) -> str:
 
 
 def active_key(project: str, view: str) -> str:
-    return f"{{{project}}}:__active:{view}"
+    return f"{{{project}}}:__active:L{LAYOUT}:{view}"
 
 
 def fresh_key(project: str, view: str, storage: str) -> str:

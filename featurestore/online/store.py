@@ -68,6 +68,7 @@ from featurestore.online.keys import (
     applied_key,
     fresh_key,
     lock_key,
+    previous_layout_keys,
     push_lock_key,
     registry_key,
     storage_in,
@@ -207,9 +208,10 @@ PUSH_ATTEMPTS = 100
 # Makes a storage the served one, atomically: only while the served storage is still the
 # expected one (ARGV[2], '' for none; field ARGV[1]) and the new storage holds every pushed
 # batch the served one holds. KEYS: the registry, the served and the new storage's applied
-# sets, the view's active key; ARGV[3]: the new storage, ARGV[4..]: registry field/value
-# pairs. Returns -1 when the served storage changed, else how many batches the new one
-# misses (0: flipped).
+# sets, the view's active key, then the previous layout's registry and active key of the view
+# (deleted: keys.previous_layout_keys); ARGV[3]: the new storage, ARGV[4..]: registry
+# field/value pairs. Returns -1 when the served storage changed, else how many batches the new
+# one misses (0: flipped).
 ACTIVATE = """
 local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if current ~= ARGV[2] then return -1 end
@@ -217,6 +219,7 @@ local missing = redis.call('ZDIFF', 2, KEYS[2], KEYS[3])
 if #missing > 0 then return #missing end
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SET', KEYS[4], ARGV[3])
+redis.call('DEL', KEYS[5], KEYS[6])
 return 0
 """
 
@@ -350,7 +353,8 @@ class OnlineStore:
         missing = self._call(lambda: self._activate_script(
             keys=[registry_key(self.project), current,
                   applied_key(self.project, view.name, storage),
-                  active_key(self.project, view.name)],
+                  active_key(self.project, view.name),
+                  *previous_layout_keys(self.project, view.name)],
             args=[f"active:{view.name}", expected or "", storage,
                   *[x for pair in fields.items() for x in pair]]))
         if missing < 0:

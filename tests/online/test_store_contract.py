@@ -30,7 +30,13 @@ from featurestore.errors import (
     PastReadRefused,
     RegistryMoved,
 )
-from featurestore.online.keys import active_key, push_key, push_lock_key, registry_key
+from featurestore.online.keys import (
+    active_key,
+    previous_layout_keys,
+    push_key,
+    push_lock_key,
+    registry_key,
+)
 from featurestore.online.lookup import Lookup
 from featurestore.online.store import OnlineStore
 from featurestore.online.tiles import view_window_writes
@@ -108,6 +114,25 @@ def test_a_version_the_registry_cannot_read_is_not_served(
     assert set(online.served()) == {"spend"}
     with pytest.raises(NotAppliedError, match="'rows' has no materialized version online"):
         Lookup(plan.project, plan, plan.select(features=["rows:x"]), online.served())
+
+
+def test_the_previous_layout_is_not_served_and_a_flip_retires_it(
+        store_for: Callable[[Plan], OnlineStore], online_url: str) -> None:
+    """A server of the release before push keys reads window keys without them: the keys it
+    finds its served storages by are not this release's, and a flip deletes them, so such a
+    server finds nothing to serve and refuses instead of answering without pushed events."""
+    plan = plan_with()
+    online = store_for(plan)
+    old_registry, old_active = previous_layout_keys(plan.project, "spend")
+    client = redis_client(online_url)
+    client.hset(old_registry, mapping={"active:spend": "v1"})
+    client.set(old_active, "v1")
+    assert online.served() == {}  # nothing of the old layout is read
+    activate(online, plan.views["spend"])
+    assert set(online.served()) == {"spend"}
+    assert client.exists(old_registry) == 0 and client.exists(old_active) == 0
+    assert client.exists(registry_key(plan.project), active_key(plan.project, "spend")) == 2
+    client.close()
 
 
 # Rows of one key written in any order and batching: the stored row is the latest in the
