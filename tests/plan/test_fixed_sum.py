@@ -79,6 +79,12 @@ def _fixed(values: list[float], gone: list[float], squares: bool):
     return limbs, (0, size, first), (at_sq, size_sq, first_sq)
 
 
+def _fixed_after_removals(values: list[float], data: st.DataObject, squares: bool):
+    """_fixed with up to 5 of the values drawn to be added again and taken out."""
+    gone = data.draw(st.lists(st.sampled_from(values), max_size=5) if values else st.just([]))
+    return _fixed(values, gone, squares)
+
+
 def _accumulated(values: list[float]) -> tuple[np.ndarray, np.ndarray]:
     s1, s2 = np.zeros(es.WIDTH, np.int64), np.zeros(es.WIDTH, np.int64)
     for x in values:
@@ -92,8 +98,7 @@ def _accumulated(values: list[float]) -> tuple[np.ndarray, np.ndarray]:
 @FAST
 @given(st.one_of(banded(), ties()), st.data())
 def test_sums_round_as_exact_sum_does(values: list[float], data: st.DataObject) -> None:
-    gone = data.draw(st.lists(st.sampled_from(values), max_size=5) if values else st.just([]))
-    fixed = _fixed(values, gone, False)
+    fixed = _fixed_after_removals(values, data, False)
     if fixed is None:
         return
     limbs, where, _ = fixed
@@ -107,8 +112,7 @@ def test_sums_round_as_exact_sum_does(values: list[float], data: st.DataObject) 
 @FAST
 @given(banded(), st.data())
 def test_spreads_round_as_exact_sum_does(values: list[float], data: st.DataObject) -> None:
-    gone = data.draw(st.lists(st.sampled_from(values), max_size=5) if values else st.just([]))
-    fixed = _fixed(values, gone, True)
+    fixed = _fixed_after_removals(values, data, True)
     if fixed is None:
         return
     limbs, where, where_sq = fixed
