@@ -13,9 +13,10 @@ from featurestore.aggregation.accumulators import (
     OFFSET,
     SPEC_WIDTH,
     UNITS,
-    input_row,
     state_width,
 )
+from featurestore.aggregation.inputs import encode
+from featurestore.aggregation.unit import NONE, SPREAD, TOTAL
 from featurestore.definitions.types import Bool, Float64
 from featurestore.plan.plan import AggregatePlan
 from featurestore.values.columns import Column
@@ -38,10 +39,12 @@ class Layout:
     def of(cls, aggregations: tuple[AggregatePlan, ...]) -> Layout:
         spec = np.zeros((len(aggregations), SPEC_WIDTH), np.int64)
         offset = 1
+        rows, leaders = _input_rows(aggregations), _leaders(aggregations)
         for a, agg in enumerate(aggregations):
             code = CODES[agg.function]
             is_float = agg.dtype is Float64
-            spec[a] = (code, offset, is_float, agg.window_us, agg.hop_us)
+            spec[a] = (code, offset, is_float, agg.window_us, agg.hop_us, rows.index(_input(agg)),
+                       agg.output is Float64, leaders[a])
             offset += state_width(code, is_float)
         spec.flags.writeable = False
         return cls(aggregations, spec, offset)
@@ -73,20 +76,23 @@ class Layout:
         return sorted({a.column for a in self.aggregations})
 
     def inputs(self, columns: dict[str, Column]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(xi, xf, m): each aggregation's input column as a row of int64 or float64 values
-        and a validity row."""
+        """(xi, xf, m): the aggregations' inputs, one row of values and a validity row per
+        column and encoding (spec's INPUT row), as a view's aggregations mostly read one
+        column. A row holds int64 values or float64 ones as its encoding says: xf views xi's
+        bits, and each unit reads only the one its encoding gives."""
         n = len(next(iter(columns.values()))) if columns else 0
-        xi = np.zeros((len(self.aggregations), n), np.int64)
-        xf = np.zeros((len(self.aggregations), n), np.float64)
-        m = np.zeros((len(self.aggregations), n), np.bool_)
-        for a, agg in enumerate(self.aggregations):
-            column = columns[agg.column]
-            ints, floats = input_row(CODES[agg.function], column.values, agg.dtype is Float64)
+        rows = _input_rows(self.aggregations)
+        xi = np.zeros((len(rows), n), np.int64)
+        xf = xi.view(np.float64)
+        m = np.zeros((len(rows), n), np.bool_)
+        for r, (name, kind, is_float) in enumerate(rows):
+            column = columns[name]
+            ints, floats = encode(kind, column.values, is_float)
             if ints is not None:
-                xi[a] = ints
-            if floats is not None:
-                xf[a] = floats
-            m[a] = column.valid
+                xi[r] = ints
+            else:
+                xf[r] = floats
+            m[r] = column.valid
         return xi, xf, m
 
     def outputs(self, out_i: np.ndarray, out_f: np.ndarray, valid: np.ndarray) -> list[Column]:
@@ -113,8 +119,39 @@ def _same_state(a: AggregatePlan, b: AggregatePlan) -> bool:
 
 
 def empty_outputs(layout: Layout, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(out_i, out_f, valid): out_f views out_i's bits, a row per aggregation holding its
+    int64 or float64 results (spec's FLOAT_OUTPUT)."""
     a = len(layout.aggregations)
-    return np.zeros((a, n), np.int64), np.zeros((a, n), np.float64), np.zeros((a, n), np.bool_)
+    out_i = np.zeros((a, n), np.int64)
+    return out_i, out_i.view(np.float64), np.zeros((a, n), np.bool_)
+
+
+def _input(agg: AggregatePlan) -> tuple[str, int, bool]:
+    """What an aggregation reads: its column, that column's encoding for it, whether Float64."""
+    is_float = agg.dtype is Float64
+    return agg.column, UNITS[CODES[agg.function]].inputs[is_float], is_float
+
+
+def _input_rows(aggregations: tuple[AggregatePlan, ...]) -> list[tuple[str, int, bool]]:
+    return list(dict.fromkeys(_input(agg) for agg in aggregations))
+
+
+def _leaders(aggregations: tuple[AggregatePlan, ...]) -> list[int]:
+    """Per aggregation, the one whose backfill sweep computes its moments (itself when it
+    has none): the aggregations of one column and window whose values come from moments
+    (count, sum, mean, var, stddev of a Float64 column) share one pass, led by the first of
+    them that needs sums, whose input row holds the values."""
+    leaders = list(range(len(aggregations)))
+    groups: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
+    for a, agg in enumerate(aggregations):
+        wanted = UNITS[CODES[agg.function]].moments[agg.dtype is Float64]
+        if wanted != NONE:
+            groups.setdefault((agg.column, agg.window_us, agg.hop_us), []).append((a, wanted))
+    for members in groups.values():
+        lead = next((a for a, wanted in members if wanted in (TOTAL, SPREAD)), members[0][0])
+        for a, _ in members:
+            leaders[a] = lead
+    return leaders
 
 
 def hops(aggregations: tuple[AggregatePlan, ...]) -> dict[int, tuple[AggregatePlan, ...]]:

@@ -30,8 +30,10 @@ DIRECT (re-read the window at every step).
 
 A unit whose value comes from exact sums of float64 inputs says so in `moments` (indexed by
 `flt`): TOTAL (the sum, rounded once) or SPREAD (n * sum of squares - sum**2, rounded once),
-and gives its value from that with from_moments(n, total, spread) -> (valid, int64, float64),
-which its finish uses too: the sweep then may keep those sums in fewer limbs (fixed_sum)."""
+or from the count of values alone: COUNT. It gives its value from that with
+from_moments(n, total, spread) -> (valid, int64, float64), which its finish uses too: the
+sweep then may keep those sums in fewer limbs (fixed_sum), and computes them once for all
+the aggregations of a column that share a window."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ import numba
 
 KEYS, FLOATS, HASHES = range(3)
 SUBTRACT, QUEUE, DIRECT, SET = range(4)
-NONE, TOTAL, SPREAD = range(3)  # moments
+NONE, TOTAL, SPREAD, COUNT = range(4)  # moments
 Kernel = Callable[..., Any]  # a Numba dispatcher
 
 

@@ -20,6 +20,8 @@ import numpy as np
 from featurestore.aggregation import fixed_sum, multiset
 from featurestore.aggregation.accumulators import (
     HOP,
+    INPUT,
+    LEADER,
     OFFSET,
     WINDOW,
     add_event,
@@ -31,7 +33,7 @@ from featurestore.aggregation.accumulators import (
     sweep_kind,
 )
 from featurestore.aggregation.events import lower_bound
-from featurestore.aggregation.unit import DIRECT, NONE, QUEUE, SET, SPREAD, SUBTRACT, TOTAL
+from featurestore.aggregation.unit import COUNT, DIRECT, QUEUE, SET, SPREAD, SUBTRACT, TOTAL
 
 FIXED = SET + 1  # the sweep's own kind: SUBTRACT with the exact sums in fixed_sum's limbs
 
@@ -147,7 +149,8 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
     """Every aggregation at each entity's increasing times p_ts[p_starts[e]:p_ends[e]]: the
     same values as `evaluate`, found by sliding each window over the events instead of
     re-reading it, as each unit's `sweep` says: sums and counts add entering and subtract
-    leaving events (exactly; in fixed_sum's few limbs where an entity's values fit); min, max,
+    leaving events (exactly; in fixed_sum's few limbs where an entity's values fit, in one
+    pass for the counts, sums, means and spreads of a column over one window); min, max,
     first and last keep a monotonic queue of best events; distinct counts count each input in
     the window, add the new ones and remove the gone ones, or are rebuilt from the distinct
     inputs left when their state cannot; entities with events visible only after their event
@@ -158,23 +161,33 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
         slots, live = multiset.make(ends[e] - starts[e])
         limbs = np.zeros(3 * fixed_sum.LIMBS, np.int64)  # sums from 0, squares from LIMBS
         scratch = np.zeros(2 * fixed_sum.LIMBS + 8, np.int64)
+        covered = np.zeros(spec.shape[0], np.bool_)  # by its leader's pass of moments
         lo_e, hi_e = starts[e], ends[e]
         late = False
         for i in range(lo_e, hi_e):
             late |= created[i] > ts[i]
-        for a in range(spec.shape[0]):
+        for step in range(2 * spec.shape[0]):  # the leaders first, then the others left
+            a = step % spec.shape[0]
+            if (spec[a, LEADER] == a) != (step < spec.shape[0]) or covered[spec[a, LEADER]]:
+                continue
             kind = DIRECT if late else sweep_kind(spec, a)
             _reset(spec, a, s)
             if kind == SET:
                 multiset.clear(slots, live)
-            wanted = moments(spec, a)
+            x, totals, spreads = spec[a, INPUT], False, False
+            for b in range(spec.shape[0]):
+                if _leads(spec, a, b):
+                    totals |= moments(spec, b) == TOTAL
+                    spreads |= moments(spec, b) == SPREAD
             first, size, first_sq, size_sq = -1, 0, 0, 0
-            if kind == SUBTRACT and wanted != NONE:
-                first, size, first_sq, size_sq = fixed_sum.layout(xf, m, a, lo_e, hi_e,
-                                                                  wanted == SPREAD)
+            if kind == SUBTRACT and (totals or spreads):
+                first, size, first_sq, size_sq = fixed_sum.layout(xf, m, x, lo_e, hi_e, spreads)
+            elif kind == SUBTRACT and moments(spec, a) == COUNT:
+                first = 0
             if first >= 0:
                 kind = FIXED
                 limbs[:] = 0
+                covered[a] = spec[a, LEADER] == a
             n, sq = 0, fixed_sum.LIMBS
             lo, hi, q_head, q_tail, gone = lo_e, lo_e, 0, 0, False
             for p in range(p_starts[e], p_ends[e]):
@@ -189,15 +202,16 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     if kind == SUBTRACT:
                         add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
                     elif kind == FIXED:
-                        if m[a, hi]:
+                        if m[x, hi]:
                             n += 1
-                            fixed_sum.add(limbs, 0, first, xf[a, hi], 1)
-                            if wanted == SPREAD:
-                                fixed_sum.add_square(limbs, sq, first_sq, xf[a, hi], 1)
+                            if totals or spreads:
+                                fixed_sum.add(limbs, 0, first, xf[x, hi], 1)
+                            if spreads:
+                                fixed_sum.add_square(limbs, sq, first_sq, xf[x, hi], 1)
                     elif kind == SET:
-                        if m[a, hi] and multiset.enter(slots, live, xi[a, hi], hi):
+                        if m[x, hi] and multiset.enter(slots, live, xi[x, hi], hi):
                             add_event(spec, a, s, xi, xf, m, hi, ts[hi], created[hi])
-                    elif m[a, hi]:
+                    elif m[x, hi]:
                         while q_tail > q_head and better(spec, a, xi, ts, created, hi,
                                                          queue[q_tail - 1]):
                             q_tail -= 1
@@ -208,20 +222,22 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                     if kind == SUBTRACT:
                         remove_event(spec, a, s, xi, xf, m, lo)
                     elif kind == FIXED:
-                        if m[a, lo]:
+                        if m[x, lo]:
                             n -= 1
-                            fixed_sum.add(limbs, 0, first, xf[a, lo], -1)
-                            if wanted == SPREAD:
-                                fixed_sum.add_square(limbs, sq, first_sq, xf[a, lo], -1)
+                            if totals or spreads:
+                                fixed_sum.add(limbs, 0, first, xf[x, lo], -1)
+                            if spreads:
+                                fixed_sum.add_square(limbs, sq, first_sq, xf[x, lo], -1)
                     elif kind == SET:
-                        if m[a, lo] and multiset.leave(slots, live, xi[a, lo]) and not gone:
+                        if m[x, lo] and multiset.leave(slots, live, xi[x, lo]) and not gone:
                             gone = not remove_event(spec, a, s, xi, xf, m, lo)
                     elif q_tail > q_head and queue[q_head] == lo:
                         q_head += 1
                     lo += 1
-                if p > p_starts[e] and (lo, hi) == moved_from:  # same events: same value
-                    out_i[a, p], out_f[a, p] = out_i[a, p - 1], out_f[a, p - 1]
-                    valid[a, p] = valid[a, p - 1]
+                if p > p_starts[e] and (lo, hi) == moved_from:  # same events: same values
+                    for b in range(spec.shape[0]):
+                        if b == a or (covered[a] and _leads(spec, a, b)):
+                            out_i[b, p], valid[b, p] = out_i[b, p - 1], valid[b, p - 1]
                     continue
                 if kind == QUEUE:  # the state of the window's best event
                     _reset(spec, a, s)
@@ -235,10 +251,18 @@ def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p
                         add_event(spec, a, s, xi, xf, m, i, ts[i], created[i])
                     gone = False
                 elif kind == FIXED:
-                    total = fixed_sum.value(limbs, 0, size, first) if wanted == TOTAL else 0.0
+                    total = fixed_sum.value(limbs, 0, size, first) if totals else 0.0
                     spread = fixed_sum.scaled_minus_square(
                         n, limbs, 0, size, first, sq, size_sq, first_sq, scratch
-                    ) if wanted == SPREAD else 0.0
-                    finish_moments(spec, a, n, total, spread, p, out_i, out_f, valid)
+                    ) if spreads else 0.0
+                    for b in range(spec.shape[0]):
+                        if b == a or (covered[a] and _leads(spec, a, b)):
+                            finish_moments(spec, b, n, total, spread, p, out_i, out_f, valid)
                     continue
                 finish(spec, a, s, p, out_i, out_f, valid)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _leads(spec, a, b):  # type: ignore[no-untyped-def]
+    """Whether b's value comes from a's pass: b is a, or a leads b's moments (Layout)."""
+    return b == a or (spec[b, LEADER] == a and spec[a, LEADER] == a)

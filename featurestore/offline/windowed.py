@@ -5,7 +5,9 @@ backfill."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 
 import duckdb
@@ -25,6 +27,7 @@ from featurestore.values.columns import Column, from_arrow, to_arrow
 
 ENTITY = "__e"
 PARTS = 16  # parts of a sweep, more than threads so that uneven parts even out
+PART_EVENTS = 1 << 20  # events per part of a backfill (backfill_parts)
 
 
 def created_at(src: SourcePlan, event: str) -> str:
@@ -153,20 +156,56 @@ def backfill_points(view: ViewPlan, events: Events) -> tuple[np.ndarray, np.ndar
     return change_points(events.ts, events.created, events.starts, events.ends, hops, windows)
 
 
+def backfill_parts(view: ViewPlan, events: Events) -> Iterator[pa.Table]:
+    """The view's feature table rows: its keys, `__vis` (micros) and every aggregate at each
+    hop boundary where a value changes, for its entities in parts of about PART_EVENTS
+    events. A part is consumed (written) before the next is computed, so the memory a
+    backfill takes is a part's, where the whole table's rows would be several times the
+    events', and fresh memory is slow to map."""
+    keys = [k for k, _ in view.join_keys]
+    cuts = np.unique(np.append(np.searchsorted(
+        events.starts, np.arange(0, len(events), PART_EVENTS)), len(events.starts)))
+    for first, stop in pairwise(cuts):
+        part = events.entities(first, stop)
+        entity, at = backfill_points(view, part)
+        values = sweep_at(view, part, entity, at)
+        take = pa.array(entity, pa.int64())
+        columns = {k: part.keys.column(k).take(take) for k in keys}
+        columns["__vis"] = pa.array(at, pa.int64())
+        for agg, column in zip(view.aggregates, values, strict=True):
+            columns[agg.name] = to_arrow(column, agg.output)
+        yield pa.table(columns)
+
+
 def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, table: str) -> int:
     """The view's feature table: every aggregate per entity at each hop boundary where a value
-    changes (an ASOF join on `__vis` gives the value at any boundary)."""
+    changes (an ASOF join on `__vis` gives the value at any boundary), streamed into DuckDB
+    part by part."""
     events = read_events(con, plan, view)
-    entity, at = backfill_points(view, events)
-    values = sweep_at(view, events, entity, at)
-    columns = {k: events.keys.column(k).take(pa.array(entity)) for k, _ in view.join_keys}
-    columns["__vis"] = pa.array(at, pa.int64()).cast(Timestamp.arrow)
-    for agg, column in zip(view.aggregates, values, strict=True):
-        columns[agg.name] = to_arrow(column, agg.output)
-    con.register("__backfill", pa.table(columns))
+    schema = pa.schema([*events.keys.schema, pa.field("__vis", Timestamp.arrow),
+                        *(pa.field(a.name, a.output.arrow) for a in view.aggregates)])
+    rows = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        for part in _ahead(backfill_parts(view, events)):
+            rows += part.num_rows
+            vis = part.schema.get_field_index("__vis")
+            yield from part.set_column(vis, "__vis", part.column(vis).cast(Timestamp.arrow)
+                                       ).cast(schema).to_batches()
+
+    con.register("__backfill", pa.RecordBatchReader.from_batches(schema, batches()))
     try:
         con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __backfill")
     finally:
         con.unregister("__backfill")
-    return len(at)
+    return rows
 
+
+def _ahead(parts: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """The parts, each computed in a thread while DuckDB writes the one before."""
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(next, parts, None)
+        while (part := future.result()) is not None:
+            future = pool.submit(next, parts, None)
+            yield part

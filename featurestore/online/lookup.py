@@ -178,7 +178,6 @@ class GroupOutputs:
     with a few array operations (a column each cost more than the merge at batch 1)."""
 
     aggregations: np.ndarray  # int64: positions in the group's layout of the wanted ones
-    floats: np.ndarray  # bool per wanted: a Float64 result (out_f), else out_i
     bools: np.ndarray  # bool per wanted: a Bool result (stored 0/1)
     fixed_rows: np.ndarray  # int64 per wanted: its row of `fixed`
     status_rows: np.ndarray  # int64 per wanted: its row of `status`
@@ -189,17 +188,15 @@ class GroupOutputs:
                   if agg.name in window.wanted]
         refs = [f"{window.view.name}:{agg.name}" for _, agg in wanted]
         return cls(np.array([a for a, _ in wanted], np.int64),
-                   np.array([agg.output is Float64 for _, agg in wanted], np.bool_),
                    np.array([agg.output is Bool for _, agg in wanted], np.bool_),
                    np.array([slots.fixed_row[r] for r in refs], np.int64),
                    np.array([slots.status_row[r] for r in refs], np.int64))
 
-    def write(self, result: OnlineResult, out_i: np.ndarray, out_f: np.ndarray,
-              valid: np.ndarray) -> None:
+    def write(self, result: OnlineResult, out_i: np.ndarray, valid: np.ndarray) -> None:
         """The merge's outputs into the result's rows: values where valid (zero elsewhere),
         status PRESENT or NULL."""
         a, ok = self.aggregations, valid[self.aggregations]
-        bits = np.where(self.floats[:, None], out_f[a].view(np.int64), out_i[a])
+        bits = out_i[a]  # (a copy: a is an index array) the bits of floats and ints alike
         bits[self.bools] = bits[self.bools] != 0
         result.fixed[self.fixed_rows] = np.where(ok, bits, 0)
         result.status[self.status_rows] = np.where(ok, PRESENT, NULL)
@@ -381,7 +378,7 @@ class PendingRead:
                         f"feature view {name!r}: {ahead} stored tiles hold events after as_of "
                         f"{as_of_us}, which its fence should have refused; run `featurestore "
                         "materialize`")
-                output.write(result, out_i, out_f, valid)
+                output.write(result, out_i, valid)
         result.transform_errors = run_transforms(lookup.selection, result, requests)
         return result
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from featurestore import FeatureStore
+from featurestore.offline import windowed
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DEFS = """
@@ -30,7 +32,11 @@ def bits(v: object) -> object:
     return ("nan" if v != v else struct.pack("<d", v)) if isinstance(v, float) else v
 
 
-def test_backfilled_values_equal_training_sets_at_every_boundary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("part_events", [windowed.PART_EVENTS, 50])
+def test_backfilled_values_equal_training_sets_at_every_boundary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, part_events: int) -> None:
+    """Also when the backfill computes and writes its rows in parts of a few entities."""
+    monkeypatch.setattr(windowed, "PART_EVENTS", part_events)
     rng = np.random.default_rng(3)
     n = 400
     users = rng.integers(1, 6, n)  # user 1 only gets created-late rows: the direct path

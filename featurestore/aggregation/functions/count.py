@@ -2,7 +2,7 @@
 
 import numba
 
-from featurestore.aggregation.unit import KEYS, SUBTRACT, Unit, no_better, no_normalize
+from featurestore.aggregation.unit import COUNT, KEYS, SUBTRACT, Unit, no_better, no_normalize
 
 
 @numba.njit(cache=True, nogil=True)
@@ -22,9 +22,15 @@ def merge(s, off, flt, o):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def from_moments(n, total, spread):  # type: ignore[no-untyped-def]
+    return True, n, 0.0
+
+
+@numba.njit(cache=True, nogil=True)
 def finish(s, off, flt):  # type: ignore[no-untyped-def]
-    return True, s[off], 0.0
+    return from_moments(s[off], 0.0, 0.0)
 
 
 UNIT = Unit(add, remove, merge, no_normalize, finish, no_better, widths=(1, 1),
-            inputs=(KEYS, KEYS), sweep=SUBTRACT, merges=("+", "+"))
+            inputs=(KEYS, KEYS), sweep=SUBTRACT, merges=("+", "+"), moments=(COUNT, COUNT),
+            from_moments=from_moments)

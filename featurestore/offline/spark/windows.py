@@ -51,15 +51,12 @@ def backfill(events: DataFrame, view: ViewPlan) -> DataFrame:
         table = _table(batches)
         if table is None:
             return
-        found = _events(view, table)
-        entity, at = windowed.backfill_points(view, found)
-        values = windowed.sweep_at(view, found, entity, at)
-        take = pa.array(entity, pa.int64())
-        columns = {k: found.keys.column(k).take(take) for k in keys}
-        columns["__vis"] = pa.array(at, pa.int64())
-        for agg, column in zip(view.aggregates, values, strict=True):
-            columns[agg.name] = to_bits(to_arrow(column, agg.output), agg.output)
-        yield from pa.table(columns).to_batches(BATCH)
+        for part in windowed.backfill_parts(view, _events(view, table)):
+            for agg in view.aggregates:
+                i = part.schema.get_field_index(agg.name)
+                part = part.set_column(i, agg.name, to_bits(part.column(i).combine_chunks(),
+                                                            agg.output))
+            yield from part.to_batches(BATCH)
 
     return events.repartition(*keys).sortWithinPartitions(*keys, "__ts").mapInArrow(run, schema)
 
