@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import duckdb
 
+from featurestore.aggregation.events import Events
 from featurestore.offline import windowed
 from featurestore.offline.connection import INTERNAL, quote
 from featurestore.offline.ingest import source_table
@@ -63,9 +64,11 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         built_at TIMESTAMPTZ, PRIMARY KEY (view, version))""")
 
 
-def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, fingerprint: str) -> int:
+def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, fingerprint: str,
+          last_read: dict[tuple, Events] | None = None) -> int:
+    """The view's feature table (`last_read`: see windowed.build)."""
     if view.windowed:
-        count = windowed.build(con, plan, view, feature_table(view))
+        count = windowed.build(con, plan, view, feature_table(view), last_read)
     else:
         count = _build_latest(con, plan, view)
     con.execute(f"INSERT OR REPLACE INTO {INTERNAL}.feature_tables VALUES (?, ?, ?, ?, now())",

@@ -251,13 +251,14 @@ class OfflineStore:
                     step.advance(f"{name} unchanged")
                 fingerprints[name] = current or ""
         have = feature_tables.built(con)
+        last_read: dict[tuple, Events] = {}
         with reporter.task("building feature tables", len(plan.views)) as step:
             for view in plan.views.values():
                 fp = fingerprints[view.source]
                 if view.name in force or have.get((view.name, view.version)) != feature_tables.stamp(fp) or \
                         view.source in result.ingested:
                     step.advance(f"building {view.name}")
-                    result.built[view.name] = feature_tables.build(con, plan, view, fp)
+                    result.built[view.name] = feature_tables.build(con, plan, view, fp, last_read)
                 else:
                     step.advance(f"{view.name} up to date")
 

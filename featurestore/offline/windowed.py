@@ -177,11 +177,20 @@ def backfill_parts(view: ViewPlan, events: Events) -> Iterator[pa.Table]:
         yield pa.table(columns)
 
 
-def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, table: str) -> int:
+def build(con: duckdb.DuckDBPyConnection, plan: Plan, view: ViewPlan, table: str,
+          last_read: dict[tuple, Events] | None = None) -> int:
     """The view's feature table: every aggregate per entity at each hop boundary where a value
     changes (an ASOF join on `__vis` gives the value at any boundary), streamed into DuckDB
-    part by part."""
-    events = read_events(con, plan, view)
+    part by part. `last_read` keeps the events read last, for the next view that reads the
+    same ones (views of one source and columns, built one after the other, read them once)."""
+    read = (view.source, view.join_keys, tuple(Layout.of(view.aggregates).columns))
+    events = (last_read or {}).get(read)
+    if events is None:
+        if last_read is not None:
+            last_read.clear()  # before reading: one view's events in memory at a time
+        events = read_events(con, plan, view)
+        if last_read is not None:
+            last_read[read] = events
     schema = pa.schema([*events.keys.schema, pa.field("__vis", Timestamp.arrow),
                         *(pa.field(a.name, a.output.arrow) for a in view.aggregates)])
     rows = 0
