@@ -143,6 +143,8 @@ def change_points(ts, created, starts, ends, hops, windows):  # type: ignore[no-
     return out_e, out_t
 
 
+# parallel=True though Numba runs this loop serially (it warns so): compiled without it, the
+# sweep took twice the CPU (10M events, 5 aggregations: 13.5 s against 6.5 s)
 @numba.njit(cache=True, nogil=True, parallel=True)
 def sweep(spec, width, xi, xf, m, ts, created, starts, ends, p_starts, p_ends, p_ts,
           out_i, out_f, valid):  # type: ignore[no-untyped-def]
