@@ -159,9 +159,9 @@ def backfill_points(view: ViewPlan, events: Events) -> tuple[np.ndarray, np.ndar
 def backfill_parts(view: ViewPlan, events: Events) -> Iterator[pa.Table]:
     """The view's feature table rows: its keys, `__vis` (micros) and every aggregate at each
     hop boundary where a value changes, for its entities in parts of about PART_EVENTS
-    events. A part is consumed (written) before the next is computed, so the memory a
-    backfill takes is a part's, where the whole table's rows would be several times the
-    events', and fresh memory is slow to map."""
+    events, each computed when asked for: a backfill holds a part or two (one written while
+    the next is computed) where the whole table's rows would be several times the events',
+    and fresh memory is slow to map."""
     keys = [k for k, _ in view.join_keys]
     cuts = np.unique(np.append(np.searchsorted(
         events.starts, np.arange(0, len(events), PART_EVENTS)), len(events.starts)))

@@ -69,3 +69,36 @@ def test_backfilled_values_equal_training_sets_at_every_boundary(
     expected = at_grid.sort("user_id", "event_timestamp")
     for name in features:
         assert [bits(v) for v in latest[name]] == [bits(v) for v in expected[name]], name
+
+
+def test_views_of_one_source_built_in_turn_each_read_their_own_columns(tmp_path: Path) -> None:
+    """apply reads a source's events once for consecutive views reading the same columns; a
+    view reading other columns (or the same ones after it) gets its own: each feature table
+    equals its training set."""
+    rng = np.random.default_rng(5)
+    n = 200
+    ts = T0 + pl.Series(rng.integers(0, 24 * 60, n) * 60_000_000).cast(pl.Duration("us"))
+    (tmp_path / "data").mkdir()
+    pl.DataFrame({"user_id": rng.integers(1, 4, n), "amount": rng.choice([1.0, 2.5, 7.25], n),
+                  "fee": rng.choice([0.5, 3.0], n), "event_ts": ts}
+                 ).write_parquet(tmp_path / "data" / "tx.parquet")
+    (tmp_path / "featurestore.yaml").write_text("project: turns\n")
+    (tmp_path / "defs.py").write_text('''
+from featurestore import Aggregate, Entity, FeatureView, Source
+from featurestore.types import Int64
+user = Entity("user", join_keys={"user_id": Int64})
+tx = Source("tx", path="data/tx.parquet", timestamp="event_ts")
+a = FeatureView("a", entity=user, source=tx, aggregates=[Aggregate("amount", "sum", window="2h", hop="1h")])
+b = FeatureView("b", entity=user, source=tx, aggregates=[Aggregate("amount", "max", window="1h", hop="1h")])
+c = FeatureView("c", entity=user, source=tx, aggregates=[Aggregate("fee", "sum", window="2h", hop="1h")])
+d = FeatureView("d", entity=user, source=tx, aggregates=[Aggregate("amount", "count", window="2h", hop="1h")])
+''')
+    store = FeatureStore(tmp_path)
+    store.apply()
+    for view in "abcd":
+        table = store.sql(f"SELECT * FROM features.{view} ORDER BY user_id, window_end")
+        assert table.height > 20, view
+        name = next(c for c in table.columns if c not in ("user_id", "window_end"))
+        labels = table.select("user_id", pl.col("window_end").alias("event_timestamp"))
+        offline = store.training_set(labels, features=[view])
+        assert [bits(v) for v in table[name]] == [bits(v) for v in offline[name]], view
